@@ -1,0 +1,42 @@
+# processcontrol: run `make help` to see what each target does.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help
+help: ## Show the targets and what they do
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $@
+
+.PHONY: install
+install: $(STAMP) ## Create .venv with the package (editable) and its test and lint tools
+
+.PHONY: lint
+lint: $(STAMP) ## ruff: lint and format check
+	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/ruff format --check operator tests bench hack
+
+.PHONY: fmt
+fmt: $(STAMP) ## ruff: fix what can be fixed and format
+	$(VENV)/bin/ruff check --fix operator tests bench hack
+	$(VENV)/bin/ruff format operator tests bench hack
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## mypy --strict over the package
+	$(VENV)/bin/mypy
+
+.PHONY: unit
+unit: $(STAMP) ## Unit tests: no cluster, real processes and sockets
+	$(PY) -m pytest tests/unit -q
+
+.PHONY: test
+test: lint typecheck unit ## Everything CI runs: lint, type check, unit and e2e tests

@@ -1,0 +1,5 @@
+"""`python -m processcontrol`."""
+
+from processcontrol.cli import main
+
+raise SystemExit(main())
