@@ -1,0 +1,43 @@
+"""The ProcessSuspension API: pydantic models of spec and status, the single source of truth for the CRD."""
+
+from processcontrol.api.models import (
+    API_VERSION,
+    GROUP,
+    INSTANCE_GROUP_LABEL,
+    KIND,
+    PLURAL,
+    SUSPENDED_LABEL,
+    VERSION,
+    Condition,
+    ConditionStatus,
+    LabelSelector,
+    LabelSelectorRequirement,
+    PodState,
+    PodStatus,
+    ProcessState,
+    ProcessStatus,
+    ProcessSuspension,
+    ProcessSuspensionSpec,
+    ProcessSuspensionStatus,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "INSTANCE_GROUP_LABEL",
+    "KIND",
+    "PLURAL",
+    "SUSPENDED_LABEL",
+    "VERSION",
+    "Condition",
+    "ConditionStatus",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "PodState",
+    "PodStatus",
+    "ProcessState",
+    "ProcessStatus",
+    "ProcessSuspension",
+    "ProcessSuspensionSpec",
+    "ProcessSuspensionStatus",
+]

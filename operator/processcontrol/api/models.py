@@ -1,0 +1,251 @@
+"""Pydantic models of the ProcessSuspension resource; the CRD is generated from these (`processcontrol crd`)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from processcontrol.api.duration import DURATION_PATTERN, parse_duration
+
+GROUP = "processcontrol.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ProcessSuspension"
+PLURAL = "processsuspensions"
+INSTANCE_GROUP_LABEL = "quarks.cloudfoundry.org/instance-group-name"
+SUSPENDED_LABEL = f"{GROUP}/suspended"
+
+# BOSH job and process names as they appear in socket paths; the leading character rules out `-x`
+# (an option to the in-pod script's tools) and `.`/`..` (path traversal).
+BoshName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)]
+LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", max_length=63)]
+LabelKey = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        max_length=317,
+    ),
+]
+DnsLabel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}, max_length=64)]
+
+MAX_NAMES = 64
+MAX_PODS = 5000
+
+
+class _Model(BaseModel):
+    """Camel-case on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class LabelSelectorRequirement(_Model):
+    """A label selector requirement: a key, an operator and values (metav1.LabelSelectorRequirement)."""
+
+    key: LabelKey = Field(description="The label key that the selector applies to.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the key relates to the values: In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[LabelValue] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The values for In and NotIn; must be empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(_Model):
+    """A label query over pods (metav1.LabelSelector); all requirements are ANDed."""
+
+    match_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Labels the pods must carry, each with exactly this value.",
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Label selector requirements the pods must satisfy.",
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> LabelSelector:
+        if not self.match_labels and not self.match_expressions:
+            raise ValueError("selector must have matchLabels or matchExpressions: an empty selector matches every pod")
+        return self
+
+
+class ProcessSuspensionSpec(_Model):
+    """What to suspend: the target pods, optionally narrowed to jobs and processes, and for how long."""
+
+    instance_group: LabelValue | None = Field(
+        default=None,
+        description=(
+            "The kubecf instance group to suspend: pods labelled "
+            f"{INSTANCE_GROUP_LABEL}=<instanceGroup>. Exactly one of instanceGroup and selector is required."
+        ),
+    )
+    selector: LabelSelector | None = Field(
+        default=None,
+        description="A label selector for the pods to suspend. Exactly one of instanceGroup and selector is required.",
+    )
+    jobs: list[BoshName] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="Only the processes of these BOSH jobs. Empty means every job.",
+    )
+    processes: list[BoshName] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="Only these BOSH processes. Empty means every process.",
+    )
+    suspend: bool = Field(
+        default=True,
+        description="true keeps the processes stopped; false resumes them and keeps this object.",
+    )
+    duration: Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)] | None = Field(
+        default=None,
+        description=(
+            "Resume automatically this long after the suspension first took effect, e.g. 90m or 2h. "
+            "Empty means until suspend is false or the object is deleted."
+        ),
+    )
+    reason: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None,
+        description="Why the processes are suspended; shown by kubectl get and in events.",
+    )
+    container: DnsLabel | None = Field(
+        default=None,
+        description=(
+            "The container to exec into. Default: the first container mounting /var/vcap/data, "
+            "else the first container."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> ProcessSuspensionSpec:
+        if (self.instance_group is None) == (self.selector is None):
+            raise ValueError("exactly one of instanceGroup and selector must be set")
+        return self
+
+    @field_validator("duration")
+    @classmethod
+    def _positive_duration(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value).total_seconds() <= 0:
+            raise ValueError("duration must be positive, e.g. 90m or 2h")
+        return value
+
+
+class ConditionStatus(StrEnum):
+    """The status of a condition."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class ProcessState(StrEnum):
+    """The observed state of one containerrun process."""
+
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    STALE = "Stale"
+    UNKNOWN = "Unknown"
+
+
+class PodState(StrEnum):
+    """The state of one target pod."""
+
+    SUSPENDING = "Suspending"
+    SUSPENDED = "Suspended"
+    RESUMING = "Resuming"
+    RESUMED = "Resumed"
+    FAILED = "Failed"
+    GONE = "Gone"
+
+
+class _StatusModel(BaseModel):
+    """Status is written by the operator and read back leniently, so unknown fields are kept out quietly."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Condition(_StatusModel):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: Annotated[str, StringConstraints(max_length=316)] = Field(
+        description="Ready, Suspended, Reconciling or Stalled."
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: Annotated[str, StringConstraints(max_length=1024)] = Field(
+        default="", description="A CamelCase word for the last transition."
+    )
+    message: Annotated[str, StringConstraints(max_length=32768)] = Field(
+        default="", description="A human-readable explanation."
+    )
+    last_transition_time: Timestamp | None = Field(default=None, description="When the status last changed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this condition was computed for."
+    )
+
+
+class ProcessStatus(_StatusModel):
+    """The state of one containerrun socket in a pod."""
+
+    job: Annotated[str, StringConstraints(max_length=128)] = Field(description="The BOSH job name.")
+    process: Annotated[str, StringConstraints(max_length=128)] = Field(description="The BOSH process name.")
+    state: ProcessState = Field(description="Running, Stopping, Stopped, Stale or Unknown.")
+    pid: int | None = Field(default=None, ge=0, description="The pid of the running process, if any.")
+
+
+class PodStatus(_StatusModel):
+    """The state of one target pod and its processes."""
+
+    name: Annotated[str, StringConstraints(max_length=253)] = Field(description="The pod name.")
+    uid: Annotated[str, StringConstraints(max_length=64)] = Field(
+        default="", description="The pod UID; a new UID is a new pod."
+    )
+    state: PodState = Field(description="Suspending, Suspended, Resuming, Resumed, Failed or Gone.")
+    message: Annotated[str, StringConstraints(max_length=4096)] = Field(
+        default="", description="Why the pod is in this state."
+    )
+    last_transition_time: Timestamp | None = Field(default=None, description="When the state last changed.")
+    processes: list[ProcessStatus] = Field(
+        default_factory=list, max_length=256, description="The containerrun processes found in the pod."
+    )
+
+
+class ProcessSuspensionStatus(_StatusModel):
+    """The observed state of a ProcessSuspension, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the operator last acted on."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16, description="Ready, Suspended, Reconciling and Stalled."
+    )
+    pods: list[PodStatus] = Field(default_factory=list, max_length=MAX_PODS, description="Every target pod.")
+    summary: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        default=None, description="Pods in the requested state out of the target pods, e.g. 3/3."
+    )
+    suspended_at: Timestamp | None = Field(
+        default=None, description="When the suspension first took effect on every target pod."
+    )
+    expires_at: Timestamp | None = Field(
+        default=None, description="When the suspension ends by itself (suspendedAt + duration)."
+    )
+
+
+class ProcessSuspension(_Model):
+    """A whole ProcessSuspension object, as written in Git or read from the API."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    api_version: Literal["processcontrol.dev/v1alpha1"] = "processcontrol.dev/v1alpha1"
+    kind: Literal["ProcessSuspension"] = "ProcessSuspension"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ProcessSuspensionSpec
+    status: ProcessSuspensionStatus | None = None
