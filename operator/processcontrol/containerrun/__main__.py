@@ -1,0 +1,7 @@
+"""`python -m processcontrol.containerrun`: the same as the `containerrun` command."""
+
+import sys
+
+from processcontrol.containerrun.cli import main
+
+sys.exit(main())
