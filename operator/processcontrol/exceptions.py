@@ -1,0 +1,43 @@
+"""Exceptions raised by processcontrol: one flat module, as kr8s has it."""
+
+from __future__ import annotations
+
+
+class ProcessControlError(Exception):
+    """Base class of every processcontrol error."""
+
+
+class ExecError(ProcessControlError):
+    """An exec into a pod did not produce a result."""
+
+
+class ExecForbidden(ExecError):
+    """The API server refused the exec: RBAC lacks `create` on `pods/exec`."""
+
+
+class ExecTimeout(ExecError):
+    """The exec did not finish within its timeout."""
+
+
+class PodGone(ExecError):
+    """The pod (or its container) no longer exists."""
+
+
+class ExecFailed(ExecError):
+    """The exec failed for another reason; the message carries the detail."""
+
+
+class ScriptOutputError(ProcessControlError):
+    """The in-pod script printed nothing that could be parsed."""
+
+
+class ApiError(ProcessControlError):
+    """The Kubernetes API refused or failed a request."""
+
+
+class Forbidden(ApiError):
+    """RBAC does not allow the request."""
+
+
+class NotFound(ApiError):
+    """The object does not exist."""
