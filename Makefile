@@ -40,3 +40,7 @@ unit: $(STAMP) ## Unit tests: no cluster, real processes and sockets
 
 .PHONY: test
 test: lint typecheck unit ## Everything CI runs: lint, type check, unit and e2e tests
+
+.PHONY: crds
+crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml from the pydantic models
+	$(VENV)/bin/processcontrol crd > crds/processsuspensions.yaml

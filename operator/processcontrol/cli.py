@@ -10,7 +10,10 @@ from collections.abc import Sequence
 # Each module exposes `add_commands(subparsers)` and sets `handler` (args -> exit code) on its parsers.
 # They are imported lazily by name so that `processcontrol send`, which runs inside pods on every
 # suspension, never pays for importing kopf or the kubernetes client.
-COMMAND_MODULES: tuple[str, ...] = ("processcontrol.containerrun.client",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "processcontrol.api.crd",
+    "processcontrol.containerrun.client",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

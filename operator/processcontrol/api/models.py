@@ -55,6 +55,12 @@ class LabelSelectorRequirement(_Model):
         description="The values for In and NotIn; must be empty for Exists and DoesNotExist.",
     )
 
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        if (self.operator in ("In", "NotIn")) != bool(self.values):
+            raise ValueError("values must be non-empty for In and NotIn and empty for Exists and DoesNotExist")
+        return self
+
 
 class LabelSelector(_Model):
     """A label query over pods (metav1.LabelSelector); all requirements are ANDed."""
