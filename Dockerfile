@@ -1,0 +1,28 @@
+# The processcontrol operator image: `processcontrol operator ...` (see deploy/manager/manager.yaml).
+# Two stages: the builder installs the package and its dependencies into a virtualenv; the runtime
+# copies only that virtualenv onto the same slim Python base, so no compiler, pip cache or source is shipped.
+
+FROM python:3.11-slim AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/processcontrol
+WORKDIR /src
+# Only what the package build needs: the source root and its metadata.
+COPY pyproject.toml README.md ./
+COPY operator/processcontrol ./operator/processcontrol
+RUN /opt/processcontrol/bin/pip install --no-compile . \
+ && /opt/processcontrol/bin/python -m compileall -q /opt/processcontrol/lib
+
+FROM python:3.11-slim
+# The same base (and so the same /usr/local/bin/python the venv links to) as the builder.
+COPY --from=builder /opt/processcontrol /opt/processcontrol
+ENV PATH=/opt/processcontrol/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# 65532: the conventional "nonroot" uid/gid of distroless images, as the Deployment's runAsUser expects.
+RUN groupadd --system --gid 65532 nonroot \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nonroot
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["processcontrol"]
+CMD ["operator", "--all-namespaces"]

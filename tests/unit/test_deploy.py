@@ -1,0 +1,146 @@
+"""deploy/: both kustomize variants render, carry the generated CRD, least-privilege RBAC and a hardened operator."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from processcontrol.api.crd import build_crd
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+IMAGE = "ghcr.io/processcontrol/processcontrol:0.1.0"
+LIVENESS = "--liveness=http://0.0.0.0:8080/healthz"
+
+Manifest = dict[str, Any]
+
+
+def load(path: Path) -> list[Manifest]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def render(directory: Path) -> list[Manifest]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run([kubectl, "kustomize", str(directory)], check=True, capture_output=True, text=True)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def one(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    (found,) = [m for m in manifests if m["kind"] == kind and m["metadata"]["name"] == name]
+    return found
+
+
+def rules_of(manifest: Manifest) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in manifest["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+NAMESPACED_RULES = {
+    ("", "pods"): {"get", "list", "watch", "patch"},
+    ("", "pods/exec"): {"create", "get"},
+    ("processcontrol.dev", "processsuspensions"): {"get", "list", "watch", "patch", "update"},
+    ("processcontrol.dev", "processsuspensions/status"): {"get", "patch", "update"},
+    ("processcontrol.dev", "processsuspensions/finalizers"): {"update"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+CRD_WATCH = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+
+
+def test_crd_kustomization_uses_the_generated_crd() -> None:
+    assert load(DEPLOY / "crd/kustomization.yaml")[0]["resources"] == ["../../crds"]
+    assert load(ROOT / "crds/kustomization.yaml")[0]["resources"] == ["processsuspensions.yaml"]
+    assert load(DEPLOY / "kustomization.yaml")[0]["resources"] == ["crd", "rbac", "manager"]
+
+
+def test_cluster_role_is_exactly_what_the_operator_needs() -> None:
+    (role,) = load(DEPLOY / "rbac/role.yaml")
+    assert role["kind"] == "ClusterRole"
+    assert rules_of(role) == NAMESPACED_RULES | CRD_WATCH
+
+
+def test_namespaced_role_grants_the_same_per_namespace() -> None:
+    role, binding = load(DEPLOY / "namespaced/role-kubecf.yaml")
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "kubecf")
+    assert rules_of(role) == NAMESPACED_RULES
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "processcontrol"}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "processcontrol", "namespace": "processcontrol-system"}
+    ]
+
+
+def test_default_install_renders() -> None:
+    manifests = render(DEPLOY)
+    kinds = sorted(m["kind"] for m in manifests)
+    assert kinds == sorted(
+        ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"]
+    )
+    crd = one(manifests, "CustomResourceDefinition", "processsuspensions.processcontrol.dev")
+    assert crd == build_crd()
+    binding = one(manifests, "ClusterRoleBinding", "processcontrol")
+    assert binding["roleRef"]["name"] == "processcontrol"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "processcontrol", "namespace": "processcontrol-system"}
+    ]
+    args = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["operator", "--all-namespaces", LIVENESS]
+
+
+def test_operator_deployment_is_hardened() -> None:
+    deployment = one(render(DEPLOY), "Deployment", "processcontrol")
+    assert deployment["metadata"]["namespace"] == "processcontrol-system"
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "processcontrol"
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"healthz": 8080, "metrics": 9090}
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
+    assert {"requests", "limits"} <= set(container["resources"])
+    assert {"name": "PROCESSCONTROL_METRICS_PORT", "value": "9090"} in container["env"]
+    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert "/tmp" in mounts
+
+
+def test_namespaced_install_renders_without_cluster_wide_pod_rights() -> None:
+    manifests = render(DEPLOY / "namespaced")
+    cluster_roles = [m for m in manifests if m["kind"] == "ClusterRole"]
+    assert [m["metadata"]["name"] for m in cluster_roles] == ["processcontrol-discovery"]
+    assert rules_of(cluster_roles[0]) == CRD_WATCH | {("", "namespaces"): {"list", "watch"}}
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "ClusterRoleBinding"] == [
+        "processcontrol-discovery"
+    ]
+    role_namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] == "Role"}
+    binding_namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] == "RoleBinding"}
+    args = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["args"]
+    watched = {arg.removeprefix("--namespace=") for arg in args if arg.startswith("--namespace=")}
+    assert role_namespaces == binding_namespaces == watched == {"kubecf"}
+    assert "--all-namespaces" not in args
+    assert LIVENESS in args
+    assert one(manifests, "CustomResourceDefinition", "processsuspensions.processcontrol.dev") == build_crd()
+    assert one(manifests, "ServiceAccount", "processcontrol")["metadata"]["namespace"] == "processcontrol-system"
