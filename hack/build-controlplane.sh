@@ -3,7 +3,7 @@
 #
 #   $CACHE/k8s-<v>/bin/{kube-apiserver,kube-controller-manager}
 #   $CACHE/etcd-<v>/bin/etcd
-#   $CACHE/kwok-<v>/bin/kwok  and  $CACHE/kwok-<v>/crds/*.yaml (Exec, ClusterExec CRDs)
+#   $CACHE/kwok-<v>-<patch>/bin/kwok  and  .../crds/*.yaml (Exec, ClusterExec CRDs); see patch_kwok
 #
 # CACHE is ${PROCESSCONTROL_CACHE:-$HOME/.cache/processcontrol}. Idempotent: a binary that exists and reports
 # the expected version is not rebuilt. Prints each step and how long it took.
@@ -117,20 +117,77 @@ build_etcd() {
     step_end
 }
 
+# kwok v0.7.0's local exec differs from a kubelet in two ways that matter to exec clients, so we build it with two
+# small patches (the cache directory carries the patch level, KWOK_PATCH):
+#  1. a non-zero exit of the command became an InternalError ("exit status 3" only inside the message; kubectl exits
+#     1, the Python client's returncode cannot parse it); now it is the NonZeroExitCode status with the code, as the
+#     kubelet sends it.
+#  2. stdin was never closed after the client's stdin ended, so `kubectl exec -i POD -- cat` never finished.
+KWOK_PATCH=pc1
+
+patch_kwok() {
+    local src=$1
+    local exec_go="$src/pkg/kwok/server/debugging_exec.go" utils_go="$src/pkg/utils/exec/exec.go"
+    grep -q 'return s.execInContainerWithTTY(ctx, cmd, in, out, resize)$' "$exec_go"
+    grep -q 'return s.execInContainer(ctx, cmd, in, out, errOut)$' "$exec_go"
+    grep -q '_, _ = io.Copy(inPipe, opt.In)$' "$utils_go"
+    sed -i -e 's/return s.execInContainerWithTTY(ctx, cmd, in, out, resize)$/return withExitCode(s.execInContainerWithTTY(ctx, cmd, in, out, resize))/' \
+        -e 's/return s.execInContainer(ctx, cmd, in, out, errOut)$/return withExitCode(s.execInContainer(ctx, cmd, in, out, errOut))/' \
+        "$exec_go"
+    sed -i -e 's/^\([[:space:]]*\)_, _ = io.Copy(inPipe, opt.In)$/&\n\1_ = inPipe.Close()/' "$utils_go"
+    cat >"$src/pkg/kwok/server/debugging_exec_exitcode.go" <<'GO'
+package server
+
+import (
+	"errors"
+	osexec "os/exec"
+
+	utilexec "k8s.io/utils/exec"
+)
+
+// withExitCode reports a command's non-zero exit the way the kubelet does (processcontrol patch):
+// the streaming server turns utilexec.ExitError into a NonZeroExitCode status carrying the code.
+func withExitCode(err error) error {
+	var exitErr *osexec.ExitError
+	if errors.As(err, &exitErr) && exitErr.Exited() {
+		return utilexec.CodeExitError{Err: err, Code: exitErr.ExitCode()}
+	}
+	return err
+}
+GO
+}
+
 build_kwok() {
-    local dir="$CACHE/kwok-$KWOK_VERSION"
+    local dir="$CACHE/kwok-$KWOK_VERSION-$KWOK_PATCH"
     if [[ -x $dir/bin/kwok ]] && [[ -f $dir/crds/kwok.x-k8s.io_execs.yaml ]] &&
         has_version "$dir/bin/kwok" --version "$KWOK_VERSION"; then
-        echo "    kwok $KWOK_VERSION: already built ($dir/bin/kwok)"
+        echo "    kwok $KWOK_VERSION ($KWOK_PATCH): already built ($dir/bin/kwok)"
         return 0
     fi
-    step_start "build kwok $KWOK_VERSION"
+    step_start "build kwok $KWOK_VERSION (patched: $KWOK_PATCH)"
     mkdir -p "$dir/bin" "$dir/crds"
-    GOBIN="$dir/bin" go install -trimpath \
-        -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-    local src
-    src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-    cp "$src/kustomize/crd/bases/kwok.x-k8s.io_execs.yaml" "$src/kustomize/crd/bases/kwok.x-k8s.io_clusterexecs.yaml" \
+    local mod
+    mod=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [[ -d $mod ]] || { echo "build-controlplane: sigs.k8s.io/kwok@$KWOK_VERSION not in the module cache" >&2; exit 1; }
+    rm -rf "$dir/src"
+    mkdir -p "$dir/src"
+    cp -r "$mod" "$dir/src/kwok"
+    chmod -R u+w "$dir/src/kwok"
+    patch_kwok "$dir/src/kwok"
+    {
+        echo "module local.invalid/processcontrol-kwok-build"
+        echo
+        grep -m1 -E '^go [0-9.]+$' "$mod/go.mod"
+        echo
+        echo "require sigs.k8s.io/kwok $KWOK_VERSION"
+        echo
+        echo "replace sigs.k8s.io/kwok => ./kwok"
+    } >"$dir/src/go.mod"
+    (cd "$dir/src" && go get "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" &&
+        go build -p "$GO_PARALLEL" -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+            -o "$dir/bin/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok)
+    mv "$dir/bin/kwok.tmp" "$dir/bin/kwok"
+    cp "$mod/kustomize/crd/bases/kwok.x-k8s.io_execs.yaml" "$mod/kustomize/crd/bases/kwok.x-k8s.io_clusterexecs.yaml" \
         "$dir/crds/"
     chmod u+w "$dir/crds/"*.yaml
     "$dir/bin/kwok" --version
