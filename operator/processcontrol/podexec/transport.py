@@ -1,0 +1,398 @@
+"""The exec transport: run a command in a pod's container and collect its output.
+
+`KubernetesPodExecutor` wraps the official client's websocket exec (`kubernetes.stream.stream`), which is
+synchronous, so every exec runs in a worker thread of its own pool and the event loop never blocks:
+
+- Safe in parallel: `stream()` swaps a method of the `ApiClient` it is given while it runs, so threads sharing
+  one client break each other (kubernetes-client/python#928). Each worker thread has its own `ApiClient`,
+  all built from the one `Configuration` passed in.
+- Bounded: an `asyncio.Semaphore` caps concurrent execs; every attempt has a deadline, enforced in the thread
+  (`run_forever(timeout=...)`, then the websocket is closed) and again on the event loop, so a hanging pod
+  costs its own caller one timeout and never holds up the others.
+- Retried: only failures that may pass (connection errors, HTTP 429 and 5xx, and optionally timeouts) are
+  retried, with exponential backoff and jitter. STOP, START and STATUS are idempotent, so a retry after a
+  command that did run is harmless.
+
+The blocking single attempt (`ExecOnce`) is injectable, so the policy above is tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from processcontrol.exceptions import ExecError, ExecFailed, ExecForbidden, ExecTimeout, PodGone
+
+logger = logging.getLogger(__name__)
+
+# Channels of the Kubernetes exec websocket protocol (v4/v5.channel.k8s.io).
+STDOUT_CHANNEL = 1
+STDERR_CHANNEL = 2
+ERROR_CHANNEL = 3
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What one exec produced; `returncode` is None when the API reported no exit status."""
+
+    stdout: str
+    stderr: str
+    returncode: int | None
+    duration_s: float
+
+
+class PodExecutor(Protocol):
+    """Runs a command in a container of a pod; raises `ExecError` subclasses when it cannot."""
+
+    async def run(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecResult: ...
+
+
+class ExecUnavailable(ExecFailed):
+    """An exec failure that may pass by itself (connection error, HTTP 429 or 5xx): retried."""
+
+
+@dataclass(frozen=True)
+class ExecCall:
+    """One exec attempt: where, what, and how long it may take."""
+
+    namespace: str
+    pod: str
+    container: str
+    command: tuple[str, ...]
+    timeout_s: float
+
+    @property
+    def what(self) -> str:
+        return f"exec into {self.namespace}/{self.pod} container {self.container}"
+
+
+class StreamHandle:
+    """Lets the event loop close an attempt's websocket from outside its thread (on timeout or cancellation)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closer: Callable[[], None] | None = None
+        self.closed = False
+
+    def attach(self, closer: Callable[[], None]) -> None:
+        """Register how to close the stream; closes it at once if the caller already gave up."""
+        with self._lock:
+            closed = self.closed
+            if not closed:
+                self._closer = closer
+        if closed:
+            _quietly(closer)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            closer, self._closer = self._closer, None
+        if closer is not None:
+            _quietly(closer)
+
+
+# The blocking single attempt: returns the result or raises an `ExecError` (ExecUnavailable when transient).
+ExecOnce = Callable[[ExecCall, StreamHandle], ExecResult]
+OnExec = Callable[[float, bool], None]
+
+
+def _quietly(func: Callable[[], None]) -> None:
+    try:
+        func()
+    except Exception:  # closing a broken socket may fail in many ways; it is closed either way
+        logger.debug("closing an exec stream failed", exc_info=True)
+
+
+_HANDSHAKE_STATUS = re.compile(r"Handshake status (\d{3})")
+
+
+def _status_and_body(error: BaseException) -> tuple[int | None, str]:
+    """The HTTP status and body behind a failed exec, looking through the client's `ApiException(status=0)`."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        status = getattr(current, "status_code", None)
+        if isinstance(status, int):
+            body = getattr(current, "resp_body", None)
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
+            return status, text
+        current = current.__cause__ or current.__context__
+    for item in seen:
+        status = getattr(item, "status", None)
+        if isinstance(status, int) and status >= 100:
+            return status, str(getattr(item, "body", "") or getattr(item, "reason", "") or "")
+        match = _HANDSHAKE_STATUS.search(str(getattr(item, "reason", None) or item))
+        if match:
+            return int(match.group(1)), str(item)
+    return None, str(error)
+
+
+def _api_message(body: str) -> str:
+    """The `message` of a Kubernetes Status body, else the body itself (shortened)."""
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(body).get("message")
+        if isinstance(message, str) and message:
+            return message
+    return body.strip()[:300]
+
+
+def _is_timeout(error: BaseException) -> bool:
+    current: BaseException | None = error
+    for _ in range(8):
+        if current is None:
+            return False
+        if isinstance(current, TimeoutError) or type(current).__name__ == "WebSocketTimeoutException":
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def classify_exec_error(error: BaseException, call: ExecCall) -> ExecError:
+    """Map what the kubernetes/websocket client raised to one of our exceptions."""
+    if isinstance(error, ExecError):
+        return error
+    status, body = _status_and_body(error)
+    message = _api_message(body)
+    if status == 403:
+        return ExecForbidden(
+            f"{call.what}: forbidden: the operator's service account needs RBAC `create` on `pods/exec`"
+            f" in namespace {call.namespace}: {message}"
+        )
+    if status == 404:
+        return PodGone(f"{call.what}: pod not found: {message}")
+    if status == 400 and "completed pod" in message:
+        return PodGone(f"{call.what}: {message}")
+    if status is not None and (status == 429 or status >= 500):
+        return ExecUnavailable(f"{call.what}: HTTP {status}: {message}")
+    if status is not None:
+        return ExecFailed(f"{call.what}: HTTP {status}: {message}")
+    if _is_timeout(error):
+        return ExecTimeout(f"{call.what}: no answer within {call.timeout_s:g}s: {error}")
+    # No HTTP status: the connection itself failed (refused, reset, TLS, DNS): worth another try.
+    return ExecUnavailable(f"{call.what}: {type(error).__name__}: {message or error}")
+
+
+def _exit_status(raw: str, call: ExecCall) -> int | None:
+    """The exit code from the error channel's Status object; raises ExecFailed when the command never ran."""
+    if not raw.strip():
+        return None
+    try:
+        status: Any = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(status, dict):
+        return None
+    if status.get("status") == "Success":
+        return 0
+    details = status.get("details") or {}
+    for cause in details.get("causes") or []:
+        if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
+            with contextlib.suppress(TypeError, ValueError):
+                return int(str(cause.get("message")))
+    # A Failure without an exit code: the command could not be started (e.g. no `sh` in the image).
+    raise ExecFailed(f"{call.what}: {status.get('message') or raw.strip()[:300]}")
+
+
+class KubernetesExec:
+    """The real `ExecOnce`: one websocket exec with a per-thread `ApiClient` (kubernetes-client/python#928)."""
+
+    def __init__(self, configuration: Any) -> None:
+        self.configuration = configuration
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._clients: list[Any] = []
+
+    def _core_api(self) -> Any:
+        core = getattr(self._local, "core", None)
+        if core is None:
+            import kubernetes  # deferred: the in-pod side of the package never needs it
+
+            api_client = kubernetes.client.ApiClient(self.configuration)
+            core = kubernetes.client.CoreV1Api(api_client)
+            self._local.core = core
+            with self._lock:
+                self._clients.append(api_client)
+        return core
+
+    def __call__(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
+        from kubernetes.stream import stream
+
+        started = time.monotonic()
+        deadline = started + call.timeout_s
+        if handle.closed:
+            raise ExecTimeout(f"{call.what}: gave up before it started")
+        try:
+            ws = stream(
+                self._core_api().connect_get_namespaced_pod_exec,
+                call.pod,
+                call.namespace,
+                container=call.container,
+                command=list(call.command),
+                stdin=False,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                _preload_content=False,
+                _request_timeout=call.timeout_s,
+            )
+        except Exception as error:
+            raise classify_exec_error(error, call) from error
+        handle.attach(ws.close)
+        try:
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    ws.run_forever(timeout=remaining)
+            except Exception as error:
+                if handle.closed:
+                    raise ExecTimeout(f"{call.what}: no answer within {call.timeout_s:g}s") from error
+                raise classify_exec_error(error, call) from error
+            if handle.closed or ws.is_open():
+                raise ExecTimeout(f"{call.what}: no answer within {call.timeout_s:g}s")
+            stdout = ws.read_channel(STDOUT_CHANNEL)
+            stderr = ws.read_channel(STDERR_CHANNEL)
+            returncode = _exit_status(ws.read_channel(ERROR_CHANNEL), call)
+        finally:
+            _quietly(ws.close)
+        return ExecResult(str(stdout), str(stderr), returncode, time.monotonic() - started)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for api_client in clients:
+            _quietly(api_client.close)
+
+
+class KubernetesPodExecutor:
+    """`PodExecutor` over the Kubernetes exec API: bounded, timed out, retried; see the module docstring."""
+
+    def __init__(
+        self,
+        configuration: Any,
+        *,
+        max_concurrency: int,
+        timeout_s: float,
+        retries: int,
+        backoff_s: float,
+        retry_timeouts: bool = False,
+        on_exec: OnExec | None = None,
+        exec_once: ExecOnce | None = None,
+        grace_s: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.retries = max(0, retries)
+        self.backoff_s = max(0.0, backoff_s)
+        self.retry_timeouts = retry_timeouts
+        self.on_exec = on_exec
+        self.grace_s = grace_s
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
+        self._kubernetes_exec: KubernetesExec | None = None
+        if exec_once is None:
+            self._kubernetes_exec = KubernetesExec(configuration)
+            exec_once = self._kubernetes_exec
+            _bound_websocket_handshake(timeout_s)
+        self._exec_once: ExecOnce = exec_once
+        self._semaphore: asyncio.Semaphore | None = None
+        # Twice the limit: a timed-out attempt may still hold its thread for a moment while its socket closes.
+        self._pool = ThreadPoolExecutor(max_workers=2 * max_concurrency, thread_name_prefix="podexec")
+
+    def _limit(self) -> asyncio.Semaphore:
+        # Created on first use, inside the running loop.
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        return self._semaphore
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (0-based): exponential, with jitter between half and all of it."""
+        base: float = self.backoff_s * (2**attempt)
+        return base * (0.5 + 0.5 * self._rng.random())
+
+    def _retryable(self, error: ExecError) -> bool:
+        if isinstance(error, ExecUnavailable):
+            return True
+        return self.retry_timeouts and isinstance(error, ExecTimeout)
+
+    async def run(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecResult:
+        """Run `command` in the container; raise ExecForbidden, PodGone, ExecTimeout or ExecFailed."""
+        call = ExecCall(namespace, pod, container, tuple(command), self.timeout_s)
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(call)
+            except ExecError as error:
+                if attempt >= self.retries or not self._retryable(error):
+                    raise
+                delay = self.backoff(attempt)
+                logger.info(f"{error}; retry {attempt + 1}/{self.retries} in {delay:.2f}s")
+                attempt += 1
+                # The semaphore is not held while waiting: other pods go ahead.
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, call: ExecCall) -> ExecResult:
+        async with self._limit():
+            loop = asyncio.get_running_loop()
+            handle = StreamHandle()
+            started = time.monotonic()
+            future = loop.run_in_executor(self._pool, self._exec_once, call, handle)
+            # Retrieve a late outcome of an abandoned attempt, so it is never logged as "never retrieved".
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            ok = False
+            try:
+                result = await asyncio.wait_for(asyncio.shield(future), timeout=call.timeout_s + self.grace_s)
+                ok = True
+                return result
+            except TimeoutError:
+                raise ExecTimeout(f"{call.what}: no answer within {call.timeout_s:g}s") from None
+            except ExecError:
+                raise
+            except Exception as error:
+                raise classify_exec_error(error, call) from error
+            finally:
+                if not future.done():
+                    handle.close()  # timed out or cancelled: free the thread and the API server's stream
+                self._report(time.monotonic() - started, ok)
+
+    def _report(self, duration_s: float, ok: bool) -> None:
+        if self.on_exec is None:
+            return
+        try:
+            self.on_exec(duration_s, ok)
+        except Exception:
+            logger.exception("the on_exec hook failed")
+
+    def close(self) -> None:
+        """Release the worker threads and API clients; running attempts finish in the background."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._kubernetes_exec is not None:
+            self._kubernetes_exec.close()
+
+
+def _bound_websocket_handshake(timeout_s: float) -> None:
+    """Give websocket-client's blocking connect a timeout.
+
+    `kubernetes.stream` opens the websocket without a timeout and offers no way to pass one, so an API server
+    that accepts the TCP connection and never answers would hold a worker thread forever. The default is
+    process-wide; only the exec transport uses websocket-client in this process.
+    """
+    import websocket
+
+    current = websocket.getdefaulttimeout()
+    if current is None or current > timeout_s:
+        websocket.setdefaulttimeout(timeout_s)
