@@ -1,0 +1,367 @@
+"""Black-box protocol tests: real containerrun, real children, real sockets, one fixture of implementations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    Containerrun,
+    Implementation,
+    Start,
+    gone,
+    lines,
+    recorder,
+    send_datagram,
+    wait_for,
+    wait_recorder,
+)
+
+SLEEP = ["sleep", "1000"]
+
+
+def test_start_creates_socket_sentinel_and_pidfile(start: Start) -> None:
+    run = start(SLEEP)
+    pid = run.wait_running()
+    assert run.sock.is_socket()
+    assert run.endpoint.sentinel.exists()
+    assert run.endpoint.read_pid() == pid
+    assert run.descendants() == {pid}
+
+
+def test_stop_when_running_terminates_and_stays_up(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    run.send("STOP")
+    run.wait_stopped(pid)
+    assert lines(record) == ["start", "term"]
+    assert not run.endpoint.pidfile.exists()
+    run.wait_no_descendants()
+    assert run.alive()
+    assert run.sock.is_socket()
+
+
+def test_start_when_stopped_starts_again(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    first = run.wait_running()
+    wait_recorder(record)
+    run.send("STOP")
+    run.wait_stopped(first)
+    run.send("START")
+    second = run.wait_running(other_than=first)
+    wait_recorder(record, 2)
+    assert second != first
+    assert lines(record) == ["start", "term", "start"]
+    assert run.endpoint.read_pid() == second
+
+
+def test_quit_signals_and_keeps_running(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    run.send("QUIT")
+    wait_for(lambda: "quit" in lines(record), "SIGQUIT to reach the child")
+    assert run.endpoint.sentinel.exists()
+    assert not gone(pid)
+    assert run.endpoint.read_pid() == pid
+
+
+def test_quit_when_stopped_changes_nothing(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    run.send("STOP")
+    run.wait_stopped(pid)
+    run.send("QUIT")
+    run.send("START")  # processed after QUIT: the socket is one ordered queue
+    run.wait_running(other_than=pid)
+    wait_recorder(record, 2)
+    assert lines(record) == ["start", "term", "start"]
+
+
+def test_repeated_start_is_a_noop(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    for _ in range(3):
+        run.send("START")
+    run.send("QUIT")  # an observable command behind the STARTs proves they were read
+    wait_for(lambda: "quit" in lines(record), "the QUIT behind the STARTs")
+    assert lines(record) == ["start", "quit"]
+    assert run.endpoint.read_pid() == pid
+
+
+def test_repeated_stop_is_a_noop(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    for _ in range(3):
+        run.send("STOP")
+    run.wait_stopped(pid)
+    run.send("STOP")
+    run.send("START")
+    second = run.wait_running(other_than=pid)
+    wait_recorder(record, 2)
+    assert lines(record) == ["start", "term", "start"]
+    assert run.descendants() >= {second}
+
+
+GARBAGE = [
+    b"stop",
+    b"Stop",
+    b"start",
+    b"quit",
+    b"STOPP",
+    b"STO",
+    b"",
+    b"   ",
+    b"STOP START",
+    b"S T O P",
+    b"STOP\x00",
+    b"\xffSTOP",
+    b"\xc3\x28",
+    "STOP".encode("utf-16"),
+]
+
+
+def test_garbage_and_lowercase_are_ignored(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    for payload in GARBAGE:
+        run.send(payload)
+    run.send("QUIT")
+    wait_for(lambda: "quit" in lines(record), "the QUIT behind the garbage")
+    assert lines(record) == ["start", "quit"]
+    assert run.endpoint.read_pid() == pid
+    run.send(" \t STOP\r\n")  # surrounding whitespace is trimmed
+    run.wait_stopped(pid)
+
+
+@pytest.mark.ours_only
+def test_oversized_datagram_is_ignored(start: Start, base_dir: Path) -> None:
+    """The Go original reads 256 bytes and trims them, so `STOP` and 1000 spaces would stop it."""
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    run.send(b"STOP" + b" " * 1000)
+    run.send(b"START" + b"\n" * 300)
+    run.send("QUIT")
+    wait_for(lambda: "quit" in lines(record), "the QUIT behind the oversized datagrams")
+    assert lines(record) == ["start", "quit"]
+    assert run.endpoint.read_pid() == pid
+
+
+@pytest.mark.ours_only
+def test_term_ignoring_child_is_killed_after_stop_timeout(start: Start, base_dir: Path) -> None:
+    run = start(["sh", "-c", "trap '' TERM; exec sleep 1000"], stop_timeout=1)
+    pid = run.wait_running()
+    run.send("STOP")
+    wait_for(lambda: "received STOP" in run.log(), "STOP to be read")
+    run.wait_stopped(pid)
+    run.wait_no_descendants()
+    assert "stop timeout of 1s passed: SIGKILL to 1 process group(s)" in run.log()
+
+
+@pytest.mark.ours_only
+def test_grandchildren_are_stopped(start: Start) -> None:
+    run = start(["sh", "-c", "sleep 1000 & sleep 1000; wait"])
+    pid = run.wait_running()
+    wait_for(lambda: len(run.descendants()) == 3, "sh and its two sleeps")
+    run.send("STOP")
+    run.wait_stopped(pid)
+    run.wait_no_descendants()
+    run.send("START")
+    run.wait_running(other_than=pid)
+    wait_for(lambda: len(run.descendants()) == 3, "sh and its two sleeps again")
+
+
+def test_post_start_waits_for_its_condition_and_is_stopped_and_restarted(start: Start, base_dir: Path) -> None:
+    attempts, flag, post = base_dir / "attempts", base_dir / "flag", base_dir / "post-start"
+    run = start(
+        SLEEP,
+        extra=[
+            "--post-start-name=sh",
+            "--post-start-arg=-c",
+            f"--post-start-arg=echo ran >> {post}; exec sleep 1000",
+            "--post-start-condition-name=sh",
+            "--post-start-condition-arg=-c",
+            f"--post-start-condition-arg=echo attempt >> {attempts}; test -e {flag}",
+        ],
+    )
+    pid = run.wait_running()
+    wait_for(lambda: lines(attempts), "a first condition attempt")
+    assert not post.exists(), "the post-start ran before its condition held"
+    flag.touch()
+    wait_for(lambda: lines(post) == ["ran"], "the post-start, once the condition holds", timeout=60)
+    assert len(lines(attempts)) >= 2
+    wait_for(lambda: len(run.descendants()) == 2, "the main process and the post-start")
+    run.send("STOP")  # the post-start is registered: STOP reaches it too
+    run.wait_stopped(pid)
+    run.wait_no_descendants()
+    run.send("START")  # and it runs again on every START
+    run.wait_running(other_than=pid)
+    wait_for(lambda: lines(post) == ["ran", "ran"], "the post-start to run again", timeout=60)
+
+
+def test_post_start_without_condition_and_a_missing_post_start(start: Start, base_dir: Path) -> None:
+    post = base_dir / "post-start"
+    run = start(
+        SLEEP,
+        job="with",
+        extra=["--post-start-name", "sh", "--post-start-arg", "-c", "--post-start-arg", f"echo ran >> {post}"],
+    )
+    run.wait_running()
+    wait_for(lambda: lines(post) == ["ran"], "the post-start")
+    missing = start(SLEEP, job="without", extra=["--post-start-name", str(base_dir / "no-such-post-start")])
+    missing.wait_running()
+    assert missing.alive()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_stops_children_and_exits_0(start: Start, base_dir: Path, signum: signal.Signals) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    run.wait_running()
+    wait_recorder(record)
+    run.proc.send_signal(signum)
+    assert run.wait_exit() == 0
+    assert lines(record) == ["start", "term"]
+    run.wait_no_descendants()
+    assert not run.endpoint.sentinel.exists()
+
+
+def test_sigterm_when_stopped_exits_0(start: Start) -> None:
+    run = start(SLEEP)
+    pid = run.wait_running()
+    run.send("STOP")
+    run.wait_stopped(pid)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
+
+
+def test_sigquit_is_forwarded(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(recorder(record))
+    run.wait_running()
+    wait_recorder(record)
+    run.proc.send_signal(signal.SIGQUIT)
+    wait_for(lambda: "quit" in lines(record), "SIGQUIT to be forwarded")
+    assert run.alive()
+
+
+def test_child_exit_0_stays_up_stopped(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(["sh", "-c", f"echo ran >> {record}"])
+    wait_for(lambda: lines(record) == ["ran"], "the main process to run")
+    wait_for(lambda: not run.endpoint.sentinel.exists(), "the sentinel to go")
+    assert run.alive()
+    run.send("START")  # still listening, and START runs it again
+    wait_for(lambda: lines(record) == ["ran", "ran"], "the main process to run again")
+    assert run.alive()
+
+
+def test_child_exit_nonzero_makes_containerrun_exit_nonzero(start: Start, base_dir: Path) -> None:
+    record = base_dir / "record"
+    run = start(["sh", "-c", f"echo ran >> {record}; sleep 0.2; exit 3"])
+    code = run.wait_exit()
+    assert code != 0
+    if run.impl.ours:
+        assert code == 3  # ours passes the child's status on
+    assert lines(record) == ["ran"]
+
+
+@pytest.mark.ours_only
+def test_child_killed_by_signal_exits_128_plus_signal(start: Start) -> None:
+    run = start(SLEEP)
+    pid = run.wait_running()
+    signal_number = signal.SIGUSR1
+    os.kill(pid, signal_number)
+    assert run.wait_exit() == 128 + signal_number
+
+
+@pytest.mark.ours_only
+def test_unstartable_command_exits_127(impl: Implementation, base_dir: Path) -> None:
+    run = Containerrun(impl, base_dir, "job", "proc", [str(base_dir / "no-such-command")])
+    try:
+        assert run.wait_exit() == 127
+        assert "cannot start the main process" in run.log()
+        assert not run.sock.exists()
+    finally:
+        run.close()
+
+
+def test_stale_socket_at_start_is_replaced(base_dir: Path, start: Start) -> None:
+    stale = base_dir / "data" / "job" / "proc_containerrun.sock"
+    stale.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(stale))  # closed without unlinking: a stale socket, as after a crash
+    with pytest.raises(ConnectionRefusedError):
+        send_datagram(stale, "STOP")
+    run = start(SLEEP)
+    pid = run.wait_running()
+    run.send("STOP")
+    run.wait_stopped(pid)
+
+
+@pytest.mark.ours_only
+def test_socket_and_files_are_removed_at_exit(start: Start) -> None:
+    run = start(SLEEP)
+    run.wait_running()
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
+    assert not run.sock.exists()
+    assert not run.endpoint.sentinel.exists()
+    assert not run.endpoint.pidfile.exists()
+
+
+@pytest.mark.ours_only
+def test_start_right_after_stop_never_crashes(start: Start) -> None:
+    run = start(SLEEP)
+    pid = run.wait_running()
+    for _ in range(50):
+        run.send("STOP")
+        run.send("START")
+    wait_for(lambda: run.log_count("received START\n") == 50, "all 100 commands to be read")
+    assert run.log_count("received STOP\n") == 50
+    assert run.alive(), run.log()
+    last = run.wait_running(other_than=pid)
+    wait_for(lambda: run.descendants() == {last}, "exactly one main process")
+
+
+@pytest.mark.ours_only
+def test_burst_of_10000_garbage_datagrams_with_one_stop_loses_nothing(start: Start) -> None:
+    run = start(SLEEP, debug=True)
+    pid = run.wait_running()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        for i in range(10_000):
+            # A blocking sender waits while the receive queue is full; nothing is refused while we listen.
+            sock.sendto(b"STOP" if i == 5_000 else b"garbage %d" % i, str(run.sock))
+    wait_for(lambda: run.log_count("ignored a datagram") == 9_999, "all 9,999 garbage datagrams to be read")
+    assert run.log_count("received STOP") == 1
+    run.wait_stopped(pid)
+
+
+@pytest.mark.ours_only
+def test_burst_of_10000_commands_loses_nothing(start: Start) -> None:
+    run = start(["sh", "-c", "trap '' QUIT; exec sleep 1000"])
+    pid = run.wait_running()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        for _ in range(10_000):
+            sock.sendto(b"QUIT", str(run.sock))
+    wait_for(lambda: run.log_count("received QUIT") == 10_000, "all 10,000 QUITs to be read")
+    assert run.endpoint.read_pid() == pid
+    assert not gone(pid)
