@@ -44,3 +44,13 @@ test: lint typecheck unit ## Everything CI runs: lint, type check, unit and e2e 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml from the pydantic models
 	$(VENV)/bin/processcontrol crd > crds/processsuspensions.yaml
+
+.PHONY: controlplane
+controlplane: $(STAMP) ## Build (cached) and start the local control plane: etcd, kube-apiserver, controller-manager, kwok
+	hack/build-controlplane.sh
+	$(PY) hack/controlplane.py up
+	@echo 'Use it: eval "$$($(PY) hack/controlplane.py env)"'
+
+.PHONY: controlplane-down
+controlplane-down: $(STAMP) ## Stop the local control plane and the fake pods' host processes
+	$(PY) hack/controlplane.py down
