@@ -209,3 +209,32 @@ def test_converter_inlines_refs_and_optionals() -> None:
             }
         },
     }
+
+
+def test_map_keys_get_a_cel_rule() -> None:
+    converted = to_structural(
+        {
+            "type": "object",
+            "patternProperties": {"^[a-z]+$": {"type": "string", "maxLength": 5}},
+            "propertyNames": {"maxLength": 10},
+            "maxProperties": 3,
+        }
+    )
+    assert converted == {
+        "type": "object",
+        "maxProperties": 3,
+        "additionalProperties": {"type": "string", "maxLength": 5},
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.all(k, size(k) <= 10 && k.matches(r'^[a-z]+$'))",
+                "message": "every key must be at most 10 characters and match ^[a-z]+$",
+            }
+        ],
+    }
+
+
+def test_match_labels_keys_are_checked_by_the_api_server() -> None:
+    selector = openapi_schema()["properties"]["spec"]["properties"]["selector"]
+    (rule,) = selector["properties"]["matchLabels"]["x-kubernetes-validations"]
+    assert rule["rule"].startswith("self.all(k, size(k) <= 317 && k.matches(r'^")
+    assert rule["message"].startswith("matchLabels keys must be label keys")

@@ -120,6 +120,11 @@ REQUIREMENT_RULES: list[dict[str, str]] = [
     },
 ]
 
+LABEL_KEY_MESSAGE = (
+    "matchLabels keys must be label keys: an optional DNS subdomain prefix and '/', then at most 63 "
+    "letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+)
+
 # kopf keeps its own bookkeeping (handler progress) under status.kopf besides its annotations;
 # without this the API server prunes it.
 KOPF_STATUS: Schema = {
@@ -197,19 +202,21 @@ def to_structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Sche
             elif value is not False:
                 raise ValueError(f"cannot express additionalProperties: {value!r}")
         elif key == "patternProperties":
-            # dict[LabelKey, V]: the value schema holds; the key pattern has no place in a structural
-            # schema (and a CEL rule over map keys has no size bound for the cost estimator), so the
-            # keys are checked by the models, in the operator.
-            (value_schema,) = value.values()
+            # dict[Key, V] with a constrained key: a structural schema has no place for key patterns,
+            # so the values' schema becomes additionalProperties and the keys get a CEL rule.
+            ((key_pattern, value_schema),) = value.items()
             out["additionalProperties"] = to_structural(value_schema, defs)
+            max_key_length = node.get("propertyNames", {}).get("maxLength")
+            out["x-kubernetes-validations"] = [_key_rule(key_pattern, max_key_length)]
         elif key == "propertyNames":
-            continue  # see patternProperties
+            if set(value) - {"maxLength"}:
+                raise ValueError(f"cannot express propertyNames {value!r}")  # maxLength: see patternProperties
         elif key == "properties":
             out[key] = {name: to_structural(prop, defs) for name, prop in value.items()}
         elif key == "items":
             out[key] = to_structural(value, defs)
-        elif key in _KEPT:
-            out[key] = value
+        elif key in _KEPT or key.startswith("x-kubernetes-"):
+            out[key] = value  # x-kubernetes-*: set by this converter on a node merged into its parent
         else:
             raise ValueError(f"cannot express {key!r} in a structural schema: {node!r}")
 
@@ -252,6 +259,16 @@ def _ordered(node: Schema) -> Schema:
     return dict(sorted(node.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
+def _key_rule(pattern: str, max_length: int | None) -> dict[str, str]:
+    """A CEL rule checking every key of a map against a pattern (a raw CEL string: no escapes to redo)."""
+    if "'" in pattern:
+        raise ValueError(f"cannot quote {pattern!r} in CEL")
+    check = f"k.matches(r'{pattern}')"
+    bound = f"size(k) <= {max_length} && " if max_length is not None else ""
+    limit = f"at most {max_length} characters and " if max_length is not None else ""
+    return {"rule": f"self.all(k, {bound}{check})", "message": f"every key must be {limit}match {pattern}"}
+
+
 def _model_schema(model: type[BaseModel]) -> Schema:
     return to_structural(model.model_json_schema(by_alias=True))
 
@@ -262,6 +279,8 @@ def build_schema() -> Schema:
     spec["x-kubernetes-validations"] = copy.deepcopy(SPEC_RULES)
     selector = spec["properties"]["selector"]
     selector["x-kubernetes-validations"] = copy.deepcopy(SELECTOR_RULES)
+    (key_rule,) = selector["properties"]["matchLabels"]["x-kubernetes-validations"]
+    key_rule["message"] = LABEL_KEY_MESSAGE
     selector["properties"]["matchExpressions"]["items"]["x-kubernetes-validations"] = copy.deepcopy(REQUIREMENT_RULES)
 
     status = _model_schema(ProcessSuspensionStatus)
