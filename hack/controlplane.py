@@ -469,7 +469,7 @@ class ControlPlane:
                 prev = self.root.parent / f"{self.root.name}-logs.prev"
                 shutil.rmtree(prev, ignore_errors=True)
                 shutil.move(self.logs, prev)
-            for child in ("etcd-data", "pki", "pids", "pods", "kubeconfig", "ports.json"):
+            for child in ("etcd-data", "pki", "pids", "pods", "v", "kubeconfig", "ports.json"):
                 path = self.root / child
                 if path.is_dir():
                     shutil.rmtree(path)

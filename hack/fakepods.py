@@ -3,10 +3,10 @@
 
 Each pod `NAME-<i>` gets kubecf's labels and one container per BOSH job process (`job-process`, mounting
 /var/vcap/data), optionally a `logs` sidecar (first in the list; mounts only /var/vcap/sys). On the host, the pod
-has a private base directory (`<state>/pods/<ns>/<pod>/vcap`, the pod's /var/vcap) where one real
-`containerrun --job-name J --process-name P --base-dir DIR -- sleep 100000` runs per job process, and a kwok `Exec`
-object (named like the pod, owned by it) makes `kubectl exec POD -c CONTAINER -- CMD` run CMD locally with
-`CONTAINERRUN_BASE_DIR` set to that directory (the `logs` sidecar gets a directory with only `sys`).
+has a private base directory, its /var/vcap (`<state>/v/<hash>`, linked from `<state>/pods/<ns>/<pod>/vcap`),
+where one real `containerrun --job-name J --process-name P --base-dir DIR -- sleep 100000` runs per job process,
+and a kwok `Exec` object (named like the pod, owned by it) makes `kubectl exec POD -c CONTAINER -- CMD` run CMD
+locally with `CONTAINERRUN_BASE_DIR` set to that directory (the `logs` sidecar gets a directory with only `sys`).
 
 Importable (`sys.path.insert(0, "hack")`; `import fakepods`) and a CLI:
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -100,8 +101,12 @@ def pod_dir(namespace: str, pod: str, state: Path | None = None) -> Path:
 
 
 def base_dir(namespace: str, pod: str, state: Path | None = None) -> Path:
-    """The pod's /var/vcap on the host: CONTAINERRUN_BASE_DIR of its job containers (data/ and sys/ inside)."""
-    return pod_dir(namespace, pod, state) / "vcap"
+    """The pod's /var/vcap on the host: CONTAINERRUN_BASE_DIR of its job containers (data/ and sys/ inside).
+
+    Kept short (`<state>/v/<hash of ns/pod>`, linked from `<pod_dir>/vcap`) so that socket paths stay within the
+    108 bytes of a unix socket address even for long namespace and pod names."""
+    digest = hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:12]
+    return (state or state_dir()) / "v" / digest
 
 
 def sidecar_base_dir(namespace: str, pod: str, state: Path | None = None) -> Path:
@@ -164,7 +169,7 @@ def pod_name(group: str, ordinal: int) -> str:
 
 
 def build_pod(
-    group: str, namespace: str, ordinal: int, jobs: Sequence[JobProcess], sidecar: str | None = "logs"
+    group: str, namespace: str, ordinal: int, jobs: Sequence[JobProcess], sidecar: str | None = None
 ) -> dict[str, object]:
     """The Pod manifest of one instance group member, laid out like kubecf's (bound to the kwok node)."""
     data = {"name": "data-directory", "mountPath": "/var/vcap/data"}
@@ -392,7 +397,7 @@ def create_pod(
     namespace: str,
     ordinal: int,
     jobs: str | Sequence[str | JobProcess],
-    sidecar: str | None = "logs",
+    sidecar: str | None = None,
     containerrun: Sequence[str] | None = None,
     command: Sequence[str] = DEFAULT_COMMAND,
     state: Path | None = None,
@@ -402,7 +407,7 @@ def create_pod(
     name = pod_name(group, ordinal)
     # A previous incarnation of the same pod: its processes and files go.
     stop_pod_processes(namespace, name, state)
-    _remove_tree(pod_dir(namespace, name, state))
+    _remove_pod_files(namespace, name, state)
     pod = _apply(build_pod(group, namespace, ordinal, jps, sidecar), state)
     uid = str(pod["metadata"]["uid"])  # type: ignore[index]
     base = base_dir(namespace, name, state)
@@ -414,6 +419,7 @@ def create_pod(
     if not link.is_symlink():
         link.symlink_to(base / "sys")
     (pod_dir(namespace, name, state) / "uid").write_text(uid)
+    (pod_dir(namespace, name, state) / "vcap").symlink_to(base)
     for jp in jps:
         start_container(namespace, name, jp, containerrun, command, state)
     _apply(build_exec(namespace, name, uid, jps, sidecar, state), state)
@@ -439,7 +445,7 @@ def create_group(
     namespace: str,
     pods: int,
     jobs: str | Sequence[str | JobProcess],
-    sidecar: str | None = "logs",
+    sidecar: str | None = None,
     containerrun: Sequence[str] | None = None,
     command: Sequence[str] = DEFAULT_COMMAND,
     state: Path | None = None,
@@ -539,7 +545,7 @@ def delete_pod(namespace: str, pod: str, state: Path | None = None, wait: bool =
     kubectl("delete", "pod", pod, "-n", namespace, "--ignore-not-found", f"--wait={str(wait).lower()}", state=state)
     kubectl("delete", "exec.kwok.x-k8s.io", pod, "-n", namespace, "--ignore-not-found", state=state, check=False)
     stop_pod_processes(namespace, pod, state)
-    _remove_tree(pod_dir(namespace, pod, state))
+    _remove_pod_files(namespace, pod, state)
 
 
 def delete_group(name: str, namespace: str, state: Path | None = None, wait: bool = True) -> list[str]:
@@ -576,12 +582,13 @@ def delete_group(name: str, namespace: str, state: Path | None = None, wait: boo
     for pod in pods:
         kubectl("delete", "exec.kwok.x-k8s.io", pod, "-n", namespace, "--ignore-not-found", state=state, check=False)
         stop_pod_processes(namespace, pod, state)
-        _remove_tree(pod_dir(namespace, pod, state))
+        _remove_pod_files(namespace, pod, state)
     return pods
 
 
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def _remove_pod_files(namespace: str, pod: str, state: Path | None) -> None:
+    shutil.rmtree(base_dir(namespace, pod, state), ignore_errors=True)
+    shutil.rmtree(pod_dir(namespace, pod, state), ignore_errors=True)
 
 
 def reap_orphans(state: Path | None = None) -> list[str]:
@@ -600,7 +607,7 @@ def reap_orphans(state: Path | None = None) -> list[str]:
         uid = uid_file.read_text().strip() if uid_file.exists() else ""
         if (ns, pod, uid) not in live:
             stop_pod_processes(ns, pod, state)
-            _remove_tree(pdir)
+            _remove_pod_files(ns, pod, state)
             reaped.append(f"{ns}/{pod}")
     return reaped
 
