@@ -7,9 +7,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,3 +191,68 @@ def run_script(
         [*interpreter, *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
     return Run(done.stdout, done.stderr, done.returncode)
+
+
+CONTAINERRUN = Path(sys.executable).parent / "containerrun"
+PROCESSCONTROL = Path(sys.executable).parent / "processcontrol"
+
+
+class Containerrun:
+    """Our real `containerrun` supervising `sleep`, on a pod's base dir."""
+
+    def __init__(self, base: Path, job: str, process: str) -> None:
+        if not os.access(CONTAINERRUN, os.X_OK):
+            pytest.skip("containerrun is not installed")
+        self.base = base
+        self.job = job
+        self.process = process
+        self.sock = base / "data" / job / f"{process}_containerrun.sock"
+        self.sentinel = base / "data" / job / f"{process}_containerrun.running"
+        self.pid_file = base / "sys" / "run" / "bpm" / job / f"{process}.pid"
+        command = [str(CONTAINERRUN), "--job-name", job, "--process-name", process, "--base-dir", str(base)]
+        command += ["--stop-timeout", "5", "--", "sleep", "1000"]
+        self.proc = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.wait_until(lambda: self.sock.is_socket() and self.sentinel.exists() and self.pid_file.exists())
+
+    def pid(self) -> int | None:
+        """The pid file's number, or None when containerrun has removed it (after STOP)."""
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"containerrun {self.job}/{self.process} exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"containerrun {self.job}/{self.process}: condition not reached")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def containerruns(pod: Pod) -> Iterator[Callable[[str, str], Containerrun]]:
+    started: list[Containerrun] = []
+
+    def start(job: str, process: str) -> Containerrun:
+        runner = Containerrun(pod.base, job, process)
+        started.append(runner)
+        return runner
+
+    yield start
+    for runner in started:
+        runner.close()
