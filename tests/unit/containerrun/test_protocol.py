@@ -167,8 +167,10 @@ def test_oversized_datagram_is_ignored(start: Start, base_dir: Path) -> None:
 
 @pytest.mark.ours_only
 def test_term_ignoring_child_is_killed_after_stop_timeout(start: Start, base_dir: Path) -> None:
-    run = start(["sh", "-c", "trap '' TERM; exec sleep 1000"], stop_timeout=1)
+    ready = base_dir / "ready"
+    run = start(["sh", "-c", f"trap '' TERM; touch {ready}; exec sleep 1000"], stop_timeout=1)
     pid = run.wait_running()
+    wait_for(ready.exists, "the child to ignore SIGTERM")
     run.send("STOP")
     wait_for(lambda: "received STOP" in run.log(), "STOP to be read")
     run.wait_stopped(pid)
@@ -356,9 +358,11 @@ def test_burst_of_10000_garbage_datagrams_with_one_stop_loses_nothing(start: Sta
 
 
 @pytest.mark.ours_only
-def test_burst_of_10000_commands_loses_nothing(start: Start) -> None:
-    run = start(["sh", "-c", "trap '' QUIT; exec sleep 1000"])
+def test_burst_of_10000_commands_loses_nothing(start: Start, base_dir: Path) -> None:
+    ready = base_dir / "ready"
+    run = start(["sh", "-c", f"trap '' QUIT; touch {ready}; exec sleep 1000"])
     pid = run.wait_running()
+    wait_for(ready.exists, "the child to ignore SIGQUIT")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         for _ in range(10_000):
             sock.sendto(b"QUIT", str(run.sock))
