@@ -19,6 +19,10 @@
 #   PCTL1 error no-sender-tool processcontrol,ncat,nc,socat,python3,perl   exit 3
 # Exit 0 otherwise, also when sockets refuse: the caller reads the lines. Usage errors exit 2.
 #
+# Tools are tried in the order processcontrol, ncat, nc (OpenBSD or Ncat; other flavours lack -U and are
+# skipped), socat, python3, perl. ncat and OpenBSD nc bind a reply socket under /tmp, so they are skipped
+# when /tmp is not writable (read-only root filesystem); socat, python3 and perl need no file.
+#
 # "refused" is reported only when the tool itself says so (every supported tool prints the
 # ECONNREFUSED text "Connection refused"; LC_ALL=C keeps that text unlocalised).
 #
@@ -195,13 +199,18 @@ if [ ! -d "$data" ]; then
 fi
 
 # Pick the tool. STATUS needs one that can connect without sending, so it skips `processcontrol send`.
+# ncat and OpenBSD nc bind their own reply socket under /tmp (hard-coded): skip them where /tmp is read-only.
+tmp_ok=
+if [ -d /tmp ] && [ -w /tmp ]; then
+	tmp_ok=1
+fi
 tool=none
 impl=
 if [ "$action" != STATUS ] && have processcontrol; then
 	tool=processcontrol impl=processcontrol
-elif have ncat; then
+elif [ -n "$tmp_ok" ] && have ncat; then
 	tool=ncat impl=ncat
-elif have nc && nc_help; then
+elif [ -n "$tmp_ok" ] && have nc && nc_help; then
 	tool=nc impl=nc-$nc_kind
 elif have socat; then
 	tool=socat impl=socat
@@ -241,6 +250,9 @@ for sock; do
 	fi
 done
 
+if [ "$tool" = none ] && [ -z "$tmp_ok" ] && { have ncat || have nc; }; then
+	printf 'processcontrol: ncat/nc present but unusable: /tmp is not writable\n' >&2
+fi
 if [ "$action" != STATUS ] && [ "$tool" = none ] && [ "$matched" -gt 0 ]; then
 	emit error no-sender-tool "$TOOLS"
 	exit 3

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from processcontrol.podexec.script import SocketReport
+from processcontrol.podexec.script import Action, SocketReport, build_command, parse_output
 
 from .conftest import TOOL_BINARIES, Pod, make_stale_socket, run_script, toolbox
 
@@ -387,3 +390,50 @@ def test_sockets_are_sent_in_parallel(pod: Pod, tmp_path: Path) -> None:
     assert {s.result for s in run.report.sockets} == {"sent"}, run.stdout
     for listener in listeners:
         assert listener.wait_for(1) == [b"STOP\n"]
+
+
+def test_read_only_tmp_skips_ncat_and_nc(tmp_path: Path) -> None:
+    """ncat and OpenBSD nc bind a reply socket in /tmp: with a read-only /tmp the script must pick another tool."""
+    unshare, mount = shutil.which("unshare"), shutil.which("mount")
+    if unshare is None or mount is None:
+        pytest.skip("needs unshare and mount")
+    read_only_tmp = [unshare, "-m", "/bin/sh", "-c", f'{mount} -t tmpfs -o ro tmpfs /tmp && exec "$@"', "unshare"]
+    probe = subprocess.run([*read_only_tmp, "/bin/sh", "-c", "! [ -w /tmp ]"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("cannot mount a read-only /tmp in a private mount namespace here")
+    base = Path(tempfile.mkdtemp(prefix="pc-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    pod = Pod(base / "vcap")
+    try:
+        live = pod.listen("job", "p")
+        bin_dir = toolbox(Path(tempfile.mkdtemp(dir=base)), ["ncat", "nc", "perl"])
+        command = ["/bin/sh", *build_command(Action.STOP, [], [])[1:]]
+        env = {"PATH": str(bin_dir), "CONTAINERRUN_BASE_DIR": str(pod.base)}
+        done = subprocess.run(
+            [*read_only_tmp, *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        report = parse_output(done.stdout)
+        assert report.tool == "perl"
+        assert [s.result for s in report.sockets] == ["sent"]
+        assert live.wait_for(1) == [b"STOP\n"]
+
+        (bin_dir / "perl").unlink()
+        done = subprocess.run(
+            [*read_only_tmp, *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 3
+        assert parse_output(done.stdout).error == "no-sender-tool"
+        assert "/tmp is not writable" in done.stderr
+    finally:
+        pod.close()
+        shutil.rmtree(base, ignore_errors=True)
