@@ -130,6 +130,7 @@ class Supervisor:
         self._children: dict[int, Child] = {}
         self._main: Child | None = None
         self._groups: set[int] = set()  # process groups we started that may still have members
+        self._stopping = False  # signalled groups to stop and waiting for them to empty
         self._kill_at: float | None = None  # SIGKILL what is left at this time (after a STOP)
         self._condition_at: float | None = None  # (re)try the post-start condition at this time
         self._condition_give_up = 0.0
@@ -226,7 +227,7 @@ class Supervisor:
     def _timeout(self) -> float | None:
         deadlines = [at for at in (self._kill_at, self._condition_at) if at is not None]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-        if self._groups and (self._kill_at is not None or self._exit_code is not None):
+        if self._groups and (self._stopping or self._exit_code is not None):
             timeout = GROUP_POLL if timeout is None else min(timeout, GROUP_POLL)
         return timeout
 
@@ -292,6 +293,7 @@ class Supervisor:
             log.info("received START")
             count = self._signal_groups(signal.SIGKILL)
             self._kill_at = None
+            self._stopping = False
             if count:
                 log.info("SIGKILL to %d leftover process group(s)", count)
             self._start_processes("START")
@@ -302,6 +304,7 @@ class Supervisor:
         self._cancel_post_start()
         count = self._signal_groups(signal.SIGTERM)
         if count:
+            self._stopping = True
             if self._kill_at is None:
                 self._kill_at = time.monotonic() + self.config.stop_timeout
             log.info("SIGTERM to %d process group(s), SIGKILL after %gs", count, self.config.stop_timeout)
@@ -435,11 +438,12 @@ class Supervisor:
         return count
 
     def _prune_groups(self) -> None:
-        stopping = self._kill_at is not None
         self._groups = {pgid for pgid in self._groups if group_alive(pgid)}
-        if stopping and not self._groups:
+        if not self._groups:
             self._kill_at = None
-            log.info("every process has stopped")
+            if self._stopping:
+                self._stopping = False
+                log.info("every process has stopped")
 
     def _remove_state_files(self) -> None:
         endpoint = self.config.endpoint
