@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 import yaml
 
 from processcontrol import cli
-from processcontrol.api import API_VERSION
+from processcontrol.api import API_VERSION, ProcessSuspension
 from processcontrol.api.crd import PRINTER_COLUMNS, SPEC_RULES, build_crd, render_crd, to_structural
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,3 +240,22 @@ def test_match_labels_keys_are_checked_by_the_api_server() -> None:
     (rule,) = selector["properties"]["matchLabels"]["x-kubernetes-validations"]
     assert rule["rule"].startswith("self.all(k, size(k) <= 317 && k.matches(r'^")
     assert rule["message"].startswith("matchLabels keys must be label keys")
+
+
+def test_registering_the_command_does_not_import_pydantic() -> None:
+    """Every `processcontrol` command builds the full parser; `send` runs in pods and must start fast."""
+    code = (
+        "import sys, argparse, processcontrol.api.crd as crd\n"
+        "crd.add_commands(argparse.ArgumentParser().add_subparsers())\n"
+        "assert not {'pydantic', 'yaml', 'processcontrol.api.models'} & set(sys.modules), sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_package_still_exports_the_models() -> None:
+    import processcontrol.api as api
+
+    assert api.ProcessSuspension is ProcessSuspension
+    assert api.GROUP == "processcontrol.dev"
+    with pytest.raises(AttributeError):
+        _ = api.NoSuchThing  # type: ignore[attr-defined]

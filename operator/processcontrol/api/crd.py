@@ -1,27 +1,21 @@
-"""The ProcessSuspension CustomResourceDefinition, generated from the pydantic models (`processcontrol crd`)."""
+"""The ProcessSuspension CustomResourceDefinition, generated from the pydantic models (`processcontrol crd`).
+
+The models, pydantic and yaml are imported where they are used: this module registers a subcommand of
+`processcontrol`, and every command, `processcontrol send` in pods above all, imports it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import BaseModel
-
-from processcontrol.api.models import (
-    GROUP,
-    KIND,
-    PLURAL,
-    VERSION,
-    ProcessSuspensionSpec,
-    ProcessSuspensionStatus,
-)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Schema = dict[str, Any]
 
-CRD_NAME = f"{PLURAL}.{GROUP}"
 SHORT_NAMES = ["psus"]
 CATEGORIES = ["processcontrol"]
 
@@ -275,6 +269,8 @@ def _model_schema(model: type[BaseModel]) -> Schema:
 
 def build_schema() -> Schema:
     """The openAPIV3Schema of v1alpha1: the models' schema plus CEL rules, list types and kopf's status field."""
+    from processcontrol.api.models import ProcessSuspensionSpec, ProcessSuspensionStatus
+
     spec = _model_schema(ProcessSuspensionSpec)
     spec["x-kubernetes-validations"] = copy.deepcopy(SPEC_RULES)
     selector = spec["properties"]["selector"]
@@ -314,11 +310,13 @@ def build_schema() -> Schema:
 
 def build_crd() -> Schema:
     """The whole CustomResourceDefinition manifest of processsuspensions.processcontrol.dev."""
+    from processcontrol.api.models import GROUP, KIND, PLURAL, VERSION
+
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": CRD_NAME,
+            "name": f"{PLURAL}.{GROUP}",
             "labels": {"app.kubernetes.io/name": "processcontrol", "app.kubernetes.io/part-of": "processcontrol"},
         },
         "spec": {
@@ -351,6 +349,8 @@ HEADER = "# Generated from processcontrol.api.models by `processcontrol crd` (`m
 
 def render_crd() -> str:
     """The CRD as YAML text, stable from run to run; what crds/processsuspensions.yaml holds."""
+    import yaml
+
     body = yaml.safe_dump(build_crd(), sort_keys=False, allow_unicode=True, default_flow_style=False, width=1 << 16)
     return HEADER + "---\n" + body
 
