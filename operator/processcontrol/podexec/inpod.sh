@@ -1,4 +1,4 @@
-# processcontrol in-pod script (POSIX sh; tested with dash, bash --posix and busybox-free Debian tools).
+# processcontrol in-pod script: POSIX sh (tested with dash and bash --posix), no tools beyond one sender.
 #
 # Run as:  sh -c "$SCRIPT" processcontrol ACTION JOBS PROCESSES
 #   ACTION     STOP, START or STATUS
@@ -29,7 +29,12 @@
 # STATUS never sends a datagram: it only connect()s a datagram socket to the path, which fails
 # with ECONNREFUSED when no process is bound to it (a stale socket) and has no effect on the
 # listener otherwise. `processcontrol send` cannot connect without sending, so STATUS uses the
-# next tool; with none, every socket is reported `probed` (not checked).
+# next tool, or else the Python named in processcontrol's shebang (tool `processcontrol-python`);
+# with none, every socket is reported `probed` (not checked).
+#
+# The original Go container-run unlinks and rebinds its socket after every datagram, so a send may
+# briefly see `refused` or `failed` (no such file) while it is healthy: callers retry before calling
+# a socket stale.
 
 LC_ALL=C
 export LC_ALL
@@ -150,9 +155,9 @@ send_with() {
 		nc-ncat) nc --send-only --unixsock --udp -- "$_s" </dev/null ;;
 		nc-openbsd) nc -uU -w 0 -- "$_s" </dev/null ;;
 		socat) socat -t 0 /dev/null "UNIX-CONNECT:$_s,type=2" ;;
-		python3) python3 -c "$PY" "" "$_s" ;;
+		python3) python3 -I -S -c "$PY" "" "$_s" ;;
 		perl) perl -e "$PL" -- "" "$_s" ;;
-		processcontrol-python) "$pc_python" -c "$PY" "" "$_s" ;;
+		processcontrol-python) "$pc_python" -I -S -c "$PY" "" "$_s" ;;
 		*) return 1 ;;
 		esac
 		return
@@ -187,7 +192,7 @@ EOF
 $_p
 EOF
 		;;
-	python3) python3 -c "$PY" "$_p" "$_s" </dev/null ;;
+	python3) python3 -I -S -c "$PY" "$_p" "$_s" </dev/null ;;
 	perl) perl -e "$PL" -- "$_p" "$_s" </dev/null ;;
 	*) return 1 ;;
 	esac
