@@ -1,0 +1,207 @@
+"""The client layer: with podexec's transport, the only code that imports the `kubernetes` client.
+
+The official client is synchronous; every call runs in a worker thread so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from processcontrol.api import GROUP, PLURAL, VERSION
+from processcontrol.exceptions import ApiError, Forbidden, NotFound, ProcessControlError
+
+
+def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.Configuration:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    return configuration
+
+
+def translate(error: ApiException, what: str) -> ApiError:
+    """Turn the client's exception into one of ours, with a message that names the object."""
+    reason = getattr(error, "reason", "") or ""
+    if error.status == 403:
+        return Forbidden(f"forbidden: {what}: {reason}")
+    if error.status == 404:
+        return NotFound(f"not found: {what}")
+    return ApiError(f"{what}: HTTP {error.status} {reason}".strip())
+
+
+# The field manager of `processcontrol suspend`/`resume`, shown in managedFields next to kubectl's and Argo CD's.
+CLI_FIELD_MANAGER = "processcontrol-cli"
+IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def context_namespace(kubeconfig: str | None = None, context: str | None = None) -> str | None:
+    """The namespace of the kube context (as kubectl picks it), or the pod's own namespace in a cluster."""
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            with open(IN_CLUSTER_NAMESPACE) as file:
+                return file.read().strip() or None
+        except OSError:
+            return None
+    try:
+        contexts, current = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise ProcessControlError(f"kubeconfig: {error}") from error
+    chosen = current if context is None else next((c for c in contexts if c.get("name") == context), None)
+    if chosen is None:
+        raise ProcessControlError(f"kubeconfig: no context named {context!r}")
+    namespace = (chosen.get("context") or {}).get("namespace")
+    return str(namespace) if namespace else None
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
+    """A client for the CLI; a broken or missing kubeconfig becomes one clear error."""
+    try:
+        return KubeClient(load_configuration(kubeconfig, context))
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise ProcessControlError(f"kubeconfig: {error}") from error
+
+
+def explain(error: ApiException, what: str) -> ApiError:
+    """Like translate(), but keeps the API server's own message for invalid and conflicting requests."""
+    if error.status in (403, 404):
+        return translate(error, what)
+    try:
+        message = json.loads(error.body or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    return ApiError(f"{what}: {message}" if message else f"{what}: HTTP {error.status} {error.reason or ''}".strip())
+
+
+class KubeClient:
+    """The few API calls the operator and CLI make, as coroutines."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+        self.configuration = configuration
+        self._api = kubernetes.client.ApiClient(configuration)
+        self._core = kubernetes.client.CoreV1Api(self._api)
+        self._custom = kubernetes.client.CustomObjectsApi(self._api)
+
+    async def patch_suspension_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Replace the status (a merge patch: None values clear fields)."""
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(status)},
+            )
+        except ApiException as error:
+            raise translate(error, f"status of processsuspension {namespace}/{name}") from error
+
+    async def patch_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+        """Set or (with None) remove labels on a pod."""
+        try:
+            await asyncio.to_thread(
+                self._core.patch_namespaced_pod, name, namespace, {"metadata": {"labels": dict(labels)}}
+            )
+        except ApiException as error:
+            raise translate(error, f"labels of pod {namespace}/{name}") from error
+
+    async def _call_custom(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a CustomObjectsApi method in a thread; API and connection errors become ours."""
+        try:
+            return await asyncio.to_thread(getattr(self._custom, method), *args, **kwargs)
+        except ApiException as error:
+            raise explain(error, what) from error
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiError(f"{what}: cannot reach the API server at {self.configuration.host}: {error}") from error
+
+    async def suspensions_served(self) -> bool:
+        """Whether the API server serves ProcessSuspensions: False when the CRD is not installed."""
+        try:
+            resources = await self._call_custom(f"{GROUP}/{VERSION}", "get_api_resources", GROUP, VERSION)
+        except NotFound:
+            return False
+        served: bool = any(r.name == PLURAL for r in resources.resources or [])
+        return served
+
+    async def apply_suspension(self, body: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Create or update a ProcessSuspension by server-side apply, as the CLI's field manager."""
+        meta = body["metadata"]
+        result: dict[str, Any] = await self._call_custom(
+            f"processsuspension {meta['namespace']}/{meta['name']}",
+            "patch_namespaced_custom_object",
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            PLURAL,
+            meta["name"],
+            dict(body),
+            field_manager=CLI_FIELD_MANAGER,
+            force=force,
+            _content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]:
+        """One ProcessSuspension."""
+        result: dict[str, Any] = await self._call_custom(
+            f"processsuspension {namespace}/{name}",
+            "get_namespaced_custom_object",
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
+        return result
+
+    async def list_suspensions(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The ProcessSuspensions of a namespace, or of every namespace (None)."""
+        if namespace is None:
+            result = await self._call_custom("processsuspensions", "list_cluster_custom_object", GROUP, VERSION, PLURAL)
+        else:
+            result = await self._call_custom(
+                f"processsuspensions in {namespace}", "list_namespaced_custom_object", GROUP, VERSION, namespace, PLURAL
+            )
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> dict[str, Any]:
+        """Set spec.suspend (a merge patch, as the CLI's field manager)."""
+        result: dict[str, Any] = await self._call_custom(
+            f"processsuspension {namespace}/{name}",
+            "patch_namespaced_custom_object",
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"spec": {"suspend": suspend}},
+            field_manager=CLI_FIELD_MANAGER,
+        )
+        return result
+
+    async def delete_suspension(self, namespace: str, name: str) -> None:
+        """Delete a ProcessSuspension; its finalizer resumes the processes first."""
+        await self._call_custom(
+            f"processsuspension {namespace}/{name}",
+            "delete_namespaced_custom_object",
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+        )
+
+    def close(self) -> None:
+        """Release connections."""
+        self._api.close()

@@ -1,0 +1,1 @@
+"""The operator: kopf handlers (handlers.py), the per-suspension loop, and pure planning and status logic."""

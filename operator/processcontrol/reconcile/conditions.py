@@ -1,0 +1,59 @@
+"""Conditions the kstatus way: Ready, Suspended, Reconciling, Stalled; a transition time moves only on change."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from processcontrol.api import Condition, ConditionStatus
+
+READY = "Ready"
+SUSPENDED = "Suspended"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+CONDITION_TYPES = (READY, SUSPENDED, RECONCILING, STALLED)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a Kubernetes timestamp."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def condition(type_: str, status: bool, reason: str, message: str = "") -> Condition:
+    """A condition without timestamps; merge_conditions fills them in."""
+    return Condition(
+        type=type_,
+        status=ConditionStatus.TRUE if status else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+    )
+
+
+def merge_conditions(
+    previous: Sequence[Condition], desired: Sequence[Condition], generation: int | None, now: datetime
+) -> list[Condition]:
+    """The desired conditions, keeping each previous lastTransitionTime whose status did not change."""
+    old = {c.type: c for c in previous}
+    merged = []
+    for new in desired:
+        before = old.get(new.type)
+        changed = before is None or before.status != new.status or before.last_transition_time is None
+        merged.append(
+            new.model_copy(
+                update={
+                    "last_transition_time": format_time(now) if changed else before.last_transition_time,  # type: ignore[union-attr]
+                    "observed_generation": generation,
+                }
+            )
+        )
+    return merged
+
+
+def find(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    """The condition of this type, if any."""
+    return next((c for c in conditions if c.type == type_), None)

@@ -1,0 +1,25 @@
+"""Prometheus metrics of the operator."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SUSPENDED_PODS = Gauge(
+    "processcontrol_suspended_pods", "Pods verified suspended, per suspension.", ["namespace", "suspension"]
+)
+SUSPENDED_PROCESSES = Gauge(
+    "processcontrol_suspended_processes", "Processes verified stopped, per suspension.", ["namespace", "suspension"]
+)
+EXEC_SECONDS = Histogram(
+    "processcontrol_exec_seconds",
+    "Wall time of one exec into a pod.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+EXEC_FAILURES = Counter("processcontrol_exec_failures_total", "Execs that failed, by reason.", ["reason"])
+
+
+def observe_exec(duration_s: float, ok: bool, reason: str = "") -> None:
+    """Record one exec."""
+    EXEC_SECONDS.observe(duration_s)
+    if not ok:
+        EXEC_FAILURES.labels(reason=reason or "Unknown").inc()

@@ -1,0 +1,31 @@
+"""Operator settings, from PROCESSCONTROL_* environment variables; documented in the README."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Every knob of the operator, each with its environment variable and default."""
+
+    model_config = SettingsConfigDict(env_prefix="PROCESSCONTROL_", extra="ignore")
+
+    exec_concurrency: int = Field(default=32, ge=1, le=1024, description="Execs into pods running at once.")
+    exec_timeout_s: float = Field(default=30.0, gt=0, description="Deadline of one exec; a hanging pod is cut off.")
+    exec_retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed exec (transient errors only).")
+    exec_backoff_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each retry.")
+    verify_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a process may take to stop or start before the pod is Failed "
+        "(longer than containerrun's 20 s stop timeout).",
+    )
+    verify_interval_s: float = Field(default=0.25, gt=0, description="First delay between verification polls.")
+    reverify_interval_s: float = Field(
+        default=30.0, gt=0, description="Re-check suspended pods this often to catch restarts no event reports."
+    )
+    status_interval_s: float = Field(default=1.0, gt=0, description="Progress is written to status at most this often.")
+    failure_backoff_s: float = Field(default=10.0, gt=0, description="Retry a Failed pod after this long.")
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus metrics port; 0 disables.")
+    finalizer: str = Field(default="processcontrol.dev/resume", description="Finalizer that resumes on deletion.")
