@@ -589,7 +589,7 @@ class ControlPlane:
                 f"--server-address=127.0.0.1:{p.kwok}",
                 f"--node-port={p.kwok}",
                 "--node-ip=127.0.0.1",
-                "--cidr=10.0.0.1/24",
+                "--cidr=10.0.0.1/16",  # pod IPs: room for benchmarks with many pods
                 f"--tls-cert-file={pki / 'admin.crt'}",
                 f"--tls-private-key-file={pki / 'admin.key'}",
                 # Per-pod Exec objects are created while running (hack/fakepods.py): kwok watches them.
