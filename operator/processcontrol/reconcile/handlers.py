@@ -78,7 +78,7 @@ def suspension_changed(namespace: str | None, name: str, memo: Any, **_: Any) ->
     runtime.wake(namespace or "", name)
 
 
-@kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
+@kopf.daemon(*RESOURCE, cancellation_backoff=5.0, cancellation_timeout=10.0)
 async def keep_suspension(
     body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, logger: Logger, **kwargs: Any
 ) -> None:

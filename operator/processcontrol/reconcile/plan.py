@@ -128,6 +128,11 @@ def held_by_others(pod: PodInfo, others: Sequence[OtherSuspension]) -> bool:
     return any(o.holding and spec_matches_pod(o.spec, pod.labels) for o in others)
 
 
+def final_reason(intent: Intent) -> str:
+    """The Ready reason once the intent is reached: Suspended, Resumed or Expired."""
+    return "Expired" if intent.reason == "Expired" else final_state(intent.mode).value
+
+
 def _pod_status(pod_name: str, record: PodRecord) -> PodStatus:
     return PodStatus(
         name=pod_name,
@@ -206,8 +211,7 @@ def build_status(
     progress = f"{done}/{len(targets)} pods {goal.value.lower()}"
     verb = "Suspending" if intent.mode is Mode.SUSPEND else "Resuming"
     if all_done:
-        ready_reason = "Expired" if intent.reason == "Expired" else goal.value
-        ready = cond.condition(cond.READY, True, ready_reason, f"{progress}, verified")
+        ready = cond.condition(cond.READY, True, final_reason(intent), f"{progress}, verified")
     elif stall is not None:
         ready = cond.condition(cond.READY, False, stall[0], stall[1])
     else:

@@ -30,6 +30,7 @@ from processcontrol.reconcile.plan import (
     OtherSuspension,
     PodRecord,
     build_status,
+    final_reason,
     held_by_others,
     intent_of,
     needs_work,
@@ -140,6 +141,9 @@ class SuspensionLoop:
             )
         ]
         if due:
+            if self._is_new_request(intent):
+                # Say at once that the new request is being worked on, so nobody reads the old Ready as the answer.
+                await self._publish(spec, intent, targets)
             await self._work(spec, intent, due, others, targets)
         await self._publish(spec, intent, targets)
         await self._sync_labels(intent, targets, others)
@@ -181,6 +185,13 @@ class SuspensionLoop:
                 self._pod_event(pod, before[pod.name], record, intent)
             if pending:
                 await self._publish(spec, intent, targets)
+
+    def _is_new_request(self, intent: Intent) -> bool:
+        generation = self.body.metadata.get("generation")
+        if self.status.observed_generation != generation:
+            return True
+        ready = cond.find(self.status.conditions, cond.READY)
+        return ready is not None and ready.status == "True" and ready.reason != final_reason(intent)
 
     # Status, labels, events -----------------------------------------------------------------------------------
 
