@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "processcontrol.api.crd",
     "processcontrol.containerrun.client",
     "processcontrol.reconcile.command",
+    "processcontrol.commands",
 )
 
 

@@ -1,0 +1,310 @@
+"""The handlers of suspend, resume, get and describe: talk to the API through the client layer, print, exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from processcontrol.api.duration import parse_duration
+from processcontrol.commands import render
+from processcontrol.commands.spec import (
+    InvalidArguments,
+    build_spec,
+    build_suspension,
+    check_name,
+    default_name,
+    split_names,
+)
+from processcontrol.exceptions import ApiError, Forbidden, NotFound, ProcessControlError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CRD, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2, 3, 4, 5, 6
+EXIT_INTERRUPTED = 130
+POLL_S = 1.0
+# How long --wait gives the operator to write a status for our generation before saying it may not be running.
+NO_STATUS_S = 30.0
+INSTALL_HINT = "install it with kubectl apply -k deploy/"
+# Indirections the tests replace with a fake clock.
+_clock: Callable[[], float] = time.monotonic
+_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+class CrdNotInstalled(NotFound):
+    """The API server does not serve processsuspensions.processcontrol.dev."""
+
+
+class Client(Protocol):
+    """The calls the commands make (processcontrol.k8s.KubeClient has them)."""
+
+    async def suspensions_served(self) -> bool: ...
+    async def apply_suspension(self, body: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]: ...
+    async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]: ...
+    async def list_suspensions(self, namespace: str | None) -> list[dict[str, Any]]: ...
+    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> dict[str, Any]: ...
+    async def delete_suspension(self, namespace: str, name: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def connect(args: argparse.Namespace) -> Client:
+    """A client for the kube context the arguments name (imports the kubernetes client only now)."""
+    from processcontrol import k8s
+
+    return k8s.connect(args.kubeconfig, args.context)
+
+
+def namespace_of(args: argparse.Namespace, lenient: bool = False) -> str:
+    """-n, else the kube context's namespace, else `default` (lenient: also when there is no kubeconfig)."""
+    if args.namespace:
+        return str(args.namespace)
+    from processcontrol import k8s
+
+    try:
+        return k8s.context_namespace(args.kubeconfig, args.context) or "default"
+    except ProcessControlError:
+        if lenient:
+            return "default"
+        raise
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def execute(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a command; every known failure becomes one `error:` line and its exit code."""
+    try:
+        return asyncio.run(work())
+    except InvalidArguments as error:
+        _error(str(error))
+        return EXIT_USAGE
+    except CrdNotInstalled as error:
+        _error(str(error))
+        return EXIT_NO_CRD
+    except Forbidden as error:
+        _error(str(error))
+        return EXIT_FORBIDDEN
+    except NotFound as error:
+        _error(str(error))
+        return EXIT_NOT_FOUND
+    except ProcessControlError as error:
+        _error(str(error))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _error("interrupted; the suspension itself goes on (see processcontrol get)")
+        return EXIT_INTERRUPTED
+
+
+async def _with_crd_check(client: Client, call: Awaitable[Any]) -> Any:
+    """Await a call; a 404 becomes CrdNotInstalled when the API server does not serve our resource at all."""
+    try:
+        return await call
+    except NotFound as error:
+        try:
+            served = await client.suspensions_served()
+        except ApiError:
+            raise error from None
+        if not served:
+            raise CrdNotInstalled(
+                f"the ProcessSuspension CRD is not installed in this cluster: {INSTALL_HINT}"
+            ) from error
+        raise
+
+
+def _timeout_s(text: str) -> float:
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as error:
+        raise InvalidArguments(f"invalid --timeout {text!r}: use a duration like 90s, 5m or 1h") from error
+    if seconds <= 0:
+        raise InvalidArguments(f"invalid --timeout {text!r}: must be positive")
+    return seconds
+
+
+async def wait_ready(
+    client: Client,
+    namespace: str,
+    name: str,
+    generation: int,
+    timeout_s: float,
+    *,
+    poll_s: float = POLL_S,
+    no_status_s: float = NO_STATUS_S,
+) -> int:
+    """Print each pod's progress until Ready (exit 0) or Stalled at our generation, timeout or no operator (1)."""
+    start = _clock()
+    view: render.PodView = {}
+    last_reason = ""
+    while True:
+        obj = await client.get_suspension(namespace, name)
+        elapsed = _clock() - start
+        for line in render.progress_lines(view, obj, elapsed):
+            print(line, flush=True)
+        view = render.pod_view(obj)
+        outcome = render.assess(obj, generation)
+        if outcome.done:
+            print(render.summary_line(obj, outcome, elapsed), flush=True)
+            if outcome.ok:
+                print(render.pods_table(obj), flush=True)
+                return EXIT_OK
+            return EXIT_FAILED
+        if outcome.observed and not view and outcome.reason != last_reason:
+            print(f"[{elapsed:5.1f}s] {outcome.reason}: {outcome.message}", flush=True)
+        last_reason = outcome.reason
+        if not outcome.observed and elapsed >= no_status_s:
+            if (obj.get("status") or {}).get("observedGeneration") is None:
+                _error(f"no status after {no_status_s:g}s: is the operator running?")
+            else:
+                _error(
+                    f"the status has not caught up with generation {generation} after {no_status_s:g}s: "
+                    "is the operator running?"
+                )
+            return EXIT_FAILED
+        if elapsed >= timeout_s:
+            _error(f"timed out after {render.human_duration(timeout_s)}: {outcome.reason}: {outcome.message}")
+            print(render.pods_table(obj), file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        await _sleep(poll_s)
+
+
+async def wait_deleted(
+    client: Client,
+    namespace: str,
+    name: str,
+    timeout_s: float,
+    *,
+    poll_s: float = POLL_S,
+) -> int:
+    """Print each pod's progress until the object is gone: the operator's finalizer resumes first."""
+    start = _clock()
+    view: render.PodView = {}
+    while True:
+        try:
+            obj = await client.get_suspension(namespace, name)
+        except NotFound:
+            print(f"{name}: resumed and deleted in {_clock() - start:.1f}s", flush=True)
+            return EXIT_OK
+        elapsed = _clock() - start
+        for line in render.progress_lines(view, obj, elapsed):
+            print(line, flush=True)
+        view = render.pod_view(obj)
+        if elapsed >= timeout_s:
+            _error(
+                f"still there after {render.human_duration(timeout_s)}: the operator has not released it "
+                "(is the operator running? see processcontrol describe)"
+            )
+            return EXIT_FAILED
+        await _sleep(poll_s)
+
+
+def suspend(args: argparse.Namespace) -> int:
+    """processcontrol suspend."""
+
+    async def work() -> int:
+        jobs, processes = split_names(args.jobs), split_names(args.processes)
+        spec = build_spec(
+            args.instance_group,
+            args.selector,
+            jobs=jobs,
+            processes=processes,
+            reason=args.reason,
+            duration=args.duration,
+            container=args.container,
+        )
+        name = check_name(args.name) if args.name else default_name(args.instance_group, args.selector, jobs, processes)
+        timeout_s = _timeout_s(args.timeout)
+        body = build_suspension(name, namespace_of(args, lenient=args.dry_run), spec)
+        if args.dry_run:
+            print(render.dump([body], args.output, single=True))
+            return EXIT_OK
+        client = connect(args)
+        try:
+            applied = await _with_crd_check(client, client.apply_suspension(body))
+            namespace = body["metadata"]["namespace"]
+            generation = int(applied["metadata"].get("generation") or 1)
+            print(f"processsuspension.processcontrol.dev/{name} serverside-applied in {namespace}", flush=True)
+            if not args.wait:
+                return EXIT_OK
+            print(f"waiting up to {args.timeout} for every target process to be stopped and verified", flush=True)
+            return await wait_ready(client, namespace, name, generation, timeout_s)
+        finally:
+            client.close()
+
+    return execute(work)
+
+
+def resume(args: argparse.Namespace) -> int:
+    """processcontrol resume."""
+
+    async def work() -> int:
+        timeout_s = _timeout_s(args.timeout)
+        client = connect(args)
+        try:
+            namespace = namespace_of(args)
+            if args.delete:
+                await _with_crd_check(client, client.delete_suspension(namespace, args.name))
+                print(f'processsuspension.processcontrol.dev "{args.name}" deleted in {namespace}', flush=True)
+                if not args.wait:
+                    return EXIT_OK
+                print(f"waiting up to {args.timeout} for the operator to resume and release it", flush=True)
+                return await wait_deleted(client, namespace, args.name, timeout_s)
+            patched = await _with_crd_check(client, client.set_suspend(namespace, args.name, False))
+            generation = int(patched["metadata"].get("generation") or 1)
+            print(
+                f"processsuspension.processcontrol.dev/{args.name} resumed (suspend: false) in {namespace}", flush=True
+            )
+            if not args.wait:
+                return EXIT_OK
+            print(f"waiting up to {args.timeout} for every target process to run again, verified", flush=True)
+            return await wait_ready(client, namespace, args.name, generation, timeout_s)
+        finally:
+            client.close()
+
+    return execute(work)
+
+
+def get(args: argparse.Namespace) -> int:
+    """processcontrol get."""
+
+    async def work() -> int:
+        client = connect(args)
+        try:
+            namespace = None if args.all_namespaces else namespace_of(args)
+            if args.name:
+                if namespace is None:
+                    raise InvalidArguments("a NAME needs a namespace: use -n instead of -A")
+                objects = [await _with_crd_check(client, client.get_suspension(namespace, args.name))]
+            else:
+                objects = await _with_crd_check(client, client.list_suspensions(namespace))
+        finally:
+            client.close()
+        if not objects:
+            where = "any namespace" if namespace is None else f"{namespace} namespace"
+            print(f"No resources found in {where}.", file=sys.stderr)
+            return EXIT_OK
+        if args.output in ("yaml", "json"):
+            print(render.dump(objects, args.output, single=bool(args.name)))
+        else:
+            now = datetime.now(UTC)
+            print(render.get_table(objects, now, wide=args.output == "wide", all_namespaces=namespace is None))
+        return EXIT_OK
+
+    return execute(work)
+
+
+def describe(args: argparse.Namespace) -> int:
+    """processcontrol describe."""
+
+    async def work() -> int:
+        client = connect(args)
+        try:
+            obj = await _with_crd_check(client, client.get_suspension(namespace_of(args), args.name))
+        finally:
+            client.close()
+        print(render.describe(obj, datetime.now(UTC)))
+        return EXIT_OK
+
+    return execute(work)

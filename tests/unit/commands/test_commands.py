@@ -1,0 +1,308 @@
+"""The commands end to end through the parser, against a fake client: output, waiting, errors and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gitops.objects import SCENARIOS
+
+from processcontrol.cli import main
+from processcontrol.commands import run
+from processcontrol.exceptions import ApiError, Forbidden, NotFound
+
+
+class FakeClient:
+    """Answers get_suspension from a script of objects (or exceptions); the last answer repeats."""
+
+    def __init__(self, answers: list[Any] | None = None, served: bool = True) -> None:
+        self.answers = list(answers or [])
+        self.served = served
+        self.calls: list[tuple[str, Any]] = []
+        self.applied: dict[str, Any] | None = None
+        self.fail: dict[str, Exception] = {}
+        self.closed = False
+
+    def _check(self, method: str) -> None:
+        if method in self.fail:
+            raise self.fail[method]
+
+    async def suspensions_served(self) -> bool:
+        return self.served
+
+    async def apply_suspension(self, body: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
+        self.calls.append(("apply", dict(body)))
+        self._check("apply")
+        self.applied = {**body, "metadata": {**body["metadata"], "generation": 1}}
+        return self.applied
+
+    async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get", (namespace, name)))
+        self._check("get")
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        result: dict[str, Any] = answer
+        return result
+
+    async def list_suspensions(self, namespace: str | None) -> list[dict[str, Any]]:
+        self.calls.append(("list", namespace))
+        self._check("list")
+        return [a for a in self.answers if isinstance(a, dict)]
+
+    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> dict[str, Any]:
+        self.calls.append(("set_suspend", (namespace, name, suspend)))
+        self._check("set_suspend")
+        return {"metadata": {"name": name, "namespace": namespace, "generation": 2}}
+
+    async def delete_suspension(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete", (namespace, name)))
+        self._check("delete")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(run, "_clock", fake.clock)
+    monkeypatch.setattr(run, "_sleep", fake.sleep)
+    return fake
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
+    fake = FakeClient()
+    monkeypatch.setattr(run, "connect", lambda args: fake)
+    return fake
+
+
+def test_suspend_applies_the_validated_object(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["suspend", "database", "-n", "kubecf", "--jobs", "pxc-mysql", "--reason", "restore", "--name", "db"])
+    assert code == 0
+    assert client.calls == [
+        (
+            "apply",
+            {
+                "apiVersion": "processcontrol.dev/v1alpha1",
+                "kind": "ProcessSuspension",
+                "metadata": {"name": "db", "namespace": "kubecf"},
+                "spec": {"instanceGroup": "database", "jobs": ["pxc-mysql"], "suspend": True, "reason": "restore"},
+            },
+        )
+    ]
+    assert client.closed
+    assert capsys.readouterr().out == "processsuspension.processcontrol.dev/db serverside-applied in kubecf\n"
+
+
+def test_suspend_wait_shows_progress_then_the_summary(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [SCENARIOS["new"](), SCENARIOS["suspending"](), SCENARIOS["suspended"]()]
+    code = main(["suspend", "database", "-n", "kubecf", "--name", "restore-db", "--wait"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert [line for line in out.splitlines() if line.startswith("[")] == [
+        "[  1.0s] database-0  Suspended   3 processes stopped",
+        "[  1.0s] database-1  Suspending  waiting for pxc-mysql/galera-agent, pxc-mysql/mysql",
+        "[  1.0s] database-2  Suspending",
+        "[  2.0s] database-1  Suspended   3 processes stopped",
+        "[  2.0s] database-2  Suspended   3 processes stopped",
+    ]
+    assert "restore-db: 3/3 pods suspended and verified in 2.0s (Suspended)" in out
+    table = out.split("(Suspended)\n", 1)[1].splitlines()
+    assert table[0].split()[:3] == ["POD", "STATE", "PROCESS"]
+    assert sum(line.startswith("database-") for line in table) == 3
+
+
+def test_suspend_wait_fails_when_stalled(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [SCENARIOS["suspending"](), SCENARIOS["stalled.exec-forbidden"]()]
+    assert main(["suspend", "database", "-n", "kubecf", "--wait"]) == 1
+    assert "restore-db: stalled (ExecForbidden): pod database-0: forbidden" in capsys.readouterr().out
+
+
+def test_suspend_wait_says_when_the_operator_is_not_running(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [SCENARIOS["new"]()]
+    assert main(["suspend", "database", "-n", "kubecf", "--wait"]) == 1
+    assert capsys.readouterr().err == "error: no status after 30s: is the operator running?\n"
+    assert fake_time.now == 30.0
+
+
+def test_wait_notices_a_status_stuck_at_an_older_generation(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [SCENARIOS["suspended"]()]
+    assert main(["resume", "restore-db", "-n", "kubecf", "--wait"]) == 1
+    assert "has not caught up with generation 2 after 30s: is the operator running?" in capsys.readouterr().err
+
+
+def test_suspend_wait_times_out(client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]) -> None:
+    client.answers = [SCENARIOS["suspending"]()]
+    assert main(["suspend", "database", "-n", "kubecf", "--wait", "--timeout", "10s"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: timed out after 10s: Suspending: 1/3 pods suspended\n")
+    assert "database-1   Suspending" in err
+    assert fake_time.now == 10.0
+
+
+def test_invalid_spec_sends_nothing(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["suspend", "database", "-n", "kubecf", "--processes=../x", "--duration", "2 hours"]) == 2
+    assert client.calls == []
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid suspension, nothing was sent:\n")
+    assert "spec.duration:" in err and "spec.processes.0:" in err
+
+
+def test_dry_run_prints_yaml_for_git(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["suspend", "-l", "app=api", "--name", "api", "-n", "web", "--dry-run"]) == 0
+    assert client.calls == []
+    assert yaml.safe_load(capsys.readouterr().out) == {
+        "apiVersion": "processcontrol.dev/v1alpha1",
+        "kind": "ProcessSuspension",
+        "metadata": {"name": "api", "namespace": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "api"}}, "suspend": True},
+    }
+
+
+def test_crd_not_installed(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    client.fail["apply"] = NotFound("not found: processsuspension kubecf/database")
+    client.served = False
+    assert main(["suspend", "database", "-n", "kubecf"]) == 3
+    assert capsys.readouterr().err == (
+        "error: the ProcessSuspension CRD is not installed in this cluster: install it with kubectl apply -k deploy/\n"
+    )
+
+
+def test_not_found_when_the_crd_is_there(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    client.answers = [NotFound("not found: processsuspension kubecf/nope")]
+    assert main(["describe", "nope", "-n", "kubecf"]) == 5
+    assert capsys.readouterr().err == "error: not found: processsuspension kubecf/nope\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"), [(Forbidden("forbidden: processsuspensions in kubecf: Forbidden"), 4), (ApiError("boom"), 6)]
+)
+def test_forbidden_and_other_errors(
+    client: FakeClient, capsys: pytest.CaptureFixture[str], error: Exception, code: int
+) -> None:
+    client.fail["list"] = error
+    assert main(["get", "-n", "kubecf"]) == code
+    assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_resume_sets_suspend_false_and_waits(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [SCENARIOS["resuming"](), SCENARIOS["resumed"]()]
+    assert main(["resume", "restore-db", "-n", "kubecf", "--wait"]) == 0
+    assert ("set_suspend", ("kubecf", "restore-db", False)) in client.calls
+    assert "restore-db: 3/3 pods resumed and verified" in capsys.readouterr().out
+
+
+def test_resume_delete_waits_until_the_object_is_gone(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [SCENARIOS["resuming"](), NotFound("gone")]
+    assert main(["resume", "restore-db", "-n", "kubecf", "--delete", "--wait"]) == 0
+    assert client.calls[0] == ("delete", ("kubecf", "restore-db"))
+    out = capsys.readouterr().out
+    assert "database-1  Resuming    waiting for pxc-mysql/mysql" in out
+    assert out.rstrip().endswith("restore-db: resumed and deleted in 1.0s")
+
+
+def test_resume_delete_times_out_when_the_finalizer_stays(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [SCENARIOS["suspended"]()]
+    assert main(["resume", "restore-db", "-n", "kubecf", "--delete", "--wait", "--timeout", "5s"]) == 1
+    assert "is the operator running?" in capsys.readouterr().err
+
+
+def test_get_lists_and_prints_the_table(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    client.answers = [SCENARIOS["suspended"](), SCENARIOS["resuming"]()]
+    assert main(["get", "-A"]) == 0
+    assert ("list", None) in client.calls
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "SUSPEND", "READY", "PODS", "REASON", "AGE"]
+    assert lines[1].split()[:5] == ["kubecf", "restore-db", "true", "True", "3/3"]
+    assert lines[2].split()[:5] == ["kubecf", "restore-db", "false", "False", "1/3"]
+
+
+def test_get_one_as_json(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    client.answers = [SCENARIOS["suspended"]()]
+    assert main(["get", "restore-db", "-n", "kubecf", "-o", "json"]) == 0
+    assert '"kind": "ProcessSuspension"' in capsys.readouterr().out
+
+
+def test_get_nothing(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["get", "-n", "kubecf"]) == 0
+    assert capsys.readouterr().err == "No resources found in kubecf namespace.\n"
+
+
+def test_describe(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    client.answers = [SCENARIOS["stalled.no-sockets"]()]
+    assert main(["describe", "restore-db", "-n", "kubecf"]) == 0
+    assert "Stalled       True     NoSockets" in capsys.readouterr().out
+
+
+def _kubeconfig(tmp_path: Path, namespace: str | None) -> str:
+    context: dict[str, Any] = {"cluster": "local", "user": "admin"}
+    if namespace:
+        context["namespace"] = namespace
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "admin", "user": {"token": "x"}}],
+        "contexts": [{"name": "ops", "context": context}, {"name": "other", "context": {"cluster": "local"}}],
+        "current-context": "ops",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_namespace_comes_from_the_kube_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kubeconfig = _kubeconfig(tmp_path, "kubecf")
+    args = main.__globals__["build_parser"]().parse_args(["get", "--kubeconfig", kubeconfig])
+    assert run.namespace_of(args) == "kubecf"
+    args.context = "other"
+    assert run.namespace_of(args) == "default"
+    args.namespace = "explicit"
+    assert run.namespace_of(args) == "explicit"
+
+
+def test_a_missing_context_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kubeconfig = _kubeconfig(tmp_path, None)
+    assert main(["get", "--kubeconfig", kubeconfig, "--context", "nope"]) == 6
+    assert "nope" in capsys.readouterr().err
+
+
+def test_processcontrol_send_does_not_import_the_kubernetes_client() -> None:
+    probe = (
+        "import sys; from processcontrol.cli import build_parser; build_parser().parse_args(['send', 'STOP', '--all']);"
+        "assert 'kubernetes' not in sys.modules, 'kubernetes imported'"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
