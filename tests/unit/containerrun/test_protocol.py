@@ -266,11 +266,12 @@ def test_sigquit_is_forwarded(start: Start, base_dir: Path) -> None:
 
 
 def test_child_exit_0_stays_up_stopped(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(["sh", "-c", f"echo ran >> {record}"])
-    wait_for(lambda: lines(record) == ["ran"], "the main process to run")
-    wait_for(lambda: not run.endpoint.sentinel.exists(), "the sentinel to go")
-    assert run.alive()
+    record, go = base_dir / "record", base_dir / "go"
+    # It exits 0 only once told to, so that its exit cannot overtake containerrun's own bookkeeping.
+    run = start(["sh", "-c", f"echo ran >> {record}; until [ -e {go} ]; do sleep 0.01; done"])
+    pid = run.wait_running()
+    go.touch()
+    run.wait_stopped(pid)
     run.send("START")  # still listening, and START runs it again
     wait_for(lambda: lines(record) == ["ran", "ran"], "the main process to run again")
     assert run.alive()
@@ -369,3 +370,17 @@ def test_burst_of_10000_commands_loses_nothing(start: Start, base_dir: Path) -> 
     wait_for(lambda: run.log_count("received QUIT") == 10_000, "all 10,000 QUITs to be read")
     assert run.endpoint.read_pid() == pid
     assert not gone(pid)
+
+
+@pytest.mark.ours_only
+def test_errand_exits_when_the_main_process_exits_0(start: Start) -> None:
+    run = start(["sh", "-c", "sleep 0.2"], extra=["--errand"])
+    assert run.wait_exit() == 0
+
+
+@pytest.mark.ours_only
+def test_failing_post_start_makes_containerrun_exit_with_its_status(start: Start) -> None:
+    run = start(SLEEP, extra=["--post-start-name=sh", "--post-start-arg=-c", "--post-start-arg=sleep 0.2; exit 4"])
+    assert run.wait_exit() == 4
+    run.wait_no_descendants()
+    assert "the post-start failed" in run.log()
