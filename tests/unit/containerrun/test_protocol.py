@@ -178,6 +178,22 @@ def test_term_ignoring_child_is_killed_after_stop_timeout(start: Start, base_dir
     assert "stop timeout of 1s passed: SIGKILL to 1 process group(s)" in run.log()
 
 
+def test_start_kills_leftovers_of_a_stop_at_once(start: Start, base_dir: Path) -> None:
+    ready = base_dir / "ready"
+    # The first run ignores SIGTERM; later ones do not, so that the test ends quickly.
+    script = f"[ -e {ready} ] && exec sleep 1000; trap '' TERM; touch {ready}; exec sleep 1000"
+    run = start(["sh", "-c", script], stop_timeout=600)
+    pid = run.wait_running()
+    wait_for(ready.exists, "the child to ignore SIGTERM")
+    run.send("STOP")  # the child ignores SIGTERM: it outlives STOP until the stop timeout...
+    run.send("START")  # ...unless START kills it first
+    # Well before the stop timeout (ours: 600 s here; the Go original: 20 s).
+    wait_for(lambda: gone(pid), "START to SIGKILL the leftover", timeout=15)
+    run.wait_running(other_than=pid)
+    if run.impl.ours:
+        assert "SIGKILL to 1 leftover process group(s)" in run.log()
+
+
 @pytest.mark.ours_only
 def test_grandchildren_are_stopped(start: Start) -> None:
     run = start(["sh", "-c", "sleep 1000 & sleep 1000; wait"])
