@@ -149,6 +149,9 @@ class KubeClient:
             force=force,
             _content_type="application/apply-patch+yaml",
         )
+        if result is None:
+            # The client's PATCH only knows a 200 body; an apply that creates answers 201 and comes back empty.
+            result = await self.get_suspension(meta["namespace"], meta["name"])
         return result
 
     async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]:

@@ -93,8 +93,9 @@ def target(spec: Mapping[str, Any]) -> str:
 
 
 def goal(obj: Mapping[str, Any]) -> str:
-    """The word for done: suspended, or resumed when `suspend` is false."""
-    return "resumed" if (obj.get("spec") or {}).get("suspend") is False else "suspended"
+    """The word for done: suspended, or resumed when `suspend` is false or the duration has run out."""
+    expired = (condition(obj, "Ready") or {}).get("reason") == "Expired"
+    return "resumed" if (obj.get("spec") or {}).get("suspend") is False or expired else "suspended"
 
 
 def _get_row(obj: Mapping[str, Any], now: datetime, wide: bool, all_namespaces: bool) -> list[str]:
@@ -146,7 +147,7 @@ def pods_table(obj: Mapping[str, Any], indent: str = "") -> str:
     """Per pod and per process: state, pid and the pod's message."""
     rows: list[list[str]] = []
     for pod in (obj.get("status") or {}).get("pods") or []:
-        processes = pod.get("processes") or []
+        processes = sorted(pod.get("processes") or [], key=lambda p: (p.get("job", ""), p.get("process", "")))
         first = [pod.get("name", ""), pod.get("state", "")]
         if not processes:
             rows.append([*first, "-", "-", "-", pod.get("message") or ""])

@@ -105,14 +105,18 @@ def test_describe_shows_spec_times_conditions_pods_and_processes() -> None:
     assert rows[1].split() == [
         "database-0",
         "Suspended",
-        "pxc-mysql/galera-agent",
+        "loggregator-agent/loggr-syslog-agent",
         "Stopped",
         "-",
         "3",
         "processes",
         "stopped",
     ]
-    assert rows[2].split() == ["pxc-mysql/mysql", "Stopped", "-"]
+    assert [row.split()[0] for row in rows[2:4]] == ["pxc-mysql/galera-agent", "pxc-mysql/mysql"]  # sorted
+
+
+def test_an_expired_suspension_counts_resumed_pods() -> None:
+    assert "Pods:          3/3 resumed" in render.describe(scenario("expired"), NOW)
 
 
 def test_describe_shows_why_a_pod_failed() -> None:
