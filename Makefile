@@ -38,8 +38,12 @@ typecheck: $(STAMP) ## mypy --strict over the package
 unit: $(STAMP) ## Unit tests: no cluster, real processes and sockets
 	$(PY) -m pytest tests/unit -q
 
+.PHONY: e2e
+e2e: $(STAMP) ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
+	$(PY) -m pytest tests/e2e -q
+
 .PHONY: test
-test: lint typecheck unit ## Everything CI runs: lint, type check, unit and e2e tests
+test: lint typecheck unit e2e ## Everything CI runs: lint, type check, unit and e2e tests
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml from the pydantic models

@@ -91,6 +91,10 @@ def _processes(mode: Mode, report: ScriptReport, settled: bool) -> list[ProcessS
     ]
 
 
+def _count(processes: int) -> str:
+    return f"{processes} process" if processes == 1 else f"{processes} processes"
+
+
 def _describe_filters(spec: ProcessSuspensionSpec) -> str:
     parts = [
         f"jobs={','.join(spec.jobs)}" if spec.jobs else "",
@@ -171,7 +175,7 @@ async def suspend_pod(work: PodWork) -> PodRecord:
     except _Failure as failure:
         return _record(work, mode, PodState.FAILED, [], failure.message, failure.reason)
     stale = [f"{s.job}/{s.process}" for s in report.sockets if s.result in ("refused", "stale")]
-    message = f"{len(report.sockets)} processes stopped" + (
+    message = f"{_count(len(report.sockets))} stopped" + (
         f"; stale sockets (no containerrun): {', '.join(stale)}" if stale else ""
     )
     return _record(work, mode, PodState.SUSPENDED, _processes(mode, report, settled=True), message)
@@ -217,7 +221,7 @@ async def resume_pod(work: PodWork, known: Sequence[ProcessStatus], others: Sequ
     held = (
         [] if wanted is None else [f"{s.job}/{s.process}" for s in report.sockets if (s.job, s.process) not in wanted]
     )
-    message = f"{len(report.sockets) - len(held)} processes running" + (
+    message = f"{_count(len(report.sockets) - len(held))} running" + (
         f"; still held by another suspension: {', '.join(held)}" if held else ""
     )
     return _record(work, mode, PodState.RESUMED, _processes(mode, report, settled=True), message)

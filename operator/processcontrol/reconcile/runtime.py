@@ -22,7 +22,8 @@ async def start_runtime(
     kopf_settings.persistence.finalizer = settings.finalizer
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="processcontrol.dev")
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="processcontrol.dev")
-    kopf_settings.posting.level = logging.INFO
+    # Our events are posted on purpose (kopf.event); log lines of WARNING and above become events too.
+    kopf_settings.posting.level = logging.WARNING
     # Watches time out and restart well before any load balancer would cut them silently.
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330

@@ -40,6 +40,9 @@ from processcontrol.reconcile.pods import PodWork, resume_pod, suspend_pod
 from processcontrol.reconcile.settings import OperatorSettings
 from processcontrol.reconcile.targets import PodInfo, select_targets
 
+# Failures after which there is nothing to resume: the pod went away, or nothing could ever be sent to it.
+NOTHING_TO_RESUME = frozenset({"PodGone", "NoSockets", "NoContainer", "NoSenderTool", "ExecForbidden"})
+
 
 @dataclass(frozen=True)
 class SuspensionInfo:
@@ -181,6 +184,7 @@ class SuspensionLoop:
             for task in finished:
                 pod = tasks[task]
                 record = task.result()
+                self.logger.info(f"pod {pod.name}: {record.state.value}: {record.message}")
                 self.records[pod.name] = self._keep_transition_time(before[pod.name], record)
                 self._pod_event(pod, before[pod.name], record, intent)
             if pending:
@@ -361,7 +365,7 @@ async def release_suspension(
                 await runtime.kube.patch_pod_labels(namespace, pod.name, {SUSPENDED_LABEL: None})
             except ApiError as error:
                 logger.warning(f"could not unlabel pod {pod.name}: {error}")
-        if record.state is PodState.FAILED and record.reason not in ("PodGone", "NoSockets", "NoContainer"):
+        if record.state is PodState.FAILED and record.reason not in NOTHING_TO_RESUME:
             failed.append(f"{pod.name}: {record.message}")
     if failed:
         kopf.event(body, type="Warning", reason="ResumeFailed", message="; ".join(failed)[:1000])

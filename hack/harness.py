@@ -1,0 +1,164 @@
+"""The operator on the local control plane: install `deploy/`, a kubeconfig with the operator's own
+ServiceAccount token (so it runs with exactly the RBAC `deploy/` grants), and the operator as a process.
+
+Used by the e2e tests, the benchmarks and `make demo`; importable with `hack/` on sys.path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from controlplane import kubeconfig_path, kubectl, state_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+OPERATOR_NAMESPACE = "processcontrol-system"
+SERVICE_ACCOUNT = "processcontrol"
+PROCESSCONTROL = Path(sys.executable).parent / "processcontrol"
+
+
+class HarnessError(Exception):
+    """The operator could not be installed or started."""
+
+
+def ensure_control_plane() -> Path:
+    """Build the binaries if needed and start the control plane if it is not up; return the admin kubeconfig."""
+    subprocess.run(["bash", str(ROOT / "hack" / "build-controlplane.sh")], check=True)
+    subprocess.run([sys.executable, str(ROOT / "hack" / "controlplane.py"), "up"], check=True)
+    return kubeconfig_path()
+
+
+def install(kustomization: Path = DEPLOY) -> None:
+    """`kubectl apply -k deploy/` and wait until the CRD is served."""
+    kubectl("apply", "-k", str(kustomization))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/processsuspensions.processcontrol.dev")
+
+
+def service_account_kubeconfig(
+    path: Path | None = None, namespace: str = OPERATOR_NAMESPACE, account: str = SERVICE_ACCOUNT
+) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token, 24 h)."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
+    admin = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = admin["clusters"][0]["cluster"]
+    target = path or state_dir() / f"{namespace}-{account}.kubeconfig"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": cluster["server"],
+                    "certificate-authority-data": cluster.get("certificate-authority-data")
+                    or base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode(),
+                },
+            }
+        ],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "local", "user": account}}],
+        "current-context": account,
+    }
+    target.write_text(json.dumps(config))
+    target.chmod(0o600)
+    return target
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class OperatorProcess:
+    """`processcontrol operator` as a separate process, with the given kubeconfig and settings."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        args: tuple[str, ...] = ("--all-namespaces",),
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.args = args
+        self.env = env or {}
+        self.log_path = log_path or state_dir() / "logs" / "operator.log"
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        """Where its Prometheus metrics are served."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self, timeout: float = 60.0) -> OperatorProcess:
+        """Start it and wait until kopf's liveness endpoint answers."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(
+            os.environ,
+            KUBECONFIG=str(self.kubeconfig),
+            PROCESSCONTROL_METRICS_PORT=str(self.metrics_port),
+            **self.env,
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(PROCESSCONTROL),
+                    "operator",
+                    *self.args,
+                    f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise HarnessError(f"the operator exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise HarnessError(f"the operator did not become live within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Stop it (SIGKILL after the timeout); a no-op when it is not running."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would."""
+        self.stop(signal.SIGKILL)
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The end of its log, for failure messages."""
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

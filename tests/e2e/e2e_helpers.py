@@ -1,0 +1,124 @@
+"""What the e2e tests do on the real control plane, in the words of a user: kubectl, pods, processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fakepods
+import harness
+import yaml
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll until check() is true; fail with `what` when the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a host process exists (and is not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class Cluster:
+    """One test's namespace on the real control plane, and the operator serving it."""
+
+    namespace: str
+    operator: harness.OperatorProcess
+
+    def kubectl(
+        self, *args: str, input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """kubectl in this namespace, as the admin user."""
+        return fakepods.kubectl("-n", self.namespace, *args, input_text=input_text, check=check)
+
+    def apply(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+        """kubectl apply -f - of one manifest."""
+        return self.kubectl("apply", "-f", "-", input_text=yaml.safe_dump(manifest), check=check)
+
+    def suspension(self, name: str, **spec: Any) -> dict[str, Any]:
+        """A ProcessSuspension manifest in this namespace."""
+        return {
+            "apiVersion": "processcontrol.dev/v1alpha1",
+            "kind": "ProcessSuspension",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        """One object as JSON."""
+        result: dict[str, Any] = json.loads(self.kubectl("get", kind, name, "-o", "json").stdout)
+        return result
+
+    def wait(self, name: str, condition: str = "Ready", timeout: int = 60) -> None:
+        """kubectl wait --for=condition=... on a suspension; show its status when it does not come."""
+        result = self.kubectl(
+            "wait", f"psus/{name}", f"--for=condition={condition}", f"--timeout={timeout}s", check=False
+        )
+        if result.returncode != 0:
+            status = self.kubectl("get", "psus", name, "-o", "yaml", check=False).stdout
+            raise AssertionError(
+                f"{name} not {condition}: {result.stderr}\n{status}\noperator log:\n{self.operator.log_tail(30)}"
+            )
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        """One condition of a suspension (empty when absent)."""
+        conditions = self.get("psus", name).get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == type_), {})
+
+    def group(
+        self, name: str, pods: int = 2, jobs: str = "pxc-mysql/mysql,pxc-mysql/galera-agent", **kwargs: Any
+    ) -> list[str]:
+        """A fake kubecf instance group with real containerrun processes."""
+        return fakepods.create_group(name, self.namespace, pods, jobs, **kwargs)
+
+    def running(self, pod: str, job_process: str) -> bool:
+        """The process is running: its containerrun's sentinel exists."""
+        return fakepods.running_path(self.namespace, pod, fakepods.JobProcess.parse(job_process)).exists()
+
+    def main_pid(self, pod: str, job_process: str) -> int | None:
+        """The pid of the process's main child, from containerrun's pid file."""
+        path = fakepods.pid_path(self.namespace, pod, fakepods.JobProcess.parse(job_process))
+        try:
+            return int(path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def all_states(self, pods: Sequence[str], job_processes: Sequence[str]) -> dict[tuple[str, str], bool]:
+        """Running or not, per (pod, job/process)."""
+        return {(p, jp): self.running(p, jp) for p in pods for jp in job_processes}
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Kubernetes events about one suspension."""
+        items: list[dict[str, Any]] = json.loads(
+            self.kubectl(
+                "get",
+                "events",
+                "-o",
+                "json",
+                f"--field-selector=involvedObject.kind=ProcessSuspension,involvedObject.name={name}",
+            ).stdout
+        )["items"]
+        return items
+
+    def restrict_exec_path(self, pod: str, path: str) -> None:
+        """Make exec into a pod run with this PATH, as an image without those tools would."""
+        exec_obj = self.get("exec.kwok.x-k8s.io", pod)
+        for entry in exec_obj["spec"]["execs"]:
+            entry["local"].setdefault("envs", []).append({"name": "PATH", "value": path})
+        self.kubectl("replace", "-f", "-", input_text=json.dumps(exec_obj))
