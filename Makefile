@@ -38,6 +38,14 @@ typecheck: $(STAMP) ## mypy --strict over the package
 unit: $(STAMP) ## Unit tests: no cluster, real processes and sockets
 	$(PY) -m pytest tests/unit -q
 
+.PHONY: demo
+demo: $(STAMP) ## See it work: local control plane, operator, 3 fake kubecf pods, a verified suspension
+	$(PY) hack/demo.py up
+
+.PHONY: demo-down
+demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control plane
+	$(PY) hack/demo.py down
+
 .PHONY: e2e
 e2e: $(STAMP) ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
 	$(PY) -m pytest tests/e2e -q
