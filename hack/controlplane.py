@@ -559,8 +559,9 @@ class ControlPlane:
                 f"--service-account-private-key-file={pki / 'admin.key'}",
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}",
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
-                # No pod network, no cloud: node IPAM has nothing to allocate.
-                "--controllers=*,-node-ipam-controller",
+                # No pod network, no cloud: node IPAM has nothing to allocate. No node lifecycle either: when the
+                # fake node's lease renewal lags on a loaded machine, it would mark every pod NotReady, then evict.
+                "--controllers=*,-node-ipam-controller,-node-lifecycle-controller",
                 "--profiling=false",
             ]
             record = spawn(argv, self.log_file("kube-controller-manager"), self.pid_file("kube-controller-manager"))
