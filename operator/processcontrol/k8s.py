@@ -30,13 +30,16 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
 
 
 def translate(error: ApiException, what: str) -> ApiError:
-    """Turn the client's exception into one of ours, with a message that names the object."""
-    reason = getattr(error, "reason", "") or ""
+    """Turn the client's exception into one of ours, naming the object and keeping the API server's message."""
     if error.status == 403:
-        return Forbidden(f"forbidden: {what}: {reason}")
+        return Forbidden(f"forbidden: {what}: {error.reason or ''}".strip())
     if error.status == 404:
         return NotFound(f"not found: {what}")
-    return ApiError(f"{what}: HTTP {error.status} {reason}".strip())
+    try:
+        message = json.loads(error.body or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    return ApiError(f"{what}: {message}" if message else f"{what}: HTTP {error.status} {error.reason or ''}".strip())
 
 
 # The field manager of `processcontrol suspend`/`resume`, shown in managedFields next to kubectl's and Argo CD's.
@@ -71,17 +74,6 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeCl
         raise ProcessControlError(f"kubeconfig: {error}") from error
 
 
-def explain(error: ApiException, what: str) -> ApiError:
-    """Like translate(), but keeps the API server's own message for invalid and conflicting requests."""
-    if error.status in (403, 404):
-        return translate(error, what)
-    try:
-        message = json.loads(error.body or "{}").get("message", "")
-    except (ValueError, AttributeError):
-        message = ""
-    return ApiError(f"{what}: {message}" if message else f"{what}: HTTP {error.status} {error.reason or ''}".strip())
-
-
 class KubeClient:
     """The few API calls the operator and CLI make, as coroutines."""
 
@@ -91,43 +83,37 @@ class KubeClient:
         self._core = kubernetes.client.CoreV1Api(self._api)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
 
+    async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call a client method in a thread; API and connection errors become ours."""
+        try:
+            return await asyncio.to_thread(method, *args, **kwargs)
+        except ApiException as error:
+            raise translate(error, what) from error
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiError(f"{what}: cannot reach the API server at {self.configuration.host}: {error}") from error
+
     async def patch_suspension_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the status (a merge patch: None values clear fields)."""
-        try:
-            await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                {"status": dict(status)},
-            )
-        except ApiException as error:
-            raise translate(error, f"status of processsuspension {namespace}/{name}") from error
+        await self._call(
+            f"status of processsuspension {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
+        )
 
     async def patch_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
         """Set or (with None) remove labels on a pod."""
-        try:
-            await asyncio.to_thread(
-                self._core.patch_namespaced_pod, name, namespace, {"metadata": {"labels": dict(labels)}}
-            )
-        except ApiException as error:
-            raise translate(error, f"labels of pod {namespace}/{name}") from error
-
-    async def _call_custom(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call a CustomObjectsApi method in a thread; API and connection errors become ours."""
-        try:
-            return await asyncio.to_thread(getattr(self._custom, method), *args, **kwargs)
-        except ApiException as error:
-            raise explain(error, what) from error
-        except urllib3.exceptions.HTTPError as error:
-            raise ApiError(f"{what}: cannot reach the API server at {self.configuration.host}: {error}") from error
+        body = {"metadata": {"labels": dict(labels)}}
+        await self._call(f"labels of pod {namespace}/{name}", self._core.patch_namespaced_pod, name, namespace, body)
 
     async def suspensions_served(self) -> bool:
         """Whether the API server serves ProcessSuspensions: False when the CRD is not installed."""
         try:
-            resources = await self._call_custom(f"{GROUP}/{VERSION}", "get_api_resources", GROUP, VERSION)
+            resources = await self._call(f"{GROUP}/{VERSION}", self._custom.get_api_resources, GROUP, VERSION)
         except NotFound:
             return False
         served: bool = any(r.name == PLURAL for r in resources.resources or [])
@@ -136,9 +122,9 @@ class KubeClient:
     async def apply_suspension(self, body: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
         """Create or update a ProcessSuspension by server-side apply, as the CLI's field manager."""
         meta = body["metadata"]
-        result: dict[str, Any] = await self._call_custom(
+        result: dict[str, Any] = await self._call(
             f"processsuspension {meta['namespace']}/{meta['name']}",
-            "patch_namespaced_custom_object",
+            self._custom.patch_namespaced_custom_object,
             GROUP,
             VERSION,
             meta["namespace"],
@@ -156,9 +142,9 @@ class KubeClient:
 
     async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]:
         """One ProcessSuspension."""
-        result: dict[str, Any] = await self._call_custom(
+        result: dict[str, Any] = await self._call(
             f"processsuspension {namespace}/{name}",
-            "get_namespaced_custom_object",
+            self._custom.get_namespaced_custom_object,
             GROUP,
             VERSION,
             namespace,
@@ -170,19 +156,26 @@ class KubeClient:
     async def list_suspensions(self, namespace: str | None) -> list[dict[str, Any]]:
         """The ProcessSuspensions of a namespace, or of every namespace (None)."""
         if namespace is None:
-            result = await self._call_custom("processsuspensions", "list_cluster_custom_object", GROUP, VERSION, PLURAL)
+            result = await self._call(
+                "processsuspensions", self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+            )
         else:
-            result = await self._call_custom(
-                f"processsuspensions in {namespace}", "list_namespaced_custom_object", GROUP, VERSION, namespace, PLURAL
+            result = await self._call(
+                f"processsuspensions in {namespace}",
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
             )
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> dict[str, Any]:
         """Set spec.suspend (a merge patch, as the CLI's field manager)."""
-        result: dict[str, Any] = await self._call_custom(
+        result: dict[str, Any] = await self._call(
             f"processsuspension {namespace}/{name}",
-            "patch_namespaced_custom_object",
+            self._custom.patch_namespaced_custom_object,
             GROUP,
             VERSION,
             namespace,
@@ -195,9 +188,9 @@ class KubeClient:
 
     async def delete_suspension(self, namespace: str, name: str) -> None:
         """Delete a ProcessSuspension; its finalizer resumes the processes first."""
-        await self._call_custom(
+        await self._call(
             f"processsuspension {namespace}/{name}",
-            "delete_namespaced_custom_object",
+            self._custom.delete_namespaced_custom_object,
             GROUP,
             VERSION,
             namespace,
