@@ -66,3 +66,11 @@ controlplane: $(STAMP) ## Build (cached) and start the local control plane: etcd
 .PHONY: controlplane-down
 controlplane-down: $(STAMP) ## Stop the local control plane and the fake pods' host processes
 	$(PY) hack/controlplane.py down
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun
+	$(PY) bench/suspend_bench.py --quick
+
+.PHONY: bench-full
+bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods
+	$(PY) bench/suspend_bench.py --full
