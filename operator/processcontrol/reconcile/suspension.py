@@ -246,18 +246,19 @@ class SuspensionLoop:
         await self._write(status)
 
     async def _sync_labels(self, intent: Intent, targets: list[PodInfo], others: list[OtherSuspension]) -> None:
-        """Label suspended pods; take the label off only when no other suspension holds the pod."""
+        """Label verified suspended pods; unlabel verified resumed ones that no other suspension holds."""
+        changes: list[tuple[PodInfo, str | None]] = []
         for pod in targets:
             record = self.records.get(pod.name)
-            suspended = intent.mode is Mode.SUSPEND and record is not None and record.state is PodState.SUSPENDED
-            if suspended:
-                wanted: str | None = "true"
-            elif held_by_others(pod, others) or (intent.mode is Mode.SUSPEND):
+            if record is None or record.mode is not intent.mode:
                 continue
-            else:
-                wanted = None
-            if pod.labels.get(SUSPENDED_LABEL) != wanted:
-                await self._label(pod, wanted)
+            if record.state is PodState.SUSPENDED:
+                changes.append((pod, "true"))
+            elif record.state is PodState.RESUMED and not held_by_others(pod, others):
+                changes.append((pod, None))
+        await asyncio.gather(
+            *(self._label(pod, value) for pod, value in changes if pod.labels.get(SUSPENDED_LABEL) != value)
+        )
 
     async def _label(self, pod: PodInfo, value: str | None) -> None:
         try:
