@@ -163,9 +163,6 @@ send_with() {
 		return
 	fi
 	case $_t in
-	processcontrol)
-		processcontrol send "$_p" -- "$_s" </dev/null
-		;;
 	ncat)
 		ncat --send-only --unixsock --udp -- "$_s" <<EOF
 $_p
@@ -281,6 +278,16 @@ report_one() {
 	fi
 	if [ -z "$impl" ]; then
 		_result=$_ok
+	elif [ "$impl" = processcontrol ]; then
+		_result=$_fail
+		while IFS= read -r _line; do
+			case $_line in
+			"sent "*" $_sock" | "sent "*" $_sock: "*) _result=$_ok ;;
+			"refused "*" $_sock" | "refused "*" $_sock: "*) _result=$_no ;;
+			esac
+		done <<EOF
+$batch
+EOF
 	elif _err=$(send_with "$impl" "$_payload" "$_sock" 2>&1); then
 		_result=$_ok
 	else
@@ -305,6 +312,24 @@ report_one() {
 	fi
 	emit socket "$_job" "$_proc" "$_result" "$_running" "$_pid"
 }
+
+# `processcontrol send` takes every socket at once: one Python start-up instead of one per socket.
+# Its lines are `RESULT PATH[: why]`; report_one reads each socket's result from them.
+batch=
+if [ "$impl" = processcontrol ]; then
+	count=$#
+	while [ "$count" -gt 0 ]; do
+		sock=$1
+		shift
+		count=$((count - 1))
+		if wanted "$sock"; then
+			set -- "$@" "$sock"
+		fi
+	done
+	if [ "$#" -gt 0 ]; then
+		batch=$(processcontrol send "$action" -- "$@" </dev/null 2>&1) || :
+	fi
+fi
 
 # Every socket in parallel: no socket waits for another's tool start-up.
 for sock; do
