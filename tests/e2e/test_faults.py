@@ -7,15 +7,18 @@ every other one runs, status says so, and no finalizer or label is left behind. 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
 
+import fakepods
+import harness
 import pytest
-from e2e_helpers import Cluster
-from reliability import (
-    forbidden_lines,
-    kill_trial,
-    log_offset,
-)
+from e2e_helpers import Cluster, wait_until
+from reliability import assert_converged, forbidden_lines, kill_trial, log_offset, restart_component
 
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"
@@ -38,3 +41,129 @@ def test_operator_sigkilled_while_suspending_resuming_and_deleting_converges(clu
     assert not failures, "\n".join(failures)
     assert all(cluster.all_states(others, [MYSQL]).values()), "another instance group was touched"
     assert forbidden_lines(cluster.operator.log_path, since) == []
+
+
+def _operator_pid(cluster: Cluster) -> int:
+    process = cluster.operator.process
+    assert process is not None and process.poll() is None, "the operator is not running"
+    return process.pid
+
+
+@pytest.mark.timeout(600)
+def test_apiserver_and_etcd_restarts_mid_suspension_operator_recovers_without_restart(cluster: Cluster) -> None:
+    pods = cluster.group("database", pods=6)
+    pid = _operator_pid(cluster)
+    since = log_offset(cluster.operator.log_path)
+
+    # kube-apiserver goes away while the operator is suspending (its exec streams and watches break).
+    cluster.apply(cluster.suspension("restore", instanceGroup="database"))
+    wait_until(lambda: cluster.get("psus", "restore").get("status", {}).get("pods"), 30, "work to start")
+    restart_component("kube-apiserver", down_s=3)
+    assert_converged(cluster, pods, BOTH, "restore", stopped=True)
+
+    # The watches came back: a change made after the restart is acted on.
+    cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    cluster.wait("restore", timeout=120)
+    assert_converged(cluster, pods, BOTH, "restore", stopped=False)
+
+    # etcd goes away while suspending: the API server answers 5xx/timeouts until it is back.
+    cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    time.sleep(0.5)
+    restart_component("etcd", down_s=3)
+    assert_converged(cluster, pods, BOTH, "restore", stopped=True)
+    cluster.kubectl("delete", "psus", "restore", "--timeout=120s")
+    assert_converged(cluster, pods, BOTH, None, stopped=False)
+
+    assert _operator_pid(cluster) == pid, "the operator was restarted"
+    assert forbidden_lines(cluster.operator.log_path, since) == []
+
+
+def _tool_wrapper(directory: Path, body: str) -> Path:
+    """A `processcontrol` first in the exec's PATH (the in-pod script's first sender tool) running `body`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    wrapper = directory / "processcontrol"
+    wrapper.write_text(f"#!/bin/sh\necho $$ >> {directory}/pids\n{body}\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _kill_recorded(directory: Path) -> None:
+    """Stop the wrappers that are still running (their pids were recorded; the exec left them behind)."""
+    pids = directory / "pids"
+    for line in pids.read_text().split() if pids.exists() else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line), signal.SIGKILL)
+
+
+def _pod_status(cluster: Cluster, name: str, pod: str) -> dict[str, Any]:
+    return next((p for p in cluster.get("psus", name).get("status", {}).get("pods", []) if p["name"] == pod), {})
+
+
+def test_hanging_exec_is_cut_off_reported_and_holds_up_nobody(cluster: Cluster, tmp_path: Path) -> None:
+    pods = cluster.group("database", pods=4)
+    hanging = pods[0]
+    hang_dir = tmp_path / "hang"
+    _tool_wrapper(hang_dir, "exec sleep 300")
+    cluster.restrict_exec_path(hanging, f"{hang_dir}:{os.environ['PATH']}")
+    try:
+        start = time.monotonic()
+        cluster.apply(cluster.suspension("restore", instanceGroup="database"))
+        wait_until(
+            lambda: all(_pod_status(cluster, "restore", p).get("state") == "Suspended" for p in pods[1:]),
+            30,
+            "the other pods to be suspended",
+        )
+        others_done = time.monotonic() - start
+        # The others are done long before the hanging exec's deadline (PROCESSCONTROL_EXEC_TIMEOUT_S=10).
+        assert others_done < 10, f"the others took {others_done:.1f}s"
+        assert _pod_status(cluster, "restore", hanging)["state"] == "Suspending"
+        wait_until(lambda: cluster.condition("restore", "Stalled").get("status") == "True", 40, "Stalled")
+        stalled = cluster.condition("restore", "Stalled")
+        assert stalled["reason"] == "ExecTimeout", stalled
+        assert hanging in stalled["message"]
+        assert _pod_status(cluster, "restore", hanging)["state"] == "Failed"
+        assert "ExecTimeout" in {e["reason"] for e in cluster.events("restore")}
+        # Cut off, not left running for ever by the operator: only the first attempt hangs when it is fixed.
+        cluster.restrict_exec_path(hanging, os.environ["PATH"])
+    finally:
+        _kill_recorded(hang_dir)
+    assert_converged(cluster, pods, BOTH, "restore", stopped=True)
+    cluster.kubectl("delete", "psus", "restore", "--timeout=60s")
+    assert_converged(cluster, pods, BOTH, None, stopped=False)
+
+
+def test_pod_deleted_while_its_exec_runs(cluster: Cluster, tmp_path: Path) -> None:
+    pods = cluster.group("database", pods=3)
+    doomed = pods[0]
+    slow_dir = tmp_path / "slow"
+    _tool_wrapper(slow_dir, f'sleep 3\nexec {harness.PROCESSCONTROL} "$@"')
+    cluster.restrict_exec_path(doomed, f"{slow_dir}:{os.environ['PATH']}")
+    try:
+        cluster.apply(cluster.suspension("restore", instanceGroup="database"))
+        wait_until(lambda: (slow_dir / "pids").exists(), 30, "the exec into the doomed pod to start")
+        fakepods.delete_pod(cluster.namespace, doomed)
+    finally:
+        _kill_recorded(slow_dir)
+    survivors = pods[1:]
+    assert_converged(cluster, survivors, BOTH, "restore", stopped=True)
+    entry = _pod_status(cluster, "restore", doomed)
+    assert entry == {} or entry["state"] == "Gone", entry
+    cluster.kubectl("delete", "psus", "restore", "--timeout=60s")
+    assert_converged(cluster, survivors, BOTH, None, stopped=False)
+
+
+def test_crash_looping_container_is_suspended_again_each_time(cluster: Cluster) -> None:
+    pods = cluster.group("database", pods=2)
+    cluster.apply(cluster.suspension("restore", instanceGroup="database"))
+    cluster.wait("restore")
+    looping = fakepods.JobProcess.parse(MYSQL)
+    for _ in range(5):
+        # containerrun dies (SIGKILL) and comes back at once, forgetting the suspension: CrashLoopBackOff-like.
+        fakepods.restart_container(cluster.namespace, pods[0], looping)
+        time.sleep(1.0)
+        # The other pod is never disturbed.
+        assert not any(cluster.all_states(pods[1:], BOTH).values())
+    assert_converged(cluster, pods, BOTH, "restore", stopped=True)
+    assert "Resuspended" in {e["reason"] for e in cluster.events("restore")}
+    cluster.kubectl("delete", "psus", "restore", "--timeout=60s")
+    assert_converged(cluster, pods, BOTH, None, stopped=False)
