@@ -142,6 +142,23 @@ pc_python_find() {
 	pc_python=$_interp
 }
 
+# socat_escape PATH: sets socat_path to PATH with a backslash before every byte but [A-Za-z0-9._/-]. socat parses
+# its address argument (':' ',' '!!' and, from 1.7.4, quotes and brackets are syntax; a backslash makes the next
+# character literal), so a socket whose name has those characters is otherwise a different path or an error.
+socat_escape() {
+	_in=$1
+	socat_path=
+	while [ -n "$_in" ]; do
+		_rest=${_in#?}
+		_c=${_in%"$_rest"}
+		_in=$_rest
+		case $_c in
+		[A-Za-z0-9._/-]) socat_path=$socat_path$_c ;;
+		*) socat_path=$socat_path\\$_c ;;
+		esac
+	done
+}
+
 # send_with TOOL PAYLOAD SOCKET: payload on stdin via a here-document, which the shell fills before the
 # tool starts (a pipe from printf could lose the race against `nc -w 0`'s zero-timeout poll).
 # Empty PAYLOAD: connect only (STATUS probe), nothing is sent.
@@ -154,7 +171,10 @@ send_with() {
 		ncat) ncat --send-only --unixsock --udp -- "$_s" </dev/null ;;
 		nc-ncat) nc --send-only --unixsock --udp -- "$_s" </dev/null ;;
 		nc-openbsd) nc -uU -w 0 -- "$_s" </dev/null ;;
-		socat) socat -t 0 /dev/null "UNIX-CONNECT:$_s,type=2" ;;
+		socat)
+			socat_escape "$_s"
+			socat -t 0 /dev/null "UNIX-CONNECT:$socat_path,type=2"
+			;;
 		python3) python3 -I -S -c "$PY" "" "$_s" ;;
 		perl) perl -e "$PL" -- "" "$_s" ;;
 		processcontrol-python) "$pc_python" -I -S -c "$PY" "" "$_s" ;;
@@ -185,7 +205,8 @@ EOF
 		fi
 		;;
 	socat)
-		socat -t 0 - "UNIX-SENDTO:$_s" <<EOF
+		socat_escape "$_s"
+		socat -t 0 - "UNIX-SENDTO:$socat_path" <<EOF
 $_p
 EOF
 		;;
