@@ -8,15 +8,19 @@ every other one runs, status says so, and no finalizer or label is left behind. 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import fakepods
 import harness
 import pytest
+import yaml
+from conftest import OPERATOR_ENV
 from e2e_helpers import Cluster, wait_until
 from reliability import assert_converged, forbidden_lines, kill_trial, log_offset, restart_component
 
@@ -167,3 +171,136 @@ def test_crash_looping_container_is_suspended_again_each_time(cluster: Cluster) 
     assert "Resuspended" in {e["reason"] for e in cluster.events("restore")}
     cluster.kubectl("delete", "psus", "restore", "--timeout=60s")
     assert_converged(cluster, pods, BOTH, None, stopped=False)
+
+
+def _namespaced_install(tag: str, granted: str, no_exec: str) -> tuple[str, list[dict[str, Any]]]:
+    """deploy/namespaced/'s objects for a ServiceAccount of our own: its Role in `granted` as shipped, in `no_exec`
+    without the pods/exec rule (a Role copied from an older release, say), and the discovery ClusterRole."""
+    account = f"pc-namespaced-{tag}"
+    role_docs = list(yaml.safe_load_all((harness.DEPLOY / "namespaced" / "role-kubecf.yaml").read_text()))
+    discovery_docs = list(yaml.safe_load_all((harness.DEPLOY / "namespaced" / "discovery_role.yaml").read_text()))
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": NS_SYSTEM}}
+    ]
+    for namespace in (granted, no_exec):
+        for doc in copy.deepcopy(role_docs):
+            doc["metadata"]["namespace"] = namespace
+            if doc["kind"] == "Role" and namespace == no_exec:
+                doc["rules"] = [r for r in doc["rules"] if "pods/exec" not in r["resources"]]
+            for subject in doc.get("subjects", []):
+                subject["name"] = account
+            objects.append(doc)
+    for doc in copy.deepcopy(discovery_docs):
+        doc["metadata"]["name"] = f"pc-discovery-{tag}"
+        if doc["kind"] == "ClusterRoleBinding":
+            doc["roleRef"]["name"] = f"pc-discovery-{tag}"
+            doc["subjects"][0]["name"] = account
+        objects.append(doc)
+    return account, objects
+
+
+NS_SYSTEM = harness.OPERATOR_NAMESPACE
+
+
+@pytest.mark.timeout(600)
+def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_crashes(cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:5]
+    granted, no_exec, foreign = cluster.namespace, f"{cluster.namespace}-noexec", f"{cluster.namespace}-foreign"
+    for namespace in (no_exec, foreign):
+        fakepods.ensure_namespace(namespace)
+    account, objects = _namespaced_install(tag, granted, no_exec)
+    manifest = yaml.safe_dump_all(objects)
+    fakepods.kubectl("apply", "-f", "-", input_text=manifest)
+    main = cluster.operator
+    main_since = 0  # the whole log of the operator running with deploy/'s grants, this session and before
+    main.stop()  # only the namespaced operator acts in this test
+    namespaced = harness.OperatorProcess(
+        harness.service_account_kubeconfig(namespace=NS_SYSTEM, account=account),
+        args=("--namespace", granted, "--namespace", no_exec),
+        env=OPERATOR_ENV,
+        log_path=main.log_path.with_name(f"operator-namespaced-{tag}.log"),
+    )
+    try:
+        namespaced.start()
+        pods = {ns: fakepods.create_group("database", ns, 2, MYSQL) for ns in (granted, no_exec, foreign)}
+        for ns in pods:
+            Cluster(ns, namespaced).apply(Cluster(ns, namespaced).suspension("restore", instanceGroup="database"))
+        cluster.wait("restore")
+        assert_converged(cluster, pods[granted], [MYSQL], "restore", stopped=True)
+
+        other = Cluster(no_exec, namespaced)
+        wait_until(lambda: other.condition("restore", "Stalled").get("status") == "True", 60, "Stalled in " + no_exec)
+        stalled = other.condition("restore", "Stalled")
+        assert stalled["reason"] == "ExecForbidden", stalled
+        assert "forbidden" in stalled["message"].lower() and "pods/exec" in stalled["message"], stalled
+        assert other.condition("restore", "Ready")["status"] == "False"
+        assert {p["state"] for p in other.get("psus", "restore")["status"]["pods"]} == {"Failed"}
+        assert all(other.all_states(pods[no_exec], [MYSQL]).values()), "nothing could be stopped there"
+        assert "ExecForbidden" in {e["reason"] for e in other.events("restore")}
+
+        # Not watched at all: untouched (no status, no finalizer).
+        outside = Cluster(foreign, namespaced).get("psus", "restore")
+        assert "status" not in outside and not outside["metadata"].get("finalizers"), outside
+        assert namespaced.process is not None and namespaced.process.poll() is None, "the operator crashed"
+
+        for ns in (granted, no_exec):
+            fakepods.kubectl("delete", "psus", "restore", "-n", ns, "--timeout=90s")
+        assert_converged(cluster, pods[granted], [MYSQL], None, stopped=False)
+        assert_converged(other, pods[no_exec], [MYSQL], None, stopped=False)
+        assert namespaced.process is not None and namespaced.process.poll() is None, "the operator crashed"
+        # The only denial it met is the grant its Role lacks, in the namespace that lacks it.
+        denied = forbidden_lines(namespaced.log_path, 0)
+        assert denied, "no exec was denied?"
+        assert all(f'resource "pods/exec" in API group "" in the namespace "{no_exec}"' in line for line in denied)
+    finally:
+        namespaced.stop()
+        for ns in (no_exec, foreign):
+            fakepods.kubectl("delete", "psus", "--all", "-n", ns, "--timeout=60s", check=False)
+            for pod in fakepods.kubectl("get", "pods", "-n", ns, "-o", "name", check=False).stdout.split():
+                fakepods.stop_pod_processes(ns, pod.removeprefix("pod/"))
+            fakepods.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        fakepods.kubectl("delete", "-f", "-", "--ignore-not-found", input_text=manifest, check=False)
+        main.start()
+    # The operator with deploy/'s grants never needed more: not one authorization failure in its log.
+    assert forbidden_lines(main.log_path, main_since) == []
+
+
+def test_single_replica_guarantee_and_two_standalone_replicas_stay_correct(cluster: Cluster) -> None:
+    """deploy/ runs one standalone replica with Recreate (no kopf peering: see the README's Reliability section).
+    Failover = the replacement after a kill: test_operator_sigkilled_... . Here: what a second standalone replica
+    started by mistake does. Both act; every action is idempotent, so the end state is still right."""
+    deployment = next(
+        d
+        for d in yaml.safe_load_all((harness.DEPLOY / "manager" / "manager.yaml").read_text())
+        if d and d["kind"] == "Deployment"
+    )
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert not any("--peering" in a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    pods = cluster.group("database", pods=6)
+    second = harness.OperatorProcess(
+        cluster.operator.kubeconfig,
+        env=OPERATOR_ENV,
+        log_path=cluster.operator.log_path.with_name(f"operator-second-{uuid.uuid4().hex[:5]}.log"),
+    )
+    second.start()
+    try:
+        cluster.apply(cluster.suspension("restore", instanceGroup="database"))
+        assert_converged(cluster, pods, BOTH, "restore", stopped=True)
+        cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+        assert_converged(cluster, pods, BOTH, "restore", stopped=False)
+        cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+        assert_converged(cluster, pods, BOTH, "restore", stopped=True)
+        cluster.kubectl("delete", "psus", "restore", "--timeout=90s")
+        assert_converged(cluster, pods, BOTH, None, stopped=False)
+        # Failover: the second replica alone keeps it true when the first one dies.
+        cluster.operator.kill()
+        cluster.apply(cluster.suspension("again", instanceGroup="database"))
+        assert_converged(cluster, pods, BOTH, "again", stopped=True)
+        cluster.kubectl("delete", "psus", "again", "--timeout=90s")
+        assert_converged(cluster, pods, BOTH, None, stopped=False)
+    finally:
+        second.stop()
+        if cluster.operator.process is None or cluster.operator.process.poll() is not None:
+            cluster.operator.start()
