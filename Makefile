@@ -74,3 +74,7 @@ bench: $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's
 .PHONY: bench-full
 bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods
 	$(PY) bench/suspend_bench.py --full
+
+.PHONY: soak
+soak: $(STAMP) ## Fault soak (~30 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
+	$(PY) bench/soak_faults.py
