@@ -294,7 +294,11 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
 def test_resume_delete_wait(cluster: Cluster) -> None:
     ns = cluster.namespace
     pods = cluster.group("database", pods=2)
-    ok(cli("suspend", "database", "-n", ns, "--wait"))
+    # --dry-run sends nothing; what it prints is a manifest for Git, as good as the command itself.
+    manifest = ok(cli("suspend", "database", "-n", ns, "--reason", "from Git", "--dry-run", "-o", "yaml"))
+    assert cluster.kubectl("get", "psus", "-o", "name").stdout.strip() == ""
+    cluster.kubectl("apply", "-f", "-", input_text=manifest)
+    cluster.wait("database")
     assert not any(cluster.all_states(pods, BOTH).values())
 
     out = ok(cli("resume", "database", "-n", ns, "--delete", "--wait"))
@@ -362,7 +366,7 @@ def test_selector_filters_reason_duration_and_name(cluster: Cluster) -> None:
     assert re.search(r"^Jobs:\s+pxc-mysql$", described, re.M)
     assert re.search(r"^Processes:\s+galera-agent$", described, re.M)
     assert re.search(r"^Duration:\s+1h$", described, re.M)
-    assert re.search(rf"^Expires At:\s+{status['expiresAt']} \(in (59m|1h)\)$", described, re.M), described
+    assert re.search(rf"^Expires At:\s+{status['expiresAt']} \(in (59|60)m\)$", described, re.M), described
 
     # Without --name: the instance group's name plus a hash of the filters, so it does not replace another one.
     out = ok(cli("suspend", "database", "--processes", "mysql", "-n", ns))
@@ -484,6 +488,12 @@ def test_forbidden(cluster: Cluster) -> None:
         ), result.stderr
     result = cli("get", "-A", kubeconfig=kubeconfig)
     assert result.returncode == 4, result
+    # --kubeconfig and --context win over $KUBECONFIG (here the admin's), as with kubectl.
+    result = cli("get", "-n", ns, "--kubeconfig", str(kubeconfig), "--context", "oncall")
+    assert result.returncode == 4, result
+    result = cli("get", "-n", ns, "--context", "nowhere")
+    assert result.returncode == 6, result
+    assert result.stderr.startswith("error: kubeconfig: ") and "nowhere" in result.stderr, result.stderr
 
     cluster.kubectl("create", "role", "psus-reader", "--verb=get,list", "--resource=processsuspensions")
     cluster.kubectl("create", "rolebinding", "oncall-reads", "--role=psus-reader", f"--serviceaccount={ns}:oncall")
