@@ -162,7 +162,8 @@ def bare_plane(control_plane: Path) -> Iterator[BarePlane]:
     state = Path(f"{controlplane.state_dir()}-bare")
     env = dict(os.environ, PROCESSCONTROL_STATE=str(state))
     up = ROOT / "hack" / "controlplane.py"
-    subprocess.run([sys.executable, str(up), "up"], env=env, check=True, capture_output=True, timeout=180)
+    started_up = subprocess.run([sys.executable, str(up), "up"], env=env, capture_output=True, text=True, timeout=180)
+    assert started_up.returncode == 0, f"second control plane did not come up:\n{started_up.stderr}"
     try:
         kubeconfig = state / "kubeconfig"
         crd_missing = {
