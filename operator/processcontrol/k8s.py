@@ -30,15 +30,16 @@ def load_configuration(kubeconfig: str | None = None, context: str | None = None
 
 
 def translate(error: ApiException, what: str) -> ApiError:
-    """Turn the client's exception into one of ours, naming the object and keeping the API server's message."""
-    if error.status == 403:
-        return Forbidden(f"forbidden: {what}: {error.reason or ''}".strip())
-    if error.status == 404:
-        return NotFound(f"not found: {what}")
+    """Turn the client's exception into one of ours, keeping the API server's own message when it gave one
+    (for a 403 it says who may not do what, where, as kubectl shows it)."""
     try:
         message = json.loads(error.body or "{}").get("message", "")
-    except (ValueError, AttributeError):
+    except (ValueError, TypeError, AttributeError):
         message = ""
+    if error.status == 403:
+        return Forbidden(f"forbidden: {message}" if message else f"forbidden: {what}")
+    if error.status == 404:
+        return NotFound(f"not found: {what}")
     return ApiError(f"{what}: {message}" if message else f"{what}: HTTP {error.status} {error.reason or ''}".strip())
 
 

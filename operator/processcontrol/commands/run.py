@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -75,16 +74,6 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def _forbidden(error: Forbidden) -> str:
-    """The API server's own words for a 403 when there are any: who may not do what, where (as kubectl shows it)."""
-    body = getattr(error.__cause__, "body", None)
-    try:
-        message = json.loads(body).get("message") if body else None
-    except (ValueError, TypeError, AttributeError):
-        message = None
-    return f"forbidden: {message}" if isinstance(message, str) and message else str(error)
-
-
 def execute(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run a command; every known failure becomes one `error:` line and its exit code."""
     try:
@@ -96,7 +85,7 @@ def execute(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
         _error(str(error))
         return EXIT_NO_CRD
     except Forbidden as error:
-        _error(_forbidden(error))
+        _error(str(error))
         return EXIT_FORBIDDEN
     except NotFound as error:
         _error(str(error))

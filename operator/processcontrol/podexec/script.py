@@ -104,4 +104,7 @@ def parse_output(stdout: str) -> ScriptReport:
     if not understood:
         excerpt = stdout[:200] if stdout else "(empty)"
         raise ScriptOutputError(f"the in-pod script printed no {PREFIX} lines: {excerpt!r}")
+    # The script answers in whatever order its parallel sends finish; a stable order keeps status writes
+    # and progress lines from changing when nothing else did.
+    sockets.sort(key=lambda s: (s.job, s.process))
     return ScriptReport(sockets=sockets, tool=tool, error=error, error_detail=error_detail)

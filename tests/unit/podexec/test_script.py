@@ -39,12 +39,13 @@ def test_parse_full_output() -> None:
     )
     assert parse_output(out) == ScriptReport(
         tool="nc",
+        # Sorted by job and process, whatever order the parallel sends answered in.
         sockets=[
-            SocketReport(job="pxc-mysql", process="galera-agent", result="sent", running=True, pid=4242),
-            SocketReport(job="pxc-mysql", process="mysql", result="refused", running=False, pid=None),
             SocketReport(
                 job="cloud_controller_ng", process="cloud_controller_ng", result="failed", running=False, pid=17
             ),
+            SocketReport(job="pxc-mysql", process="galera-agent", result="sent", running=True, pid=4242),
+            SocketReport(job="pxc-mysql", process="mysql", result="refused", running=False, pid=None),
         ],
     )
 
