@@ -336,6 +336,26 @@ async def run_suspension(
             del runtime.wakeups[key]
 
 
+def _may_have_stopped(status: Mapping[str, Any], pod: str) -> bool:
+    """Whether the status shows that this suspension got as far as stopping something in the pod."""
+    for entry in status.get("pods") or []:
+        if entry.get("name") == pod:
+            return entry.get("state") in ("Suspending", "Suspended", "Resuming") or any(
+                p.get("state") in ("Stopping", "Stopped") for p in entry.get("processes") or []
+            )
+    return False
+
+
+def _nothing_to_resume(record: PodRecord, status: Mapping[str, Any], pod: str) -> bool:
+    """A failed resume that must not hold deletion up: nothing was ever stopped there, or never can be resumed.
+
+    ExecForbidden only when the pod was never stopped: a grant revoked after the STOP, or the API server's RBAC
+    cache still cold after a restart (tests/e2e/test_faults.py), must not leave processes stopped for good."""
+    if record.reason == "ExecForbidden":
+        return not _may_have_stopped(status, pod)
+    return record.reason in NOTHING_TO_RESUME
+
+
 async def release_suspension(
     runtime: Runtime,
     body: kopf.Body,
@@ -366,7 +386,7 @@ async def release_suspension(
                 await runtime.kube.patch_pod_labels(namespace, pod.name, {SUSPENDED_LABEL: None})
             except ApiError as error:
                 logger.warning(f"could not unlabel pod {pod.name}: {error}")
-        if record.state is PodState.FAILED and record.reason not in NOTHING_TO_RESUME:
+        if record.state is PodState.FAILED and not _nothing_to_resume(record, body.status, pod.name):
             failed.append(f"{pod.name}: {record.message}")
     if failed:
         kopf.event(body, type="Warning", reason="ResumeFailed", message="; ".join(failed)[:1000])
