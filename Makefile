@@ -76,5 +76,5 @@ bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 5 repeats,
 	$(PY) bench/suspend_bench.py --full
 
 .PHONY: soak
-soak: $(STAMP) ## Fault soak (~30 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
+soak: $(STAMP) ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
 	$(PY) bench/soak_faults.py
