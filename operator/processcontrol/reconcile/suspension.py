@@ -150,7 +150,7 @@ class SuspensionLoop:
             await self._work(spec, intent, due, others, targets)
         await self._publish(spec, intent, targets)
         await self._sync_labels(intent, targets, others)
-        return self._next_check(intent, targets)
+        return self._next_check(intent)
 
     async def _work(
         self,
@@ -292,13 +292,13 @@ class SuspensionLoop:
         if drift and after.state is PodState.SUSPENDED:
             self._event("Normal", "Resuspended", f"pod {pod.name} restarted its processes; stopped them again")
 
-    def _next_check(self, intent: Intent, targets: list[PodInfo]) -> float | None:
+    def _next_check(self, intent: Intent) -> float | None:
+        # round() keeps records for the current targets only.
         settings = self.runtime.settings
         monotonic = time.monotonic()
         waits = [
             seconds_until_due(record, intent.mode, monotonic, settings.reverify_interval_s, settings.failure_backoff_s)
-            for name, record in self.records.items()
-            if any(p.name == name for p in targets)
+            for record in self.records.values()
         ]
         if intent.mode is Mode.SUSPEND and self.status.expires_at is not None:
             waits.append((cond.parse_time(self.status.expires_at) - _now()).total_seconds())
