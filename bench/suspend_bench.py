@@ -139,7 +139,8 @@ def grow_group(count: int) -> list[str]:
             new = list(pool.map(lambda i: fakepods.create_pod(GROUP, NAMESPACE, i, JOBS), range(len(existing), count)))
         for pod in new:
             fakepods.wait_for_sockets(NAMESPACE, pod, JOBS)
-        fakepods.wait_ready(NAMESPACE, new, timeout=300)
+        # kwok marks pods Ready in its own time; slow when the machine is loaded.
+        kubectl("wait", "-n", NAMESPACE, "--for=condition=Ready", "--timeout=600s", *(f"pod/{p}" for p in new))
     pods = [fakepods.pod_name(GROUP, i) for i in range(count)]
     wait_all(sentinels(pods), running=True)
     return pods
@@ -547,6 +548,17 @@ def run_containerrun(rounds: int, burst: int) -> dict[str, Any]:
     }
 
 
+def dated_path(started: datetime, variant: str) -> Path:
+    return RESULTS / f"{started:%Y-%m-%d}-{variant}.json"
+
+
+def checkpoint(record: dict[str, Any], started: datetime) -> None:
+    """What is measured so far, so that a run cut short still leaves its numbers (marked partial)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    partial = {**record, "partial": True}
+    dated_path(started, record["variant"]).write_text(json.dumps(partial, indent=2) + "\n")
+
+
 # --- main ----------------------------------------------------------------------------------------------------------
 
 
@@ -629,12 +641,15 @@ def main() -> int:
                     "load_average": [round(x, 2) for x in os.getloadavg()],
                 }
             )
+            checkpoint(record, started)
         say(f"drift repair: {restarts} container restarts under a suspension of {len(pods)} pods")
         record["drift"] = {"pods": len(pods), **drift(pods, restarts)}
+        checkpoint(record, started)
         if full and not args.no_footprint:
             if len(pods) < 100:
                 pods = grow_group(100)
             record["footprint"] = footprint(operator, pods, 1000, 100, 60)
+            checkpoint(record, started)
         say("containerrun: 200 STOP/START rounds, 10,000-datagram burst")
         record["containerrun"] = run_containerrun(200, 10_000)
     finally:
@@ -650,7 +665,7 @@ def main() -> int:
     text = table(record)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    dated = RESULTS / f"{started:%Y-%m-%d}-{variant_name}.json"
+    dated = dated_path(started, variant_name)
     dated.write_text(json.dumps(record, indent=2) + "\n")
     if not args.no_latest:
         (RESULTS / "latest.json").write_text(json.dumps(record, indent=2) + "\n")
