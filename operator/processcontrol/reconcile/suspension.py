@@ -77,6 +77,10 @@ class Runtime:
     executor: PodExecutor
     kube: KubeClient
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    # Uids of deleted suspensions already released: kopf may call the deletion handler again after it succeeded
+    # (it forgets the handler's progress while the daemon is still being stopped), and a second release would
+    # exec into every pod once more for nothing. After an operator restart the set is empty: one extra release.
+    released: set[str] = field(default_factory=set)
 
     def wake(self, namespace: str, name: str) -> None:
         """Make a suspension's loop run now."""
@@ -366,6 +370,9 @@ async def release_suspension(
     """On deletion: resume what no other suspension holds, remove labels; gone pods never hold deletion up."""
     namespace = body.metadata.namespace or ""
     name = body.metadata.name or ""
+    uid = body.metadata.uid or ""
+    if uid in runtime.released:
+        return
     try:
         spec = ProcessSuspensionSpec.model_validate(dict(body.spec))
     except ValidationError:
@@ -393,4 +400,5 @@ async def release_suspension(
         raise kopf.TemporaryError(
             f"could not resume {len(failed)} pods: {'; '.join(failed)}", delay=runtime.settings.failure_backoff_s
         )
+    runtime.released.add(uid)
     kopf.event(body, type="Normal", reason="Resumed", message=f"released {len(targets)} pods on deletion")

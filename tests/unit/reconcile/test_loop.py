@@ -25,7 +25,7 @@ import pytest
 from processcontrol.api import INSTANCE_GROUP_LABEL, SUSPENDED_LABEL
 from processcontrol.podexec.transport import ExecResult
 from processcontrol.reconcile.settings import OperatorSettings
-from processcontrol.reconcile.suspension import Runtime, SuspensionLoop, suspension_info
+from processcontrol.reconcile.suspension import Runtime, SuspensionLoop, release_suspension, suspension_info
 from processcontrol.reconcile.targets import PodInfo
 
 CONTAINERRUN = Path(sys.executable).parent / "containerrun"
@@ -255,3 +255,22 @@ def test_index_entry_of_an_expired_or_deleted_suspension_holds_nothing() -> None
     assert not replace(live, deleting=True).holding(now)
     assert not suspension_info("b", {"instanceGroup": "db", "suspend": False}, {}, deleting=False).holding(now)
     assert not suspension_info("c", {"jobs": ["no-target"]}, {}, deleting=False).holding(now)
+
+
+async def test_deletion_resumes_once_even_when_kopf_calls_the_handler_again(
+    pods: dict[str, FakePod], events: list[tuple[str, str]]
+) -> None:
+    kube = FakeKube()
+    executor = LocalExecutor(pods)
+    loop = make_loop(executor, kube)
+    infos = [pod_info(name) for name in pods]
+    await loop.round(infos, [])
+    index: Any = {"kubecf": infos}
+    none: Any = {"kubecf": []}
+
+    await release_suspension(loop.runtime, loop.body, index, none, loop.logger)
+    assert all(pod.running(job, process) for pod in pods.values() for job, process in JOBS)
+    executor.calls.clear()
+    await release_suspension(loop.runtime, loop.body, index, none, loop.logger)
+
+    assert executor.calls == []
