@@ -177,7 +177,7 @@ async def test_suspends_verifies_labels_and_reports(pods: dict[str, FakePod], ev
     assert kube.labels == {name: {SUSPENDED_LABEL: "true"} for name in pods}
     assert ("Suspended", "2/2 pods suspended, verified (reason: restore)") in events
     assert wait is not None
-    assert 0 < wait <= OperatorSettings().reverify_interval_s
+    assert 0 < wait <= 1.25 * OperatorSettings().reverify_interval_s
 
 
 async def test_a_restarted_container_is_stopped_again(pods: dict[str, FakePod], events: list[tuple[str, str]]) -> None:

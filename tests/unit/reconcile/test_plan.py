@@ -25,6 +25,7 @@ from processcontrol.reconcile.plan import (
     intent_of,
     needs_work,
     process_state,
+    reverify_spread,
     sockets_to_start,
 )
 from processcontrol.reconcile.targets import PodInfo, exec_container, pod_info_from_body, select_targets
@@ -122,7 +123,7 @@ def test_intent_follows_suspend_and_expiry() -> None:
         (None, 0, 101.0, True),  # new pod
         (record("p", PodState.SUSPENDED), 1, 101.0, True),  # a container restarted
         (record("p", PodState.SUSPENDED), 0, 101.0, False),  # verified recently
-        (record("p", PodState.SUSPENDED), 0, 131.0, True),  # re-verification due
+        (record("p", PodState.SUSPENDED), 0, 138.0, True),  # re-verification due (30 s, spread up to 1.25x)
         (record("p", PodState.FAILED), 0, 105.0, False),  # failed: backing off
         (record("p", PodState.FAILED), 0, 111.0, True),  # failed: retry due
         (record("p", PodState.SUSPENDING), 0, 101.0, True),  # unsettled
@@ -132,6 +133,13 @@ def test_intent_follows_suspend_and_expiry() -> None:
 def test_needs_work(existing: PodRecord | None, restarts: int, now: float, expected: bool) -> None:
     target = PodInfo(**{**pod("p").__dict__, "restarts": restarts})
     assert needs_work(existing, target, Mode.SUSPEND, now, reverify_s=30.0, retry_s=10.0) is expected
+
+
+def test_reverification_is_spread_over_pods() -> None:
+    factors = [reverify_spread(f"uid-{i}") for i in range(200)]
+    assert all(0.75 <= f < 1.25 for f in factors)
+    assert max(factors) - min(factors) > 0.4
+    assert reverify_spread("uid-7") == reverify_spread("uid-7")
 
 
 def test_resumed_pods_are_left_alone() -> None:
