@@ -367,14 +367,16 @@ def wait_until(component: str, check: Callable[[], bool], timeout: float, record
     raise ControlPlaneError(f"{component} not ready after {timeout:.0f}s{last_error}")
 
 
-def kubectl(*args: str, input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run kubectl against this control plane."""
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig_path()))
+def kubectl(
+    *args: str, state: Path | None = None, input_text: str | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run kubectl as the admin of a control plane (this one, or the one rooted at `state`)."""
+    env = dict(os.environ, KUBECONFIG=str((state or state_dir()) / "kubeconfig"))
     result = subprocess.run(
-        ["kubectl", *args], input=input_text, capture_output=True, text=True, env=env, check=False, timeout=60
+        ["kubectl", *args], input=input_text, capture_output=True, text=True, env=env, check=False, timeout=timeout
     )
     if check and result.returncode != 0:
-        raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        raise ControlPlaneError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
     return result
 
 

@@ -28,7 +28,6 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -38,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from controlplane import NODE_NAME, ProcessRecord, spawn, state_dir, stop_group
+from controlplane import NODE_NAME, ControlPlaneError, ProcessRecord, kubectl, spawn, state_dir, stop_group
 
 LABEL_INSTANCE_GROUP = "quarks.cloudfoundry.org/instance-group-name"
 LABEL_DEPLOYMENT = "quarks.cloudfoundry.org/deployment-name"
@@ -138,20 +137,7 @@ def container_log(namespace: str, pod: str, jp: JobProcess, state: Path | None =
     return _run_dir(namespace, pod, state) / f"{jp.container}.log"
 
 
-# --- kubectl -------------------------------------------------------------------------------------------------------
-
-
-def kubectl(
-    *args: str, state: Path | None = None, input_text: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """kubectl against the local control plane (its admin kubeconfig)."""
-    env = dict(os.environ, KUBECONFIG=str((state or state_dir()) / "kubeconfig"))
-    result = subprocess.run(
-        ["kubectl", *args], input=input_text, capture_output=True, text=True, env=env, check=False, timeout=120
-    )
-    if check and result.returncode != 0:
-        raise FakePodError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-    return result
+# --- the API ------------------------------------------------------------------------------------------------------
 
 
 def _apply(obj: dict[str, object], state: Path | None) -> dict[str, object]:
@@ -681,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             for ns, pod, procs in list_host_pods():
                 desc = ", ".join(f"{jp}={pid or 'stopped'}" for jp, pid in procs)
                 print(f"{ns}/{pod}: {desc}")
-    except (FakePodError, ValueError) as exc:
+    except (FakePodError, ControlPlaneError, ValueError) as exc:
         print(f"fakepods: {exc}", file=sys.stderr)
         return 1
     return 0
