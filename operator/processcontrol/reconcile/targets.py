@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, LabelSelector, ProcessSuspensionSpec
@@ -25,8 +25,6 @@ class PodInfo:
     data_containers: tuple[str, ...]
     # Changes whenever a container restarts: a restarted containerrun has forgotten its suspension.
     restarts: int = 0
-    node_name: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -56,7 +54,6 @@ def pod_info_from_body(body: Mapping[str, Any]) -> PodInfo:
         containers=tuple(c["name"] for c in containers),
         data_containers=data_containers,
         restarts=restarts,
-        node_name=spec.get("nodeName", "") or "",
     )
 
 
