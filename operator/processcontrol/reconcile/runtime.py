@@ -42,5 +42,7 @@ async def start_runtime(
 
 
 async def stop_runtime(runtime: Runtime) -> None:
-    """Release the API client."""
+    """Release the API client and the exec transport's threads."""
     runtime.kube.close()
+    if isinstance(runtime.executor, KubernetesPodExecutor):
+        runtime.executor.close()
