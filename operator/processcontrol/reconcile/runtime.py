@@ -44,5 +44,7 @@ async def start_runtime(
 async def stop_runtime(runtime: Runtime) -> None:
     """Release the API client and the exec transport's threads."""
     runtime.kube.close()
-    if isinstance(runtime.executor, KubernetesPodExecutor):
-        runtime.executor.close()
+    # Only the real transport holds threads; the PodExecutor protocol (and test doubles) need no close().
+    close = getattr(runtime.executor, "close", None)
+    if callable(close):
+        close()
