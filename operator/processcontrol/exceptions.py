@@ -41,3 +41,20 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     """The object does not exist."""
+
+
+class Conflict(ApiError):
+    """The object changed since it was read (optimistic concurrency): read it again and retry."""
+
+
+class LedgerError(ProcessControlError):
+    """A pod's hold ledger annotation cannot be read; nothing is done to that pod until it is fixed."""
+
+
+class PodFailure(ProcessControlError):
+    """A pod cannot be brought to the requested state: a reason (CamelCase, for status and events) and a message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

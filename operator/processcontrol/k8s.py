@@ -16,7 +16,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from processcontrol.api import GROUP, PLURAL, VERSION
-from processcontrol.exceptions import ApiError, Forbidden, NotFound, ProcessControlError
+from processcontrol.exceptions import ApiError, Conflict, Forbidden, NotFound, ProcessControlError
 
 
 def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> kubernetes.client.Configuration:
@@ -40,6 +40,8 @@ def translate(error: ApiException, what: str) -> ApiError:
         return Forbidden(f"forbidden: {message}" if message else f"forbidden: {what}")
     if error.status == 404:
         return NotFound(f"not found: {what}")
+    if error.status == 409:
+        return Conflict(f"conflict: {what}: {message}" if message else f"conflict: {what}")
     return ApiError(f"{what}: {message}" if message else f"{what}: HTTP {error.status} {error.reason or ''}".strip())
 
 
@@ -110,6 +112,30 @@ class KubeClient:
         """Set or (with None) remove labels on a pod."""
         body = {"metadata": {"labels": dict(labels)}}
         await self._call(f"labels of pod {namespace}/{name}", self._core.patch_namespaced_pod, name, namespace, body)
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """One pod, as JSON."""
+        api = self._api
+        result: dict[str, Any] = await self._call(
+            f"pod {namespace}/{name}",
+            lambda: api.sanitize_for_serialization(self._core.read_namespaced_pod(name, namespace)),
+        )
+        return result
+
+    async def patch_pod_metadata(
+        self, namespace: str, name: str, metadata: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        """Merge-patch a pod's metadata; with a resourceVersion the API server answers 409 (`Conflict`) when the
+        pod changed since it was read, so a read-modify-write never overwrites another writer."""
+        body: dict[str, Any] = {"metadata": dict(metadata)}
+        if resource_version is not None:
+            body["metadata"]["resourceVersion"] = resource_version
+        api = self._api
+        result: dict[str, Any] = await self._call(
+            f"metadata of pod {namespace}/{name}",
+            lambda: api.sanitize_for_serialization(self._core.patch_namespaced_pod(name, namespace, body)),
+        )
+        return result
 
     async def suspensions_served(self) -> bool:
         """Whether the API server serves ProcessSuspensions: False when the CRD is not installed."""

@@ -33,7 +33,10 @@ DnsLabel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}, max_length=64)]
 
 MAX_NAMES = 64
-MAX_PODS = 5000
+# The status lists at most this many pods, those that need attention first; the counts cover every pod and
+# each pod's hold ledger (annotation processcontrol.dev/holds) has its own detail. So the object stays small
+# at any group size (etcd refuses requests over 1.5 MiB).
+MAX_LISTED_PODS = 50
 
 
 class _Model(BaseModel):
@@ -224,6 +227,19 @@ class PodStatus(_StatusModel):
     )
 
 
+class PodCounts(_StatusModel):
+    """How many target pods are in which state; these cover every pod, the list only some."""
+
+    targets: int = Field(default=0, ge=0, description="Pods the suspension currently targets.")
+    done: int = Field(default=0, ge=0, description="Target pods verified in the requested state.")
+    in_progress: int = Field(default=0, ge=0, description="Target pods still being suspended or resumed.")
+    failed: int = Field(default=0, ge=0, description="Target pods that failed; see failedByReason.")
+    failed_by_reason: dict[Annotated[str, StringConstraints(max_length=64)], int] = Field(
+        default_factory=dict, max_length=32, description="Failed pods by reason, e.g. ExecForbidden: 2."
+    )
+    releasing: int = Field(default=0, ge=0, description="Pods no longer targeted whose processes are being given back.")
+
+
 class ProcessSuspensionStatus(_StatusModel):
     """The observed state of a ProcessSuspension, written by the operator."""
 
@@ -233,12 +249,17 @@ class ProcessSuspensionStatus(_StatusModel):
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16, description="Ready, Suspended, Reconciling and Stalled."
     )
-    pods: list[PodStatus] = Field(default_factory=list, max_length=MAX_PODS, description="Every target pod.")
+    pods: list[PodStatus] = Field(
+        default_factory=list,
+        max_length=MAX_LISTED_PODS,
+        description=f"Up to {MAX_LISTED_PODS} pods, those that need attention first (failed, in progress, released).",
+    )
+    counts: PodCounts | None = Field(default=None, description="Pods by state; covers every target pod.")
     summary: Annotated[str, StringConstraints(max_length=32)] | None = Field(
         default=None, description="Pods in the requested state out of the target pods, e.g. 3/3."
     )
     suspended_at: Timestamp | None = Field(
-        default=None, description="When the suspension first took effect on every target pod."
+        default=None, description="When the suspension first took effect on a pod; duration counts from here."
     )
     expires_at: Timestamp | None = Field(
         default=None, description="When the suspension ends by itself (suspendedAt + duration)."

@@ -146,7 +146,8 @@ def dump(objects: Sequence[Mapping[str, Any]], output: str, single: bool) -> str
 def pods_table(obj: Mapping[str, Any], indent: str = "") -> str:
     """Per pod and per process: state, pid and the pod's message."""
     rows: list[list[str]] = []
-    for pod in (obj.get("status") or {}).get("pods") or []:
+    pods = sorted((obj.get("status") or {}).get("pods") or [], key=lambda p: str(p.get("name", "")))
+    for pod in pods:
         processes = sorted(pod.get("processes") or [], key=lambda p: (p.get("job", ""), p.get("process", "")))
         first = [pod.get("name", ""), pod.get("state", "")]
         if not processes:
@@ -190,7 +191,7 @@ def describe(obj: Mapping[str, Any], now: datetime) -> str:
         fields.append(("Expires At", f"{status['expiresAt']} ({until(status['expiresAt'], now)})"))
     observed = status.get("observedGeneration")
     fields += [
-        ("Pods", f"{status['summary']} {goal(obj)}" if status.get("summary") else NONE),
+        ("Pods", f"{status['summary']} {goal(obj)}{counts_note(status)}" if status.get("summary") else NONE),
         ("Generation", f"{meta.get('generation', '?')} (observed: {observed if observed is not None else 'none'})"),
         ("Age", age(meta.get("creationTimestamp"), now)),
     ]
@@ -215,7 +216,25 @@ def describe(obj: Mapping[str, Any], now: datetime) -> str:
     else:
         lines.append(f"  {NONE} (the operator has not written a status yet)")
     lines += ["", "Pods:", pods_table(obj, "  ")]
+    listed, counts = len(status.get("pods") or []), status.get("counts") or {}
+    if counts.get("targets", 0) + counts.get("releasing", 0) > listed:
+        lines.append(
+            f"  ({listed} listed, those that need attention first; each pod's own detail is its annotation "
+            "processcontrol.dev/holds: kubectl get pod POD -o yaml)"
+        )
     return "\n".join(lines)
+
+
+def counts_note(status: Mapping[str, Any]) -> str:
+    """`, 2 failed (ExecTimeout: 2), 1 being given back` from the status counts; empty when there is nothing."""
+    counts = status.get("counts") or {}
+    notes = []
+    if counts.get("failed"):
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in (counts.get("failedByReason") or {}).items())
+        notes.append(f"{counts['failed']} failed ({reasons})" if reasons else f"{counts['failed']} failed")
+    if counts.get("releasing"):
+        notes.append(f"{counts['releasing']} no longer targeted, being given back")
+    return "".join(f", {note}" for note in notes)
 
 
 @dataclass(frozen=True)
@@ -266,7 +285,7 @@ def progress_lines(before: PodView, obj: Mapping[str, Any], elapsed: float) -> l
     after = pod_view(obj)
     width = max((len(name) for name in after), default=0)
     lines = []
-    for name, (state, message) in after.items():
+    for name, (state, message) in sorted(after.items()):
         if before.get(name) != (state, message):
             lines.append(f"[{elapsed:5.1f}s] {name:<{width}}  {state:<10}  {message}".rstrip())
     return lines

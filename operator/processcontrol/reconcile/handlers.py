@@ -1,92 +1,121 @@
 """Every kopf handler of the operator, registered here; each hands off to a named function.
 
-kopf passes the indexes by the names of their functions, through **kwargs.
+The work happens in one worker per pod (worker.py); the handlers keep the runtime's views of kopf's indexes
+current and wake the workers and status daemons that an event concerns.
+
+kopf hands each index to handlers as a keyword argument named after the index's id; its handler protocols do
+not list them, hence the `type: ignore[arg-type]` on the decorators of handlers that take indexes.
+Event handlers are coroutines: kopf runs plain functions in threads, and the workers are event-loop tasks.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import kopf
 
 from processcontrol.api import GROUP, PLURAL, VERSION
-from processcontrol.reconcile.runtime import start_runtime, stop_runtime
-from processcontrol.reconcile.suspension import (
-    Runtime,
-    SuspensionInfo,
-    release_suspension,
-    run_suspension,
-    suspension_info,
-)
-from processcontrol.reconcile.targets import PodInfo, pod_info_from_body, spec_matches_pod
+from processcontrol.reconcile.runtime import Logger, Runtime, SuspensionInfo, start_runtime, stop_runtime
+from processcontrol.reconcile.suspension import info_of, release_on_delete, run_status_daemon
+from processcontrol.reconcile.targets import PodInfo, pod_info_from_body
 
 RESOURCE = (GROUP, VERSION, PLURAL)
-Logger = logging.Logger | logging.LoggerAdapter[Any]
+PodsIndex = kopf.Index[str, PodInfo]
+SuspensionsIndex = kopf.Index[str, SuspensionInfo]
 
 
-def _pods(kwargs: dict[str, Any]) -> kopf.Index[str, PodInfo]:
-    index: kopf.Index[str, PodInfo] = kwargs["pods_by_namespace"]
-    return index
+def _runtime(memo: kopf.Memo, pods: PodsIndex, suspensions: SuspensionsIndex) -> Runtime:
+    """The shared runtime, with live views of the two indexes (kopf hands them to handlers only)."""
+    runtime: Runtime = memo.runtime
+    runtime.pods_of = lambda namespace: pods.get(namespace, [])
+    runtime.suspensions_of = lambda namespace: suspensions.get(namespace, [])
+    return runtime
 
 
-def _suspensions(kwargs: dict[str, Any]) -> kopf.Index[str, SuspensionInfo]:
-    index: kopf.Index[str, SuspensionInfo] = kwargs["suspensions_by_namespace"]
-    return index
-
-
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
+@kopf.on.startup(id="start")
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
     """Apply our settings to kopf's and build the shared runtime."""
     memo.runtime = await start_runtime(settings, logger)
 
 
-@kopf.on.cleanup()
-async def cleanup(memo: Any, **_: Any) -> None:
-    """Close connections and threads."""
+@kopf.on.cleanup(id="stop")
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the pod workers, close connections and threads."""
     await stop_runtime(memo.runtime)
 
 
-@kopf.index("pods")
+@kopf.index("pods", id="pods")
 def pods_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, PodInfo]:
-    """Every pod by namespace, summarised: the targets and their restarts without listing the API."""
+    """Every pod by namespace, summarised: targets, restarts and hold ledgers without listing the API."""
     return {namespace or "": pod_info_from_body(body)}
 
 
-@kopf.index(*RESOURCE)
-def suspensions_by_namespace(
-    namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
-) -> dict[str, SuspensionInfo]:
-    """Every suspension by namespace: what the overlap rules and pod wake-ups consult."""
-    deleting = meta.get("deletionTimestamp") is not None
-    return {namespace or "": suspension_info(name, spec, status, deleting=deleting)}
+@kopf.index(*RESOURCE, id="suspensions")
+def suspensions_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, SuspensionInfo]:
+    """Every suspension by namespace: what the pod workers act on."""
+    return {namespace or "": info_of(body)}
 
 
-@kopf.on.event("pods")
-def pod_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any) -> None:
-    """A pod appeared, changed or restarted a container: wake the suspensions that target it."""
-    runtime: Runtime = memo.runtime
-    for suspension in _suspensions(kwargs).get(namespace or "", []):
-        if suspension.spec is not None and spec_matches_pod(suspension.spec, labels):
-            runtime.wake(namespace or "", suspension.name)
+@kopf.on.event("pods", id="pod-changed")  # type: ignore[arg-type]
+async def pod_changed(
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    pods: PodsIndex,
+    suspensions: SuspensionsIndex,
+    **_: Any,
+) -> None:
+    """A pod appeared, changed, restarted a container or went: its worker looks again, if it concerns us."""
+    runtime = _runtime(memo, pods, suspensions)
+    namespace = namespace or ""
+    pod = pod_info_from_body(body)
+    concerned = (namespace, name) in runtime.workers or pod.holds is not None
+    concerned = concerned or any(s.targets(pod) for s in runtime.suspensions_of(namespace))
+    if concerned:
+        runtime.ensure_worker(namespace, name)
 
 
-@kopf.on.event(*RESOURCE)
-def suspension_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """The object changed (spec, or our own status write): let its loop look again."""
-    runtime: Runtime = memo.runtime
+@kopf.on.event(*RESOURCE, id="suspension-changed")  # type: ignore[arg-type]
+async def suspension_changed(
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    pods: PodsIndex,
+    suspensions: SuspensionsIndex,
+    **_: Any,
+) -> None:
+    """The object changed (spec, deletion, or our own status write): its pods and its daemon look again."""
+    runtime = _runtime(memo, pods, suspensions)
+    runtime.wake_pods_of(info_of(body), namespace or "")
     runtime.wake(namespace or "", name)
 
 
-@kopf.daemon(*RESOURCE, cancellation_backoff=5.0, cancellation_timeout=10.0)
-async def keep_suspension(
-    body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, logger: Logger, **kwargs: Any
+@kopf.daemon(*RESOURCE, id="status", cancellation_backoff=5.0, cancellation_timeout=10.0)  # type: ignore[arg-type]
+async def keep_status(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    logger: Logger,
+    pods: PodsIndex,
+    suspensions: SuspensionsIndex,
+    **_: Any,
 ) -> None:
-    """Keep the object's request true for as long as it exists."""
-    await run_suspension(memo.runtime, body, _pods(kwargs), _suspensions(kwargs), stopped, logger)
+    """Write the object's status from its pods' outcomes for as long as it exists."""
+    await run_status_daemon(_runtime(memo, pods, suspensions), body, stopped, logger)
 
 
-@kopf.on.delete(*RESOURCE, retries=10, backoff=5.0)
-async def release(body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-    """Deleting a suspension resumes its processes (unless another suspension holds them)."""
-    await release_suspension(memo.runtime, body, _pods(kwargs), _suspensions(kwargs), logger)
+# No retry limit: the finalizer must stay while any pod holds processes for this suspension (an exec grant
+# revoked, a pod that cannot be reached); each attempt says in an event which pods and why.
+@kopf.on.delete(*RESOURCE, id="release", retries=None, backoff=1.0)  # type: ignore[arg-type]
+async def release(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: Logger,
+    pods: PodsIndex,
+    suspensions: SuspensionsIndex,
+    **_: Any,
+) -> None:
+    """Deleting a suspension gives back what it holds (a process another suspension holds stays stopped)."""
+    await release_on_delete(_runtime(memo, pods, suspensions), body, logger)

@@ -6,12 +6,14 @@ Nothing here does I/O; the loop feeds it observations and writes what it returns
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from processcontrol.api import (
+    MAX_LISTED_PODS,
+    PodCounts,
     PodState,
     PodStatus,
     ProcessState,
@@ -21,10 +23,7 @@ from processcontrol.api import (
 )
 from processcontrol.api.duration import parse_duration
 from processcontrol.reconcile import conditions as cond
-from processcontrol.reconcile.targets import PodInfo, socket_selected, spec_matches_pod
-
-# How long a pod that left the target set stays listed as Gone, so a reader sees where it went.
-GONE_RETENTION = timedelta(minutes=5)
+from processcontrol.reconcile.targets import PodInfo
 
 
 class Mode(StrEnum):
@@ -44,30 +43,17 @@ class Intent:
 
 @dataclass
 class PodRecord:
-    """The operator's latest knowledge of one target pod, kept in memory by the suspension's loop."""
+    """What a pod worker knows of one suspension's effect on its pod: the outcome the status is built from."""
 
     uid: str
     state: PodState
     mode: Mode
+    generation: int | None  # the suspension's generation this outcome answers
     processes: list[ProcessStatus] = field(default_factory=list)
     message: str = ""
     reason: str = ""
-    restarts: int = 0
-    checked_at: float | None = None  # monotonic time of the last completed exec round
     transition_time: datetime | None = None
-
-
-@dataclass(frozen=True)
-class OtherSuspension:
-    """Another suspension in the same namespace, as the overlap rules need it."""
-
-    name: str
-    spec: ProcessSuspensionSpec
-    holding: bool  # it currently wants its processes stopped
-
-    def holds(self, pod: PodInfo, job: str, process: str) -> bool:
-        """Whether it keeps this process of this pod stopped."""
-        return self.holding and spec_matches_pod(self.spec, pod.labels) and socket_selected(self.spec, job, process)
+    targeted: bool = True  # False: the pod left the target set and is only being given back
 
 
 def intent_of(spec: ProcessSuspensionSpec, status: ProcessSuspensionStatus, now: datetime) -> Intent:
@@ -79,32 +65,6 @@ def intent_of(spec: ProcessSuspensionSpec, status: ProcessSuspensionStatus, now:
     return Intent(Mode.SUSPEND, "SuspendRequested")
 
 
-def needs_work(
-    record: PodRecord | None, pod: PodInfo, mode: Mode, monotonic_now: float, reverify_s: float, retry_s: float
-) -> bool:
-    """Whether a pod must be exec'ed into now: new, restarted, switched mode, unsettled or due for a check."""
-    if record is None or record.uid != pod.uid or record.mode != mode or record.restarts != pod.restarts:
-        return True
-    wait = seconds_until_due(record, mode, monotonic_now, reverify_s, retry_s)
-    return wait is not None and wait <= 0
-
-
-def seconds_until_due(
-    record: PodRecord, mode: Mode, monotonic_now: float, reverify_s: float, retry_s: float
-) -> float | None:
-    """How long until this pod is checked again (None: only when something changes)."""
-    if record.checked_at is None:
-        return 0.0
-    if record.state is PodState.FAILED:
-        return record.checked_at + retry_s - monotonic_now
-    if record.state is final_state(mode):
-        # A resumed pod stays resumed by itself; a suspended one is undone by any container restart.
-        if mode is Mode.RESUME:
-            return None
-        return record.checked_at + reverify_s * reverify_spread(record.uid) - monotonic_now
-    return 0.0
-
-
 def reverify_spread(uid: str) -> float:
     """A fixed factor in [0.75, 1.25) per pod, so the pods of a large suspension do not all come due in one
     round: a container restart would otherwise wait behind hundreds of re-checks."""
@@ -114,27 +74,6 @@ def reverify_spread(uid: str) -> float:
 def final_state(mode: Mode) -> PodState:
     """The pod state that means done for this mode."""
     return PodState.SUSPENDED if mode is Mode.SUSPEND else PodState.RESUMED
-
-
-def sockets_to_start(
-    pod: PodInfo, spec: ProcessSuspensionSpec, known: Iterable[ProcessStatus], others: Sequence[OtherSuspension]
-) -> list[tuple[str, str]] | None:
-    """The (job, process) pairs to START, or None when the spec's own filters can be used as they are.
-
-    A process another suspension still holds stays stopped: it is resumed only when the last one lets go.
-    """
-    if not any(o.holding and spec_matches_pod(o.spec, pod.labels) for o in others):
-        return None
-    return [
-        (p.job, p.process)
-        for p in known
-        if socket_selected(spec, p.job, p.process) and not any(o.holds(pod, p.job, p.process) for o in others)
-    ]
-
-
-def held_by_others(pod: PodInfo, others: Sequence[OtherSuspension]) -> bool:
-    """Whether another suspension keeps some process of this pod stopped (so its label stays)."""
-    return any(o.holding and spec_matches_pod(o.spec, pod.labels) for o in others)
 
 
 def final_reason(intent: Intent) -> str:
@@ -153,17 +92,14 @@ def _pod_status(pod_name: str, record: PodRecord) -> PodStatus:
     )
 
 
-def _stall(targets: Sequence[PodInfo], records: Mapping[str, PodRecord]) -> tuple[str, str] | None:
-    if not targets:
-        return "NoMatchingPods", "no running pod matches the target"
-    failed = [
-        (p.name, records[p.name]) for p in targets if p.name in records and records[p.name].state is PodState.FAILED
-    ]
-    if not failed:
-        return None
-    name, first = failed[0]
-    more = f" (and {len(failed) - 1} more failed pods)" if len(failed) > 1 else ""
-    return first.reason or "PodFailed", f"pod {name}: {first.message}{more}"
+def _current(record: PodRecord | None, generation: int | None, intent: Intent) -> bool:
+    """An outcome that answers this generation's request (an older one says nothing about it)."""
+    return record is not None and record.generation == generation and record.mode is intent.mode
+
+
+def _attention(status: PodStatus) -> int:
+    """Sort key: failed first, then in progress, then done."""
+    return {PodState.FAILED: 0, PodState.SUSPENDING: 1, PodState.RESUMING: 1}.get(status.state, 2)
 
 
 def build_status(
@@ -175,40 +111,40 @@ def build_status(
     previous: ProcessSuspensionStatus,
     now: datetime,
 ) -> ProcessSuspensionStatus:
-    """The whole status from what the loop knows: pods, summary, times and kstatus conditions."""
+    """The whole status from the pod workers' outcomes: counts, a bounded list of pods, times and conditions.
+
+    A pod counts as done only with an outcome for this very generation: after a spec change, the previous
+    round's results never make the new request look carried out."""
     goal = final_state(intent.mode)
-    pods = [_pod_status(p.name, records[p.name]) for p in targets if p.name in records]
-    pending = [
-        PodStatus(
-            name=p.name, uid=p.uid, state=PodState.SUSPENDING if intent.mode is Mode.SUSPEND else PodState.RESUMING
-        )
-        for p in targets
-        if p.name not in records
-    ]
+    transient = PodState.SUSPENDING if intent.mode is Mode.SUSPEND else PodState.RESUMING
+    listed: list[PodStatus] = []
+    done = failed = 0
+    by_reason: dict[str, int] = {}
+    first_failed: tuple[str, PodRecord] | None = None
+    for pod in targets:
+        record = records.get(pod.name)
+        if _current(record, generation, intent) and record is not None:
+            status = _pod_status(pod.name, record)
+            if record.state is goal:
+                done += 1
+            elif record.state is PodState.FAILED:
+                failed += 1
+                first_failed = first_failed or (pod.name, record)
+                by_reason[record.reason or "PodFailed"] = by_reason.get(record.reason or "PodFailed", 0) + 1
+        else:
+            status = PodStatus(name=pod.name, uid=pod.uid, state=transient)
+        listed.append(status)
     target_names = {p.name for p in targets}
-    gone = [
-        old.model_copy(
-            update={
-                "state": PodState.GONE,
-                "message": "the pod no longer exists or is no longer targeted",
-                "last_transition_time": old.last_transition_time
-                if old.state is PodState.GONE
-                else cond.format_time(now),
-                "processes": [],
-            }
-        )
-        for old in previous.pods
-        if old.name not in target_names
-        and (
-            old.state is not PodState.GONE
-            or (old.last_transition_time and now - cond.parse_time(old.last_transition_time) < GONE_RETENTION)
-        )
+    releasing = [
+        _pod_status(name, record)
+        for name, record in sorted(records.items())
+        if name not in target_names and not record.targeted
     ]
-    done = sum(1 for p in pods if p.state is goal)
+    shown = sorted(releasing + listed, key=lambda s: (_attention(s), s.name))[:MAX_LISTED_PODS]
     all_done = bool(targets) and done == len(targets)
 
     suspended_at = previous.suspended_at
-    if intent.mode is Mode.SUSPEND and all_done and suspended_at is None:
+    if intent.mode is Mode.SUSPEND and done and suspended_at is None:
         suspended_at = cond.format_time(now)
     if intent.reason == "ResumeRequested":
         suspended_at = None
@@ -216,7 +152,7 @@ def build_status(
     if suspended_at is not None and spec.duration is not None:
         expires_at = cond.format_time(cond.parse_time(suspended_at) + parse_duration(spec.duration))
 
-    stall = _stall(targets, records) if not all_done else None
+    stall = _stall(targets, failed, first_failed) if not all_done else None
     progress = f"{done}/{len(targets)} pods {goal.value.lower()}"
     verb = "Suspending" if intent.mode is Mode.SUSPEND else "Resuming"
     if all_done:
@@ -243,11 +179,31 @@ def build_status(
         conditions=cond.merge_conditions(
             previous.conditions, [ready, suspended, reconciling, stalled], generation, now
         ),
-        pods=pods + pending + gone,
+        pods=shown,
+        counts=PodCounts(
+            targets=len(targets),
+            done=done,
+            in_progress=len(targets) - done - failed,
+            failed=failed,
+            failed_by_reason=dict(sorted(by_reason.items())),
+            releasing=len(releasing),
+        ),
         summary=f"{done}/{len(targets)}",
         suspended_at=suspended_at,
         expires_at=expires_at,
     )
+
+
+def _stall(
+    targets: Sequence[PodInfo], failed: int, first_failed: tuple[str, PodRecord] | None
+) -> tuple[str, str] | None:
+    if not targets:
+        return "NoMatchingPods", "no running pod matches the target"
+    if first_failed is None:
+        return None
+    name, record = first_failed
+    more = f" (and {failed - 1} more failed pods)" if failed > 1 else ""
+    return record.reason or "PodFailed", f"pod {name}: {record.message}{more}"
 
 
 def process_state(mode: Mode, result: str, running: bool, settled: bool) -> ProcessState:

@@ -1,22 +1,144 @@
-"""Operator start-up and shut-down: settings applied to kopf, the exec transport, metrics."""
+"""What every handler shares (the Runtime), and operator start-up and shut-down."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
+from processcontrol.api import ProcessSuspensionSpec
 from processcontrol.k8s import KubeClient, load_configuration
-from processcontrol.podexec.transport import KubernetesPodExecutor
+from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
+from processcontrol.reconcile import conditions as cond
+from processcontrol.reconcile.plan import PodRecord
 from processcontrol.reconcile.settings import OperatorSettings
-from processcontrol.reconcile.suspension import Runtime
+from processcontrol.reconcile.targets import PodInfo, spec_matches_pod
+
+if TYPE_CHECKING:
+    from processcontrol.reconcile.worker import PodWorker
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+PodKey = tuple[str, str]  # (namespace, pod name)
 
 
-async def start_runtime(
-    kopf_settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]
-) -> Runtime:
+@dataclass(frozen=True)
+class SuspensionInfo:
+    """A suspension as the namespace index keeps it: what the pod workers act on."""
+
+    name: str
+    uid: str
+    generation: int | None
+    spec: ProcessSuspensionSpec | None
+    expires_at: str | None
+    deleting: bool
+
+    def holding(self, now: datetime) -> bool:
+        """Whether it currently wants its processes stopped."""
+        if self.spec is None or self.deleting or not self.spec.suspend:
+            return False
+        return self.expires_at is None or now < cond.parse_time(self.expires_at)
+
+    def targets(self, pod: PodInfo) -> bool:
+        """Whether the pod is one of its targets (running and matching)."""
+        return self.spec is not None and pod.running and spec_matches_pod(self.spec, pod.labels)
+
+
+def suspension_info(
+    name: str, uid: str, generation: int | None, spec: Mapping[str, Any], status: Mapping[str, Any], deleting: bool
+) -> SuspensionInfo:
+    """Index entry of one suspension; an invalid spec holds nothing."""
+    try:
+        parsed: ProcessSuspensionSpec | None = ProcessSuspensionSpec.model_validate(dict(spec))
+    except ValidationError:
+        parsed = None
+    return SuspensionInfo(
+        name=name,
+        uid=uid,
+        generation=generation,
+        spec=parsed,
+        expires_at=status.get("expiresAt"),
+        deleting=deleting,
+    )
+
+
+# Live views of kopf's indexes: the pods of a namespace, and its suspensions.
+PodsOf = Callable[[str], Iterable[PodInfo]]
+SuspensionsOf = Callable[[str], Iterable[SuspensionInfo]]
+
+
+def _nothing(_: str) -> list[Any]:
+    return []
+
+
+@dataclass
+class Runtime:
+    """What every handler shares: settings, the exec transport, the API client, the pod workers and their
+    outcomes per suspension, and the wake-up events of the suspensions' status daemons."""
+
+    settings: OperatorSettings
+    executor: PodExecutor
+    kube: KubeClient
+    pods_of: PodsOf = _nothing
+    suspensions_of: SuspensionsOf = _nothing
+    workers: dict[PodKey, PodWorker] = field(default_factory=dict)
+    # (namespace, suspension name) -> pod name -> the latest outcome there.
+    outcomes: dict[tuple[str, str], dict[str, PodRecord]] = field(default_factory=dict)
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def pod(self, namespace: str, name: str) -> PodInfo | None:
+        """The pod as the index has it now, or None when it is gone."""
+        return next((p for p in self.pods_of(namespace) if p.name == name), None)
+
+    def wake(self, namespace: str, name: str) -> None:
+        """Make a suspension's status daemon look again."""
+        event = self.wakeups.get((namespace, name))
+        if event is not None:
+            event.set()
+
+    def report(self, namespace: str, suspension: str, pod: str, record: PodRecord | None) -> None:
+        """A pod worker's outcome for one suspension (None: the pod is no longer its business)."""
+        records = self.outcomes.setdefault((namespace, suspension), {})
+        if record is None:
+            if records.pop(pod, None) is None:
+                return
+        else:
+            records[pod] = record
+        self.wake(namespace, suspension)
+
+    def ensure_worker(self, namespace: str, pod: str, wake: bool = True) -> None:
+        """Start the pod's worker if it has none; make it look again (a new worker always does)."""
+        from processcontrol.reconcile.worker import PodWorker  # the worker module builds on this one
+
+        worker = self.workers.get((namespace, pod))
+        if worker is None:
+            worker = self.workers[(namespace, pod)] = PodWorker(self, namespace, pod)
+            worker.start()
+        elif wake:
+            worker.wake()
+
+    def wake_pods_of(self, suspension: SuspensionInfo, namespace: str) -> None:
+        """Wake the workers of every pod the suspension targets or holds something in."""
+        for pod in self.pods_of(namespace):
+            holders = pod.holders
+            if suspension.targets(pod) or holders is None or suspension.uid in holders:
+                self.ensure_worker(namespace, pod.name)
+
+    async def stop_workers(self) -> None:
+        """Cancel every pod worker (operator shutdown)."""
+        workers = list(self.workers.values())
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*(w.wait_closed() for w in workers), return_exceptions=True)
+
+
+async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) -> Runtime:
     """Read our settings, apply them to kopf's, and build what the handlers share."""
     settings = OperatorSettings()
     kopf_settings.persistence.finalizer = settings.finalizer
@@ -42,7 +164,8 @@ async def start_runtime(
 
 
 async def stop_runtime(runtime: Runtime) -> None:
-    """Release the API client and the exec transport's threads."""
+    """Stop the pod workers, release the API client and the exec transport's threads."""
+    await runtime.stop_workers()
     runtime.kube.close()
     # Only the real transport holds threads; the PodExecutor protocol (and test doubles) need no close().
     close = getattr(runtime.executor, "close", None)

@@ -23,9 +23,14 @@ class OperatorSettings(BaseSettings):
     )
     verify_interval_s: float = Field(default=0.25, gt=0, description="First delay between verification polls.")
     reverify_interval_s: float = Field(
-        default=30.0, gt=0, description="Re-check suspended pods this often to catch restarts no event reports."
+        default=300.0,
+        gt=0,
+        description="Re-check suspended pods this often (a STATUS probe, it sends nothing) to catch a START sent "
+        "by hand; container restarts and new pods are seen from the pod watch at once.",
     )
     status_interval_s: float = Field(default=1.0, gt=0, description="Progress is written to status at most this often.")
-    failure_backoff_s: float = Field(default=10.0, gt=0, description="Retry a Failed pod after this long.")
+    failure_backoff_s: float = Field(
+        default=10.0, gt=0, description="Longest wait before retrying a failed pod (retries start at 0.25 s, doubling)."
+    )
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus metrics port; 0 disables.")
     finalizer: str = Field(default="processcontrol.dev/resume", description="Finalizer that resumes on deletion.")

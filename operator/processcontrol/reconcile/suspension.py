@@ -1,239 +1,128 @@
-"""One ProcessSuspension's life: the loop that keeps it true, and the release on deletion.
+"""One ProcessSuspension's side: its status daemon, and its deletion.
 
-The loop is a kopf daemon: it wakes on changes of its object or of matching pods (handlers.py sets its wake-up
-event) and on its own deadlines (re-verification, retries, expiry), and each time it brings the due pods to the
-requested state, writes status, labels pods and posts events.
+The pod workers (worker.py) do the work and report outcomes per suspension. The daemon turns those outcomes into
+the object's status, announces transitions in events, and wakes the pods when the suspension expires. Deletion
+waits until no pod's hold ledger names the suspension any more: its finalizer goes only then.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from processcontrol.api import SUSPENDED_LABEL, PodState, ProcessSuspensionSpec, ProcessSuspensionStatus
+from processcontrol.api import PodState, ProcessSuspensionSpec, ProcessSuspensionStatus
 from processcontrol.exceptions import ApiError
-from processcontrol.k8s import KubeClient
-from processcontrol.podexec.transport import PodExecutor
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
-from processcontrol.reconcile.plan import (
-    Intent,
-    Mode,
-    OtherSuspension,
-    PodRecord,
-    build_status,
-    final_reason,
-    held_by_others,
-    intent_of,
-    needs_work,
-    seconds_until_due,
-)
-from processcontrol.reconcile.pods import PodWork, resume_pod, suspend_pod
-from processcontrol.reconcile.settings import OperatorSettings
-from processcontrol.reconcile.targets import PodInfo, select_targets
+from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, intent_of
+from processcontrol.reconcile.runtime import Logger, Runtime, SuspensionInfo, suspension_info
+from processcontrol.reconcile.targets import select_targets
 
-# Failures after which there is nothing to resume: the pod went away, or nothing could ever be sent to it.
-NOTHING_TO_RESUME = frozenset({"PodGone", "NoSockets", "NoContainer", "NoSenderTool", "ExecForbidden"})
-
-
-@dataclass(frozen=True)
-class SuspensionInfo:
-    """A suspension as the namespace index keeps it, for the overlap rules and pod wake-ups."""
-
-    name: str
-    spec: ProcessSuspensionSpec | None
-    expires_at: str | None
-    deleting: bool
-
-    def holding(self, now: datetime) -> bool:
-        """Whether it currently wants its processes stopped."""
-        if self.spec is None or self.deleting or not self.spec.suspend:
-            return False
-        return self.expires_at is None or now < cond.parse_time(self.expires_at)
-
-
-def suspension_info(name: str, spec: Mapping[str, Any], status: Mapping[str, Any], deleting: bool) -> SuspensionInfo:
-    """Index entry of one suspension; an invalid spec holds nothing."""
-    try:
-        parsed: ProcessSuspensionSpec | None = ProcessSuspensionSpec.model_validate(dict(spec))
-    except ValidationError:
-        parsed = None
-    return SuspensionInfo(name=name, spec=parsed, expires_at=status.get("expiresAt"), deleting=deleting)
-
-
-@dataclass
-class Runtime:
-    """What every handler shares: settings, the exec transport, the API client and the wake-up events."""
-
-    settings: OperatorSettings
-    executor: PodExecutor
-    kube: KubeClient
-    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    # Uids of deleted suspensions already released: kopf may call the deletion handler again after it succeeded
-    # (it forgets the handler's progress while the daemon is still being stopped), and a second release would
-    # exec into every pod once more for nothing. After an operator restart the set is empty: one extra release.
-    released: set[str] = field(default_factory=set)
-
-    def wake(self, namespace: str, name: str) -> None:
-        """Make a suspension's loop run now."""
-        event = self.wakeups.get((namespace, name))
-        if event is not None:
-            event.set()
-
-
-def others_in(namespace_suspensions: Iterable[SuspensionInfo], own_name: str, now: datetime) -> list[OtherSuspension]:
-    """The namespace's other suspensions, for the overlap rules."""
-    return [
-        OtherSuspension(name=s.name, spec=s.spec, holding=s.holding(now))
-        for s in namespace_suspensions
-        if s.name != own_name and s.spec is not None
-    ]
+# After an operator restart, how long the daemon waits for the pod workers' first outcomes before it writes a
+# status that would count the silent pods as in progress (and flip Ready for nothing).
+FIRST_OUTCOMES_GRACE_S = 5.0
+# Retry of a status write the API server refused or could not take.
+WRITE_RETRY_S = 2.0
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SuspensionLoop:
-    """The in-memory state and steps of one suspension's daemon."""
+def info_of(body: kopf.Body) -> SuspensionInfo:
+    """The index entry of this very object, as the pod workers will see it."""
+    return suspension_info(
+        body.metadata.name or "",
+        body.metadata.uid or "",
+        body.metadata.get("generation"),
+        body.spec,
+        body.status,
+        deleting=body.metadata.get("deletionTimestamp") is not None,
+    )
 
-    def __init__(self, runtime: Runtime, body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+
+class StatusDaemon:
+    """Writes one suspension's status from its pods' outcomes."""
+
+    def __init__(self, runtime: Runtime, body: kopf.Body, logger: Logger) -> None:
         self.runtime = runtime
         self.body = body
         self.logger = logger
         self.namespace = body.metadata.namespace or ""
         self.name = body.metadata.name or ""
-        self.records: dict[str, PodRecord] = {}
-        self.written: dict[str, Any] | None = None
         self.status = ProcessSuspensionStatus.model_validate(dict(body.status))
+        self.written: dict[str, Any] | None = None
         self.last_intent: Intent | None = None
+        self.started = time.monotonic()
 
-    # One round ------------------------------------------------------------------------------------------------
-
-    async def round(self, pods: Iterable[PodInfo], suspensions: Iterable[SuspensionInfo]) -> float | None:
-        """Bring due pods to the requested state; return seconds until the next check is due (None: on events only)."""
+    async def publish(self) -> float | None:
+        """Write the status the outcomes show; return seconds until it must be looked at again."""
         try:
             spec = ProcessSuspensionSpec.model_validate(dict(self.body.spec))
         except ValidationError as error:
-            await self._write_invalid(str(error))
-            return None
+            return await self._write_invalid(str(error))
         now = _now()
         intent = intent_of(spec, self.status, now)
+        info = info_of(self.body)
+        if intent != self.last_intent:
+            # Expiry comes with no event: the pods must look again now.
+            self.runtime.wake_pods_of(info, self.namespace)
         self._announce(intent)
+        pods = list(self.runtime.pods_of(self.namespace))
         targets = select_targets(spec, pods)
-        others = others_in(suspensions, self.name, now)
-        target_names = {p.name for p in targets}
-        for gone in set(self.records) - target_names:
-            del self.records[gone]
-        monotonic = time.monotonic()
-        settings = self.runtime.settings
-        due = [
-            p
-            for p in targets
-            if needs_work(
-                self.records.get(p.name),
-                p,
-                intent.mode,
-                monotonic,
-                settings.reverify_interval_s,
-                settings.failure_backoff_s,
-            )
-        ]
-        if due:
-            if self._is_new_request(intent):
-                # Say at once that the new request is being worked on, so nobody reads the old Ready as the answer.
-                await self._publish(spec, intent, targets)
-            await self._work(spec, intent, due, others, targets)
-        await self._publish(spec, intent, targets)
-        await self._sync_labels(intent, targets, others)
-        return self._next_check(intent)
-
-    async def _work(
-        self,
-        spec: ProcessSuspensionSpec,
-        intent: Intent,
-        due: list[PodInfo],
-        others: list[OtherSuspension],
-        targets: list[PodInfo],
-    ) -> None:
-        """Run the due pods in parallel, publishing progress while they run."""
-        before = {p.name: self.records.get(p.name) for p in due}
-
-        def progress_for(pod: PodInfo) -> PodWork:
-            def progress(record: PodRecord) -> None:
-                self.records[pod.name] = record
-
-            return PodWork(self.runtime.executor, self.runtime.settings, spec, pod, progress)
-
-        tasks: dict[asyncio.Task[PodRecord], PodInfo] = {}
-        for pod in due:
-            work = progress_for(pod)
-            previous = self.records.get(pod.name)
-            if intent.mode is Mode.SUSPEND:
-                coroutine = suspend_pod(work)
-            else:
-                coroutine = resume_pod(work, previous.processes if previous else [], others)
-            tasks[asyncio.create_task(coroutine, name=f"{self.namespace}/{pod.name}")] = pod
-        pending = set(tasks)
-        while pending:
-            finished, pending = await asyncio.wait(pending, timeout=self.runtime.settings.status_interval_s)
-            for task in finished:
-                pod = tasks[task]
-                record = task.result()
-                self.logger.info(f"pod {pod.name}: {record.state.value}: {record.message}")
-                self.records[pod.name] = self._keep_transition_time(before[pod.name], record)
-                self._pod_event(pod, before[pod.name], record, intent)
-            if pending:
-                await self._publish(spec, intent, targets)
-
-    def _is_new_request(self, intent: Intent) -> bool:
+        for pod in targets:
+            self.runtime.ensure_worker(self.namespace, pod.name, wake=False)
+        records = dict(self.runtime.outcomes.get((self.namespace, self.name), {}))
+        silent = [p for p in targets if p.name not in records]
+        if silent and time.monotonic() - self.started < FIRST_OUTCOMES_GRACE_S and self.status.conditions:
+            return FIRST_OUTCOMES_GRACE_S / 5
         generation = self.body.metadata.get("generation")
-        if self.status.observed_generation != generation:
-            return True
-        ready = cond.find(self.status.conditions, cond.READY)
-        return ready is not None and ready.status == "True" and ready.reason != final_reason(intent)
+        status = build_status(spec, generation, intent, targets, records, self.status, now)
+        self._metrics(intent, status, records)
+        if not await self._write(status):
+            return WRITE_RETRY_S
+        waits = []
+        if intent.mode is Mode.SUSPEND and status.expires_at is not None:
+            waits.append((cond.parse_time(status.expires_at) - now).total_seconds())
+        if status.expires_at != info.expires_at:
+            # The workers learn of the expiry from the index; make sure they look once it has the new time.
+            waits.append(0.5)
+        return max(0.0, min(waits)) if waits else None
 
-    # Status, labels, events -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _keep_transition_time(before: PodRecord | None, after: PodRecord) -> PodRecord:
-        if before is not None and before.state is after.state and before.uid == after.uid:
-            after.transition_time = before.transition_time
-        return after
-
-    async def _publish(self, spec: ProcessSuspensionSpec, intent: Intent, targets: list[PodInfo]) -> None:
-        generation = self.body.metadata.get("generation")
-        status = build_status(spec, generation, intent, targets, self.records, self.status, _now())
-        await self._write(status)
-        suspended = [r for r in self.records.values() if r.mode is Mode.SUSPEND and r.state is PodState.SUSPENDED]
+    def _metrics(self, intent: Intent, status: ProcessSuspensionStatus, records: dict[str, PodRecord]) -> None:
+        suspended = (
+            [r for r in records.values() if r.mode is Mode.SUSPEND and r.state is PodState.SUSPENDED]
+            if intent.mode is Mode.SUSPEND
+            else []
+        )
         metrics.SUSPENDED_PODS.labels(self.namespace, self.name).set(len(suspended))
         metrics.SUSPENDED_PROCESSES.labels(self.namespace, self.name).set(sum(len(r.processes) for r in suspended))
 
-    async def _write(self, status: ProcessSuspensionStatus) -> None:
+    async def _write(self, status: ProcessSuspensionStatus) -> bool:
+        """Write the status if it changed; False when the write failed (the caller retries: nothing is dropped)."""
         payload = status.model_dump(by_alias=True, mode="json")
         previous_ready = cond.find(self.status.conditions, cond.READY)
         if payload == self.written:
-            return
+            return True
         try:
             await self.runtime.kube.patch_suspension_status(self.namespace, self.name, payload)
         except ApiError as error:
-            self.logger.warning(f"could not write status: {error}")
-            return
+            self.logger.warning(f"could not write status, will retry: {error}")
+            return False
         self.written = payload
         self.status = status
         ready = cond.find(status.conditions, cond.READY)
         if ready is not None and ready.status == "True" and (previous_ready is None or previous_ready.status != "True"):
             self._event("Normal", ready.reason, f"{ready.message}{self._reason_suffix()}")
+        return True
 
-    async def _write_invalid(self, message: str) -> None:
+    async def _write_invalid(self, message: str) -> float | None:
         now = _now()
         generation = self.body.metadata.get("generation")
         stalled = [
@@ -247,28 +136,7 @@ class SuspensionLoop:
                 "conditions": cond.merge_conditions(self.status.conditions, stalled, generation, now),
             }
         )
-        await self._write(status)
-
-    async def _sync_labels(self, intent: Intent, targets: list[PodInfo], others: list[OtherSuspension]) -> None:
-        """Label verified suspended pods; unlabel verified resumed ones that no other suspension holds."""
-        changes: list[tuple[PodInfo, str | None]] = []
-        for pod in targets:
-            record = self.records.get(pod.name)
-            if record is None or record.mode is not intent.mode:
-                continue
-            if record.state is PodState.SUSPENDED:
-                changes.append((pod, "true"))
-            elif record.state is PodState.RESUMED and not held_by_others(pod, others):
-                changes.append((pod, None))
-        await asyncio.gather(
-            *(self._label(pod, value) for pod, value in changes if pod.labels.get(SUSPENDED_LABEL) != value)
-        )
-
-    async def _label(self, pod: PodInfo, value: str | None) -> None:
-        try:
-            await self.runtime.kube.patch_pod_labels(pod.namespace, pod.name, {SUSPENDED_LABEL: value})
-        except ApiError as error:
-            self.logger.warning(f"could not label pod {pod.name}: {error}")
+        return None if await self._write(status) else WRITE_RETRY_S
 
     def _reason_suffix(self) -> str:
         reason = self.body.spec.get("reason")
@@ -284,50 +152,18 @@ class SuspensionLoop:
             self._event("Normal", verb, f"{verb} processes{why}{self._reason_suffix()}")
             self.last_intent = intent
 
-    def _pod_event(self, pod: PodInfo, before: PodRecord | None, after: PodRecord, intent: Intent) -> None:
-        if after.state is PodState.FAILED and (before is None or before.state is not PodState.FAILED):
-            self._event("Warning", after.reason or "ExecFailed", f"pod {pod.name}: {after.message}")
-        drift = (
-            intent.mode is Mode.SUSPEND
-            and before is not None
-            and before.state is PodState.SUSPENDED
-            and (before.restarts != pod.restarts or before.uid != pod.uid)
-        )
-        if drift and after.state is PodState.SUSPENDED:
-            self._event("Normal", "Resuspended", f"pod {pod.name} restarted its processes; stopped them again")
 
-    def _next_check(self, intent: Intent) -> float | None:
-        # round() keeps records for the current targets only.
-        settings = self.runtime.settings
-        monotonic = time.monotonic()
-        waits = [
-            seconds_until_due(record, intent.mode, monotonic, settings.reverify_interval_s, settings.failure_backoff_s)
-            for record in self.records.values()
-        ]
-        if intent.mode is Mode.SUSPEND and self.status.expires_at is not None:
-            waits.append((cond.parse_time(self.status.expires_at) - _now()).total_seconds())
-        known = [w for w in waits if w is not None]
-        return max(0.0, min(known)) if known else None
-
-
-async def run_suspension(
-    runtime: Runtime,
-    body: kopf.Body,
-    pods_by_namespace: kopf.Index[str, PodInfo],
-    suspensions_by_namespace: kopf.Index[str, SuspensionInfo],
-    stopped: kopf.DaemonStopped,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-) -> None:
-    """The daemon body: rounds until the object is deleted or the operator stops."""
-    loop = SuspensionLoop(runtime, body, logger)
-    key = (loop.namespace, loop.name)
+async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger) -> None:
+    """The daemon body: publish on every outcome and object change until the object goes or the operator stops."""
+    daemon = StatusDaemon(runtime, body, logger)
+    key = (daemon.namespace, daemon.name)
     wake = runtime.wakeups.setdefault(key, asyncio.Event())
     try:
         while not stopped:
             wake.clear()
-            pods = list(pods_by_namespace.get(loop.namespace, []))
-            suspensions = list(suspensions_by_namespace.get(loop.namespace, []))
-            wait = await loop.round(pods, suspensions)
+            wait = await daemon.publish()
+            # Many pods report at once: gather them into one write per status interval.
+            await asyncio.sleep(runtime.settings.status_interval_s if wait is None or wait > 0 else 0)
             waiter = asyncio.ensure_future(wake.wait())
             stopper = asyncio.ensure_future(stopped.wait())
             try:
@@ -340,65 +176,49 @@ async def run_suspension(
             del runtime.wakeups[key]
 
 
-def _may_have_stopped(status: Mapping[str, Any], pod: str) -> bool:
-    """Whether the status shows that this suspension got as far as stopping something in the pod."""
-    for entry in status.get("pods") or []:
-        if entry.get("name") == pod:
-            return entry.get("state") in ("Suspending", "Suspended", "Resuming") or any(
-                p.get("state") in ("Stopping", "Stopped") for p in entry.get("processes") or []
-            )
-    return False
+def pods_holding(runtime: Runtime, namespace: str, uid: str) -> list[str]:
+    """Pods whose hold ledger still names the suspension: from each worker's last write, else from the index.
+    A pod whose worker is acting for it counts (a hold may be on its way), and so does a pod whose ledger cannot
+    be read when it mentions the uid at all."""
+    holding = []
+    for pod in runtime.pods_of(namespace):
+        worker = runtime.workers.get((namespace, pod.name))
+        if worker is not None and uid in worker.acting_for:
+            holding.append(pod.name)
+            continue
+        if worker is not None and worker.ledger is not None and worker.pod_uid == pod.uid:
+            if uid in worker.ledger.holds:
+                holding.append(pod.name)
+            continue
+        holders = pod.holders
+        if (holders is None and pod.holds is not None and uid in pod.holds) or (holders and uid in holders):
+            holding.append(pod.name)
+    return sorted(holding)
 
 
-def _nothing_to_resume(record: PodRecord, status: Mapping[str, Any], pod: str) -> bool:
-    """A failed resume that must not hold deletion up: nothing was ever stopped there, or never can be resumed.
-
-    ExecForbidden only when the pod was never stopped: a grant revoked after the STOP, or the API server's RBAC
-    cache still cold after a restart (tests/e2e/test_faults.py), must not leave processes stopped for good."""
-    if record.reason == "ExecForbidden":
-        return not _may_have_stopped(status, pod)
-    return record.reason in NOTHING_TO_RESUME
-
-
-async def release_suspension(
-    runtime: Runtime,
-    body: kopf.Body,
-    pods_by_namespace: kopf.Index[str, PodInfo],
-    suspensions_by_namespace: kopf.Index[str, SuspensionInfo],
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-) -> None:
-    """On deletion: resume what no other suspension holds, remove labels; gone pods never hold deletion up."""
+async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -> None:
+    """On deletion: the pod workers give back this suspension's holds; the finalizer goes when no pod has any."""
     namespace = body.metadata.namespace or ""
     name = body.metadata.name or ""
-    uid = body.metadata.uid or ""
-    if uid in runtime.released:
-        return
-    try:
-        spec = ProcessSuspensionSpec.model_validate(dict(body.spec))
-    except ValidationError:
-        return  # an invalid suspension never stopped anything
-    targets = select_targets(spec, pods_by_namespace.get(namespace, []))
-    others = others_in(suspensions_by_namespace.get(namespace, []), name, _now())
-
-    def ignore(_: PodRecord) -> None:
-        pass
-
-    records = await asyncio.gather(
-        *(resume_pod(PodWork(runtime.executor, runtime.settings, spec, pod, ignore), [], others) for pod in targets)
-    )
-    failed = []
-    for pod, record in zip(targets, records, strict=True):
-        if record.state is PodState.RESUMED and not held_by_others(pod, others) and SUSPENDED_LABEL in pod.labels:
-            try:
-                await runtime.kube.patch_pod_labels(namespace, pod.name, {SUSPENDED_LABEL: None})
-            except ApiError as error:
-                logger.warning(f"could not unlabel pod {pod.name}: {error}")
-        if record.state is PodState.FAILED and not _nothing_to_resume(record, body.status, pod.name):
-            failed.append(f"{pod.name}: {record.message}")
-    if failed:
-        kopf.event(body, type="Warning", reason="ResumeFailed", message="; ".join(failed)[:1000])
-        raise kopf.TemporaryError(
-            f"could not resume {len(failed)} pods: {'; '.join(failed)}", delay=runtime.settings.failure_backoff_s
-        )
-    runtime.released.add(uid)
-    kopf.event(body, type="Normal", reason="Resumed", message=f"released {len(targets)} pods on deletion")
+    info = info_of(body)
+    runtime.wake_pods_of(info, namespace)
+    deadline = time.monotonic() + runtime.settings.exec_timeout_s
+    while True:
+        holding = pods_holding(runtime, namespace, info.uid)
+        if not holding:
+            break
+        if time.monotonic() > deadline:
+            records = runtime.outcomes.get((namespace, name), {})
+            why = "; ".join(f"{pod}: {records[pod].message}" for pod in holding if pod in records)
+            raise kopf.TemporaryError(
+                f"waiting for {len(holding)} pods to give back their processes: {', '.join(holding[:10])}"
+                + (f" ({why[:500]})" if why else ""),
+                delay=1.0,
+            )
+        await asyncio.sleep(0.1)
+    runtime.outcomes.pop((namespace, name), None)
+    for gauge in (metrics.SUSPENDED_PODS, metrics.SUSPENDED_PROCESSES):
+        with contextlib.suppress(KeyError):  # never set: the suspension never published
+            gauge.remove(namespace, name)
+    logger.info("no pod holds anything for this suspension any more")
+    kopf.event(body, type="Normal", reason="Released", message="every pod gave back its processes")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, LabelSelector, ProcessSuspensionSpec
+from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, holders_in
 
 DATA_MOUNT = "/var/vcap/data"
 
@@ -25,6 +26,14 @@ class PodInfo:
     data_containers: tuple[str, ...]
     # Changes whenever a container restarts: a restarted containerrun has forgotten its suspension.
     restarts: int = 0
+    resource_version: str = ""
+    # The raw hold ledger annotation (see ledger.py), None when the pod carries none.
+    holds: str | None = None
+
+    @property
+    def holders(self) -> tuple[str, ...] | None:
+        """Uids of the suspensions holding something here; None when the ledger cannot be read."""
+        return holders_in({HOLDS_ANNOTATION: self.holds} if self.holds else None)
 
     @property
     def running(self) -> bool:
@@ -54,6 +63,8 @@ def pod_info_from_body(body: Mapping[str, Any]) -> PodInfo:
         containers=tuple(c["name"] for c in containers),
         data_containers=data_containers,
         restarts=restarts,
+        resource_version=str(meta.get("resourceVersion") or ""),
+        holds=(meta.get("annotations") or {}).get(HOLDS_ANNOTATION),
     )
 
 

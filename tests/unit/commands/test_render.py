@@ -96,7 +96,7 @@ def test_describe_shows_spec_times_conditions_pods_and_processes() -> None:
     assert "Name:          restore-db" in text
     assert "Target:        instance group database" in text
     assert "Jobs:          <all>" in text
-    assert "Expires At:    2026-11-28T14:00:30Z (in 90m)" in text
+    assert "Expires At:    2026-11-28T14:00:06Z (in 90m)" in text
     assert "Pods:          3/3 suspended" in text
     assert "Generation:    1 (observed: 1)" in text
     assert "  Ready         True     Suspended     29m     3/3 pods suspended, verified" in text

@@ -92,7 +92,7 @@ def test_every_state_has_a_fixture_and_a_verdict() -> None:
 def test_messages_say_what_is_going_on(health: Health) -> None:
     assert health(SCENARIOS["suspended"]()) == {
         "status": "Suspended",
-        "message": "Suspended (3/3 pods) until 2026-11-28T14:00:30Z: restoring from backup, ticket OPS-1234",
+        "message": "Suspended (3/3 pods) until 2026-11-28T14:00:06Z: restoring from backup, ticket OPS-1234",
     }
     assert health(SCENARIOS["suspending"]())["message"] == "Suspending: 1/3 pods suspended"
     assert health(SCENARIOS["stalled.exec-forbidden"]())["message"].startswith("ExecForbidden: pod database-0: ")
@@ -101,7 +101,8 @@ def test_messages_say_what_is_going_on(health: Health) -> None:
 
 def test_a_failed_pod_is_degraded_even_while_reconciling(health: Health) -> None:
     obj = SCENARIOS["suspending"]()
-    obj["status"]["pods"][2].update(state="Failed", message="exec timed out after 30s")
+    pod = next(p for p in obj["status"]["pods"] if p["name"] == "database-2")
+    pod.update(state="Failed", message="exec timed out after 30s")
     assert health(obj) == {"status": "Degraded", "message": "Pod database-2 failed: exec timed out after 30s"}
 
 

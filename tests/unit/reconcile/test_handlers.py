@@ -349,7 +349,7 @@ async def test_create_adds_finalizer_stops_verifies_and_reports(operator: Operat
     assert not any(_official_client(r) for r in finalizer_patches)
 
     for pod in PODS:
-        assert executor.actions(pod)[:2] == ["STOP", "STATUS"], f"{pod}: STOP, then verified with STATUS"
+        assert executor.actions(pod)[:3] == ["STATUS", "STOP", "STATUS"], f"{pod}: ledger, STOP, verified"
         assert {container for name, container, _ in executor.calls if name == pod} == {"pxc-mysql"}
         assert all(not running for running in executor.pods[pod].running.values())
 
@@ -367,6 +367,8 @@ async def test_create_adds_finalizer_stops_verifies_and_reports(operator: Operat
     for pod in PODS:
         label_patches = [r for r in api.writes(plural="pods") if r.name == pod and _official_client(r)]
         assert [r.data["metadata"]["labels"] for r in label_patches][:1] == [{SUSPENDED_LABEL: "true"}]
+        ledger = json.loads(api.pod(pod)["metadata"]["annotations"]["processcontrol.dev/holds"])
+        assert set(ledger["holds"]) == {"uid-suspension"}, "the hold is written down on the pod"
     await until(lambda: "Suspended" in api.event_reasons(), "the Suspended event")
     assert "Suspending" in api.event_reasons()
 
@@ -374,7 +376,7 @@ async def test_create_adds_finalizer_stops_verifies_and_reports(operator: Operat
 async def test_a_container_restart_stops_that_pod_again(operator: Operator) -> None:
     api, executor = operator.api, operator.executor
     await create_and_wait_suspended(operator)
-    await until(lambda: len(executor.calls) == 4, "the first round's execs")  # nothing more while all is quiet
+    await until(lambda: len(executor.calls) == 6, "the first execs")  # nothing more while all is quiet
     executor.calls.clear()
 
     executor.restart("db-1")
@@ -395,9 +397,8 @@ async def test_delete_resumes_then_releases_the_finalizer(operator: Operator) ->
 
     await api.delete(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{NAME}")
 
-    # kopf stops the daemon first; when the daemon is mid-round at that moment, kopf holds the finalizer for the
-    # daemon's cancellation backoff (5 s) and, having purged the handler's progress, runs `release` again
-    # (at-least-once): so allow that time, and a repeated START/STATUS, but never a STOP.
+    # kopf stops the status daemon first and may run `release` more than once (at-least-once): allow a repeated
+    # STATUS, but never a STOP.
     await until(lambda: api.suspension().deleted, "the object gone once the finalizer is removed", within=15.0)
     for pod in PODS:
         actions = executor.actions(pod)
@@ -410,4 +411,6 @@ async def test_delete_resumes_then_releases_the_finalizer(operator: Operator) ->
     finalizer_release = api.writes(plural=PLURAL)[-1]
     assert isinstance(finalizer_release.data, list), "kopf removes its finalizer with a JSON patch"
     assert not _official_client(finalizer_release)
-    await until(lambda: "Resumed" in api.event_reasons(), "the Resumed event")
+    await until(lambda: "Released" in api.event_reasons(), "the Released event")
+    for pod in PODS:
+        assert "processcontrol.dev/holds" not in api.pod(pod)["metadata"].get("annotations", {})

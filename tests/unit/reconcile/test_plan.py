@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from processcontrol.api import (
     INSTANCE_GROUP_LABEL,
+    MAX_LISTED_PODS,
     PodState,
     ProcessState,
     ProcessStatus,
@@ -18,15 +20,11 @@ from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.plan import (
     Intent,
     Mode,
-    OtherSuspension,
     PodRecord,
     build_status,
-    held_by_others,
     intent_of,
-    needs_work,
     process_state,
     reverify_spread,
-    sockets_to_start,
 )
 from processcontrol.reconcile.targets import PodInfo, exec_container, pod_info_from_body, select_targets
 
@@ -50,8 +48,8 @@ def spec(**fields: object) -> ProcessSuspensionSpec:
     return ProcessSuspensionSpec.model_validate({"instanceGroup": "database", **fields})
 
 
-def record(name: str, state: PodState, mode: Mode = Mode.SUSPEND, checked_at: float = 100.0) -> PodRecord:
-    return PodRecord(uid=f"uid-{name}", state=state, mode=mode, checked_at=checked_at, transition_time=NOW)
+def record(name: str, state: PodState, mode: Mode = Mode.SUSPEND, generation: int | None = 1) -> PodRecord:
+    return PodRecord(uid=f"uid-{name}", state=state, mode=mode, generation=generation, transition_time=NOW)
 
 
 def test_pod_summary_finds_the_data_container_and_counts_restarts() -> None:
@@ -117,24 +115,6 @@ def test_intent_follows_suspend_and_expiry() -> None:
     assert intent_of(spec(duration="1h"), later, NOW).mode is Mode.SUSPEND
 
 
-@pytest.mark.parametrize(
-    ("existing", "restarts", "now", "expected"),
-    [
-        (None, 0, 101.0, True),  # new pod
-        (record("p", PodState.SUSPENDED), 1, 101.0, True),  # a container restarted
-        (record("p", PodState.SUSPENDED), 0, 101.0, False),  # verified recently
-        (record("p", PodState.SUSPENDED), 0, 138.0, True),  # re-verification due (30 s, spread up to 1.25x)
-        (record("p", PodState.FAILED), 0, 105.0, False),  # failed: backing off
-        (record("p", PodState.FAILED), 0, 111.0, True),  # failed: retry due
-        (record("p", PodState.SUSPENDING), 0, 101.0, True),  # unsettled
-        (record("p", PodState.RESUMED, Mode.RESUME), 0, 1000.0, True),  # mode switched to suspend
-    ],
-)
-def test_needs_work(existing: PodRecord | None, restarts: int, now: float, expected: bool) -> None:
-    target = PodInfo(**{**pod("p").__dict__, "restarts": restarts})
-    assert needs_work(existing, target, Mode.SUSPEND, now, reverify_s=30.0, retry_s=10.0) is expected
-
-
 def test_reverification_is_spread_over_pods() -> None:
     factors = [reverify_spread(f"uid-{i}") for i in range(200)]
     assert all(0.75 <= f < 1.25 for f in factors)
@@ -142,30 +122,9 @@ def test_reverification_is_spread_over_pods() -> None:
     assert reverify_spread("uid-7") == reverify_spread("uid-7")
 
 
-def test_resumed_pods_are_left_alone() -> None:
-    existing = record("p", PodState.RESUMED, Mode.RESUME)
-    assert not needs_work(existing, pod("p"), Mode.RESUME, 10_000.0, reverify_s=30.0, retry_s=10.0)
-
-
-def test_overlap_resumes_only_what_no_other_suspension_holds() -> None:
-    target = pod("database-0")
-    known = [
-        ProcessStatus(job="pxc-mysql", process="galera-agent", state=ProcessState.STOPPED),
-        ProcessStatus(job="pxc-mysql", process="mysql", state=ProcessState.STOPPED),
-        ProcessStatus(job="bpm", process="bpm", state=ProcessState.STOPPED),
-    ]
-    holder = OtherSuspension("other", spec(jobs=["pxc-mysql"]), holding=True)
-    released = OtherSuspension("released", spec(), holding=False)
-    assert sockets_to_start(target, spec(), known, [released]) is None
-    assert sockets_to_start(target, spec(), known, [holder, released]) == [("bpm", "bpm")]
-    assert held_by_others(target, [holder])
-    assert not held_by_others(target, [released])
-    assert not held_by_others(pod("api-0", group="api"), [holder])
-
-
 def test_status_all_suspended_is_ready_and_sets_times() -> None:
     targets = [pod("database-0"), pod("database-1")]
-    records = {p.name: record(p.name, PodState.SUSPENDED) for p in targets}
+    records = {p.name: record(p.name, PodState.SUSPENDED, generation=3) for p in targets}
     status = build_status(
         spec(duration="90m"),
         3,
@@ -196,8 +155,8 @@ def test_status_in_progress_is_reconciling_and_keeps_transition_times() -> None:
     assert by_type["Ready"].status == "False"
     assert by_type["Reconciling"].status == "True"
     assert first.summary == "1/2"
-    assert [p.state for p in first.pods] == [PodState.SUSPENDED, PodState.SUSPENDING]
-    assert first.suspended_at is None
+    assert [p.state for p in first.pods] == [PodState.SUSPENDING, PodState.SUSPENDED], "in progress first"
+    assert first.suspended_at == "2026-11-28T12:00:00Z", "duration counts from the first pod that took effect"
     later = build_status(spec(), 1, intent, targets, records, first, NOW + timedelta(minutes=1))
     assert later.conditions == first.conditions  # nothing changed, so no transition time moved
     records["database-1"] = record("database-1", PodState.SUSPENDED)
@@ -232,13 +191,13 @@ def test_status_without_pods_says_so() -> None:
 
 def test_resume_clears_suspension_times_but_expiry_keeps_them() -> None:
     targets = [pod("database-0")]
-    records = {"database-0": record("database-0", PodState.RESUMED, Mode.RESUME)}
+    records = {"database-0": record("database-0", PodState.RESUMED, Mode.RESUME, generation=2)}
     previous = ProcessSuspensionStatus(suspended_at="2026-11-28T10:00:00Z", expires_at="2026-11-28T11:00:00Z")
     resumed = build_status(
         spec(suspend=False), 2, Intent(Mode.RESUME, "ResumeRequested"), targets, records, previous, NOW
     )
     assert resumed.suspended_at is None and resumed.expires_at is None
-    expired = build_status(spec(duration="1h"), 1, Intent(Mode.RESUME, "Expired"), targets, records, previous, NOW)
+    expired = build_status(spec(duration="1h"), 2, Intent(Mode.RESUME, "Expired"), targets, records, previous, NOW)
     assert expired.expires_at == "2026-11-28T11:00:00Z"
     ready = cond.find(expired.conditions, "Ready")
     suspended = cond.find(expired.conditions, "Suspended")
@@ -246,18 +205,85 @@ def test_resume_clears_suspension_times_but_expiry_keeps_them() -> None:
     assert suspended is not None and suspended.status == "False" and suspended.reason == "Expired"
 
 
-def test_pods_that_left_are_listed_as_gone_for_a_while() -> None:
-    intent = Intent(Mode.SUSPEND, "SuspendRequested")
+def test_outcomes_of_an_older_generation_never_make_the_new_request_ready() -> None:
+    """Issue 11, why 5: `suspend: false` arrives mid-round; the old round's results answer generation 1 only."""
     targets = [pod("database-0"), pod("database-1")]
-    records = {p.name: record(p.name, PodState.SUSPENDED) for p in targets}
-    before = build_status(spec(), 1, intent, targets, records, ProcessSuspensionStatus(), NOW)
-    after = build_status(spec(), 1, intent, targets[:1], records, before, NOW + timedelta(seconds=5))
-    assert [(p.name, p.state) for p in after.pods] == [
+    records = {p.name: record(p.name, PodState.SUSPENDED, generation=1) for p in targets}
+    intent = Intent(Mode.RESUME, "ResumeRequested")
+    status = build_status(spec(suspend=False), 2, intent, targets, records, ProcessSuspensionStatus(), NOW)
+    ready = cond.find(status.conditions, "Ready")
+    assert ready is not None and ready.status == "False" and ready.reason == "Resuming"
+    assert status.observed_generation == 2
+    assert status.summary == "0/2"
+    # A resumed outcome tagged with the old generation does not count either.
+    records["database-0"] = record("database-0", PodState.RESUMED, Mode.RESUME, generation=1)
+    status = build_status(spec(suspend=False), 2, intent, targets, records, status, NOW)
+    assert status.summary == "0/2"
+    records = {p.name: record(p.name, PodState.RESUMED, Mode.RESUME, generation=2) for p in targets}
+    status = build_status(spec(suspend=False), 2, intent, targets, records, status, NOW)
+    ready = cond.find(status.conditions, "Ready")
+    assert ready is not None and ready.status == "True" and ready.reason == "Resumed"
+
+
+def test_duration_counts_from_the_first_pod_that_took_effect() -> None:
+    """Issue 11, why 7: one pod that never gets there must not keep the others stopped for ever."""
+    targets = [pod("database-0"), pod("database-1")]
+    failed = record("database-1", PodState.FAILED)
+    failed.reason, failed.message = "ExecForbidden", "forbidden"
+    records = {"database-0": record("database-0", PodState.SUSPENDED), "database-1": failed}
+    status = build_status(
+        spec(duration="1h"),
+        1,
+        Intent(Mode.SUSPEND, "SuspendRequested"),
+        targets,
+        records,
+        ProcessSuspensionStatus(),
+        NOW,
+    )
+    assert status.suspended_at == "2026-11-28T12:00:00Z"
+    assert status.expires_at == "2026-11-28T13:00:00Z"
+
+
+def test_status_stays_small_at_a_thousand_pods_of_ten_processes() -> None:
+    """Issue 11, why 7: counts for every pod, a bounded list; far below etcd's 1.5 MiB request limit."""
+    targets = [pod(f"database-{i}") for i in range(1000)]
+    processes = [ProcessStatus(job=f"job-{j}", process=f"process-{j}", state=ProcessState.STOPPED) for j in range(10)]
+    records = {}
+    for i, target in enumerate(targets):
+        state = PodState.FAILED if i % 100 == 7 else PodState.SUSPENDED
+        records[target.name] = record(target.name, state)
+        records[target.name].processes = processes
+        records[target.name].reason = "ExecTimeout" if state is PodState.FAILED else ""
+    status = build_status(
+        spec(), 1, Intent(Mode.SUSPEND, "SuspendRequested"), targets, records, ProcessSuspensionStatus(), NOW
+    )
+    size = len(json.dumps(status.model_dump(by_alias=True, mode="json")))
+    assert size < 100_000, size
+    assert status.counts is not None
+    assert (status.counts.targets, status.counts.done, status.counts.failed) == (1000, 990, 10)
+    assert status.counts.failed_by_reason == {"ExecTimeout": 10}
+    assert len(status.pods) == MAX_LISTED_PODS
+    assert [p.state for p in status.pods[:10]] == [PodState.FAILED] * 10, "those that need attention come first"
+    assert status.summary == "990/1000"
+
+
+def test_pods_being_given_back_are_listed_not_counted() -> None:
+    intent = Intent(Mode.SUSPEND, "SuspendRequested")
+    targets = [pod("database-0")]
+    records = {
+        "database-0": record("database-0", PodState.SUSPENDED),
+        "database-1": record("database-1", PodState.RESUMING, Mode.RESUME),
+    }
+    records["database-1"].targeted = False
+    status = build_status(spec(), 1, intent, targets, records, ProcessSuspensionStatus(), NOW)
+    assert [(p.name, p.state) for p in status.pods] == [
+        ("database-1", PodState.RESUMING),
         ("database-0", PodState.SUSPENDED),
-        ("database-1", PodState.GONE),
     ]
-    much_later = build_status(spec(), 1, intent, targets[:1], records, after, NOW + timedelta(minutes=10))
-    assert [p.name for p in much_later.pods] == ["database-0"]
+    assert status.summary == "1/1"
+    assert status.counts is not None and status.counts.releasing == 1
+    ready = cond.find(status.conditions, "Ready")
+    assert ready is not None and ready.status == "True"
 
 
 @pytest.mark.parametrize(

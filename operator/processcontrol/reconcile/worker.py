@@ -1,0 +1,732 @@
+"""One worker per pod: the only code that execs into its pod or writes its hold ledger, so nothing overlaps there.
+
+Level-triggered: each step compares what the live suspensions want of the pod with its ledger and does the one
+next thing, in this order:
+
+1. give back holds nobody wants any more (suspension resumed, expired, deleted or gone, pod no longer matching):
+   START what ran before its first hold and no other hold covers, then write the ledger;
+2. watch the processes it started until they run;
+3. take or keep the holds live suspensions want: ledger first (with each process's state before its first hold),
+   then STOP, then verify; re-check a settled hold now and then (a STATUS probe, it sends nothing).
+
+After each exec it looks again, so a release never waits behind a slow verification and a slow pod delays only
+itself. Outcomes go to the runtime, per suspension, where the status daemons read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import kopf
+
+from processcontrol.api import API_VERSION, KIND, SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
+from processcontrol.exceptions import ApiError, Conflict, LedgerError, PodFailure
+from processcontrol.podexec.script import Action
+from processcontrol.reconcile.ledger import (
+    Hold,
+    Ledger,
+    Observed,
+    dump_ledger,
+    ledger_patch,
+    mark_verified,
+    parse_ledger,
+    release,
+    take_hold,
+)
+from processcontrol.reconcile.plan import Mode, PodRecord, reverify_spread
+from processcontrol.reconcile.pods import (
+    LASTING,
+    count,
+    is_stale,
+    names,
+    observed,
+    process_statuses,
+    run_script,
+    start_exactly,
+)
+from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
+from processcontrol.reconcile.targets import PodInfo, exec_container
+
+# Retries of a failed step start here and double up to the failure backoff: a new pod whose sockets are not
+# bound yet is stopped a moment later, not ten seconds later.
+FIRST_RETRY_S = 0.25
+# A pod is shown Failed only after this many failures in a row (or at once for a lasting reason).
+FAILURES_SHOWN = 3
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _version(text: str) -> int:
+    return int(text) if text.isdigit() else -1
+
+
+@dataclass
+class HoldProgress:
+    """In memory: how far one suspension's hold on this pod has come."""
+
+    pod_uid: str
+    restarts: int
+    state: PodState
+    started: float  # monotonic: when the current stop began (the verification deadline counts from here)
+    checked: float  # monotonic: the last exec
+    processes: list[ProcessStatus] = field(default_factory=list)
+    message: str = ""
+    reason: str = ""
+    failures: int = 0
+    resend: bool = False  # a re-check found a process running again: STOP it at once
+    drift: bool = False  # stopping again what was already verified stopped (a restart, a START by hand)
+    transition_time: datetime = field(default_factory=_now)
+
+
+@dataclass
+class Starting:
+    """Processes this worker sent START and waits to see running, on behalf of the holds it gave back."""
+
+    pairs: tuple[tuple[str, str], ...]
+    container: str
+    suspensions: dict[str, str]  # uid -> name
+    started: float
+    checked: float
+
+
+class PodWorker:
+    """Brings one pod in line with the suspensions that want it, in one asyncio task."""
+
+    def __init__(self, runtime: Runtime, namespace: str, name: str) -> None:
+        self.runtime = runtime
+        self.namespace = namespace
+        self.name = name
+        self.settings = runtime.settings
+        self.progress: dict[str, HoldProgress] = {}
+        self.starting: list[Starting] = []
+        self.ledger: Ledger | None = None
+        self.resource_version = ""
+        self.pod_uid = ""
+        self.reported: dict[str, str] = {}  # suspension uid -> name, of every outcome published
+        self.release_failures = 0
+        self.release_checked = 0.0
+        # Suspensions on whose behalf an exec or ledger write is under way: until it ends, the pod may hold
+        # something for them that the ledger does not show yet, so their deletion must wait.
+        self.acting_for: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # Life ---------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the worker's loop."""
+        self._task = asyncio.create_task(self._run(), name=f"pod {self.namespace}/{self.name}")
+
+    def wake(self) -> None:
+        """Look again now."""
+        self._wake.set()
+
+    def cancel(self) -> None:
+        """Stop the loop (operator shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait for the loop to end."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                delay = await self.step()
+                if delay is None and not self._wake.is_set() and self._idle():
+                    return
+                if delay is None or delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        finally:
+            if self.runtime.workers.get((self.namespace, self.name)) is self:
+                del self.runtime.workers[(self.namespace, self.name)]
+
+    def _idle(self) -> bool:
+        """Nothing held, nothing starting, no suspension wants this pod: the worker may go (a new one comes with
+        the next event that concerns the pod)."""
+        return (self.ledger is None or self.ledger.empty) and not self.starting and not self.reported
+
+    # One step -------------------------------------------------------------------------------------------------
+
+    async def step(self) -> float | None:
+        """Do the next thing the pod needs; return seconds until the next step (None: on events only)."""
+        pod = self.runtime.pod(self.namespace, self.name)
+        if pod is None or (self.pod_uid and pod.uid != self.pod_uid):
+            self._forget()
+            if pod is None:
+                return None
+        assert pod is not None
+        self.pod_uid = pod.uid
+        now = _now()
+        suspensions = list(self.runtime.suspensions_of(self.namespace))
+        by_uid = {s.uid: s for s in suspensions}
+        targeting = [s for s in suspensions if s.targets(pod)]
+        wanted = {s.uid: s for s in targeting if s.holding(now)}
+        try:
+            ledger = self._current_ledger(pod)
+        except LedgerError as error:
+            for suspension in targeting:
+                self._report_failure(suspension, pod, PodFailure("LedgerUnreadable", str(error)), lasting=True)
+            return self.settings.failure_backoff_s
+
+        waits: list[float] = []
+        monotonic = time.monotonic()
+        leaving = [uid for uid in ledger.holds if uid not in wanted]
+        refiltered = {
+            uid: self._hold_of(s, pod)
+            for uid, s in wanted.items()
+            if uid in ledger.holds and not _same_filter(ledger.holds[uid], s)
+        }
+        if leaving or refiltered:
+            due = self.release_checked + self._retry_delay(self.release_failures) - monotonic
+            if not self.release_failures or due <= 0:
+                await self._give_back(pod, ledger, leaving, refiltered, by_uid)
+                return 0.0
+            waits.append(due)
+        for starting in list(self.starting):
+            due = starting.checked + self._poll_delay(starting.started, starting.checked) - monotonic
+            if due <= 0:
+                await self._watch_start(pod, starting, by_uid)
+                return 0.0
+            waits.append(due)
+
+        for suspension in sorted(wanted.values(), key=lambda s: s.name):
+            if suspension.uid in refiltered:
+                continue
+            self._seed_from_ledger(suspension, pod, ledger)
+            due = self._due(suspension, pod, ledger, monotonic)
+            if due <= 0:
+                await self._hold(suspension, pod, ledger)
+                return 0.0
+            waits.append(due)
+            self._publish_hold(suspension)
+
+        for suspension in targeting:
+            uid = suspension.uid
+            if uid not in wanted and uid not in ledger.holds and not self._starting_for(uid):
+                self._publish_resumed(suspension, pod)
+        for uid in list(self.reported):
+            gone = uid not in by_uid or not by_uid[uid].targets(pod)
+            if gone and uid not in ledger.holds and not self._starting_for(uid):
+                self._unpublish(uid)
+        return min(waits) if waits else None
+
+    # Giving back ----------------------------------------------------------------------------------------------
+
+    async def _give_back(
+        self,
+        pod: PodInfo,
+        ledger: Ledger,
+        leaving: list[str],
+        refiltered: dict[str, Hold],
+        by_uid: dict[str, SuspensionInfo],
+    ) -> None:
+        """START what the leaving holds kept stopped and nobody else holds, then write the ledger without them."""
+        plan = release(ledger, leaving, keep=refiltered)
+        names_by_uid = {uid: ledger.holds[uid].name for uid in leaving}
+        container = next(
+            (ledger.holds[uid].container for uid in leaving if ledger.holds[uid].container),
+            exec_container(pod, None),
+        )
+        undelivered: list[tuple[str, str]] = []
+        if plan.to_start:
+            if container is None:
+                failure = PodFailure("NoContainer", "pod has no container to exec into")
+                self._fail_release(pod, leaving, by_uid, failure)
+                return
+            try:
+                sockets = await start_exactly(self.runtime.executor, pod, container, plan.to_start)
+            except PodFailure as failure:
+                self._fail_release(pod, leaving, by_uid, failure)
+                return
+            # A socket nobody answers (or that is gone) has no containerrun holding its process: a restarted
+            # containerrun starts it by itself. Only a send that failed for another reason keeps its hold.
+            undelivered = [(s.job, s.process) for s in sockets if s.result == "failed"]
+        kept = {f"{job}/{process}" for job, process in undelivered}
+
+        def without_leaving(current: Ledger) -> Ledger:
+            new = release(current, leaving, keep=refiltered).ledger
+            restored = {key: entry for key, entry in current.processes.items() if key in kept}
+            return new.model_copy(update={"processes": {**new.processes, **restored}})
+
+        if not await self._write_ledger(pod, without_leaving):
+            self._fail_release(pod, leaving, by_uid, PodFailure("LedgerWriteFailed", "could not write the hold ledger"))
+            return
+        self.release_failures = 0
+        for uid in leaving:
+            self.progress.pop(uid, None)
+        started = tuple(pair for pair in plan.to_start if pair not in undelivered)
+        monotonic = time.monotonic()
+        if started:
+            self.starting.append(
+                Starting(
+                    pairs=started,
+                    container=container or "",
+                    suspensions=names_by_uid,
+                    started=monotonic,
+                    checked=monotonic,
+                )
+            )
+        for uid, name in names_by_uid.items():
+            suspension = by_uid.get(uid)
+            if suspension is None:
+                self._event_on_pod(
+                    pod,
+                    "Normal",
+                    "OrphanReleased",
+                    f"released the holds of suspension {name} (uid {uid}), which no longer exists"
+                    + (f"; started {names(started)}" if started else ""),
+                )
+                continue
+            if not started:
+                self._publish_resumed(suspension, pod, left=plan.left_stopped)
+            else:
+                self._report(
+                    suspension,
+                    pod,
+                    PodState.RESUMING,
+                    Mode.RESUME,
+                    f"started {names(started)}, waiting for them to run",
+                    processes=[ProcessStatus(job=j, process=p, state=ProcessState.STOPPED) for j, p in started],
+                )
+        for uid in refiltered:
+            self.progress.pop(uid, None)
+
+    def _fail_release(
+        self, pod: PodInfo, leaving: list[str], by_uid: dict[str, SuspensionInfo], failure: PodFailure
+    ) -> None:
+        """The START could not be sent: the holds stay in the ledger, the worker tries again after a backoff."""
+        self.release_failures += 1
+        self.release_checked = time.monotonic()
+        for uid in leaving:
+            suspension = by_uid.get(uid)
+            if suspension is not None:
+                self._report_failure(suspension, pod, failure, mode=Mode.RESUME)
+
+    async def _watch_start(self, pod: PodInfo, starting: Starting, by_uid: dict[str, SuspensionInfo]) -> None:
+        """Poll until the processes started run; past the verification deadline, say which do not."""
+        starting.checked = time.monotonic()
+        try:
+            report = await run_script(self.runtime.executor, pod, starting.container, Action.STATUS, [], [])
+        except PodFailure as failure:
+            if starting.checked - starting.started > self.settings.verify_timeout_s:
+                self.starting.remove(starting)
+                for uid in starting.suspensions:
+                    if uid in by_uid:
+                        self._report_failure(by_uid[uid], pod, failure, mode=Mode.RESUME, lasting=True)
+            return
+        running = {(s.job, s.process) for s in report.sockets if s.running}
+        waiting = [pair for pair in starting.pairs if pair not in running]
+        chosen = [s for s in report.sockets if (s.job, s.process) in set(starting.pairs)]
+        timed_out = starting.checked - starting.started > self.settings.verify_timeout_s
+        if waiting and not timed_out:
+            return
+        self.starting.remove(starting)
+        for uid in starting.suspensions:
+            suspension = by_uid.get(uid)
+            if suspension is None:
+                continue
+            if waiting:
+                late = PodFailure(
+                    "VerifyTimeout",
+                    f"not running {self.settings.verify_timeout_s:g}s after START: {names(waiting)}",
+                )
+                self._report_failure(suspension, pod, late, mode=Mode.RESUME, lasting=True)
+            elif suspension.targets(pod):
+                self._report(
+                    suspension,
+                    pod,
+                    PodState.RESUMED,
+                    Mode.RESUME,
+                    f"{count(len(chosen))} running",
+                    processes=process_statuses(Mode.RESUME, chosen, settled=True),
+                )
+            else:
+                self._unpublish(uid)
+
+    # Holding --------------------------------------------------------------------------------------------------
+
+    def _hold_of(self, suspension: SuspensionInfo, pod: PodInfo) -> Hold:
+        assert suspension.spec is not None
+        return Hold(
+            name=suspension.name,
+            jobs=tuple(suspension.spec.jobs),
+            processes=tuple(suspension.spec.processes),
+            container=exec_container(pod, suspension.spec.container),
+        )
+
+    def _seed_from_ledger(self, suspension: SuspensionInfo, pod: PodInfo, ledger: Ledger) -> None:
+        """After an operator restart: a hold verified at the pod's current restart count is in force; no exec
+        needed to say so (a re-check comes in its time)."""
+        hold = ledger.holds.get(suspension.uid)
+        if suspension.uid in self.progress or hold is None or hold.verified_restarts != pod.restarts:
+            return
+        held = ledger.held_by(suspension.uid)
+        monotonic = time.monotonic()
+        self.progress[suspension.uid] = HoldProgress(
+            pod_uid=pod.uid,
+            restarts=pod.restarts,
+            state=PodState.SUSPENDED,
+            started=monotonic,
+            checked=monotonic,
+            processes=[ProcessStatus(job=j, process=p, state=ProcessState.STOPPED) for j, p in held],
+            message=f"{count(len(held))} stopped",
+        )
+
+    def _due(self, suspension: SuspensionInfo, pod: PodInfo, ledger: Ledger, monotonic: float) -> float:
+        progress = self.progress.get(suspension.uid)
+        if (
+            suspension.uid not in ledger.holds
+            or progress is None
+            or progress.pod_uid != pod.uid
+            or progress.restarts != pod.restarts
+            or progress.resend
+        ):
+            return 0.0
+        if progress.state is PodState.SUSPENDED:
+            interval = self.settings.reverify_interval_s * reverify_spread(pod.uid)
+            return progress.checked + interval - monotonic
+        if progress.failures:
+            return progress.checked + self._retry_delay(progress.failures) - monotonic
+        return progress.checked + self._poll_delay(progress.started, progress.checked) - monotonic
+
+    def _retry_delay(self, failures: int) -> float:
+        return min(self.settings.failure_backoff_s, FIRST_RETRY_S * 2.0 ** (failures - 1))
+
+    def _poll_delay(self, started: float, checked: float) -> float:
+        """Verification polls: quick at first, then every 2 s at most."""
+        return min(max(self.settings.verify_interval_s, (checked - started) / 2), 2.0)
+
+    async def _hold(self, suspension: SuspensionInfo, pod: PodInfo, ledger: Ledger) -> None:
+        """Take, keep or verify one suspension's hold; failures are recorded, never raised."""
+        self.acting_for.add(suspension.uid)
+        try:
+            await self._hold_or_fail(suspension, pod, ledger)
+        except PodFailure as failure:
+            self._report_failure(suspension, pod, failure)
+        finally:
+            self.acting_for.discard(suspension.uid)
+
+    def _still_wanted(self, uid: str) -> bool:
+        """Whether the suspension still wants this pod held: it may have changed during the last exec."""
+        pod = self.runtime.pod(self.namespace, self.name)
+        now = _now()
+        return pod is not None and any(
+            s.uid == uid and s.targets(pod) and s.holding(now) for s in self.runtime.suspensions_of(self.namespace)
+        )
+
+    async def _hold_or_fail(self, suspension: SuspensionInfo, pod: PodInfo, ledger: Ledger) -> None:
+        assert suspension.spec is not None
+        spec = suspension.spec
+        hold = self._hold_of(suspension, pod)
+        if hold.container is None:
+            raise PodFailure("NoContainer", f"pod has no container {spec.container!r}")
+        previous = self.progress.get(suspension.uid)
+        fresh = previous is None or previous.pod_uid != pod.uid or previous.restarts != pod.restarts
+        send = fresh or previous is None or previous.resend or previous.state is PodState.FAILED
+        monotonic = time.monotonic()
+        if suspension.uid not in ledger.holds:
+            # Write-ahead: the ledger records the hold, and each process's state before it, before any STOP.
+            status = await run_script(
+                self.runtime.executor, pod, hold.container, Action.STATUS, spec.jobs, spec.processes
+            )
+            if not status.sockets:
+                raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
+            seen = observed(status.sockets)
+            if not await self._write_ledger(pod, lambda current: take_hold(current, suspension.uid, hold, seen)):
+                return
+            send = True
+            if not self._still_wanted(suspension.uid):
+                return  # let go while we looked: the next step gives the hold back, no STOP sent
+        action = Action.STOP if send else Action.STATUS
+        report = await run_script(self.runtime.executor, pod, hold.container, action, spec.jobs, spec.processes)
+        if not report.sockets:
+            raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
+        held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
+        # Sockets that appeared after the hold was taken: containerrun started their processes, so they ran.
+        appeared = [
+            Observed(s.job, s.process, True)
+            for s in report.sockets
+            if not is_stale(s) and (s.job, s.process) not in held
+        ]
+        if appeared and not await self._write_ledger(
+            pod, lambda current: take_hold(current, suspension.uid, hold, appeared)
+        ):
+            return
+        running = [s for s in report.sockets if s.running and not is_stale(s)]
+        if action is Action.STATUS and running and previous is not None and previous.state is PodState.SUSPENDED:
+            # Someone started a held process again (by hand, or a restart no event showed): stop it at once.
+            previous.resend = True
+            previous.checked = monotonic
+            return
+        # A STOP sent now starts the verification clock; a STATUS poll continues the one running.
+        started = monotonic if send or previous is None else previous.started
+        drift = previous is not None and (previous.drift or (previous.state is PodState.SUSPENDED and send))
+        if running:
+            if monotonic - started > self.settings.verify_timeout_s:
+                raise PodFailure(
+                    "VerifyTimeout",
+                    f"still running {self.settings.verify_timeout_s:g}s after STOP: "
+                    f"{names([(s.job, s.process) for s in running])}",
+                )
+            self._set_progress(
+                suspension,
+                pod,
+                HoldProgress(
+                    pod_uid=pod.uid,
+                    restarts=pod.restarts,
+                    state=PodState.SUSPENDING,
+                    started=started,
+                    checked=time.monotonic(),
+                    processes=process_statuses(Mode.SUSPEND, report.sockets, settled=False),
+                    message=f"waiting for {names([(s.job, s.process) for s in running])}",
+                    drift=drift,
+                ),
+            )
+            return
+        if not await self._write_ledger(pod, lambda current: mark_verified(current, suspension.uid, pod.restarts)):
+            return
+        stale = [(s.job, s.process) for s in report.sockets if is_stale(s)]
+        message = f"{count(len(report.sockets))} stopped" + (
+            f"; stale sockets (no containerrun): {names(stale)}" if stale else ""
+        )
+        self._set_progress(
+            suspension,
+            pod,
+            HoldProgress(
+                pod_uid=pod.uid,
+                restarts=pod.restarts,
+                state=PodState.SUSPENDED,
+                started=started,
+                checked=time.monotonic(),
+                processes=process_statuses(Mode.SUSPEND, report.sockets, settled=True),
+                message=message,
+            ),
+        )
+        if drift:
+            self._event(suspension, "Normal", "Resuspended", f"pod {pod.name} ran its processes again; stopped them")
+
+    def _set_progress(self, suspension: SuspensionInfo, pod: PodInfo, progress: HoldProgress) -> None:
+        previous = self.progress.get(suspension.uid)
+        if previous is not None and previous.state is progress.state and previous.pod_uid == progress.pod_uid:
+            progress.transition_time = previous.transition_time
+        self.progress[suspension.uid] = progress
+        self._publish_hold(suspension)
+
+    # Outcomes -------------------------------------------------------------------------------------------------
+
+    def _publish_hold(self, suspension: SuspensionInfo) -> None:
+        progress = self.progress.get(suspension.uid)
+        if progress is None:
+            return
+        shown = progress.state
+        if progress.state is PodState.FAILED and progress.failures < FAILURES_SHOWN and progress.reason not in LASTING:
+            shown = PodState.SUSPENDING
+        self._publish(
+            suspension,
+            PodRecord(
+                uid=progress.pod_uid,
+                state=shown,
+                mode=Mode.SUSPEND,
+                generation=suspension.generation,
+                processes=progress.processes,
+                message=progress.message,
+                reason=progress.reason if shown is PodState.FAILED else "",
+                transition_time=progress.transition_time,
+            ),
+        )
+
+    def _publish_resumed(
+        self, suspension: SuspensionInfo, pod: PodInfo, left: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        records = self.runtime.outcomes.get((self.namespace, suspension.name), {})
+        previous = records.get(self.name)
+        if previous is not None and previous.mode is Mode.RESUME and previous.state is PodState.RESUMED:
+            if previous.generation != suspension.generation:
+                previous.generation = suspension.generation
+                self.runtime.wake(self.namespace, suspension.name)
+            return
+        message = "nothing of it held here"
+        if left:
+            message = f"left stopped as they were before the suspension: {names(left)}"
+        self._report(suspension, pod, PodState.RESUMED, Mode.RESUME, message)
+
+    def _report(
+        self,
+        suspension: SuspensionInfo,
+        pod: PodInfo,
+        state: PodState,
+        mode: Mode,
+        message: str,
+        reason: str = "",
+        processes: list[ProcessStatus] | None = None,
+    ) -> None:
+        self._publish(
+            suspension,
+            PodRecord(
+                uid=pod.uid,
+                state=state,
+                mode=mode,
+                generation=suspension.generation,
+                processes=processes or [],
+                message=message,
+                reason=reason,
+                transition_time=_now(),
+                targeted=suspension.targets(pod),
+            ),
+        )
+
+    def _report_failure(
+        self,
+        suspension: SuspensionInfo,
+        pod: PodInfo,
+        failure: PodFailure,
+        mode: Mode = Mode.SUSPEND,
+        lasting: bool = False,
+    ) -> None:
+        """Record a failed step; it is retried after a backoff, and shown Failed once it lasts."""
+        if mode is Mode.RESUME:
+            self._report(suspension, pod, PodState.FAILED, mode, failure.message, reason=failure.reason)
+            return
+        previous = self.progress.get(suspension.uid)
+        monotonic = time.monotonic()
+        failures = (previous.failures if previous is not None and previous.pod_uid == pod.uid else 0) + 1
+        if lasting:
+            failures = max(failures, FAILURES_SHOWN)
+        progress = HoldProgress(
+            pod_uid=pod.uid,
+            restarts=pod.restarts,
+            state=PodState.FAILED,
+            started=previous.started if previous is not None else monotonic,
+            checked=monotonic,
+            message=failure.message,
+            reason=failure.reason,
+            failures=failures,
+        )
+        was_shown = (
+            previous is not None
+            and previous.state is PodState.FAILED
+            and (previous.failures >= FAILURES_SHOWN or previous.reason in LASTING)
+        )
+        self._set_progress(suspension, pod, progress)
+        now_shown = failures >= FAILURES_SHOWN or failure.reason in LASTING
+        if now_shown and not was_shown:
+            self._event(suspension, "Warning", failure.reason, f"pod {pod.name}: {failure.message}")
+
+    def _publish(self, suspension: SuspensionInfo, record: PodRecord) -> None:
+        records = self.runtime.outcomes.get((self.namespace, suspension.name), {})
+        previous = records.get(self.name)
+        if previous is not None and previous == record:
+            return
+        self.reported[suspension.uid] = suspension.name
+        self.runtime.report(self.namespace, suspension.name, self.name, record)
+
+    def _unpublish(self, uid: str) -> None:
+        name = self.reported.pop(uid, None)
+        if name is not None:
+            self.runtime.report(self.namespace, name, self.name, None)
+
+    def _starting_for(self, uid: str) -> bool:
+        return any(uid in s.suspensions for s in self.starting)
+
+    def _forget(self) -> None:
+        """The pod is gone (or replaced): it holds nothing any more."""
+        for uid in list(self.reported):
+            self._unpublish(uid)
+        self.progress.clear()
+        self.starting.clear()
+        self.ledger = None
+        self.resource_version = ""
+        self.pod_uid = ""
+
+    # The ledger -----------------------------------------------------------------------------------------------
+
+    def _current_ledger(self, pod: PodInfo) -> Ledger:
+        """Our last write, unless the index has a newer pod (someone else changed it since)."""
+        if self.ledger is None or _version(pod.resource_version) > _version(self.resource_version):
+            self.ledger = parse_ledger({"processcontrol.dev/holds": pod.holds} if pod.holds else None)
+            self.resource_version = pod.resource_version
+        return self.ledger
+
+    async def _write_ledger(self, pod: PodInfo, change: Callable[[Ledger], Ledger]) -> bool:
+        """Apply `change` to the pod's ledger and write it with optimistic concurrency; on a conflict read the pod
+        again and re-apply. False (and the step ends) when it could not be written: nothing is done unrecorded."""
+        current = self.ledger if self.ledger is not None else Ledger()
+        version = self.resource_version or None
+        for _ in range(5):
+            new = change(current)
+            if dump_ledger(new) == dump_ledger(current) and version is not None:
+                self.ledger = new
+                return True
+            try:
+                written = await self.runtime.kube.patch_pod_metadata(
+                    self.namespace, self.name, ledger_patch(new, SUSPENDED_LABEL), version
+                )
+            except Conflict:
+                try:
+                    fresh = await self.runtime.kube.get_pod(self.namespace, self.name)
+                    current = parse_ledger((fresh.get("metadata") or {}).get("annotations"))
+                except (ApiError, LedgerError) as error:
+                    self._ledger_trouble(pod, error)
+                    return False
+                version = str((fresh.get("metadata") or {}).get("resourceVersion") or "") or None
+                continue
+            except ApiError as error:
+                self._ledger_trouble(pod, error)
+                return False
+            self.ledger = new
+            self.resource_version = str((written.get("metadata") or {}).get("resourceVersion") or "")
+            return True
+        self._ledger_trouble(pod, Conflict("the pod kept changing"))
+        return False
+
+    def _ledger_trouble(self, pod: PodInfo, error: Exception) -> None:
+        self.ledger = None  # read it again from the pod next time
+        for suspension in self.runtime.suspensions_of(self.namespace):
+            if suspension.targets(pod) and suspension.holding(_now()):
+                self._report_failure(suspension, pod, PodFailure("LedgerWriteFailed", f"hold ledger: {error}"))
+
+    # Events ---------------------------------------------------------------------------------------------------
+
+    def _event(self, suspension: SuspensionInfo, type_: str, reason: str, message: str) -> None:
+        body = kopf.Body(
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {"name": suspension.name, "namespace": self.namespace, "uid": suspension.uid},
+            }
+        )
+        kopf.event(body, type=type_, reason=reason, message=message[:1000])
+
+    def _event_on_pod(self, pod: PodInfo, type_: str, reason: str, message: str) -> None:
+        body = kopf.Body(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+            },
+        )
+        kopf.event(body, type=type_, reason=reason, message=message[:1000])
+
+
+def _same_filter(hold: Hold, suspension: SuspensionInfo) -> bool:
+    assert suspension.spec is not None
+    return hold.jobs == tuple(suspension.spec.jobs) and hold.processes == tuple(suspension.spec.processes)
+
+
+def _filters(jobs: list[str], processes: list[str]) -> str:
+    parts = [f"jobs={','.join(jobs)}" if jobs else "", f"processes={','.join(processes)}" if processes else ""]
+    shown = " ".join(p for p in parts if p)
+    return f" matching {shown}" if shown else ""

@@ -1,0 +1,298 @@
+"""The pod workers without a cluster: real in-pod script, real containerrun processes, an in-memory API.
+
+`LocalExecutor` runs the exec command here with the pod's base directory, as kwok does in the e2e tests. `World`
+stands in for the API server and kopf's indexes: pods (whose metadata patches honour resourceVersion as the API
+server does) and suspensions. Only the Kubernetes API is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+
+from processcontrol.api import INSTANCE_GROUP_LABEL, SUSPENDED_LABEL
+from processcontrol.exceptions import Conflict, ExecError, NotFound
+from processcontrol.podexec.transport import ExecResult
+from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
+from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
+from processcontrol.reconcile.settings import OperatorSettings
+from processcontrol.reconcile.targets import PodInfo, pod_info_from_body
+
+CONTAINERRUN = Path(sys.executable).parent / "containerrun"
+JOBS = (("pxc-mysql", "mysql"), ("pxc-mysql", "galera-agent"))
+NAMESPACE = "kubecf"
+CONTAINER = "pxc-mysql-mysql"
+
+
+@dataclass
+class FakePod:
+    """A pod's /var/vcap on this machine with one real containerrun per process."""
+
+    name: str
+    base: Path
+    runners: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, job: str, process: str) -> None:
+        sock = self.base / "data" / job / f"{process}_containerrun.sock"
+        self.runners[(job, process)] = subprocess.Popen(
+            [
+                *(str(CONTAINERRUN), "--job-name", job, "--process-name", process, "--base-dir", str(self.base)),
+                *("--stop-timeout", "5", "--", "sleep", "1000"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while not (sock.is_socket() and self.running(job, process)):
+            assert time.monotonic() < deadline, f"containerrun {job}/{process} did not come up"
+            time.sleep(0.02)
+
+    def restart(self, job: str, process: str) -> None:
+        """A container restart: containerrun killed and started again, its process running."""
+        self.runners[(job, process)].kill()
+        self.runners[(job, process)].wait()
+        self.start(job, process)
+
+    def send(self, job: str, process: str, command: str) -> None:
+        """What a person does with `processcontrol send` inside the pod."""
+        sock = self.base / "data" / job / f"{process}_containerrun.sock"
+        subprocess.run(
+            [str(Path(sys.executable).parent / "processcontrol"), "send", command, str(sock)],
+            check=True,
+            capture_output=True,
+        )
+
+    def running(self, job: str, process: str) -> bool:
+        return (self.base / "data" / job / f"{process}_containerrun.running").exists()
+
+    def all_running(self) -> dict[tuple[str, str], bool]:
+        return {key: self.running(*key) for key in self.runners}
+
+    def close(self) -> None:
+        for runner in self.runners.values():
+            runner.terminate()
+            runner.wait(10)
+
+
+class LocalExecutor:
+    """Runs the exec command here, with the pod's base dir as CONTAINERRUN_BASE_DIR (what kwok's Exec does).
+
+    `hold[pod]`, when set, is awaited before that pod's next exec runs: a slow or hanging pod on demand."""
+
+    def __init__(self, pods: Mapping[str, FakePod], path: str | None = None) -> None:
+        self.pods = pods
+        self.path = path
+        self.calls: list[tuple[str, str]] = []
+        self.hold: dict[str, asyncio.Event] = {}
+        self.fail: dict[str, ExecError] = {}
+
+    async def run(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecResult:
+        self.calls.append((pod, command[4]))
+        gate = self.hold.get(pod)
+        if gate is not None:
+            await gate.wait()
+        if pod in self.fail:
+            raise self.fail[pod]
+        env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(self.pods[pod].base))
+        if self.path is not None:
+            env["PATH"] = self.path
+        started = time.monotonic()
+        # Like kwok (Go's exec), the program is found on this process's PATH; the pod's PATH is what it sees.
+        argv = [shutil.which(command[0]) or command[0], *command[1:]]
+        done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, env=env, check=False)
+        return ExecResult(done.stdout, done.stderr, done.returncode, time.monotonic() - started)
+
+    def actions(self, pod: str) -> list[str]:
+        return [action for name, action in self.calls if name == pod]
+
+
+def pod_body(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": f"uid-{name}",
+            "resourceVersion": "1",
+            "labels": {INSTANCE_GROUP_LABEL: "db", **(labels or {})},
+        },
+        "spec": {"containers": [{"name": CONTAINER, "volumeMounts": [{"mountPath": "/var/vcap/data"}]}]},
+        "status": {"phase": "Running", "containerStatuses": [{"name": CONTAINER, "restartCount": 0}]},
+    }
+
+
+def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping):
+            _merge(target.setdefault(key, {}), value)
+        else:
+            target[key] = value
+
+
+@dataclass
+class World:
+    """The API server and kopf's indexes, in memory."""
+
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    suspensions: dict[str, SuspensionInfo] = field(default_factory=dict)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    version: int = 1
+    runtime: Runtime | None = None
+
+    def pods_of(self, namespace: str) -> list[PodInfo]:
+        return [pod_info_from_body(body) for body in self.pods.values()]
+
+    def suspensions_of(self, namespace: str) -> list[SuspensionInfo]:
+        return list(self.suspensions.values())
+
+    def _bump(self, name: str) -> None:
+        self.version += 1
+        self.pods[name]["metadata"]["resourceVersion"] = str(self.version)
+
+    def changed(self, name: str) -> None:
+        """The pod changed: tell its worker, as the pod watch does."""
+        if self.runtime is not None:
+            self.runtime.ensure_worker(NAMESPACE, name)
+
+    # What the operator calls (KubeClient's interface).
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        if name not in self.pods:
+            raise NotFound(f"pod {name}")
+        return copy.deepcopy(self.pods[name])
+
+    async def patch_pod_metadata(
+        self, namespace: str, name: str, metadata: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        if name not in self.pods:
+            raise NotFound(f"pod {name}")
+        meta = self.pods[name]["metadata"]
+        if resource_version is not None and resource_version != meta["resourceVersion"]:
+            raise Conflict(f"pod {name} changed")
+        _merge(meta, metadata)
+        self._bump(name)
+        return copy.deepcopy(self.pods[name])
+
+    async def patch_suspension_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.statuses.append(dict(status))
+
+    # What the tests do.
+
+    def add_pod(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        self.pods[name] = pod_body(name, labels)
+        self.changed(name)
+
+    def relabel(self, name: str, labels: Mapping[str, str | None]) -> None:
+        _merge(self.pods[name]["metadata"], {"labels": dict(labels)})
+        self._bump(name)
+        self.changed(name)
+
+    def restart(self, name: str) -> None:
+        self.pods[name]["status"]["containerStatuses"][0]["restartCount"] += 1
+        self._bump(name)
+        self.changed(name)
+
+    def delete_pod(self, name: str) -> None:
+        del self.pods[name]
+        self.changed(name)
+
+    def suspend(self, name: str, generation: int = 1, deleting: bool = False, **spec: Any) -> SuspensionInfo:
+        info = suspension_info(name, f"uid-{name}", generation, {"instanceGroup": "db", **spec}, {}, deleting=deleting)
+        self.suspensions[name] = info
+        if self.runtime is not None:
+            self.runtime.wake_pods_of(info, NAMESPACE)
+        return info
+
+    def forget(self, name: str) -> None:
+        """The suspension object is gone (finalizer removed by hand)."""
+        info = self.suspensions.pop(name)
+        if self.runtime is not None:
+            self.runtime.wake_pods_of(info, NAMESPACE)
+
+    def ledger(self, pod: str) -> Ledger:
+        return parse_ledger(self.pods[pod]["metadata"].get("annotations"))
+
+    def label(self, pod: str) -> str | None:
+        value: str | None = self.pods[pod]["metadata"].get("labels", {}).get(SUSPENDED_LABEL)
+        return value
+
+    def annotation(self, pod: str) -> str | None:
+        value: str | None = self.pods[pod]["metadata"].get("annotations", {}).get(HOLDS_ANNOTATION)
+        return value
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """Events the operator posts: (object name, reason, message)."""
+    posted: list[tuple[str, str, str]] = []
+
+    def record(body: Mapping[str, Any], *, type: str, reason: str, message: str = "") -> None:
+        posted.append((body["metadata"]["name"], reason, message))
+
+    monkeypatch.setattr(kopf, "event", record)
+    return posted
+
+
+@pytest.fixture
+def pods() -> Iterator[dict[str, FakePod]]:
+    # Short paths: a unix socket path must fit in 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="pcl"))
+    made = {name: FakePod(name, root / name) for name in ("db-0", "db-1")}
+    for pod in made.values():
+        for job, process in JOBS:
+            pod.start(job, process)
+    yield made
+    for pod in made.values():
+        pod.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+SETTINGS = OperatorSettings(
+    verify_timeout_s=15, verify_interval_s=0.02, failure_backoff_s=0.5, status_interval_s=0.05, metrics_port=0
+)
+
+
+@pytest.fixture
+async def world(pods: dict[str, FakePod]) -> AsyncIterator[tuple[World, LocalExecutor, Runtime]]:
+    """The in-memory API with the two pods, and the runtime whose workers act on them."""
+    made = World()
+    executor = LocalExecutor(pods)
+    runtime = Runtime(settings=SETTINGS, executor=executor, kube=made)  # type: ignore[arg-type]
+    runtime.pods_of = made.pods_of
+    runtime.suspensions_of = made.suspensions_of
+    made.runtime = runtime
+    for name in pods:
+        made.add_pod(name)
+    yield made, executor, runtime
+    for gate in executor.hold.values():
+        gate.set()
+    await runtime.stop_workers()
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], what: str, within: float = 15.0) -> None:
+    """Poll a condition until it holds, or fail naming it."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out after {within:g}s waiting for: {what}"
+        await asyncio.sleep(0.02)

@@ -1,0 +1,302 @@
+"""Pod workers and the hold ledger, with real containerrun processes: each case of issue 11's "Why" is here.
+
+The in-memory `World` (conftest.py) stands in for the API server and kopf's indexes; the exec runs the real
+in-pod script against real containerrun sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from processcontrol.exceptions import ExecForbidden
+from processcontrol.reconcile.ledger import HOLDS_ANNOTATION
+from processcontrol.reconcile.plan import Mode
+from processcontrol.reconcile.runtime import Runtime
+from processcontrol.reconcile.suspension import pods_holding
+
+from .conftest import JOBS, NAMESPACE, FakePod, LocalExecutor, World, eventually
+
+World3 = tuple[World, LocalExecutor, Runtime]
+MYSQL, AGENT = JOBS
+
+
+def stopped(pods: dict[str, FakePod], *keys: tuple[str, str]) -> bool:
+    return all(not pod.running(*key) for pod in pods.values() for key in keys or JOBS)
+
+
+def running(pods: dict[str, FakePod], *keys: tuple[str, str]) -> bool:
+    return all(pod.running(*key) for pod in pods.values() for key in keys or JOBS)
+
+
+def state(runtime: Runtime, suspension: str, pod: str) -> str | None:
+    record = runtime.outcomes.get((NAMESPACE, suspension), {}).get(pod)
+    return None if record is None else f"{record.mode.value}:{record.state.value}"
+
+
+async def test_hold_is_written_before_the_stop_and_verified(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    api, executor, runtime = world
+    api.suspend("restore")
+
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "db-0 suspended")
+    await eventually(lambda: state(runtime, "restore", "db-1") == "Suspend:Suspended", "db-1 suspended")
+
+    assert stopped(pods)
+    for name in pods:
+        ledger = api.ledger(name)
+        assert set(ledger.holds) == {"uid-restore"}
+        assert ledger.holds["uid-restore"].verified_restarts == 0
+        assert {key: (e.holders, e.was_running) for key, e in ledger.processes.items()} == {
+            "pxc-mysql/mysql": (("uid-restore",), True),
+            "pxc-mysql/galera-agent": (("uid-restore",), True),
+        }
+        assert api.label(name) == "true"
+        # The ledger's STATUS came before the first STOP.
+        assert executor.actions(name)[:2] == ["STATUS", "STOP"]
+
+
+async def test_deletion_while_a_stop_is_in_flight_leaves_nothing_stopped(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Why 1: the STOP still in flight when the suspension is deleted must not land after the START."""
+    api, executor, runtime = world
+    gate = executor.hold["db-1"] = asyncio.Event()
+    api.suspend("restore")
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "db-0 suspended")
+    await eventually(lambda: executor.actions("db-1") == ["STATUS"], "db-1's first exec waiting")
+
+    api.suspend("restore", deleting=True)
+    gate.set()
+
+    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "every hold given back")
+    await eventually(lambda: running(pods), "every process running again")
+    await asyncio.sleep(0.3)  # a STOP that landed late would show now
+    assert running(pods)
+    assert api.annotation("db-0") is None and api.annotation("db-1") is None
+    assert api.label("db-0") is None and api.label("db-1") is None
+
+
+async def test_a_pod_that_leaves_the_selector_is_given_back(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Why 2: a failover relabels the old primary; it must run again and lose its label."""
+    api, _executor, runtime = world
+    for name in pods:
+        api.relabel(name, {"role": "primary" if name == "db-0" else "replica"})
+    api.suspend("primary", instanceGroup=None, selector={"matchLabels": {"role": "primary"}})
+    await eventually(lambda: state(runtime, "primary", "db-0") == "Suspend:Suspended", "primary suspended")
+    assert not pods["db-0"].running(*MYSQL)
+
+    api.relabel("db-0", {"role": "replica"})
+    api.relabel("db-1", {"role": "primary"})
+
+    await eventually(lambda: pods["db-0"].running(*MYSQL) and pods["db-0"].running(*AGENT), "old primary runs")
+    await eventually(lambda: not pods["db-1"].running(*MYSQL), "new primary stopped")
+    await eventually(lambda: api.label("db-0") is None, "old primary unlabelled")
+    assert api.annotation("db-0") is None
+    await eventually(lambda: state(runtime, "primary", "db-0") is None, "old primary no longer reported")
+
+
+async def test_failed_rechecks_keep_the_evidence_and_deletion_waits(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Why 3: exec forbidden after the stop: the ledger stays, the finalizer must wait, nothing is dropped."""
+    api, executor, runtime = world
+    api.suspend("restore")
+    await eventually(lambda: state(runtime, "restore", "db-1") == "Suspend:Suspended", "suspended")
+    executor.fail["db-1"] = ExecForbidden('pods "db-1" is forbidden: cannot create resource "pods/exec"')
+
+    api.suspend("restore", deleting=True)
+
+    await eventually(lambda: running(pods_only(pods, "db-0")), "db-0 given back")
+    await asyncio.sleep(0.5)
+    assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["db-1"]
+    assert "uid-restore" in json.loads(api.annotation("db-1") or "{}")["holds"]
+    assert state(runtime, "restore", "db-1") == "Resume:Failed"
+    assert stopped(pods_only(pods, "db-1"))
+
+    del executor.fail["db-1"]  # the grant comes back
+    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "db-1 given back", within=20)
+    assert running(pods)
+
+
+def pods_only(pods: dict[str, FakePod], name: str) -> dict[str, FakePod]:
+    return {name: pods[name]}
+
+
+async def test_a_process_stopped_by_hand_before_stays_stopped(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Why 4: release must not START what this suspension never stopped."""
+    api, _executor, runtime = world
+    pods["db-0"].send(*AGENT, "STOP")
+    await eventually(lambda: not pods["db-0"].running(*AGENT), "agent stopped by hand")
+
+    api.suspend("restore")
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
+    assert not api.ledger("db-0").processes["pxc-mysql/galera-agent"].was_running
+
+    api.suspend("restore", generation=2, suspend=False)
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Resume:Resumed", "resumed")
+    await eventually(lambda: state(runtime, "restore", "db-1") == "Resume:Resumed", "resumed")
+    assert pods["db-0"].running(*MYSQL)
+    assert not pods["db-0"].running(*AGENT), "stopped by hand before the suspension: left stopped"
+    assert running(pods_only(pods, "db-1"))
+    record = runtime.outcomes[(NAMESPACE, "restore")]["db-0"]
+    assert record.generation == 2
+    assert api.annotation("db-0") is None
+
+
+async def test_overlap_the_last_hold_to_go_starts_the_process(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    api, _executor, runtime = world
+    api.suspend("everything")
+    api.suspend("agents", processes=["galera-agent"])
+    for name in pods:
+        await eventually(lambda n=name: state(runtime, "agents", n) == "Suspend:Suspended", "agents held")  # type: ignore[misc]
+        await eventually(lambda n=name: state(runtime, "everything", n) == "Suspend:Suspended", "all held")  # type: ignore[misc]
+    assert api.ledger("db-0").processes["pxc-mysql/galera-agent"].holders == ("uid-agents", "uid-everything")
+    # Both saw the agent running before the first hold, whichever came first.
+    assert api.ledger("db-0").processes["pxc-mysql/galera-agent"].was_running
+
+    api.suspend("everything", generation=2, suspend=False)
+    await eventually(lambda: running(pods, MYSQL), "mysql runs once its only hold goes")
+    await eventually(lambda: state(runtime, "everything", "db-1") == "Resume:Resumed", "everything resumed")
+    assert stopped(pods, AGENT), "the agents suspension still holds the agent"
+    assert api.label("db-0") == "true"
+
+    api.forget("agents")  # its finalizer removed by hand: an orphan hold
+    await eventually(lambda: running(pods), "the orphan's processes run again")
+    await eventually(lambda: api.annotation("db-0") is None and api.label("db-0") is None, "ledger cleared")
+    assert any(reason == "OrphanReleased" and "agents" in message for _, reason, message in events)
+
+
+async def test_a_restarted_container_and_a_new_pod_are_stopped_again(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    api, executor, runtime = world
+    api.suspend("restore")
+    for name in pods:
+        await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "verified")  # type: ignore[misc]
+
+    pods["db-1"].restart(*MYSQL)
+    assert pods["db-1"].running(*MYSQL)
+    executor.calls.clear()
+    api.restart("db-1")
+
+    await eventually(lambda: not pods["db-1"].running(*MYSQL), "restarted process stopped again")
+    assert {pod for pod, _ in executor.calls} == {"db-1"}, "only the restarted pod is exec'ed into"
+    assert api.ledger("db-1").processes["pxc-mysql/mysql"].was_running, "the state before the first hold stays"
+    await eventually(lambda: any(r == "Resuspended" for _, r, _ in events), "a Resuspended event")
+
+
+async def test_a_start_sent_by_hand_is_undone_by_the_recheck(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    api, executor, runtime = world
+    runtime.settings = runtime.settings.model_copy(update={"reverify_interval_s": 0.5})
+    api.suspend("restore")
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
+
+    pods["db-0"].send(*MYSQL, "START")
+    await eventually(lambda: pods["db-0"].running(*MYSQL), "started by hand")
+
+    await eventually(lambda: not pods["db-0"].running(*MYSQL), "stopped again by the re-check", within=5)
+    assert "STATUS" in executor.actions("db-0")[2:], "the re-check probes without sending"
+
+
+async def test_after_an_operator_restart_verified_holds_count_without_an_exec(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Why 5 (second half): a restart must not flip verified pods back to Suspending."""
+    api, executor, runtime = world
+    api.suspend("restore")
+    for name in pods:
+        await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "suspended")  # type: ignore[misc]
+    await runtime.stop_workers()
+    runtime.outcomes.clear()
+    executor.calls.clear()
+
+    for name in pods:
+        runtime.ensure_worker(NAMESPACE, name)
+    for name in pods:
+        await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "known again")  # type: ignore[misc]
+    assert executor.calls == [], "a hold verified at the current restart count needs no exec to be believed"
+
+
+async def test_a_slow_pod_delays_only_itself(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Why 6: no round barrier; the hanging pod does not delay the others' suspension or resume."""
+    api, executor, runtime = world
+    executor.hold["db-1"] = asyncio.Event()
+    api.suspend("restore")
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "db-0 suspended")
+    api.suspend("restore", generation=2, suspend=False)
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Resume:Resumed", "db-0 resumed meanwhile")
+    assert running(pods_only(pods, "db-0"))
+
+
+async def test_a_new_pod_whose_sockets_come_late_is_retried_quickly(
+    world: World3,
+    pods: dict[str, FakePod],
+    events: list[tuple[str, str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Why 6 (second half): the first failed exec of a young pod is retried well under a second later."""
+    api, executor, runtime = world
+    api.suspend("restore")
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
+    late = FakePod("db-2", pods["db-0"].base.parent / "db-2")
+    executor.pods = {**pods, "db-2": late}  # type: ignore[assignment]
+    try:
+        api.add_pod("db-2")
+        await eventually(lambda: "db-2" in {p for p, _ in executor.calls}, "a first exec into the new pod")
+        late.start(*MYSQL)
+        loop = asyncio.get_running_loop()
+        appeared = loop.time()
+        await eventually(lambda: not late.running(*MYSQL), "the late process stopped", within=5)
+        assert loop.time() - appeared < 2.0
+    finally:
+        late.close()
+
+
+async def test_spec_change_outcomes_answer_their_generation(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Why 5: an outcome is tagged with the generation it answers; a filter change gives back what it drops."""
+    api, _executor, runtime = world
+    api.suspend("restore")
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
+    assert runtime.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 1
+
+    api.suspend("restore", generation=2, processes=["galera-agent"])
+    await eventually(lambda: running(pods, MYSQL), "mysql given back: the new filter leaves it out")
+    await eventually(
+        lambda: (
+            runtime.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 2
+            and runtime.outcomes[(NAMESPACE, "restore")]["db-0"].mode is Mode.SUSPEND
+        ),
+        "outcome of generation 2",
+    )
+    assert stopped(pods, AGENT)
+    assert set(api.ledger("db-0").processes) == {"pxc-mysql/galera-agent"}
+
+
+async def test_an_unreadable_ledger_is_reported_and_left_alone(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    api, executor, runtime = world
+    api.pods["db-0"]["metadata"]["annotations"] = {HOLDS_ANNOTATION: "{not json"}
+    api.suspend("restore")
+    await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Failed", "db-0 failed")
+    record = runtime.outcomes[(NAMESPACE, "restore")]["db-0"]
+    assert record.reason == "LedgerUnreadable"
+    assert "processcontrol.dev/holds" in record.message
+    assert running(pods_only(pods, "db-0")), "nothing is done to a pod whose ledger cannot be read"
+    assert executor.actions("db-0") == []
