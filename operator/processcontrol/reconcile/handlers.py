@@ -21,13 +21,15 @@ from processcontrol.reconcile.targets import PodInfo, pod_info_from_body
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 PodsIndex = kopf.Index[str, PodInfo]
+PodIndex = kopf.Index[tuple[str, str], PodInfo]
 SuspensionsIndex = kopf.Index[str, SuspensionInfo]
 
 
-def _runtime(memo: kopf.Memo, pods: PodsIndex, suspensions: SuspensionsIndex) -> Runtime:
-    """The shared runtime, with live views of the two indexes (kopf hands them to handlers only)."""
+def _runtime(memo: kopf.Memo, pods: PodsIndex, pod: PodIndex, suspensions: SuspensionsIndex) -> Runtime:
+    """The shared runtime, with live views of the indexes (kopf hands them to handlers only)."""
     runtime: Runtime = memo.runtime
     runtime.pods_of = lambda namespace: pods.get(namespace, [])
+    runtime.pod = lambda namespace, name: next(iter(pod.get((namespace, name), [])), None)
     runtime.suspensions_of = lambda namespace: suspensions.get(namespace, [])
     return runtime
 
@@ -50,6 +52,12 @@ def pods_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[
     return {namespace or "": pod_info_from_body(body)}
 
 
+@kopf.index("pods", id="pod")
+def pod_by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], PodInfo]:
+    """Every pod by (namespace, name): what a pod worker looks up at each step."""
+    return {(namespace or "", name): pod_info_from_body(body)}
+
+
 @kopf.index(*RESOURCE, id="suspensions")
 def suspensions_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, SuspensionInfo]:
     """Every suspension by namespace: what the pod workers act on."""
@@ -63,15 +71,16 @@ async def pod_changed(
     body: kopf.Body,
     memo: kopf.Memo,
     pods: PodsIndex,
+    pod: PodIndex,
     suspensions: SuspensionsIndex,
     **_: Any,
 ) -> None:
     """A pod appeared, changed, restarted a container or went: its worker looks again, if it concerns us."""
-    runtime = _runtime(memo, pods, suspensions)
+    runtime = _runtime(memo, pods, pod, suspensions)
     namespace = namespace or ""
-    pod = pod_info_from_body(body)
-    concerned = (namespace, name) in runtime.workers or pod.holds is not None
-    concerned = concerned or any(s.targets(pod) for s in runtime.suspensions_of(namespace))
+    changed = pod_info_from_body(body)
+    concerned = (namespace, name) in runtime.workers or changed.holds is not None
+    concerned = concerned or any(s.targets(changed) for s in runtime.suspensions_of(namespace))
     if concerned:
         runtime.ensure_worker(namespace, name)
 
@@ -83,12 +92,13 @@ async def suspension_changed(
     body: kopf.Body,
     memo: kopf.Memo,
     pods: PodsIndex,
+    pod: PodIndex,
     suspensions: SuspensionsIndex,
     **_: Any,
 ) -> None:
     """The object changed (spec, deletion, or our own status write): its pods and its daemon look again."""
-    runtime = _runtime(memo, pods, suspensions)
-    runtime.wake_pods_of(info_of(body), namespace or "")
+    runtime = _runtime(memo, pods, pod, suspensions)
+    runtime.suspension_changed(info_of(body), namespace or "")
     runtime.wake(namespace or "", name)
 
 
@@ -99,11 +109,12 @@ async def keep_status(
     stopped: kopf.DaemonStopped,
     logger: Logger,
     pods: PodsIndex,
+    pod: PodIndex,
     suspensions: SuspensionsIndex,
     **_: Any,
 ) -> None:
     """Write the object's status from its pods' outcomes for as long as it exists."""
-    await run_status_daemon(_runtime(memo, pods, suspensions), body, stopped, logger)
+    await run_status_daemon(_runtime(memo, pods, pod, suspensions), body, stopped, logger)
 
 
 # No retry limit: the finalizer must stay while any pod holds processes for this suspension (an exec grant
@@ -114,8 +125,9 @@ async def release(
     memo: kopf.Memo,
     logger: Logger,
     pods: PodsIndex,
+    pod: PodIndex,
     suspensions: SuspensionsIndex,
     **_: Any,
 ) -> None:
     """Deleting a suspension gives back what it holds (a process another suspension holds stays stopped)."""
-    await release_on_delete(_runtime(memo, pods, suspensions), body, logger)
+    await release_on_delete(_runtime(memo, pods, pod, suspensions), body, logger)

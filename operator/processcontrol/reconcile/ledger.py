@@ -16,7 +16,7 @@ Everything here is pure: the pod worker reads, transforms and writes ledgers; no
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -150,7 +150,6 @@ class Release:
 
     ledger: Ledger  # the ledger once the STARTs below were delivered
     to_start: tuple[tuple[str, str], ...]  # processes whose last hold goes and that ran before their first
-    left_stopped: tuple[tuple[str, str], ...]  # last hold gone, but stopped before it: left as found
 
 
 def release(ledger: Ledger, uids: Iterable[str], keep: Mapping[str, Hold] | None = None) -> Release:
@@ -163,7 +162,6 @@ def release(ledger: Ledger, uids: Iterable[str], keep: Mapping[str, Hold] | None
     holds = {uid: hold for uid, hold in ledger.holds.items() if uid not in dropping or uid in keep}
     processes: dict[str, HeldProcess] = {}
     to_start: list[tuple[str, str]] = []
-    left: list[tuple[str, str]] = []
     for key, entry in sorted(ledger.processes.items()):
         job, process = split_key(key)
         holders = tuple(
@@ -173,15 +171,12 @@ def release(ledger: Ledger, uids: Iterable[str], keep: Mapping[str, Hold] | None
             processes[key] = entry.model_copy(update={"holders": holders})
         elif entry.was_running:
             to_start.append((job, process))
-        else:
-            left.append((job, process))
     for uid, hold in keep.items():
         if uid in holds:
             holds[uid] = hold.model_copy(update={"verified_restarts": holds[uid].verified_restarts})
     return Release(
         ledger=ledger.model_copy(update={"holds": holds, "processes": processes}),
         to_start=tuple(to_start),
-        left_stopped=tuple(left),
     )
 
 
@@ -202,8 +197,3 @@ def ledger_patch(ledger: Ledger, label: str) -> dict[str, Any]:
         "annotations": {HOLDS_ANNOTATION: value},
         "labels": {label: "true" if ledger.processes else None},
     }
-
-
-def covered_pairs(hold: Hold, sockets: Sequence[Observed]) -> list[tuple[str, str]]:
-    """The (job, process) pairs of `sockets` the hold covers."""
-    return [(s.job, s.process) for s in sockets if hold.covers(s.job, s.process)]

@@ -68,13 +68,18 @@ def suspension_info(
     )
 
 
-# Live views of kopf's indexes: the pods of a namespace, and its suspensions.
+# Live views of kopf's indexes: the pods of a namespace, one pod by (namespace, name), a namespace's suspensions.
 PodsOf = Callable[[str], Iterable[PodInfo]]
+PodOf = Callable[[str, str], PodInfo | None]
 SuspensionsOf = Callable[[str], Iterable[SuspensionInfo]]
 
 
 def _nothing(_: str) -> list[Any]:
     return []
+
+
+def _no_pod(_: str, __: str) -> None:
+    return None
 
 
 @dataclass
@@ -86,15 +91,14 @@ class Runtime:
     executor: PodExecutor
     kube: KubeClient
     pods_of: PodsOf = _nothing
+    pod: PodOf = _no_pod  # the pod as the index has it now, or None when it is gone
     suspensions_of: SuspensionsOf = _nothing
     workers: dict[PodKey, PodWorker] = field(default_factory=dict)
     # (namespace, suspension name) -> pod name -> the latest outcome there.
     outcomes: dict[tuple[str, str], dict[str, PodRecord]] = field(default_factory=dict)
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-
-    def pod(self, namespace: str, name: str) -> PodInfo | None:
-        """The pod as the index has it now, or None when it is gone."""
-        return next((p for p in self.pods_of(namespace) if p.name == name), None)
+    # What of each suspension the pods act on, as last seen: a change wakes its pods, a status write does not.
+    seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str) -> None:
         """Make a suspension's status daemon look again."""
@@ -122,6 +126,14 @@ class Runtime:
             worker.start()
         elif wake:
             worker.wake()
+
+    def suspension_changed(self, suspension: SuspensionInfo, namespace: str) -> None:
+        """Wake its pods if what they act on changed (spec, deletion, expiry); our own status writes come back as
+        events too, and must not wake every pod of a large group each time."""
+        essence = (suspension.generation, suspension.deleting, suspension.expires_at, suspension.spec)
+        if self.seen.get(suspension.uid) != essence:
+            self.seen[suspension.uid] = essence
+            self.wake_pods_of(suspension, namespace)
 
     def wake_pods_of(self, suspension: SuspensionInfo, namespace: str) -> None:
         """Wake the workers of every pod the suspension targets or holds something in."""

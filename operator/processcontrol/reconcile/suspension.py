@@ -217,6 +217,7 @@ async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -
             )
         await asyncio.sleep(0.1)
     runtime.outcomes.pop((namespace, name), None)
+    runtime.seen.pop(info.uid, None)
     for gauge in (metrics.SUSPENDED_PODS, metrics.SUSPENDED_PROCESSES):
         with contextlib.suppress(KeyError):  # never set: the suspension never published
             gauge.remove(namespace, name)

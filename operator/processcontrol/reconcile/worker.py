@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from processcontrol.api import API_VERSION, KIND, SUSPENDED_LABEL, PodState, Pro
 from processcontrol.exceptions import ApiError, Conflict, LedgerError, PodFailure
 from processcontrol.podexec.script import Action
 from processcontrol.reconcile.ledger import (
+    HOLDS_ANNOTATION,
     Hold,
     Ledger,
     Observed,
@@ -51,6 +53,8 @@ from processcontrol.reconcile.pods import (
 )
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
 from processcontrol.reconcile.targets import PodInfo, exec_container
+
+logger = logging.getLogger(__name__)
 
 # Retries of a failed step start here and double up to the failure backoff: a new pod whose sockets are not
 # bound yet is stopped a moment later, not ten seconds later.
@@ -112,6 +116,7 @@ class PodWorker:
         self.reported: dict[str, str] = {}  # suspension uid -> name, of every outcome published
         self.release_failures = 0
         self.release_checked = 0.0
+        self.resume_checks: dict[str, tuple[int, float]] = {}  # uid -> (failures in a row, when last tried)
         # Suspensions on whose behalf an exec or ledger write is under way: until it ends, the pod may hold
         # something for them that the ledger does not show yet, so their deletion must wait.
         self.acting_for: set[str] = set()
@@ -215,8 +220,14 @@ class PodWorker:
 
         for suspension in targeting:
             uid = suspension.uid
-            if uid not in wanted and uid not in ledger.holds and not self._starting_for(uid):
-                self._publish_resumed(suspension, pod)
+            if uid in wanted or uid in ledger.holds or self._starting_for(uid) or self._retag_resumed(suspension):
+                continue
+            failures, checked = self.resume_checks.get(uid, (0, 0.0))
+            due = checked + self._retry_delay(failures) - monotonic if failures else 0.0
+            if due <= 0:
+                await self._observe_resumed(suspension, pod)
+                return 0.0
+            waits.append(due)
         for uid in list(self.reported):
             gone = uid not in by_uid or not by_uid[uid].targets(pod)
             if gone and uid not in ledger.holds and not self._starting_for(uid):
@@ -290,9 +301,7 @@ class PodWorker:
                     + (f"; started {names(started)}" if started else ""),
                 )
                 continue
-            if not started:
-                self._publish_resumed(suspension, pod, left=plan.left_stopped)
-            else:
+            if started:
                 self._report(
                     suspension,
                     pod,
@@ -312,8 +321,16 @@ class PodWorker:
         self.release_checked = time.monotonic()
         for uid in leaving:
             suspension = by_uid.get(uid)
-            if suspension is not None:
-                self._report_failure(suspension, pod, failure, mode=Mode.RESUME)
+            if suspension is None:
+                continue
+            self._report_failure(suspension, pod, failure, mode=Mode.RESUME)
+            if self.release_failures == 1:
+                self._event(
+                    suspension,
+                    "Warning",
+                    "ResumeFailed",
+                    f"pod {pod.name}: {failure.message}; its processes stay held until they can be given back",
+                )
 
     async def _watch_start(self, pod: PodInfo, starting: Starting, by_uid: dict[str, SuspensionInfo]) -> None:
         """Poll until the processes started run; past the verification deadline, say which do not."""
@@ -548,20 +565,43 @@ class PodWorker:
             ),
         )
 
-    def _publish_resumed(
-        self, suspension: SuspensionInfo, pod: PodInfo, left: tuple[tuple[str, str], ...] = ()
-    ) -> None:
-        records = self.runtime.outcomes.get((self.namespace, suspension.name), {})
-        previous = records.get(self.name)
-        if previous is not None and previous.mode is Mode.RESUME and previous.state is PodState.RESUMED:
-            if previous.generation != suspension.generation:
-                previous.generation = suspension.generation
-                self.runtime.wake(self.namespace, suspension.name)
+    def _retag_resumed(self, suspension: SuspensionInfo) -> bool:
+        """A verified Resumed outcome answers a newer generation too (nothing to do): True when there is one."""
+        previous = self.runtime.outcomes.get((self.namespace, suspension.name), {}).get(self.name)
+        if previous is None or previous.mode is not Mode.RESUME or previous.state is not PodState.RESUMED:
+            return False
+        if previous.uid != self.pod_uid:
+            return False
+        if previous.generation != suspension.generation:
+            previous.generation = suspension.generation
+            self.runtime.wake(self.namespace, suspension.name)
+        return True
+
+    async def _observe_resumed(self, suspension: SuspensionInfo, pod: PodInfo) -> None:
+        """Nothing of this suspension is held here (any more): look, and report the processes as they are.
+
+        One STATUS exec: after an operator restart mid-resume, or for a suspension that never held the pod, the
+        status lists what really runs instead of assuming it."""
+        assert suspension.spec is not None
+        spec = suspension.spec
+        container = exec_container(pod, spec.container)
+        try:
+            if container is None:
+                raise PodFailure("NoContainer", f"pod has no container {spec.container!r}")
+            report = await run_script(self.runtime.executor, pod, container, Action.STATUS, spec.jobs, spec.processes)
+        except PodFailure as failure:
+            failures, _ = self.resume_checks.get(suspension.uid, (0, 0.0))
+            self.resume_checks[suspension.uid] = (failures + 1, time.monotonic())
+            self._report_failure(suspension, pod, failure, mode=Mode.RESUME)
             return
-        message = "nothing of it held here"
-        if left:
-            message = f"left stopped as they were before the suspension: {names(left)}"
-        self._report(suspension, pod, PodState.RESUMED, Mode.RESUME, message)
+        self.resume_checks.pop(suspension.uid, None)
+        live = [s for s in report.sockets if not is_stale(s)]
+        stopped = [(s.job, s.process) for s in live if not s.running]
+        message = f"{count(len(live) - len(stopped))} running" + (
+            f"; stopped, but not by a suspension: {names(stopped)}" if stopped else ""
+        )
+        processes = process_statuses(Mode.RESUME, report.sockets, settled=True)
+        self._report(suspension, pod, PodState.RESUMED, Mode.RESUME, message, processes=processes)
 
     def _report(
         self,
@@ -630,6 +670,10 @@ class PodWorker:
         previous = records.get(self.name)
         if previous is not None and previous == record:
             return
+        if previous is None or (previous.state, previous.message) != (record.state, record.message):
+            logger.info(
+                f"pod {self.namespace}/{self.name} for {suspension.name}: {record.state.value}: {record.message}"
+            )
         self.reported[suspension.uid] = suspension.name
         self.runtime.report(self.namespace, suspension.name, self.name, record)
 
@@ -656,7 +700,7 @@ class PodWorker:
     def _current_ledger(self, pod: PodInfo) -> Ledger:
         """Our last write, unless the index has a newer pod (someone else changed it since)."""
         if self.ledger is None or _version(pod.resource_version) > _version(self.resource_version):
-            self.ledger = parse_ledger({"processcontrol.dev/holds": pod.holds} if pod.holds else None)
+            self.ledger = parse_ledger({HOLDS_ANNOTATION: pod.holds} if pod.holds else None)
             self.resource_version = pod.resource_version
         return self.ledger
 

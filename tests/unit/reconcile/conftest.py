@@ -158,6 +158,9 @@ class World:
     def pods_of(self, namespace: str) -> list[PodInfo]:
         return [pod_info_from_body(body) for body in self.pods.values()]
 
+    def pod(self, namespace: str, name: str) -> PodInfo | None:
+        return pod_info_from_body(self.pods[name]) if name in self.pods else None
+
     def suspensions_of(self, namespace: str) -> list[SuspensionInfo]:
         return list(self.suspensions.values())
 
@@ -275,6 +278,7 @@ async def world(pods: dict[str, FakePod]) -> AsyncIterator[tuple[World, LocalExe
     executor = LocalExecutor(pods)
     runtime = Runtime(settings=SETTINGS, executor=executor, kube=made)  # type: ignore[arg-type]
     runtime.pods_of = made.pods_of
+    runtime.pod = made.pod
     runtime.suspensions_of = made.suspensions_of
     made.runtime = runtime
     for name in pods:
