@@ -229,7 +229,7 @@ async def test_image_without_sender_tools_fails_with_the_reason(
     final = kube.statuses[-1]
     assert conditions(final)["Stalled"] == ("True", "NoSenderTool")
     assert {p["state"] for p in final["pods"]} == {"Failed"}
-    assert "processcontrol,ncat,nc,socat,python3,perl" in final["pods"][0]["message"]
+    assert "perl,python3,processcontrol,ncat,nc,socat" in final["pods"][0]["message"]
     assert any(reason == "NoSenderTool" for reason, _ in events)
     assert wait is not None
     assert wait <= 1.0, "a failed pod is retried after the failure backoff"
