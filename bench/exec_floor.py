@@ -13,6 +13,10 @@ operator's own exec transport (`KubernetesPodExecutor`, its default concurrency 
 - status-stopped: STATUS with every process stopped (each socket is probed: the stale check)
 - old-status:   the script before issue 14 (read from git, `--old-ref`) in STATUS mode, for comparison
 
+Then the in-pod cost alone: the same commands run directly on this host against each pod's base directory (what
+kwok's local exec runs, without the exec), one pod after another: wall time and CPU (user+sys of the children) per
+pod. The floor there is `sh -c true`.
+
 Prints a table and writes bench/results/exec-floor-<date>.json. Leaves the control plane and the pods up (they
 belong to suspend_bench.py's group; `hack/controlplane.py down` stops them).
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -71,6 +77,33 @@ def check(outputs: Sequence[str], action: Action, want_running: bool | None) -> 
         "results": sorted({s.result for s in sockets}),
         "action": str(action),
     }
+
+
+def in_pod_cost(pods: Sequence[str], commands: dict[str, list[str]], repeats: int) -> dict[str, dict[str, float]]:
+    """Each command on each pod's base dir, no exec: ms of wall and of CPU per pod (median over the repeats)."""
+    paths = sb.sentinels(pods)
+    local = {"floor": ["sh", "-c", "true"], **{k: v for k, v in commands.items() if k != "floor"}}
+    out: dict[str, dict[str, float]] = {}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in local}
+    for _ in range(repeats):
+        for name in ("floor", "status", "old-status", "stop+wait", "status-stopped", "start+wait"):
+            sb.wait_all(paths, running=name != "start+wait" and name != "status-stopped")
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            began = time.monotonic()
+            for pod in pods:
+                base = sb.fakepods.base_dir(sb.NAMESPACE, pod)
+                env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(base))
+                subprocess.run(local[name], env=env, cwd=base, capture_output=True, check=True)
+            wall = time.monotonic() - began
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            samples[name].append((wall, cpu))
+    for name, values in samples.items():
+        out[name] = {
+            "wall_ms_per_pod": 1000 * statistics.median(w for w, _ in values) / len(pods),
+            "cpu_ms_per_pod": 1000 * statistics.median(c for _, c in values) / len(pods),
+        }
+    return out
 
 
 def main() -> int:
@@ -131,6 +164,8 @@ def main() -> int:
         return rows
 
     rows = asyncio.run(bench())
+    sb.say("in-pod cost, no exec")
+    local = in_pod_cost(pods, commands, args.repeats)
     floor = statistics.median(r["wall_s"] for r in rows["floor"])
     summary = {
         name: {
@@ -150,6 +185,7 @@ def main() -> int:
         "old_script_bytes": len(old_script.encode()),
         "machine": sb.machine(),
         "summary": summary,
+        "in_pod_cost": local,
         "samples": rows,
     }
     lines = [
@@ -159,6 +195,9 @@ def main() -> int:
     lines.append(f"{'command':<16} {'wall p50':>9} {'max':>7} {'x floor':>8}")
     for name, s in summary.items():
         lines.append(f"{name:<16} {s['wall_p50_s']:>8.3f}s {s['wall_max_s']:>6.3f}s {s['vs_floor']:>8.2f}")
+    lines += ["", "in-pod cost alone (no exec), per pod:", f"{'command':<16} {'wall':>9} {'CPU':>9}"]
+    for name, c in local.items():
+        lines.append(f"{name:<16} {c['wall_ms_per_pod']:>7.1f}ms {c['cpu_ms_per_pod']:>7.1f}ms")
     print("\n".join(lines))
     out = sb.BENCH / "results" / f"exec-floor-{datetime.now(UTC):%Y-%m-%d}-n{args.pods}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
