@@ -131,10 +131,9 @@ z() {
 # starts: a pipe could lose the race against `nc -w 0`). socat parses its address (':' ',' '!!' quotes,
 # brackets), so every byte but [A-Za-z0-9._/-] gets a backslash.
 x() {
-	case $m in
-	ncat | nc-ncat) set -- ${m%-ncat} --send-only --unixsock --udp -- "$1" ;;
-	nc) set -- nc -uU -w 0 -- "$1" ;;
-	socat)
+	# shellcheck disable=SC2086 # c is the tool's argv (ncat, nc), split on spaces
+	set -- $c "$1"
+	[ $m = socat ] && {
 		_i=$1
 		_p=
 		while [ "$_i" ]; do
@@ -147,8 +146,7 @@ x() {
 		done
 		set -- socat -t 0 /dev/null "UNIX-CONNECT:$_p,type=2"
 		[ "$pl" ] && set -- socat -t 0 - "UNIX-SENDTO:$_p"
-		;;
-	esac
+	}
 	if [ "$pl" ]; then
 		"$@" <<EOF
 $pl
@@ -170,11 +168,11 @@ y() {
 }
 
 D=$B/data
-if [ ! -d "$D" ]; then
+[ -d "$D" ] || {
 	e error no-base-dir "$D"
 	e end 0
 	exit 4
-fi
+}
 
 # Pick the tool: batch senders first (one process for every socket), then the per-socket ones.
 # processcontrol's interpreter is its pip/venv shebang's (`#!/path/python`; with arguments it is no path).
@@ -186,21 +184,19 @@ if h perl; then
 elif h python3; then
 	m=python3
 	pc=python3
-elif { read -r pc <"$(command -v processcontrol)"; } 2>/dev/null && pc=${pc#??} && case $pc in
-	/*python*) [ -x "$pc" ] ;;
-	*) false ;;
-	esac; then
+elif { read -r pc <"$(command -v processcontrol)"; } 2>/dev/null && pc=${pc#??} && [ -x "$pc" ] &&
+	[ "${pc%python*}" != "$pc" ]; then
 	m=processcontrol-python
 elif ! [ -w /tmp ]; then
 	h socat && m=socat || echo "$0: /tmp is not writable (ncat, nc)" >&2
 elif h ncat; then
-	m=ncat
+	m=ncat c='ncat --send-only --unixsock --udp --'
 elif h nc && case $(nc -h 2>&1 </dev/null) in
-	*Ncat*) m=nc-ncat ;;
-	*[Nn][Ii][Xx]?[Dd]omain*) m=nc ;;
+	*Ncat*) c='nc --send-only --unixsock --udp --' ;;
+	*[Nn][Ii][Xx]?[Dd]omain*) c='nc -uU -w 0 --' ;;
 	*) false ;;
 	esac; then
-	:
+	m=nc
 elif h socat; then
 	m=socat
 fi
@@ -248,7 +244,7 @@ if [ $a != STATUS ] && [ $m = none ] && [ $n -gt 0 ]; then
 	e end 0
 	exit 3
 fi
-e tool ${m%-ncat}
+e tool $m
 
 # Send (or probe) in rounds: R collects every round's SOCKET<tab>RESULT lines, framed by newlines for the
 # look-ups below. ENOENT (2) and ECONNREFUSED (111) get 3 more rounds 10, 30 and 60 ms apart: the Go original
@@ -321,7 +317,10 @@ while [ "$Q" ]; do
 	c=$((c + 10))
 done
 
-# Report every wanted socket: result, sentinel now, pid file, sentinel before.
+# Report every wanted socket: result, sentinel now, pid file, sentinel before. $1 $2 $3: the words for
+# sent, refused and anything else.
+set -- sent refused failed
+[ $a = STATUS ] && set -- probed stale probed
 IFS=$N
 for s in $P; do
 	IFS=$X
@@ -329,13 +328,9 @@ for s in $P; do
 	s=${s#?}
 	jp "$s"
 	case $R in
-	*"$N$s${T}sent$N"*) r=sent ;;
-	*"$N$s${T}111$N"*) r=refused ;;
-	*) r=failed ;;
-	esac
-	[ $a = STATUS ] && case $r in
-	refused) r=stale ;;
-	*) r=probed ;;
+	*"$N$s${T}sent$N"*) r=$1 ;;
+	*"$N$s${T}111$N"*) r=$2 ;;
+	*) r=$3 ;;
 	esac
 	u=0
 	[ -e "${s%.sock}.running" ] && u=1
