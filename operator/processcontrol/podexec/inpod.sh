@@ -46,7 +46,7 @@ export LC_ALL=C
 set -f
 # Short names keep the compact form small (comments cost nothing, they are not sent):
 #   a action, J jobs filter, K processes filter, M wait in ms, O the `only` pairs, B base dir, X default IFS,
-#   T tab, N newline, m the tool, pl the payload (empty = probe only).
+#   T tab, N newline, m the tool, c its argv (ncat, nc), pl the payload (empty = probe only), w ms waited.
 a=$1
 J=$2
 K=$3
@@ -298,7 +298,7 @@ IFS=$X
 # its present state.
 [ $a = STATUS ] || [ $M = 0 ] && Q=
 now && E=$((t + M))
-c=0
+w=0
 while [ "$Q" ]; do
 	IFS=$N
 	q=
@@ -311,10 +311,10 @@ while [ "$Q" ]; do
 	if [ "$E" ] && now; then
 		[ $t -lt $E ]
 	else
-		[ $c -lt $M ]
+		[ $w -lt $M ]
 	fi || break
 	z 10 .01
-	c=$((c + 10))
+	w=$((w + 10))
 done
 
 # Report every wanted socket: result, sentinel now, pid file, sentinel before. $1 $2 $3: the words for
