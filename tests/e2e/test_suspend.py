@@ -169,6 +169,6 @@ def test_image_without_sender_tools_is_reported(cluster: Cluster, tmp_path: obje
     wait_until(lambda: cluster.condition("no-tools", "Stalled").get("status") == "True", 30, "Stalled")
     stalled = cluster.condition("no-tools", "Stalled")
     assert stalled["reason"] == "NoSenderTool"
-    assert "processcontrol,ncat,nc,socat,python3,perl" in stalled["message"]
+    assert "perl,python3,processcontrol,ncat,nc,socat" in stalled["message"]
     assert all(cluster.all_states([pod], BOTH).values()), "nothing could be sent, so everything still runs"
     wait_until(lambda: "NoSenderTool" in {e["reason"] for e in cluster.events("no-tools")}, 10, "a NoSenderTool event")

@@ -1,362 +1,346 @@
 # processcontrol in-pod script: POSIX sh (tested with dash and bash --posix), no tools beyond one sender.
 #
-# Run as:  sh -c "$SCRIPT" processcontrol ACTION JOBS PROCESSES
+# This readable file is the source; what each exec sends is its compact form (script.py drops comment lines,
+# blank lines and leading tabs at import time). So: indent shell code with tabs only, never start a line of
+# data (here-document, PY/PL program) with a tab or a `#`, and indent the embedded Python with spaces.
+#
+# Run as:  sh -c "$SCRIPT" processcontrol ACTION JOBS PROCESSES [WAIT_MS [ONLY]]
 #   ACTION     STOP, START or STATUS
 #   JOBS       comma-separated job names to act on; empty = all
 #   PROCESSES  comma-separated process names to act on; empty = all
+#   WAIT_MS    STOP/START: wait in the pod up to this many ms for the sentinels to reach the target; 0 = no wait
+#   ONLY       `*` (default) = the filters alone; else comma-separated JOB/PROCESS pairs, also filtered; empty = none
 #
 # Values arrive only as positional arguments. They are compared as plain strings and never reach
 # `eval`, a glob, a `case` pattern or a command line: hostile names are harmless.
 #
-# Output (stdout), tab-separated, one line each, in no particular order between sockets:
+# Output (stdout), tab-separated, one line each:
 #   PCTL1 tool NAME                                       sender (STOP/START) or prober (STATUS) used, or none
-#   PCTL1 socket JOB PROCESS RESULT RUNNING PID           one per matching socket
+#   PCTL1 socket JOB PROCESS RESULT RUNNING PID WAS       one per matching socket
 #       RESULT   sent | refused | failed  (STOP/START)
-#                probed | stale           (STATUS: stale = the socket refuses a connection)
-#       RUNNING  1 if <process>_containerrun.running exists after the send, else 0
+#                probed | stale           (STATUS: stale = the socket refuses a connection; probed = it does not,
+#                                          or the sentinel says running so nothing was probed, or no prober)
+#       RUNNING  1 if <process>_containerrun.running exists at the end (after the send and the wait), else 0
 #       PID      the number in <base>/sys/run/bpm/<job>/<process>.pid, or -
+#       WAS      1 if the sentinel existed before anything was sent, else 0
 #   PCTL1 error no-base-dir PATH                          exit 4
-#   PCTL1 error no-sender-tool processcontrol,ncat,nc,socat,python3,perl   exit 3
-# Exit 0 otherwise, also when sockets refuse: the caller reads the lines. Usage errors exit 2.
+#   PCTL1 error no-sender-tool perl,python3,processcontrol,ncat,nc,socat   exit 3
+#   PCTL1 end COUNT                                       always last: COUNT socket lines came before it
+# Exit 0 otherwise, also when sockets refuse: the caller reads the lines. Usage errors exit 2, print nothing.
 #
-# Tools are tried in the order processcontrol, ncat, nc (OpenBSD or Ncat; other flavours lack -U and are
-# skipped), socat, python3, perl. ncat and OpenBSD nc bind a reply socket under /tmp, so they are skipped
-# when /tmp is not writable (read-only root filesystem); socat, python3 and perl need no file.
+# Cost: the fast path starts one process per exec besides sh: one perl or python3 (or processcontrol's own
+# Python, run with -I -S so it imports nothing of ours: `processcontrol send` costs ~140 ms of imports, its
+# interpreter ~40 ms, perl ~15 ms) sends to every socket, retries and times out. Sentinels and pid files are
+# read with shell built-ins. Only images with none of these fall back to one ncat/nc/socat per socket, at
+# most 8 at once. STATUS sends nothing and probes (connects to) only sockets whose sentinel is gone, since
+# only there must "stopped" be told from "stale" (connecting a datagram socket has no effect on the listener).
 #
-# "refused" is reported only when the tool itself says so (every supported tool prints the
-# ECONNREFUSED text "Connection refused"; LC_ALL=C keeps that text unlocalised).
+# ncat and OpenBSD nc bind a reply socket under /tmp, so they are skipped when /tmp is not writable.
+# "refused" is reported only when the tool says so (the ECONNREFUSED text; LC_ALL=C keeps it unlocalised).
 #
-# STATUS never sends a datagram: it only connect()s a datagram socket to the path, which fails
-# with ECONNREFUSED when no process is bound to it (a stale socket) and has no effect on the
-# listener otherwise. `processcontrol send` cannot connect without sending, so STATUS uses the
-# next tool, or else the Python named in processcontrol's shebang (tool `processcontrol-python`);
-# with none, every socket is reported `probed` (not checked).
-#
-# The original Go container-run unlinks and rebinds its socket after every datagram, so a send may
-# briefly see `refused` or `failed` (no such file) while it is healthy: callers retry before calling
-# a socket stale.
+# The original Go container-run unlinks and rebinds its socket after every datagram, so a send may briefly see
+# ENOENT or ECONNREFUSED while it is healthy: those are retried (3 more tries, ~100 ms in all) before a socket
+# is called refused/stale.
 
-LC_ALL=C
-export LC_ALL
+export LC_ALL=C
 set -f
-
-action=${1-}
-jobs=${2-}
-procs=${3-}
-base=${CONTAINERRUN_BASE_DIR:-/var/vcap}
-data=$base/data
-TAB=$(printf '\t')
-NL='
+# Short names keep the compact form small (comments cost nothing, they are not sent):
+#   a action, J jobs filter, K processes filter, M wait in ms, O the `only` pairs, B base dir, X default IFS,
+#   T tab, N newline, m the tool, c its argv (ncat, nc), pl the payload (empty = probe only), w ms waited.
+a=$1
+J=$2
+K=$3
+M=${4:-0}
+O=${5-*}
+B=${CONTAINERRUN_BASE_DIR:-/var/vcap}
+X=$IFS
+# A literal tab: $(printf '\t') would cost a fork.
+T='	'
+N='
 '
-TOOLS=processcontrol,ncat,nc,socat,python3,perl
 
-# Fixed programs for python3 and perl: argv = PAYLOAD SOCKET; empty payload = connect only.
-# Exit 2 with the strerror text on ECONNREFUSED, 1 on any other error.
-PY='import errno, socket, sys
-payload, path = sys.argv[1], sys.argv[2]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-try:
-    s.connect(path)
-    if payload:
-        s.send(payload.encode() + b"\n")
-except OSError as e:
-    sys.stderr.write("%s: %s\n" % (path, e.strerror))
-    sys.exit(2 if e.errno == errno.ECONNREFUSED else 1)'
-PL='use strict; use Socket;
-my ($payload, $path) = @ARGV;
-socket(my $s, PF_UNIX, SOCK_DGRAM, 0) or do { print STDERR "socket: $!\n"; exit 1 };
-my $ok = connect($s, pack_sockaddr_un($path));
-$ok = defined(send($s, "$payload\n", 0)) if $ok && length($payload);
-exit 0 if $ok;
-print STDERR "$path: $!\n";
-exit($!{ECONNREFUSED} ? 2 : 1);'
+# Batch senders, argv = PAYLOAD SOCKET...; an empty PAYLOAD connects only (the STATUS probe). They print
+# SOCKET<tab>sent or SOCKET<tab>ERRNO per socket; a send blocked by a full receive queue times out after 1 s.
+# Linux numbers keep them short (containers are Linux): AF_UNIX 1, SOCK_DGRAM 2, sockaddr_un = u16 family + path;
+# SOL_SOCKET 1, SO_SNDTIMEO 21 (x86, arm, s390x; elsewhere setsockopt fails and the send has no timeout).
+PY='import socket,sys
+p,*q=sys.argv[1:]
+for f in q:
+ s=socket.socket(1,2);s.settimeout(1)
+ try:s.connect(f);p and s.send(p.encode()+b"\n");e="sent"
+ except OSError as x:e=x.errno
+ print(f,e,sep="\t")'
+PL='($p,@q)=@ARGV;for(@q){socket$s,1,2,0;setsockopt$s,1,21,pack"l!l!",1,0;
+print"$_\t",connect($s,pack"Sa*",1,$_)&&(!length$p||send$s,"$p\n",0)?sent:0+$!,"\n"}'
 
-case $action in
-STOP | START | STATUS) ;;
-*)
-	printf 'usage: sh -c SCRIPT processcontrol {STOP|START|STATUS} JOBS PROCESSES\n' >&2
+case $a$M in
+STOP* | START* | STATUS*) [ "$M" -ge 0 ] 2>/dev/null ;;
+*) false ;;
+esac || {
+	echo "usage: $0 ACTION JOBS PROCESSES [MS [ONLY]]" >&2
 	exit 2
-	;;
-esac
-
-emit() {
-	_line=PCTL1
-	for _field; do
-		_line=$_line$TAB$_field
-	done
-	# One write per line (far below PIPE_BUF), so lines of parallel jobs never interleave.
-	printf '%s\n' "$_line"
 }
 
-# in_list NAME LIST: is NAME one of the comma-separated LIST? An empty LIST holds every name.
-in_list() {
-	[ -n "$2" ] || return 0
-	_saved_ifs=$IFS
+# e FIELD...: one output line, written at once.
+e() {
+	_l=PCTL1
+	for _f; do
+		_l=$_l$T$_f
+	done
+	printf '%s\n' "$_l"
+}
+
+# il NAME LIST: is NAME one of the comma-separated LIST? An empty LIST holds every name.
+il() {
+	[ -z "$2" ] && return
 	IFS=,
-	for _item in $2; do
-		if [ "x$_item" = "x$1" ]; then
-			IFS=$_saved_ifs
-			return 0
-		fi
+	for _x in $2; do
+		[ "x$_x" = "x$1" ] && break
 	done
-	IFS=$_saved_ifs
-	return 1
+	IFS=$X
+	[ "x$_x" = "x$1" ]
 }
 
-have() {
-	command -v "$1" >/dev/null 2>&1
+h() {
+	command -v "$1" >/dev/null
 }
 
-# nc may be OpenBSD netcat, Ncat, or a flavour without unix sockets (busybox, traditional): ask it.
-nc_kind=
-nc_quit=
-nc_help() {
-	_help=$(nc -h </dev/null 2>&1)
-	case $_help in
-	*Ncat*) nc_kind=ncat ;;
-	*"UNIX domain"* | *"UNIX-domain"* | *"unix domain"*) nc_kind=openbsd ;;
-	*) return 1 ;;
-	esac
-	case $_help in
-	*"-q secs"* | *"-q seconds"*) nc_quit=1 ;;
-	esac
-	return 0
+# now: t = milliseconds of uptime, read with a built-in; fails where /proc/uptime cannot be read.
+now() {
+	{ IFS=" " read -r t _ </proc/uptime; } 2>/dev/null || return
+	t=${t%.*}${t#*.}0
+	t=${t#"${t%%[!0]*}"}
 }
 
-# The console script's own interpreter (a pip/venv shebang), for probing when processcontrol is the only tool.
-pc_python=
-pc_python_find() {
-	_exe=$(command -v processcontrol 2>/dev/null) || return 1
-	[ -r "$_exe" ] || return 1
-	IFS= read -r _shebang <"$_exe" || [ -n "${_shebang-}" ] || return 1
-	case $_shebang in
-	'#!/'*) _interp=${_shebang#??} ;;
-	*) return 1 ;;
-	esac
-	case $_interp in
-	*' '* | *"$TAB"*) return 1 ;;
-	*python*) ;;
-	*) return 1 ;;
-	esac
-	[ -x "$_interp" ] || return 1
-	pc_python=$_interp
-}
-
-# socat_escape PATH: sets socat_path to PATH with a backslash before every byte but [A-Za-z0-9._/-]. socat parses
-# its address argument (':' ',' '!!' and, from 1.7.4, quotes and brackets are syntax; a backslash makes the next
-# character literal), so a socket whose name has those characters is otherwise a different path or an error.
-socat_escape() {
-	_in=$1
-	socat_path=
-	while [ -n "$_in" ]; do
-		_rest=${_in#?}
-		_c=${_in%"$_rest"}
-		_in=$_rest
-		case $_c in
-		[A-Za-z0-9._/-]) socat_path=$socat_path$_c ;;
-		*) socat_path=$socat_path\\$_c ;;
-		esac
-	done
-}
-
-# send_with TOOL PAYLOAD SOCKET: payload on stdin via a here-document, which the shell fills before the
-# tool starts (a pipe from printf could lose the race against `nc -w 0`'s zero-timeout poll).
-# Empty PAYLOAD: connect only (STATUS probe), nothing is sent.
-send_with() {
-	_t=$1
-	_p=$2
-	_s=$3
-	if [ -z "$_p" ]; then
-		case $_t in
-		ncat) ncat --send-only --unixsock --udp -- "$_s" </dev/null ;;
-		nc-ncat) nc --send-only --unixsock --udp -- "$_s" </dev/null ;;
-		nc-openbsd) nc -uU -w 0 -- "$_s" </dev/null ;;
-		socat)
-			socat_escape "$_s"
-			socat -t 0 /dev/null "UNIX-CONNECT:$socat_path,type=2"
-			;;
-		python3) python3 -I -S -c "$PY" "" "$_s" ;;
-		perl) perl -e "$PL" -- "" "$_s" ;;
-		processcontrol-python) "$pc_python" -I -S -c "$PY" "" "$_s" ;;
-		*) return 1 ;;
-		esac
-		return
+# z MS SECONDS: a short sleep. `sleep` with a fraction where it takes one (GNU, busybox), else spin on the
+# uptime clock for MS, else return at once: never a whole second.
+z() {
+	[ "$zf" ] || {
+		zf=0
+		sleep .001 2>/dev/null && zf=1
+	}
+	if [ $zf = 1 ]; then
+		sleep $2
+	elif now; then
+		_e=$((t + $1))
+		while now && [ $t -lt $_e ]; do :; done
 	fi
-	case $_t in
-	ncat)
-		ncat --send-only --unixsock --udp -- "$_s" <<EOF
-$_p
-EOF
-		;;
-	nc-ncat)
-		nc --send-only --unixsock --udp -- "$_s" <<EOF
-$_p
-EOF
-		;;
-	nc-openbsd)
-		if [ -n "$nc_quit" ]; then
-			nc -uU -q 0 -w 0 -- "$_s" <<EOF
-$_p
-EOF
-		else
-			nc -uU -w 0 -- "$_s" <<EOF
-$_p
-EOF
-		fi
-		;;
-	socat)
-		socat_escape "$_s"
-		socat -t 0 - "UNIX-SENDTO:$socat_path" <<EOF
-$_p
-EOF
-		;;
-	python3) python3 -I -S -c "$PY" "$_p" "$_s" </dev/null ;;
-	perl) perl -e "$PL" -- "$_p" "$_s" </dev/null ;;
-	*) return 1 ;;
-	esac
 }
 
-if [ ! -d "$data" ]; then
-	emit error no-base-dir "$data"
+# x SOCKET: one per-socket tool on SOCKET, payload on stdin from a here-document (filled before the tool
+# starts: a pipe could lose the race against `nc -w 0`). socat parses its address (':' ',' '!!' quotes,
+# brackets), so every byte but [A-Za-z0-9._/-] gets a backslash.
+x() {
+	# shellcheck disable=SC2086 # c is the tool's argv (ncat, nc), split on spaces
+	set -- $c "$1"
+	[ $m = socat ] && {
+		_i=$1
+		_p=
+		while [ "$_i" ]; do
+			_r=${_i#?}
+			_c=${_i%"$_r"}
+			case $_c in
+			[!A-Za-z0-9._/-]) _p=$_p\\ ;;
+			esac
+			_p=$_p$_c _i=$_r
+		done
+		set -- socat -t 0 /dev/null "UNIX-CONNECT:$_p,type=2"
+		[ "$pl" ] && set -- socat -t 0 - "UNIX-SENDTO:$_p"
+	}
+	if [ "$pl" ]; then
+		"$@" <<EOF
+$pl
+EOF
+	else
+		"$@" </dev/null
+	fi
+}
+
+# y SOCKET: x, printing SOCKET<tab>sent, else SOCKET<tab>111 if the tool says "refused" (the ECONNREFUSED
+# text; LC_ALL=C keeps it unlocalised), else SOCKET<tab>2.
+y() {
+	_r=sent
+	_o=$(x "$1" 2>&1) || case $_o in
+	*efused* | *EFUSED*) _r=111 ;;
+	*) _r=2 ;;
+	esac
+	printf '%s\t%s\n' "$1" $_r
+}
+
+D=$B/data
+[ -d "$D" ] || {
+	e error no-base-dir "$D"
+	e end 0
 	exit 4
+}
+
+# Pick the tool: batch senders first (one process for every socket), then the per-socket ones.
+# processcontrol's interpreter is its pip/venv shebang's (`#!/path/python`; with arguments it is no path).
+# ncat and OpenBSD nc bind a reply socket under /tmp: skipped where /tmp is not writable.
+# nc may be OpenBSD netcat, Ncat, or a flavour without unix sockets (busybox, traditional): its help tells.
+m=none
+if h perl; then
+	m=perl
+elif h python3; then
+	m=python3
+	pc=python3
+elif { read -r pc <"$(command -v processcontrol)"; } 2>/dev/null && pc=${pc#??} && [ -x "$pc" ] &&
+	[ "${pc%python*}" != "$pc" ]; then
+	m=processcontrol-python
+elif ! [ -w /tmp ]; then
+	h socat && m=socat || echo "$0: /tmp is not writable (ncat, nc)" >&2
+elif h ncat; then
+	m=ncat c='ncat --send-only --unixsock --udp --'
+elif h nc && case $(nc -h 2>&1 </dev/null) in
+	*Ncat*) c='nc --send-only --unixsock --udp --' ;;
+	*[Nn][Ii][Xx]?[Dd]omain*) c='nc -uU -w 0 --' ;;
+	*) false ;;
+	esac; then
+	m=nc
+elif h socat; then
+	m=socat
 fi
 
-# Pick the tool. STATUS needs one that can connect without sending, so it skips `processcontrol send`.
-# ncat and OpenBSD nc bind their own reply socket under /tmp (hard-coded): skip them where /tmp is read-only.
-tmp_ok=
-if [ -d /tmp ] && [ -w /tmp ]; then
-	tmp_ok=1
-fi
-tool=none
-impl=
-if [ "$action" != STATUS ] && have processcontrol; then
-	tool=processcontrol impl=processcontrol
-elif [ -n "$tmp_ok" ] && have ncat; then
-	tool=ncat impl=ncat
-elif [ -n "$tmp_ok" ] && have nc && nc_help; then
-	tool=nc impl=nc-$nc_kind
-elif have socat; then
-	tool=socat impl=socat
-elif have python3; then
-	tool=python3 impl=python3
-elif have perl; then
-	tool=perl impl=perl
-elif [ "$action" = STATUS ] && pc_python_find; then
-	tool=processcontrol-python impl=processcontrol-python
-fi
+# jp SOCKET: sets j (job) and p (process) from <data>/<job>/<process>_containerrun.sock.
+jp() {
+	f=${1%_containerrun.sock}
+	p=${f##*/}
+	f=${f%/*}
+	j=${f##*/}
+}
 
-# Discover sockets: <data>/<job>/<process>_containerrun.sock. Globbing is on only for this line;
-# the quoted part of the pattern is literal.
+# Discover sockets: <data>/<job>/<process>_containerrun.sock; globbing is on only for this line.
 set +f
-set -- "$data"/*/*_containerrun.sock
+set -- "$D"/*/*_containerrun.sock
 set -f
 
-suffix=_containerrun.sock
-
-# wanted SOCKET: sets job and proc from the path; true when the socket passes the filters.
-wanted() {
-	[ -S "$1" ] || return 1
-	dir=${1%/*}
-	job=${dir##*/}
-	file=${1##*/}
-	proc=${file%"$suffix"}
-	case $job$proc in
-	*"$TAB"* | *"$NL"*) return 1 ;; # cannot be reported on one line
+# P: the wanted sockets, one a line, each after a 1 if its sentinel exists now (before anything is sent), else 0.
+# S: those to send to (STOP/START) or to probe (STATUS: the sentinel is gone). n: how many are wanted.
+n=0
+for s; do
+	jp "$s"
+	# A name with a tab or newline cannot be reported on one line.
+	case $j$p in
+	*[$T$N]*) continue ;;
 	esac
-	in_list "$job" "$jobs" && in_list "$proc" "$procs"
-}
-
-matched=0
-for sock; do
-	if wanted "$sock"; then
-		matched=$((matched + 1))
+	[ -S "$s" ] && il "$j" "$J" && il "$p" "$K" || continue
+	case $O in
+	'*') ;;
+	'') continue ;;
+	*) il "$j/$p" "$O" || continue ;;
+	esac
+	n=$((n + 1))
+	if [ -e "${s%.sock}.running" ]; then
+		P=${P}1$s$N
+		[ $a = STATUS ] && continue
+	else
+		P=${P}0$s$N
 	fi
+	S=$S$s$N
 done
 
-if [ "$tool" = none ] && [ -z "$tmp_ok" ] && { have ncat || have nc; }; then
-	printf 'processcontrol: ncat/nc present but unusable: /tmp is not writable\n' >&2
-fi
-if [ "$action" != STATUS ] && [ "$tool" = none ] && [ "$matched" -gt 0 ]; then
-	emit error no-sender-tool "$TOOLS"
+if [ $a != STATUS ] && [ $m = none ] && [ $n -gt 0 ]; then
+	e error no-sender-tool perl,python3,processcontrol,ncat,nc,socat
+	e end 0
 	exit 3
 fi
-emit tool "$tool"
+e tool $m
 
-report_one() {
-	_sock=$1
-	_job=$2
-	_proc=$3
-	if [ "$action" = STATUS ]; then
-		_ok=probed
-		_no=stale
-		_fail=probed
-		_payload=
-	else
-		_ok=sent
-		_no=refused
-		_fail=failed
-		_payload=$action
-	fi
-	if [ -z "$impl" ]; then
-		_result=$_ok
-	elif [ "$impl" = processcontrol ]; then
-		_result=$_fail
-		while IFS= read -r _line; do
-			case $_line in
-			"sent "*" $_sock" | "sent "*" $_sock: "*) _result=$_ok ;;
-			"refused "*" $_sock" | "refused "*" $_sock: "*) _result=$_no ;;
-			esac
-		done <<EOF
-$batch
-EOF
-	elif _err=$(send_with "$impl" "$_payload" "$_sock" 2>&1); then
-		_result=$_ok
-	else
-		case $_err in
-		*[Rr]efused* | *REFUSED*) _result=$_no ;;
-		*) _result=$_fail ;;
+# Send (or probe) in rounds: R collects every round's SOCKET<tab>RESULT lines, framed by newlines for the
+# look-ups below. ENOENT (2) and ECONNREFUSED (111) get 3 more rounds 10, 30 and 60 ms apart: the Go original
+# unlinks and rebinds its socket after every datagram. Per-socket tools run at most 8 at once.
+pl=$a
+[ $a = STATUS ] && pl=
+IFS=$N
+# shellcheck disable=SC2086 # split on newlines only, globbing is off
+set -- $S
+R=$N
+Q=
+for d in .01 .03 .06 0; do
+	[ $# = 0 ] && break
+	IFS=$X
+	case $m in
+	none) o= ;;
+	perl) o=$(perl -e "$PL" -- "$pl" "$@") ;;
+	p*) o=$("$pc" -I -S -c "$PY" "$pl" "$@") ;;
+	*)
+		o=$(
+			k=0
+			for s; do
+				y "$s" &
+				k=$((k + 1))
+				[ $k -lt 8 ] || {
+					wait
+					k=0
+				}
+			done
+			wait
+		)
+		;;
+	esac
+	R=$R$o$N
+	IFS=$N
+	q=
+	for s in $o; do
+		case $s in
+		*"${T}sent") Q=$Q${s%"$T"*}$N ;;
+		*"${T}2" | *"${T}111") q=$q${s%"$T"*}$N ;;
 		esac
-	fi
-	_running=0
-	[ -e "${_sock%"$suffix"}_containerrun.running" ] && _running=1
-	_pid=-
-	_pidfile=$base/sys/run/bpm/$_job/$_proc.pid
-	if [ -f "$_pidfile" ] && [ -r "$_pidfile" ]; then
-		_pv=
-		IFS= read -r _pv <"$_pidfile" || :
-		_pv=${_pv%"${_pv##*[0-9]}"} # drop trailing whitespace/CR
-		_pv=${_pv#"${_pv%%[0-9]*}"} # drop leading whitespace
-		case $_pv in
-		'' | *[!0-9]*) ;;
-		*) _pid=$_pv ;;
-		esac
-	fi
-	emit socket "$_job" "$_proc" "$_result" "$_running" "$_pid"
-}
-
-# `processcontrol send` takes every socket at once: one Python start-up instead of one per socket.
-# Its lines are `RESULT PATH[: why]`; report_one reads each socket's result from them.
-batch=
-if [ "$impl" = processcontrol ]; then
-	count=$#
-	while [ "$count" -gt 0 ]; do
-		sock=$1
-		shift
-		count=$((count - 1))
-		if wanted "$sock"; then
-			set -- "$@" "$sock"
-		fi
 	done
-	if [ "$#" -gt 0 ]; then
-		batch=$(processcontrol send "$action" -- "$@" </dev/null 2>&1) || :
-	fi
-fi
-
-# Every socket in parallel: no socket waits for another's tool start-up.
-for sock; do
-	if wanted "$sock"; then
-		report_one "$sock" "$job" "$proc" &
-	fi
+	set -- $q
+	[ $# = 0 ] || z 60 $d
 done
-wait
-exit 0
+IFS=$X
+
+# Wait in the pod for the sockets that took the command: STOP until the sentinel is gone, START until it is
+# there, at most M ms (by /proc/uptime, else counted in naps). Polls every 10 ms.
+# Q: the sockets still on their way (filled by the send rounds); g: the action still pending for a socket in
+# its present state.
+[ $a = STATUS ] || [ $M = 0 ] && Q=
+now && E=$((t + M))
+w=0
+while [ "$Q" ]; do
+	IFS=$N
+	q=
+	for s in $Q; do
+		[ -e "${s%.sock}.running" ] && g=STOP || g=START
+		[ $a = $g ] && q=$q$s$N
+	done
+	IFS=$X
+	Q=$q
+	if [ "$E" ] && now; then
+		[ $t -lt $E ]
+	else
+		[ $w -lt $M ]
+	fi || break
+	z 10 .01
+	w=$((w + 10))
+done
+
+# Report every wanted socket: result, sentinel now, pid file, sentinel before. $1 $2 $3: the words for
+# sent, refused and anything else.
+set -- sent refused failed
+[ $a = STATUS ] && set -- probed stale probed
+IFS=$N
+for s in $P; do
+	IFS=$X
+	v=${s%"${s#?}"}
+	s=${s#?}
+	jp "$s"
+	case $R in
+	*"$N$s${T}sent$N"*) r=$1 ;;
+	*"$N$s${T}111$N"*) r=$2 ;;
+	*) r=$3 ;;
+	esac
+	u=0
+	[ -e "${s%.sock}.running" ] && u=1
+	i=
+	{ IFS= read -r i <"$B/sys/run/bpm/$j/$p.pid"; } 2>/dev/null
+	i=${i%"${i##*[0-9]}"}
+	i=${i#"${i%%[0-9]*}"}
+	case $i in
+	'' | *[!0-9]*) i=- ;;
+	esac
+	e socket "$j" "$p" $r $u $i $v
+done
+e end $n

@@ -9,6 +9,9 @@ synchronous, so every exec runs in a worker thread of its own pool and the event
 - Bounded: an `asyncio.Semaphore` caps concurrent execs; every attempt has a deadline, enforced in the thread
   (`run_forever(timeout=...)`, then the websocket is closed) and again on the event loop, so a hanging pod
   costs its own caller one timeout and never holds up the others.
+- Bounded in memory: stdout and stderr together are read up to `max_output_bytes` (1 MiB by default), frame by
+  frame; a container that floods its output fails that exec with `ExecOutputTooLarge` and the stream is closed.
+  (`WSClient.run_forever` would keep everything, twice: per channel and in its `_all` capture.)
 - Retried: only failures that may pass (connection errors, HTTP 429 and 5xx, and optionally timeouts) are
   retried, with exponential backoff and jitter. STOP, START and STATUS are idempotent, so a retry after a
   command that did run is harmless.
@@ -24,6 +27,8 @@ import json
 import logging
 import random
 import re
+import select
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +44,10 @@ logger = logging.getLogger(__name__)
 STDOUT_CHANNEL = 1
 STDERR_CHANNEL = 2
 ERROR_CHANNEL = 3
+CHANNELS = (STDOUT_CHANNEL, STDERR_CHANNEL, ERROR_CHANNEL)
+# websocket-client's opcodes (ABNF.OPCODE_*), spelled out so the module imports without it.
+_OPCODE_CLOSE = 0x8
+_OPCODE_DATA = (0x1, 0x2)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,16 @@ class PodExecutor(Protocol):
 
 class ExecUnavailable(ExecFailed):
     """An exec failure that may pass by itself (connection error, HTTP 429 or 5xx): retried."""
+
+
+class ExecOutputTooLarge(ExecFailed):
+    """The command printed more than the transport reads; not retried (it would print as much again)."""
+
+
+# What one exec may print (stdout and stderr together): the in-pod script prints ~100 bytes per socket.
+MAX_OUTPUT_BYTES = 1 << 20
+# The v5 protocol's channel for closing a stream; not output.
+CLOSE_CHANNEL = 255
 
 
 @dataclass(frozen=True)
@@ -207,8 +226,9 @@ def _exit_status(raw: str, call: ExecCall) -> int | None:
 class KubernetesExec:
     """The real `ExecOnce`: one websocket exec with a per-thread `ApiClient` (kubernetes-client/python#928)."""
 
-    def __init__(self, configuration: Any) -> None:
+    def __init__(self, configuration: Any, max_output_bytes: int = MAX_OUTPUT_BYTES) -> None:
         self.configuration = configuration
+        self.max_output_bytes = max_output_bytes
         self._local = threading.local()
         self._lock = threading.Lock()
         self._clients: list[Any] = []
@@ -251,21 +271,55 @@ class KubernetesExec:
         handle.attach(ws.close)
         try:
             try:
-                remaining = deadline - time.monotonic()
-                if remaining > 0:
-                    ws.run_forever(timeout=remaining)
+                channels, finished = self._read(ws.sock, deadline, call)
+            except ExecError:
+                raise
             except Exception as error:
                 if handle.closed:
                     raise ExecTimeout(f"{call.what}: no answer within {call.timeout_s:g}s") from error
                 raise classify_exec_error(error, call) from error
-            if handle.closed or ws.is_open():
+            if handle.closed or not finished:
                 raise ExecTimeout(f"{call.what}: no answer within {call.timeout_s:g}s")
-            stdout = ws.read_channel(STDOUT_CHANNEL)
-            stderr = ws.read_channel(STDERR_CHANNEL)
-            returncode = _exit_status(ws.read_channel(ERROR_CHANNEL), call)
         finally:
             _quietly(ws.close)
-        return ExecResult(str(stdout), str(stderr), returncode, time.monotonic() - started)
+        stdout, stderr, status = (channels[c].decode("utf-8", "replace") for c in CHANNELS)
+        returncode = _exit_status(status, call)
+        return ExecResult(stdout, stderr, returncode, time.monotonic() - started)
+
+    def _read(self, sock: Any, deadline: float, call: ExecCall) -> tuple[dict[int, bytearray], bool]:
+        """Read frames until the server closes the stream (True) or the deadline passes (False).
+
+        One frame at a time, counting output as it comes: `WSClient.update` drains every frame already
+        available before it returns, so a fast flood would grow without bound inside one call.
+        """
+        channels: dict[int, bytearray] = {c: bytearray() for c in CHANNELS}
+        output = 0
+        while True:
+            buffered = isinstance(sock.sock, ssl.SSLSocket) and sock.sock.pending()
+            if not buffered:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return channels, False
+                readable, _, _ = select.select([sock.sock], [], [], remaining)
+                if not readable:
+                    continue
+            opcode, frame = sock.recv_data_frame(True)
+            if opcode == _OPCODE_CLOSE:
+                return channels, True
+            data = frame.data if isinstance(frame.data, bytes) else str(frame.data).encode()
+            if opcode not in _OPCODE_DATA or not data or data[0] not in channels:
+                continue  # pings, the v5 close channel, channels we did not ask for
+            channel, payload = data[0], data[1:]
+            if channel != ERROR_CHANNEL:
+                output += len(payload)
+                if output > self.max_output_bytes:
+                    raise ExecOutputTooLarge(
+                        f"{call.what}: the command printed more than {self.max_output_bytes} bytes;"
+                        " stopped reading (does the container's sh print on start-up?)"
+                    )
+            elif len(channels[channel]) + len(payload) > self.max_output_bytes:
+                raise ExecOutputTooLarge(f"{call.what}: the exit status is larger than {self.max_output_bytes} bytes")
+            channels[channel] += payload
 
     def close(self) -> None:
         with self._lock:
@@ -290,6 +344,7 @@ class KubernetesPodExecutor:
         exec_once: ExecOnce | None = None,
         grace_s: float = 2.0,
         rng: random.Random | None = None,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -305,7 +360,7 @@ class KubernetesPodExecutor:
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
         self._kubernetes_exec: KubernetesExec | None = None
         if exec_once is None:
-            self._kubernetes_exec = KubernetesExec(configuration)
+            self._kubernetes_exec = KubernetesExec(configuration, max_output_bytes)
             exec_once = self._kubernetes_exec
             _bound_websocket_handshake(timeout_s)
         self._exec_once: ExecOnce = exec_once

@@ -42,7 +42,7 @@ def test_stop_and_start_real_containerrun(pod: Pod, containerruns: Start, tmp_pa
     run = run_script(pod.base, "STOP", ["pxc-mysql", "gone"], path=bin_dir)
     assert run.returncode == 0, run.stderr
     report = run.report
-    assert report.tool == tool
+    assert report.tool == ("processcontrol-python" if tool == "processcontrol" else tool)
     results = {(s.job, s.process): s.result for s in report.sockets}
     assert results == {
         ("pxc-mysql", "mysql"): "sent",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import socket
@@ -15,6 +16,7 @@ import socketserver
 import struct
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +24,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from processcontrol.exceptions import ExecFailed, ExecForbidden, ExecTimeout, PodGone
-from processcontrol.podexec.transport import ExecUnavailable, KubernetesExec, KubernetesPodExecutor
+from processcontrol.podexec.transport import (
+    ExecOutputTooLarge,
+    ExecUnavailable,
+    KubernetesExec,
+    KubernetesPodExecutor,
+)
 
 kubernetes = pytest.importorskip("kubernetes")
 
@@ -105,6 +112,21 @@ class Handler(socketserver.BaseRequestHandler):
         )
         if pod == "hangs":
             time.sleep(5)
+            return
+        if pod.startswith("flood"):
+            # A container whose sh prints without end (a profile script, a broken image): 64 KiB frames of
+            # stdout until the client hangs up, or 64 MiB in all.
+            chunk = frame(b"\x01" + b"y" * 65536)
+            with contextlib.suppress(OSError):
+                for _ in range(1024):
+                    conn.sendall(chunk)
+            return
+        if pod == "big-but-fine":
+            conn.sendall(frame(b"\x01" + b"z" * 700_000))
+            conn.sendall(frame(b"\x02" + b"w" * 200_000))
+            conn.sendall(frame(b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode()))
+            self.release()
+            conn.sendall(frame(struct.pack("!H", 1000), opcode=0x8))
             return
         time.sleep(0.05)  # long enough for parallel execs to overlap
         command = query.get("command", [])
@@ -271,3 +293,39 @@ async def test_hanging_exec_times_out(configuration: Any, pod: str) -> None:
     finally:
         ex.close()
     assert time.monotonic() - started < 3
+
+
+async def test_flooding_output_fails_that_exec_and_memory_stays_flat(configuration: Any) -> None:
+    """Issue 13 item 4: read at most 1 MiB; before, `run_forever` kept all 64 MiB (twice) and returned it."""
+    ex = make(configuration, timeout_s=20.0)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExecOutputTooLarge, match="printed more than 1048576 bytes") as caught:
+            await ex.run("ns", "flood-1", "c", ["sh", "-c", "yes"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        ex.close()
+    assert isinstance(caught.value, ExecFailed)
+    assert "flood-1" in str(caught.value)
+    assert peak < 8 * 1024 * 1024  # the bound plus a few frames, far from the 64 MiB sent
+
+
+async def test_output_under_the_bound_is_read_whole(configuration: Any) -> None:
+    ex = make(configuration)
+    try:
+        result = await ex.run("ns", "big-but-fine", "c", ["true"])
+    finally:
+        ex.close()
+    assert result.stdout == "z" * 700_000
+    assert result.stderr == "w" * 200_000
+    assert result.returncode == 0
+
+
+async def test_the_bound_is_configurable(configuration: Any) -> None:
+    ex = make(configuration, max_output_bytes=100_000)
+    try:
+        with pytest.raises(ExecOutputTooLarge, match="100000 bytes"):
+            await ex.run("ns", "big-but-fine", "c", ["true"])
+    finally:
+        ex.close()

@@ -194,7 +194,9 @@ class ScriptedExecutor:
                 result = "sent"
             running = state.running[key]
             pid = "4242" if running else "-"
-            lines.append(f"{PREFIX}\tsocket\t{job}\t{process}\t{result}\t{int(running)}\t{pid}")
+            # STOP/START do not change `running` here (containerrun takes a moment): it is also the state before.
+            lines.append(f"{PREFIX}\tsocket\t{job}\t{process}\t{result}\t{int(running)}\t{pid}\t{int(running)}")
+        lines.append(f"{PREFIX}\tend\t{len(lines) - 1}")
         return ExecResult("\n".join(lines) + "\n", "", 0, 0.001)
 
     def restart(self, pod: str) -> None:
