@@ -9,7 +9,7 @@
 #   JOBS       comma-separated job names to act on; empty = all
 #   PROCESSES  comma-separated process names to act on; empty = all
 #   WAIT_MS    STOP/START: wait in the pod up to this many ms for the sentinels to reach the target; 0 = no wait
-#   ONLY       `*` (default) = the filters alone; else comma-separated JOB/PROCESS pairs, also filtered; empty = none
+#   ONLY       `*` (default) = the filters alone; else JOB/PROCESS pairs one a line, also filtered; empty = none
 #
 # Values arrive only as positional arguments. They are compared as plain strings and never reach
 # `eval`, a glob, a `case` pattern or a command line: hostile names are harmless.
@@ -227,7 +227,8 @@ for s; do
 	case $O in
 	'*') ;;
 	'') continue ;;
-	*) il "$j/$p" "$O" || continue ;;
+	# Quoted, so a name is compared as a string even when it holds pattern characters.
+	*) case $N$O$N in *"$N$j/$p$N"*) ;; *) continue ;; esac ;;
 	esac
 	n=$((n + 1))
 	if [ -e "${s%.sock}.running" ]; then

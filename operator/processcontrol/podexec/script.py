@@ -44,8 +44,9 @@ COMPACT_SCRIPT: str = compact(SCRIPT)
 PREFIX = "PCTL1"
 # What the script names as $0; it shows up in `ps` inside the pod and in the script's own messages.
 SCRIPT_NAME = "processcontrol"
-# Names that `only` can carry: they are joined as JOB/PROCESS,... so neither '/' nor ',' may occur in them.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# `only` carries JOB/PROCESS pairs one a line. Any name a socket path can hold fits (a path component has no
+# '/'), except names with a tab or a newline, which the script never reports and so nobody can ask for.
+UNSELECTABLE = re.compile(r"[/\t\n]|^$")
 
 SocketResult = Literal["sent", "refused", "failed", "probed", "stale"]
 ScriptErrorKind = Literal["no-sender-tool", "no-base-dir"]
@@ -105,10 +106,9 @@ def build_command(
         selected = "*"
     else:
         for job, process in only:
-            for name in (job, process):
-                if not NAME.fullmatch(name):
-                    raise ValueError(f"cannot select {job!r}/{process!r}: names must match {NAME.pattern}")
-        selected = ",".join(f"{job}/{process}" for job, process in only)
+            if UNSELECTABLE.search(job) or UNSELECTABLE.search(process):
+                raise ValueError(f"cannot select {job!r}/{process!r}: empty, or with '/', a tab or a newline")
+        selected = "\n".join(f"{job}/{process}" for job, process in only)
     wait_ms = round(wait_s * 1000)
     return [
         "sh",

@@ -34,9 +34,13 @@ async def run_script(
     action: Action,
     jobs: Sequence[str],
     processes: Sequence[str],
+    *,
+    only: Sequence[tuple[str, str]] | None = None,
+    wait_s: float = 0.0,
 ) -> ScriptReport:
-    """One exec of the in-pod script; raises `PodFailure` with a reason when it gives no usable report."""
-    command = build_command(action, jobs, processes)
+    """One exec of the in-pod script (see `build_command` for `only` and `wait_s`); raises `PodFailure` with a
+    reason when it gives no usable report."""
+    command = build_command(action, jobs, processes, only=only, wait_s=wait_s)
     try:
         result = await executor.run(pod.namespace, pod.name, container, command)
     except ExecError as error:
@@ -55,18 +59,6 @@ async def run_script(
     if report.error == "no-base-dir":
         raise PodFailure("NoSockets", f"no containerrun data directory {report.error_detail} in container {container}")
     return report
-
-
-async def start_exactly(
-    executor: PodExecutor, pod: PodInfo, container: str, pairs: Sequence[tuple[str, str]]
-) -> list[SocketReport]:
-    """START exactly these (job, process) pairs: one exec per job, its processes as the filter."""
-    reports: list[SocketReport] = []
-    for job in sorted({job for job, _ in pairs}):
-        wanted = sorted({process for j, process in pairs if j == job})
-        report = await run_script(executor, pod, container, Action.START, [job], wanted)
-        reports.extend(report.sockets)
-    return reports
 
 
 def is_stale(socket: SocketReport) -> bool:

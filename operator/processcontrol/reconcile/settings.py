@@ -21,6 +21,12 @@ class OperatorSettings(BaseSettings):
         description="How long a process may take to stop or start before the pod is Failed "
         "(longer than containerrun's 20 s stop timeout).",
     )
+    in_pod_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long one STOP or START exec waits inside the pod for the processes to get there before it "
+        "reports: most pods are verified by that one exec; the rest by status probes until verify_timeout_s.",
+    )
     verify_interval_s: float = Field(default=0.25, gt=0, description="First delay between verification polls.")
     reverify_interval_s: float = Field(
         default=300.0,

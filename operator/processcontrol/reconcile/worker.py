@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,7 +27,7 @@ import kopf
 
 from processcontrol.api import API_VERSION, KIND, SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
 from processcontrol.exceptions import ApiError, Conflict, LedgerError, PodFailure
-from processcontrol.podexec.script import Action
+from processcontrol.podexec.script import Action, SocketReport
 from processcontrol.reconcile.ledger import (
     HOLDS_ANNOTATION,
     Hold,
@@ -49,7 +49,6 @@ from processcontrol.reconcile.pods import (
     observed,
     process_statuses,
     run_script,
-    start_exactly,
 )
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
 from processcontrol.reconcile.targets import PodInfo, exec_container
@@ -258,10 +257,20 @@ class PodWorker:
                 self._fail_release(pod, leaving, by_uid, failure)
                 return
             try:
-                sockets = await start_exactly(self.runtime.executor, pod, container, plan.to_start)
+                report = await run_script(
+                    self.runtime.executor,
+                    pod,
+                    container,
+                    Action.START,
+                    [],
+                    [],
+                    only=plan.to_start,
+                    wait_s=self.settings.in_pod_wait_s,
+                )
             except PodFailure as failure:
                 self._fail_release(pod, leaving, by_uid, failure)
                 return
+            sockets = report.sockets
             # A socket nobody answers (or that is gone) has no containerrun holding its process: a restarted
             # containerrun starts it by itself. Only a send that failed for another reason keeps its hold.
             undelivered = [(s.job, s.process) for s in sockets if s.result == "failed"]
@@ -280,16 +289,9 @@ class PodWorker:
             self.progress.pop(uid, None)
         started = tuple(pair for pair in plan.to_start if pair not in undelivered)
         monotonic = time.monotonic()
-        if started:
-            self.starting.append(
-                Starting(
-                    pairs=started,
-                    container=container or "",
-                    suspensions=names_by_uid,
-                    started=monotonic,
-                    checked=monotonic,
-                )
-            )
+        starting = Starting(
+            pairs=started, container=container or "", suspensions=names_by_uid, started=monotonic, checked=monotonic
+        )
         for uid, name in names_by_uid.items():
             suspension = by_uid.get(uid)
             if suspension is None:
@@ -310,6 +312,10 @@ class PodWorker:
                     f"started {names(started)}, waiting for them to run",
                     processes=[ProcessStatus(job=j, process=p, state=ProcessState.STOPPED) for j, p in started],
                 )
+        if started:
+            # The START exec waited in the pod: usually they run already, and that report is the verification.
+            self.starting.append(starting)
+            self._settle_start(pod, starting, sockets, by_uid)
         for uid in refiltered:
             self.progress.pop(uid, None)
 
@@ -336,7 +342,9 @@ class PodWorker:
         """Poll until the processes started run; past the verification deadline, say which do not."""
         starting.checked = time.monotonic()
         try:
-            report = await run_script(self.runtime.executor, pod, starting.container, Action.STATUS, [], [])
+            report = await run_script(
+                self.runtime.executor, pod, starting.container, Action.STATUS, [], [], only=starting.pairs
+            )
         except PodFailure as failure:
             if starting.checked - starting.started > self.settings.verify_timeout_s:
                 self.starting.remove(starting)
@@ -344,10 +352,16 @@ class PodWorker:
                     if uid in by_uid:
                         self._report_failure(by_uid[uid], pod, failure, mode=Mode.RESUME, lasting=True)
             return
-        running = {(s.job, s.process) for s in report.sockets if s.running}
+        self._settle_start(pod, starting, report.sockets, by_uid)
+
+    def _settle_start(
+        self, pod: PodInfo, starting: Starting, sockets: Sequence[SocketReport], by_uid: dict[str, SuspensionInfo]
+    ) -> None:
+        """Report the processes started as running once they all are, or as late past the deadline."""
+        running = {(s.job, s.process) for s in sockets if s.running}
         waiting = [pair for pair in starting.pairs if pair not in running]
-        chosen = [s for s in report.sockets if (s.job, s.process) in set(starting.pairs)]
-        timed_out = starting.checked - starting.started > self.settings.verify_timeout_s
+        chosen = [s for s in sockets if (s.job, s.process) in set(starting.pairs)]
+        timed_out = time.monotonic() - starting.started > self.settings.verify_timeout_s
         if waiting and not timed_out:
             return
         self.starting.remove(starting)
@@ -468,7 +482,15 @@ class PodWorker:
             if not self._still_wanted(suspension.uid):
                 return  # let go while we looked: the next step gives the hold back, no STOP sent
         action = Action.STOP if send else Action.STATUS
-        report = await run_script(self.runtime.executor, pod, hold.container, action, spec.jobs, spec.processes)
+        report = await run_script(
+            self.runtime.executor,
+            pod,
+            hold.container,
+            action,
+            spec.jobs,
+            spec.processes,
+            wait_s=self.settings.in_pod_wait_s if send else 0.0,
+        )
         if not report.sockets:
             raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
         held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []

@@ -318,3 +318,18 @@ def test_compact_form_behaves_like_the_readable_source(
     assert [len(r.sockets) for r in seen["compact"]] == [4, 3, 4, 4]
     for runner in runners:
         assert runner.sentinel.exists()
+
+
+@pytest.mark.parametrize("tool", ["perl", "socat"])
+def test_only_selects_sockets_whose_names_are_shell_code_or_patterns(pod: Pod, tmp_path: Path, tool: str) -> None:
+    """A release gives back what the ledger names: any name a socket path can hold must be selectable, as a plain
+    string (a `*` selects only the socket called `*`)."""
+    names = [("$(touch x)", "p"), ("j", "x,y"), ("*", "?"), ("-n", "-e"), ("a b", "'\"&&")]
+    listeners = {pair: pod.listen(*pair) for pair in [*names, ("j", "other")]}
+    path = bin_dir_for(tool, tmp_path / "bin", ("sleep",))
+    report = run(pod, Action.STOP, path, only=[*names[:3], ("-n", "-e")])
+    assert {(s.job, s.process) for s in report.sockets} == {*names[:3], ("-n", "-e")}
+    for pair in [*names[:3], ("-n", "-e")]:
+        assert listeners[pair].wait_for(1) == [b"STOP\n"], pair
+    assert listeners[("j", "other")].received == [] and listeners[("a b", "'\"&&")].received == []
+    assert not list(Path.cwd().glob("x")) and not (pod.base / "x").exists()

@@ -58,15 +58,20 @@ def test_build_command_empty_filters_mean_all() -> None:
 
 def test_build_command_only_and_wait() -> None:
     command = build_command(Action.START, ["a"], [], only=[("a", "x"), ("b.1", "y_2-z")], wait_s=2.5)
-    assert command[-3:] == ["", "2500", "a/x,b.1/y_2-z"]
+    assert command[-3:] == ["", "2500", "a/x\nb.1/y_2-z"]
     assert build_command(Action.STOP, [], [], only=[])[-1] == ""
     assert build_command(Action.STOP, [], [], wait_s=0.0004)[-2] == "0"
 
 
-@pytest.mark.parametrize("pair", [("a/b", "x"), ("a", "x,y"), ("", "x"), ("-a", "x"), ("a", "*"), ("a", "x\n")])
-def test_build_command_rejects_names_only_cannot_carry(pair: tuple[str, str]) -> None:
-    with pytest.raises(ValueError, match="names must match"):
+@pytest.mark.parametrize("pair", [("a/b", "x"), ("", "x"), ("a", "x\ny"), ("a\tb", "x")])
+def test_build_command_rejects_names_no_socket_path_reports(pair: tuple[str, str]) -> None:
+    with pytest.raises(ValueError, match="cannot select"):
         build_command(Action.STOP, [], [], only=[pair])
+
+
+def test_build_command_only_carries_any_other_name() -> None:
+    hostile = [("$(touch x)", "p"), ("j", "x,y"), ("*", "?"), ("-n", "-e"), ("a b", "'\"&&")]
+    assert build_command(Action.START, [], [], only=hostile)[-1].split("\n") == [f"{j}/{p}" for j, p in hostile]
 
 
 @pytest.mark.parametrize("wait_s", [-1.0, float("nan"), float("inf")])
