@@ -54,8 +54,17 @@ e2e: $(STAMP) ## End-to-end tests on the real local control plane (builds it on 
 test: lint typecheck unit e2e ## Everything CI runs: lint, type check, unit and e2e tests
 
 .PHONY: crds
-crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml from the pydantic models
+crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml (and the chart's copy) from the pydantic models
 	$(VENV)/bin/processcontrol crd > crds/processsuspensions.yaml
+	cp crds/processsuspensions.yaml charts/processcontrol/crds/processsuspensions.yaml
+
+.PHONY: chart-schema
+chart-schema: $(STAMP) ## Regenerate the settings part of the chart's values.schema.json from the settings model
+	$(PY) hack/chart_schema.py
+
+.PHONY: dist
+dist: $(STAMP) ## Build dist/install.yaml (deploy/ in one file) and dist/processcontrol-<version>.tgz (the Helm chart)
+	$(PY) hack/chart.py dist
 
 .PHONY: controlplane
 controlplane: $(STAMP) ## Build (cached) and start the local control plane: etcd, kube-apiserver, controller-manager, kwok
