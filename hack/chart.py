@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import os
 import subprocess
 from collections.abc import Sequence
@@ -32,24 +33,35 @@ Manifest = dict[str, Any]
 Key = tuple[str, str, str]
 
 
+@functools.cache
 def helm_binary() -> Path:
     """Build helm once per version into the cache (hack/build-helm.sh) and return its path."""
     out = subprocess.run(["bash", str(ROOT / "hack" / "build-helm.sh")], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def helm(
-    *args: str, kubeconfig: Path | None = None, check: bool = True, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """Run helm (with its caches under the state of this run, not the user's home)."""
+def helm_env(kubeconfig: Path | None = None) -> dict[str, str]:
+    """The environment for helm: this kubeconfig, and its caches under the run's state, not the user's home."""
     env = dict(os.environ)
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
     home = Path(os.environ.get("PROCESSCONTROL_STATE", "/tmp/processcontrol-cp")) / "helm-home"
     for var, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")):
         env[var] = str(home / sub)
+    return env
+
+
+def helm(
+    *args: str, kubeconfig: Path | None = None, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real helm; raise with its stderr when it fails and check is set."""
     result = subprocess.run(
-        [str(helm_binary()), *args], capture_output=True, text=True, env=env, check=False, timeout=timeout
+        [str(helm_binary()), *args],
+        capture_output=True,
+        text=True,
+        env=helm_env(kubeconfig),
+        check=False,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
