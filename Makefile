@@ -34,8 +34,12 @@ fmt: $(STAMP) ## ruff: fix what can be fixed and format
 typecheck: $(STAMP) ## mypy --strict over the package
 	$(VENV)/bin/mypy
 
+.PHONY: helm
+helm: ## Build the real helm (v3.22.0) from the Go module proxy into the cache, once (hack/build-helm.sh)
+	@hack/build-helm.sh >/dev/null
+
 .PHONY: unit
-unit: $(STAMP) ## Unit tests: no cluster, real processes and sockets
+unit: $(STAMP) helm ## Unit tests: no cluster, real processes and sockets
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: demo
@@ -47,7 +51,7 @@ demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control pl
 	$(PY) hack/demo.py down
 
 .PHONY: e2e
-e2e: $(STAMP) ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
+e2e: $(STAMP) helm ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test

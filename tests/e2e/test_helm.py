@@ -105,6 +105,7 @@ def test_bad_values_are_refused_by_helm_install(plane: Path, package: Path) -> N
         "--set", "scope=namespaced", "--set", "settings.exec_timeout_s=-1",
         kubeconfig=plane / "kubeconfig", check=False,
     )  # fmt: skip
+    report(plane, "helm-install-bad-values.txt", result.stderr)
     assert result.returncode == 1
     assert "values don't meet the specifications of the schema" in result.stderr
     assert "at '/namespaces': minItems: got 0, want 1" in result.stderr
@@ -157,6 +158,8 @@ def test_install_upgrade_uninstall_leave_no_process_stopped_without_an_owner(
     # 3. helm upgrade with a changed setting while the suspension holds: Recreate stops the old operator before
     #    the new one starts; no process may start meanwhile, the suspension keeps every pod.
     seen_running: list[bool] = []
+    # containerrun writes a new pid file each time it starts a process: unchanged files mean nothing started.
+    pid_files = {(p, jp): main_pid(plane, p, jp) for p in pods for jp in BOTH}
     upgraded = kubelet.helm(
         "upgrade", "processcontrol", str(package), *ns, "--reuse-values", "--wait", "--timeout", "180s",
         "--set", "settings.reverify_interval_s=7",
@@ -176,6 +179,7 @@ def test_install_upgrade_uninstall_leave_no_process_stopped_without_an_owner(
         seen_running.append(any_running(plane, pods))
         time.sleep(0.5)
     assert seen_running and not any(seen_running)
+    assert {(p, jp): main_pid(plane, p, jp) for p in pods for jp in BOTH} == pid_files
     after = psus(plane, "maintenance")
     assert after["metadata"]["uid"] == held["metadata"]["uid"]
     assert condition(after, "Suspended")["status"] == "True"
