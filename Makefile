@@ -34,8 +34,12 @@ fmt: $(STAMP) ## ruff: fix what can be fixed and format
 typecheck: $(STAMP) ## mypy --strict over the package
 	$(VENV)/bin/mypy
 
+.PHONY: helm
+helm: ## Build the real helm (v3.22.0) from the Go module proxy into the cache, once (hack/build-helm.sh)
+	@hack/build-helm.sh >/dev/null
+
 .PHONY: unit
-unit: $(STAMP) ## Unit tests: no cluster, real processes and sockets
+unit: $(STAMP) helm ## Unit tests: no cluster, real processes and sockets
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: demo
@@ -47,15 +51,24 @@ demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control pl
 	$(PY) hack/demo.py down
 
 .PHONY: e2e
-e2e: $(STAMP) ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
+e2e: $(STAMP) helm ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test
 test: lint typecheck unit e2e ## Everything CI runs: lint, type check, unit and e2e tests
 
 .PHONY: crds
-crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml from the pydantic models
+crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml (and the chart's copy) from the pydantic models
 	$(VENV)/bin/processcontrol crd > crds/processsuspensions.yaml
+	cp crds/processsuspensions.yaml charts/processcontrol/crds/processsuspensions.yaml
+
+.PHONY: chart-schema
+chart-schema: $(STAMP) ## Regenerate the settings part of the chart's values.schema.json from the settings model
+	$(PY) hack/chart_schema.py
+
+.PHONY: dist
+dist: $(STAMP) ## Build dist/install.yaml (deploy/ in one file) and dist/processcontrol-<version>.tgz (the Helm chart)
+	$(PY) hack/chart.py dist
 
 .PHONY: controlplane
 controlplane: $(STAMP) ## Build (cached) and start the local control plane: etcd, kube-apiserver, controller-manager, kwok

@@ -46,13 +46,17 @@ def install(kustomization: Path = DEPLOY) -> None:
 
 
 def service_account_kubeconfig(
-    path: Path | None = None, namespace: str = OPERATOR_NAMESPACE, account: str = SERVICE_ACCOUNT
+    path: Path | None = None,
+    namespace: str = OPERATOR_NAMESPACE,
+    account: str = SERVICE_ACCOUNT,
+    state: Path | None = None,
 ) -> Path:
-    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token, 24 h)."""
-    token = kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
-    admin = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token, 24 h), on this control
+    plane or the one rooted at `state`."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=24h", state=state).stdout.strip()
+    admin = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json", state=state).stdout)
     cluster = admin["clusters"][0]["cluster"]
-    target = path or state_dir() / f"{namespace}-{account}.kubeconfig"
+    target = path or (state or state_dir()) / f"{namespace}-{account}.kubeconfig"
     config = {
         "apiVersion": "v1",
         "kind": "Config",

@@ -1,0 +1,216 @@
+"""charts/processcontrol with the real helm (built by hack/build-helm.sh): lint, the same objects as deploy/,
+values checked by values.schema.json, and values reaching the operator's settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from processcontrol.reconcile.settings import OperatorSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
+
+import chart  # noqa: E402
+import chart_schema  # noqa: E402
+
+Manifest = dict[str, Any]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def helm_built() -> Path:
+    """Real helm, built from the Go module proxy on first use (cached by version)."""
+    return chart.helm_binary()
+
+
+def one(objects: list[Manifest], kind: str) -> Manifest:
+    (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def container(objects: list[Manifest]) -> Manifest:
+    deployment = one(objects, "Deployment")
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    result: Manifest = operator
+    return result
+
+
+@pytest.mark.parametrize("values", [(), chart.NAMESPACED_VALUES], ids=["cluster", "namespaced"])
+def test_helm_lint_strict_passes(values: tuple[str, ...]) -> None:
+    result = chart.helm("lint", "--strict", str(chart.CHART), *values, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_default_values_render_the_objects_of_deploy() -> None:
+    problems = chart.differences(chart.template(), chart.kustomize(chart.DEPLOY))
+    assert problems == [], "\n".join(problems)
+
+
+def test_namespaced_values_render_the_objects_of_deploy_namespaced() -> None:
+    problems = chart.differences(chart.template(*chart.NAMESPACED_VALUES), chart.kustomize(chart.DEPLOY / "namespaced"))
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_comparison_catches_a_changed_rule_in_deploy(tmp_path: Path) -> None:
+    # deploy/ is the source of truth: a verb added there (say `delete` on pods) must fail the comparison.
+    copy = tmp_path / "deploy"
+    shutil.copytree(chart.DEPLOY, copy)
+    shutil.copytree(ROOT / "crds", tmp_path / "crds")
+    role = copy / "rbac" / "role.yaml"
+    role.write_text(
+        role.read_text().replace("verbs: [get, list, watch, patch]", "verbs: [get, list, watch, patch, delete]")
+    )
+    problems = chart.differences(chart.template(), chart.kustomize(copy))
+    assert len(problems) == 1
+    assert "('ClusterRole', '', 'processcontrol') differs" in problems[0]
+    assert "- delete" in problems[0]
+
+
+def test_the_chart_crd_is_the_generated_crd() -> None:
+    chart_crd = chart.CHART / "crds" / "processsuspensions.yaml"
+    assert chart_crd.read_text() == (ROOT / "crds" / "processsuspensions.yaml").read_text(), "run `make crds`"
+
+
+def test_the_settings_schema_is_generated_from_the_model() -> None:
+    assert chart_schema.main(["--check"]) == 0, "run `make chart-schema`"
+    settings = yaml.safe_load((chart.CHART / "values.schema.json").read_text())["properties"]["settings"]
+    assert set(settings["properties"]) == set(OperatorSettings.model_fields) - {"metrics_port"}
+
+
+def test_settings_become_environment_the_operator_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = chart.template(
+        "--set", "settings.exec_timeout_s=12", "--set", "settings.exec_concurrency=7",
+        "--set-json", 'settings.exec_backoff_s=0.25', "--set", "metrics.port=9191",
+        "--set-json", 'extraEnv=[{"name":"HTTPS_PROXY","value":"http://proxy:3128"}]',
+    )  # fmt: skip
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert env == {
+        "PROCESSCONTROL_METRICS_PORT": "9191",
+        "PROCESSCONTROL_EXEC_BACKOFF_S": "0.25",
+        "PROCESSCONTROL_EXEC_CONCURRENCY": "7",
+        "PROCESSCONTROL_EXEC_TIMEOUT_S": "12",
+        "HTTPS_PROXY": "http://proxy:3128",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = OperatorSettings()
+    assert (settings.exec_timeout_s, settings.exec_concurrency, settings.exec_backoff_s) == (12.0, 7, 0.25)
+    assert settings.metrics_port == 9191
+    ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    assert ports["metrics"] == 9191
+    pod = one(objects, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9191"
+
+
+def test_every_default_setting_renders_and_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each setting at the model's own default goes through the schema, the template and back into the model.
+    defaults = OperatorSettings()
+    args: list[str] = []
+    for name in chart_schema.settings_schema()["properties"]:
+        args += ["--set-json", f"settings.{name}={json.dumps(getattr(defaults, name))}"]
+    for entry in container(chart.template(*args))["env"]:
+        monkeypatch.setenv(entry["name"], entry["value"])
+    assert OperatorSettings() == defaults
+
+
+def test_metrics_off_renders_no_port_and_port_zero() -> None:
+    objects = chart.template("--set", "metrics.enabled=false")
+    operator = container(objects)
+    assert {"name": "PROCESSCONTROL_METRICS_PORT", "value": "0"} in operator["env"]
+    assert [p["name"] for p in operator["ports"]] == ["healthz"]
+    assert "prometheus.io/scrape" not in one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_metrics_service_and_service_monitor() -> None:
+    objects = chart.template("--set", "metrics.service.enabled=true", "--set", "metrics.serviceMonitor.enabled=true")
+    service = one(objects, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    # The Service selects exactly the operator's pod.
+    assert service["spec"]["selector"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [chart.NAMESPACE]}
+    # The ServiceMonitor's selector must match the Service's labels.
+    labels = service["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+
+
+def test_image_scheduling_and_account_values() -> None:
+    objects = chart.template(
+        "--set", "image.repository=registry.example/pc", "--set", "image.tag=1.2.3", "--set", "image.pullPolicy=Always",
+        "--set", "nodeSelector.type=kwok",
+        "--set-json", 'tolerations=[{"key":"kwok.x-k8s.io/node","operator":"Exists","effect":"NoSchedule"}]',
+        "--set-json", 'affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":'
+        '{"nodeSelectorTerms":[{"matchExpressions":[{"key":"kubernetes.io/os","operator":"In","values":["linux"]}]}]}}}',
+        "--set", "resources.limits.memory=1Gi",
+        "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops",
+    )  # fmt: skip
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example/pc:1.2.3"
+    assert pod["containers"][0]["imagePullPolicy"] == "Always"
+    assert pod["containers"][0]["resources"]["limits"] == {"memory": "1Gi"}
+    assert pod["nodeSelector"] == {"type": "kwok"}
+    assert pod["tolerations"][0]["key"] == "kwok.x-k8s.io/node"
+    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    # An existing account: none created, but the grants are bound to it.
+    assert pod["serviceAccountName"] == "ops"
+    assert not [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert one(objects, "ClusterRoleBinding")["subjects"][0]["name"] == "ops"
+
+
+def test_namespaced_scope_grants_each_listed_namespace_and_watches_only_those() -> None:
+    objects = chart.template("--set", "scope=namespaced", "--set", "namespaces={cf-db,cf-api}")
+    roles = sorted(o["metadata"]["namespace"] for o in objects if o["kind"] == "Role")
+    bindings = sorted(o["metadata"]["namespace"] for o in objects if o["kind"] == "RoleBinding")
+    assert roles == bindings == ["cf-api", "cf-db"]
+    args = container(objects)["args"]
+    assert args == ["operator", "--namespace=cf-db", "--namespace=cf-api", "--liveness=http://0.0.0.0:8080/healthz"]
+    cluster_roles = [o for o in objects if o["kind"] == "ClusterRole"]
+    assert [c["metadata"]["name"] for c in cluster_roles] == ["processcontrol-discovery"]
+    resources = {r for rule in cluster_roles[0]["rules"] for r in rule["resources"]}
+    assert resources == {"namespaces", "customresourcedefinitions"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (("--set", "scope=everywhere"), "at '/scope': value must be one of 'cluster', 'namespaced'"),
+        (("--set", "scope=namespaced"), "at '/namespaces': minItems: got 0, want 1"),
+        (("--set", "namespaces={kubecf}"), "at '/namespaces': maxItems: got 1, want 0"),
+        (("--set", "namespaces={Bad_NS}"), "'Bad_NS' does not match pattern"),
+        (("--set", "settings.exec_timeout_s=0"), "at '/settings/exec_timeout_s': exclusiveMinimum"),
+        (
+            ("--set", "settings.exec_concurrency=5000"),
+            "at '/settings/exec_concurrency': maximum: got 5,000, want 1,024",
+        ),
+        (("--set", "settings.exec_timout_s=3"), "additional properties 'exec_timout_s' not allowed"),
+        (("--set", "settings.metrics_port=1"), "additional properties 'metrics_port' not allowed"),
+        (("--set", "image.pullPolicy=Sometimes"), "at '/image/pullPolicy': value must be one of"),
+        (("--set", "metrics.port=70000"), "at '/metrics/port': maximum: got 70,000, want 65,535"),
+        (("--set", "metrics.serviceMonitor.enabled=true"), "at '/metrics/service/enabled': value must be true"),
+        (("--set", "serviceAccount.create=false"), "at '/serviceAccount/name': minLength: got 0, want 1"),
+        (("--set", "resources.limits.memory=lots"), "at '/resources/limits/memory': 'lots' does not match pattern"),
+        (("--set", "replicas=2"), "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_bad_values_fail_with_a_message(values: tuple[str, ...], message: str) -> None:
+    result = chart.helm("template", chart.RELEASE, str(chart.CHART), *values, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+
+
+def test_helm_package_contains_the_crd_and_the_schema(tmp_path: Path) -> None:
+    chart.helm("package", str(chart.CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("processcontrol-*.tgz")
+    names = subprocess.run(["tar", "-tzf", str(package)], check=True, capture_output=True, text=True).stdout.split()
+    for wanted in ("crds/processsuspensions.yaml", "values.schema.json", "templates/deployment.yaml", "Chart.yaml"):
+        assert f"processcontrol/{wanted}" in names
