@@ -97,10 +97,10 @@ def test_apiserver_and_etcd_restarts_mid_suspension_operator_recovers_without_re
     assert forbidden_lines(cluster.operator.log_path, since) == []
 
 
-def _tool_wrapper(directory: Path, body: str) -> Path:
-    """A `processcontrol` first in the exec's PATH (the in-pod script's first sender tool) running `body`."""
+def _sender_wrapper(directory: Path, body: str) -> Path:
+    """A `perl` first in the exec's PATH (the in-pod script's first sender tool), running `body` when it sends."""
     directory.mkdir(parents=True, exist_ok=True)
-    wrapper = directory / "processcontrol"
+    wrapper = directory / "perl"
     wrapper.write_text(f"#!/bin/sh\necho $$ >> {directory}/pids\n{body}\n")
     wrapper.chmod(0o755)
     return wrapper
@@ -122,7 +122,7 @@ def test_hanging_exec_is_cut_off_reported_and_holds_up_nobody(cluster: Cluster, 
     pods = cluster.group("database", pods=4)
     hanging = pods[0]
     hang_dir = tmp_path / "hang"
-    _tool_wrapper(hang_dir, "exec sleep 300")
+    _sender_wrapper(hang_dir, "exec sleep 300")
     cluster.restrict_exec_path(hanging, f"{hang_dir}:{os.environ['PATH']}")
     try:
         start = time.monotonic()
@@ -159,7 +159,7 @@ def test_pod_deleted_while_its_exec_runs(cluster: Cluster, tmp_path: Path) -> No
     pods = cluster.group("database", pods=3)
     doomed = pods[0]
     slow_dir = tmp_path / "slow"
-    _tool_wrapper(slow_dir, f'sleep 3\nexec {harness.PROCESSCONTROL} "$@"')
+    _sender_wrapper(slow_dir, 'sleep 3\nexec /usr/bin/perl "$@"')
     cluster.restrict_exec_path(doomed, f"{slow_dir}:{os.environ['PATH']}")
     try:
         cluster.apply(cluster.suspension("restore", instanceGroup="database"))

@@ -31,10 +31,11 @@ SUSPENDED_LABEL = "processcontrol.dev/suspended"
 
 
 def slow_shell(directory: Path, seconds: float) -> str:
-    """A PATH whose `sh` waits before running the in-pod script: every exec into the pod is slow."""
+    """A PATH whose `perl` (the in-pod script's first sender) waits first: every STOP and START into the pod is slow
+    (kwok finds the exec's `sh` on its own PATH, so the script itself cannot be wrapped)."""
     directory.mkdir(parents=True, exist_ok=True)
-    wrapper = directory / "sh"
-    wrapper.write_text(f'#!/bin/sh\nsleep {seconds}\nexec /bin/sh "$@"\n')
+    wrapper = directory / "perl"
+    wrapper.write_text(f'#!/bin/sh\nsleep {seconds}\nexec /usr/bin/perl "$@"\n')
     wrapper.chmod(0o755)
     return f"{directory}:{os.environ['PATH']}"
 

@@ -256,6 +256,18 @@ class PodWorker:
                 failure = PodFailure("NoContainer", "pod has no container to exec into")
                 self._fail_release(pod, leaving, by_uid, failure)
                 return
+            for uid in leaving:
+                if uid in by_uid:
+                    self._report(
+                        by_uid[uid],
+                        pod,
+                        PodState.RESUMING,
+                        Mode.RESUME,
+                        f"waiting for {names(plan.to_start)} to run",
+                        processes=[
+                            ProcessStatus(job=j, process=p, state=ProcessState.STOPPED) for j, p in plan.to_start
+                        ],
+                    )
             try:
                 report = await run_script(
                     self.runtime.executor,
@@ -482,6 +494,24 @@ class PodWorker:
             if not self._still_wanted(suspension.uid):
                 return  # let go while we looked: the next step gives the hold back, no STOP sent
         action = Action.STOP if send else Action.STATUS
+        if send:
+            # The STOP exec waits in the pod for up to in_pod_wait_s: say meanwhile what it waits for.
+            held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
+            self._set_progress(
+                suspension,
+                pod,
+                HoldProgress(
+                    pod_uid=pod.uid,
+                    restarts=pod.restarts,
+                    state=PodState.SUSPENDING,
+                    started=monotonic,
+                    checked=monotonic,
+                    processes=[ProcessStatus(job=j, process=p, state=ProcessState.STOPPING) for j, p in held],
+                    message=f"waiting for {names(held) or 'the processes'} to stop",
+                    failures=previous.failures if previous is not None and not fresh else 0,
+                    drift=previous is not None and (previous.drift or previous.state is PodState.SUSPENDED),
+                ),
+            )
         report = await run_script(
             self.runtime.executor,
             pod,
