@@ -34,8 +34,12 @@ fmt: $(STAMP) ## ruff: fix what can be fixed and format
 typecheck: $(STAMP) ## mypy --strict over the package
 	$(VENV)/bin/mypy
 
+.PHONY: go-container-run
+go-container-run: ## Build (cached) the Go original container-run from ../shared/third_party, to test ours against
+	hack/build-container-run.sh --optional >/dev/null
+
 .PHONY: unit
-unit: $(STAMP) ## Unit tests: no cluster, real processes and sockets
+unit: $(STAMP) go-container-run ## Unit tests: no cluster, real processes and sockets
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: demo
@@ -47,7 +51,7 @@ demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control pl
 	$(PY) hack/demo.py down
 
 .PHONY: e2e
-e2e: $(STAMP) ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
+e2e: $(STAMP) go-container-run ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test
