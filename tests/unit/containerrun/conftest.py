@@ -281,7 +281,8 @@ def go_implementation() -> Implementation:
 def impl(request: pytest.FixtureRequest) -> Implementation:
     implementation: Implementation = request.param
     if not implementation.ours and request.node.get_closest_marker("ours_only"):
-        pytest.skip(f"holds only for our containerrun, not for {implementation.name}")
+        why = " ".join((getattr(getattr(request.node, "function", None), "__doc__", None) or "").split())
+        pytest.skip(f"holds only for our containerrun, not for {implementation.name}" + (f": {why}" if why else ""))
     if implementation is GO:
         go: Implementation = request.getfixturevalue("go_implementation")
         return go
@@ -339,11 +340,12 @@ def wrapped_worker(base_dir: Path, linger: float = LINGER_S) -> tuple[list[str],
     Returns the command, the record file and the file holding the worker's pid.
     """
     record, worker_pid, lock, worker = (base_dir / n for n in ("record", "worker.pid", "lock", "worker.sh"))
+    # The trap is set before it says `start`: a STOP sent after `start` always finds it.
     worker.write_text(
+        f"trap 'echo term >> {record}; sleep {linger}; rmdir {lock}; echo done >> {record}; exit 0' TERM\n"
         f"mkdir {lock} 2>/dev/null || {{ echo collision >> {record}; exit 1; }}\n"
         f"echo $$ > {worker_pid}\n"
         f"echo start >> {record}\n"
-        f"trap 'echo term >> {record}; sleep {linger}; rmdir {lock}; echo done >> {record}; exit 0' TERM\n"
         "while :; do sleep 0.05; done\n"
     )
     return ["sh", "-c", f'sh {worker} & wait "$!"'], record, worker_pid
