@@ -38,8 +38,12 @@ typecheck: $(STAMP) ## mypy --strict over the package
 helm: ## Build the real helm (v3.22.0) from the Go module proxy into the cache, once (hack/build-helm.sh)
 	@hack/build-helm.sh >/dev/null
 
+.PHONY: go-container-run
+go-container-run: ## Build (cached) the Go original container-run from ../shared/third_party, to test ours against
+	hack/build-container-run.sh --optional >/dev/null
+
 .PHONY: unit
-unit: $(STAMP) helm ## Unit tests: no cluster, real processes and sockets
+unit: $(STAMP) helm go-container-run ## Unit tests: no cluster, real processes and sockets
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: demo
@@ -51,7 +55,7 @@ demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control pl
 	$(PY) hack/demo.py down
 
 .PHONY: e2e
-e2e: $(STAMP) helm ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
+e2e: $(STAMP) helm go-container-run ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test

@@ -11,6 +11,7 @@ locally with `CONTAINERRUN_BASE_DIR` set to that directory (the `logs` sidecar g
 Importable (`sys.path.insert(0, "hack")`; `import fakepods`) and a CLI:
 
     hack/fakepods.py create-group NAME -n NS --pods N --jobs job1/proc1,job2/proc2 [--sidecar logs] [--containerrun CMD]
+                   # --containerrun go-v0.0.3: the Go original (hack/container-run-vcap + the cached build)
     hack/fakepods.py restart-container NS POD JOB/PROC
     hack/fakepods.py delete-group NAME -n NS
     hack/fakepods.py list          # fake pods on this host and their containerrun pids
@@ -28,6 +29,7 @@ import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -83,9 +85,27 @@ def parse_jobs(spec: str | Iterable[str | JobProcess]) -> list[JobProcess]:
     return [i if isinstance(i, JobProcess) else JobProcess.parse(i) for i in items if str(i).strip()]
 
 
+GO_CONTAINERRUN = "go-v0.0.3"  # the --containerrun / PROCESSCONTROL_CONTAINERRUN value that means the Go original
+
+
+def go_containerrun() -> list[str]:
+    """The Go original container-run v0.0.3 as a containerrun command: built (cached) by hack/build-container-run.sh
+    and run by hack/container-run-vcap, which binds the container's base directory (--base-dir) on the /var/vcap
+    it hard-codes, in a private mount namespace. FakePodError says why it cannot run here."""
+    if os.geteuid() != 0:
+        raise FakePodError("the Go container-run needs root for its /var/vcap bind mount (unshare -m)")
+    done = subprocess.run([str(REPO / "hack" / "build-container-run.sh")], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise FakePodError(f"cannot build the Go container-run: {done.stderr.strip()[-2000:]}")
+    return [str(REPO / "hack" / "container-run-vcap"), done.stdout.strip().splitlines()[-1]]
+
+
 def default_containerrun() -> list[str]:
-    """The containerrun command: $PROCESSCONTROL_CONTAINERRUN, else the repo's .venv/bin/containerrun."""
+    """The containerrun command: $PROCESSCONTROL_CONTAINERRUN (`go-v0.0.3`: the Go original), else the repo's
+    .venv/bin/containerrun."""
     env = os.environ.get("PROCESSCONTROL_CONTAINERRUN")
+    if env == GO_CONTAINERRUN:
+        return go_containerrun()
     if env:
         return shlex.split(env)
     return [str(REPO / ".venv" / "bin" / "containerrun")]
@@ -625,7 +645,11 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--pods", type=int, default=1)
     create.add_argument("--jobs", required=True, help="job1/proc1,job2/proc2 (BOSH names)")
     create.add_argument("--sidecar", default=None, help="name of a sidecar that mounts only /var/vcap/sys (logs)")
-    create.add_argument("--containerrun", default=None, help="containerrun command (default: .venv/bin/containerrun)")
+    create.add_argument(
+        "--containerrun",
+        default=None,
+        help=f"containerrun command (default: .venv/bin/containerrun; {GO_CONTAINERRUN}: the Go original)",
+    )
     create.add_argument("--first-ordinal", type=int, default=0)
     create.add_argument("--no-wait", action="store_true")
     restart = sub.add_parser("restart-container", help="kill and restart one container's containerrun")
@@ -642,7 +666,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "create-group":
             start = time.monotonic()
-            cr = shlex.split(args.containerrun) if args.containerrun else None
+            cr = (
+                go_containerrun()
+                if args.containerrun == GO_CONTAINERRUN
+                else shlex.split(args.containerrun)
+                if args.containerrun
+                else None
+            )
             names = create_group(
                 args.name,
                 args.namespace,

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from processcontrol.containerrun.bpm import write_bpm
 from processcontrol.containerrun.protocol import Endpoint, default_base_dir, valid_name
 from processcontrol.containerrun.supervisor import Config, Supervisor
 
@@ -28,7 +29,8 @@ VALUE_FLAGS = frozenset(
 EPILOG = """\
 Files: <base>/data/<job>/<process>_containerrun.sock (unix datagram socket: STOP, START, QUIT),
 <base>/data/<job>/<process>_containerrun.running (exists while the main process runs),
-<base>/sys/run/bpm/<job>/<process>.pid (pid of the main process).
+<base>/sys/run/bpm/<job>/<process>.pid (pid of the main process),
+<base>/jobs/bpm/bin/bpm (written at start-up unless it exists: bpm start|stop|term|quit|pid|running JOB [-p PROCESS]).
 Exit status: the main process's status when it fails (128 + N when killed by signal N, 127 when it
 cannot be started), 0 after SIGTERM/SIGINT once every child is gone.
 """
@@ -132,8 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run containerrun; return its exit status."""
     config, debug = parse_config(sys.argv[1:] if argv is None else argv)
     setup_logging(config.endpoint, debug)
+    log = logging.getLogger("containerrun")
+    try:  # as the Go original: for drain scripts; a failure here does not keep the process from running
+        written = write_bpm(config.endpoint.base_dir)
+        if written is not None:
+            log.info("wrote %s", written)
+    except OSError as error:
+        log.warning("cannot write the bpm command: %s", error)
     try:
         return Supervisor(config).run()
     except OSError as error:  # cannot create the directories or bind the socket
-        logging.getLogger("containerrun").error("cannot run: %s", error)
+        log.error("cannot run: %s", error)
         return 1

@@ -4,6 +4,12 @@ One thread, one `selectors` loop over two file descriptors: the command socket a
 socket (`signal.set_wakeup_fd`). Every wake-up reaps exited children with `waitpid(-1, WNOHANG)`,
 so a SIGCHLD can never be missed, and drains every queued datagram, so no command is lost.
 Each child runs in its own session (and so its own process group); signals go to the whole group.
+
+"Stopped" means stopped: the `.running` sentinel goes when the main process's whole process group is gone (a
+wrapper shell's worker that lingers after SIGTERM keeps it), not when the main process exits; `--stop-timeout`
+bounds that with SIGKILL. A START while old process groups are still there (a STOP under way, or leftovers of a
+main process that exited) waits for them to be gone, within the same bound, before it starts the new main
+process, so the new one never meets the old one's port or lock.
 """
 
 from __future__ import annotations
@@ -131,6 +137,8 @@ class Supervisor:
         self._main: Child | None = None
         self._groups: set[int] = set()  # process groups we started that may still have members
         self._stopping = False  # signalled groups to stop and waiting for them to empty
+        self._start_pending = False  # a START waits for the old groups to be gone
+        self._sentinel_group: int | None = None  # the main process's group, while its sentinel is up
         self._kill_at: float | None = None  # SIGKILL what is left at this time (after a STOP)
         self._condition_at: float | None = None  # (re)try the post-start condition at this time
         self._condition_give_up = 0.0
@@ -227,7 +235,9 @@ class Supervisor:
     def _timeout(self) -> float | None:
         deadlines = [at for at in (self._kill_at, self._condition_at) if at is not None]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-        if self._groups and (self._stopping or self._exit_code is not None):
+        # Waiting for groups to empty: their last member's exit need not wake us (it may not be our child).
+        lingering = self._sentinel_group is not None and self._main is None
+        if self._groups and (self._stopping or self._exit_code is not None or self._start_pending or lingering):
             timeout = GROUP_POLL if timeout is None else min(timeout, GROUP_POLL)
         return timeout
 
@@ -281,6 +291,10 @@ class Supervisor:
         elif self._exit_code is not None:
             log.info("received %s: ignored, shutting down", command.value)
         elif command is Command.STOP:
+            if self._start_pending:
+                self._start_pending = False
+                log.info("received STOP: the pending START is cancelled")
+                return
             if self.state is State.STOPPED:
                 log.info("received STOP: already stopped, nothing to do")
                 return
@@ -290,13 +304,26 @@ class Supervisor:
             if self.state is State.RUNNING:
                 log.info("received START: already running, nothing to do")
                 return
+            if self._start_pending:
+                log.info("received START: already starting once the old processes are gone")
+                return
             log.info("received START")
-            count = self._signal_groups(signal.SIGKILL)
-            self._kill_at = None
-            self._stopping = False
-            if count:
-                log.info("SIGKILL to %d leftover process group(s)", count)
-            self._start_processes("START")
+            self._prune_groups()
+            if not self._groups:
+                self._start_processes("START")
+                return
+            # Old processes are still there: let them finish (SIGTERM if nobody asked them yet), SIGKILL what is
+            # left at the stop timeout, and start only then.
+            self._start_pending = True
+            if self._kill_at is None:
+                self._signal_groups(signal.SIGTERM)
+                self._stopping = True
+                self._kill_at = time.monotonic() + self.config.stop_timeout
+            log.info(
+                "waiting for %d old process group(s) to be gone before starting (SIGKILL in %gs at most)",
+                len(self._groups),
+                max(0.0, self._kill_at - time.monotonic()),
+            )
 
     def _stop(self, why: str) -> None:
         """Mark stopped first (so the exits that follow are expected), then SIGTERM every group."""
@@ -314,6 +341,7 @@ class Supervisor:
         if self._exit_code is not None:
             return
         self._exit_code = code
+        self._start_pending = False
         log.info("shutting down (%s): stopping every process, then exiting with status %d", why, code)
         self._stop(why)
 
@@ -326,6 +354,7 @@ class Supervisor:
             self._shutdown(NOT_STARTED, "the main process could not be started")
             return
         self._main = main
+        self._sentinel_group = main.pid  # its own session: the group id is its pid
         endpoint = self.config.endpoint
         endpoint.sentinel.touch()
         endpoint.pidfile.write_text(str(main.pid))  # no newline, as the Go original
@@ -362,7 +391,8 @@ class Supervisor:
             return
         if child is self._main:
             self._main = None
-            self._remove_state_files()
+            # The pid file names the main process, which is gone; the sentinel waits for its group (_prune_groups).
+            self.config.endpoint.pidfile.unlink(missing_ok=True)
         current = child.generation == self._generation and self.state is State.RUNNING and self._exit_code is None
         level = logging.DEBUG if child.role is Role.CONDITION else logging.INFO
         log.log(level, "the %s (pid %d) %s", child.role.value, pid, describe(wait_status))
@@ -439,11 +469,18 @@ class Supervisor:
 
     def _prune_groups(self) -> None:
         self._groups = {pgid for pgid in self._groups if group_alive(pgid)}
+        if self._sentinel_group is not None and self._main is None and self._sentinel_group not in self._groups:
+            self._sentinel_group = None
+            self.config.endpoint.sentinel.unlink(missing_ok=True)
+            log.info("the main process and its whole process group are gone")
         if not self._groups:
             self._kill_at = None
             if self._stopping:
                 self._stopping = False
                 log.info("every process has stopped")
+            if self._start_pending:
+                self._start_pending = False
+                self._start_processes("START, once the old processes were gone")
 
     def _remove_state_files(self) -> None:
         endpoint = self.config.endpoint

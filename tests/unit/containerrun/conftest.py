@@ -1,12 +1,12 @@
 """Real containerrun processes in temporary base directories, driven through real sockets.
 
-Every protocol test takes the `impl` fixture, parametrized over the implementations we can run.
-Only ours exists here: the Go original (`code.cloudfoundry.org/quarks-container-run`, v0.0.3) is not
-served by the Go module proxy in this environment, so it cannot be built. To add it, append an
-`Implementation(name="go-v0.0.3", argv=(binary,), ours=False)` to IMPLEMENTATIONS; note that it has no
-`--base-dir`/`--stop-timeout`, so it needs a build whose base path is set from CONTAINERRUN_BASE_DIR
-(its package has `SetBasePath`). Tests that hold only for ours are marked `ours_only` and are skipped
-for any other implementation.
+Every protocol test takes the `impl` fixture, parametrized over both implementations: ours, and the Go
+original (`code.cloudfoundry.org/quarks-container-run` v0.0.3), built by hack/build-container-run.sh from
+../shared/third_party (the Go module proxy does not serve it) and run by hack/container-run-vcap with the
+test's base directory bound on /var/vcap, which it hard-codes. Without ../shared (or Go, or root for the
+mount namespace) the Go parametrizations skip with the reason; with CI=true they fail instead, so CI cannot
+pass without having run them. Tests that hold only for ours are marked `ours_only` with the reason in their
+docstring, and are skipped for the Go original.
 """
 
 from __future__ import annotations
@@ -51,8 +51,31 @@ class Implementation:
         return [*flags, "--debug"] if debug else flags
 
 
+REPO = Path(__file__).resolve().parents[3]
+BUILD_GO = REPO / "hack" / "build-container-run.sh"
+VCAP_WRAPPER = REPO / "hack" / "container-run-vcap"
+
 OURS = Implementation("ours", (sys.executable, "-m", "processcontrol.containerrun"), ours=True)
-IMPLEMENTATIONS = [OURS]
+GO = Implementation("go-v0.0.3", (), ours=False)  # argv: see go_container_run()
+IMPLEMENTATIONS = [OURS, GO]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def go_container_run_argv() -> tuple[tuple[str, ...], str]:
+    """The command that runs the Go original on CONTAINERRUN_BASE_DIR, or () and why it cannot run here."""
+    if os.geteuid() != 0:
+        return (), "the Go container-run needs root for its /var/vcap bind mount (unshare -m)"
+    if not shutil.which("unshare"):
+        return (), "the Go container-run needs unshare (util-linux) for its /var/vcap bind mount"
+    done = subprocess.run([BUILD_GO], capture_output=True, text=True, check=False)
+    if done.returncode == 3:
+        return (), f"no Go container-run source: {done.stderr.strip()}"
+    if done.returncode != 0:
+        return (), f"hack/build-container-run.sh failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+    return (str(VCAP_WRAPPER), done.stdout.strip().splitlines()[-1]), ""
 
 
 def wait_for(predicate: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
@@ -145,7 +168,44 @@ class Containerrun:
         return self.endpoint.socket
 
     def send(self, payload: bytes | str) -> None:
+        """Send one datagram; to the Go original, only once it listens again, and wait until it does again.
+
+        The Go original reads one datagram per socket: it closes the socket, unlinks it and binds a new one
+        after each, so a datagram sent in between is refused, finds no socket, or is queued on the closed one
+        and lost. The protocol tests are about what a command does, so they pace their sends;
+        test_back_to_back_datagrams_are_all_read shows the difference.
+        """
+        if self.impl.ours:
+            send_datagram(self.sock, payload)
+            return
+        before = wait_for(self.listening_socket, "the Go container-run to listen")
         send_datagram(self.sock, payload)
+        wait_for(
+            lambda: self.listening_socket() not in (None, before) or not self.alive(),
+            "the Go container-run to listen again (or exit)",
+        )
+
+    def socket_inodes(self) -> set[int]:
+        """The socket inodes (sockfs) of containerrun's open file descriptors."""
+        inodes = set()
+        with contextlib.suppress(FileNotFoundError):
+            for fd in os.scandir(f"/proc/{self.proc.pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd.path)
+                    if target.startswith("socket:["):
+                        inodes.add(int(target[len("socket:[") : -1]))
+        return inodes
+
+    def listening_socket(self) -> int | None:
+        """The Go original's current socket: its one socket fd, once its path is bound (else None).
+
+        It closes the old socket, unlinks the path, then creates and binds the new one; so a new socket fd
+        with the path present is bound.
+        """
+        inodes = self.socket_inodes()
+        if len(inodes) == 1 and self.sock.exists():
+            return inodes.pop()
+        return None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -206,11 +266,26 @@ class Containerrun:
 Start = Callable[..., Containerrun]
 
 
+@pytest.fixture(scope="session")
+def go_implementation() -> Implementation:
+    """The Go original, built once per session (a cache hit after the first time); skipped, or failed in CI."""
+    argv, why = go_container_run_argv()
+    if not argv:
+        if in_ci():
+            pytest.fail(f"CI must run the protocol suite against the Go container-run too: {why}")
+        pytest.skip(why)
+    return Implementation(GO.name, argv, ours=False)
+
+
 @pytest.fixture(params=IMPLEMENTATIONS, ids=lambda impl: impl.name)
 def impl(request: pytest.FixtureRequest) -> Implementation:
     implementation: Implementation = request.param
     if not implementation.ours and request.node.get_closest_marker("ours_only"):
-        pytest.skip(f"holds only for our containerrun, not for {implementation.name}")
+        why = " ".join((getattr(getattr(request.node, "function", None), "__doc__", None) or "").split())
+        pytest.skip(f"holds only for our containerrun, not for {implementation.name}" + (f": {why}" if why else ""))
+    if implementation is GO:
+        go: Implementation = request.getfixturevalue("go_implementation")
+        return go
     return implementation
 
 
@@ -240,9 +315,11 @@ def start(impl: Implementation, base_dir: Path) -> Iterator[Start]:
 
 def recorder(record: Path) -> list[str]:
     """A main process that appends `start`, `quit` (on SIGQUIT) and `term` (on SIGTERM) to `record`."""
+    # Its SIGTERM trap kills its own `sleep`: the Go original signals only the main process, and these tests are
+    # about the protocol (test_grandchildren_are_stopped is about process groups).
     script = (
-        f"trap 'echo quit >> {record}' QUIT; trap 'echo term >> {record}; exit 0' TERM; echo start >> {record}; "
-        "sleep 1000 & while :; do wait; done"
+        f"trap 'echo quit >> {record}' QUIT; trap 'echo term >> {record}; kill $!; exit 0' TERM; "
+        f"echo start >> {record}; sleep 1000 & while :; do wait; done"
     )
     return ["sh", "-c", script]
 
@@ -250,3 +327,25 @@ def recorder(record: Path) -> list[str]:
 def wait_recorder(record: Path, starts: int = 1) -> None:
     """Wait until the recorder has started `starts` times, so its traps are set."""
     wait_for(lambda: lines(record).count("start") == starts, f"the recorder to start {starts} time(s)")
+
+
+LINGER_S = 4  # how long the worker takes to stop after SIGTERM: far longer than the checks made meanwhile
+
+
+def wrapped_worker(base_dir: Path, linger: float = LINGER_S) -> tuple[list[str], Path, Path]:
+    """A wrapper shell (the main process) around a worker that holds a lock directory while it runs.
+
+    On SIGTERM the worker records `term`, lingers, releases the lock and records `done`. A worker that finds the
+    lock taken records `collision` and exits 1, so the wrapper (which returns the worker's status) fails too.
+    Returns the command, the record file and the file holding the worker's pid.
+    """
+    record, worker_pid, lock, worker = (base_dir / n for n in ("record", "worker.pid", "lock", "worker.sh"))
+    # The trap is set before it says `start`: a STOP sent after `start` always finds it.
+    worker.write_text(
+        f"trap 'echo term >> {record}; sleep {linger}; rmdir {lock}; echo done >> {record}; exit 0' TERM\n"
+        f"mkdir {lock} 2>/dev/null || {{ echo collision >> {record}; exit 1; }}\n"
+        f"echo $$ > {worker_pid}\n"
+        f"echo start >> {record}\n"
+        "while :; do sleep 0.05; done\n"
+    )
+    return ["sh", "-c", f'sh {worker} & wait "$!"'], record, worker_pid
