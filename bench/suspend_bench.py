@@ -19,6 +19,9 @@ otherwise) with kwok pods backed by real `containerrun` processes (hack/fakepods
 4. (full) operator footprint: RSS and CPU of the operator idle with 1,000 extra API-only pods watched, then with
    100 suspensions (one real pod each) Ready.
 5. containerrun: bench/containerrun_bench.py's STOP-to-SIGTERM latency and 10,000-datagram burst.
+6. the exec floor: N execs of `true` into the same pods through the operator's own exec transport at its default
+   concurrency (32), the least any exec-based tool can take here; and, from the operator's own metrics
+   (`processcontrol_exec_seconds_count`), how many execs each pod cost per suspend and per resume.
 
 The operator runs with default settings (only PROCESSCONTROL_METRICS_PORT is set, by hack/harness.py).
 Results: a table on stdout, bench/results/<date>-<variant>.json, bench/results/latest.json and latest.md.
@@ -27,6 +30,7 @@ Results: a table on stdout, bench/results/<date>-<variant>.json, bench/results/l
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import contextlib
 import importlib.metadata
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,9 +165,42 @@ def suspension(name: str, spec: dict[str, object], namespace: str = NAMESPACE) -
     )
 
 
-def ours_once(pods: Sequence[str], name: str) -> dict[str, float]:
+def exec_count(operator: harness.OperatorProcess) -> float:
+    """The operator's execs so far, from its Prometheus metrics."""
+    with urllib.request.urlopen(operator.metrics_url, timeout=10) as answer:
+        text = answer.read().decode()
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("processcontrol_exec_seconds_count")
+    )
+
+
+def exec_floor(pods: Sequence[str]) -> float:
+    """Wall time of one `true` exec into each pod, through the operator's transport at its default concurrency."""
+    from processcontrol.k8s import load_configuration
+    from processcontrol.podexec.transport import KubernetesPodExecutor
+    from processcontrol.reconcile.settings import OperatorSettings
+
+    settings = OperatorSettings()
+    os.environ["KUBECONFIG"] = str(controlplane.kubeconfig_path())
+    executor = KubernetesPodExecutor(
+        load_configuration(), max_concurrency=settings.exec_concurrency, timeout_s=settings.exec_timeout_s
+    )
+
+    async def all_pods() -> None:
+        await asyncio.gather(*(executor.run(NAMESPACE, pod, CONTAINER, ["true"]) for pod in pods))
+
+    try:
+        began = time.monotonic()
+        asyncio.run(all_pods())
+        return time.monotonic() - began
+    finally:
+        executor.close()
+
+
+def ours_once(pods: Sequence[str], name: str, operator: harness.OperatorProcess) -> dict[str, float]:
     """apply -> Ready (then every sentinel gone); delete -> every sentinel back."""
     paths = sentinels(pods)
+    execs_before = exec_count(operator)
     began = time.monotonic()
     kubectl("apply", "-f", "-", input_text=suspension(name, {"instanceGroup": GROUP}))
     kubectl("wait", "-n", NAMESPACE, f"psus/{name}", "--for=condition=Ready", f"--timeout={WAIT_TIMEOUT_S}s")
@@ -177,11 +215,14 @@ def ours_once(pods: Sequence[str], name: str) -> dict[str, float]:
         raise RuntimeError(
             f"Ready but status is {obj['status'].get('summary')} / {obj['status'].get('observedGeneration')}"
         )
+    execs_suspended = exec_count(operator)
     began_resume = time.monotonic()
     kubectl("delete", "-n", NAMESPACE, f"psus/{name}", f"--timeout={WAIT_TIMEOUT_S}s")
     deleted = time.monotonic()
     resumed = wait_all(paths, running=True)
     return {
+        "execs_per_pod_suspend": (execs_suspended - execs_before) / len(pods),
+        "execs_per_pod_resume": (exec_count(operator) - execs_suspended) / len(pods),
         "suspend_s": max(ready, stopped) - began,
         "ready_s": ready - began,
         "running_at_ready": still,
@@ -434,8 +475,9 @@ def fmt(value: float | None, suffix: str = "s", digits: int = 2) -> str:
 def table(record: dict[str, Any]) -> str:
     lines = [
         "| pods | processes | ours suspend p50 / p95 | ours resume p50 / p95 | seed loop stop / start (a) "
-        "| xargs -P16 + ncat stop p50 / p95, start (b) | (a) / ours | (b) / ours |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| xargs -P16 + ncat stop p50 / p95, start (b) | (a) / ours | (b) / ours "
+        "| exec floor (c) | ours / (c) | execs per pod: suspend, resume |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in record["suspend"]:
         lines.append(
@@ -444,7 +486,9 @@ def table(record: dict[str, Any]) -> str:
             f"| {fmt(row['ours_resume_s'])} / {fmt(row['ours_resume_p95_s'])} "
             f"| {fmt(row['seed_loop_s'], digits=1)} / {fmt(row['seed_loop_start_s'], digits=1)} "
             f"| {fmt(row['parallel_script_s'])} / {fmt(row['parallel_script_p95_s'])}, {fmt(row['parallel_start_s'])} "
-            f"| {fmt(row['seed_ratio'], 'x', 1)} | {fmt(row['parallel_ratio'], 'x', 1)} |"
+            f"| {fmt(row['seed_ratio'], 'x', 1)} | {fmt(row['parallel_ratio'], 'x', 1)} "
+            f"| {fmt(row.get('exec_floor_s'))} | {fmt(row.get('floor_ratio'), 'x', 2)} "
+            f"| {fmt(row.get('execs_per_pod_suspend'), '', 1)}, {fmt(row.get('execs_per_pod_resume'), '', 1)} |"
         )
     drift_result = record.get("drift")
     if drift_result and drift_result["restart_to_stopped_s"]:
@@ -494,6 +538,13 @@ def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": row["seed_ratio"] >= 100,
                 }
             )
+        out.append(
+            {
+                "target": "N=50: within 1.5x of the exec floor (N execs of `true`, same transport)",
+                "measured": f"{row['floor_ratio']:.2f}x",
+                "met": row["floor_ratio"] <= 1.5,
+            }
+        )
         out.append(
             {
                 "target": "N=50: >= 3x faster than xargs -P16 + ncat",
@@ -606,7 +657,7 @@ def main() -> int:
             pods = grow_group(n)
             ours = []
             for r in range(repeats):
-                ours.append(ours_once(pods, f"bench-n{n}-r{r}"))
+                ours.append(ours_once(pods, f"bench-n{n}-r{r}", operator))
                 say(f"N={n} ours {r + 1}/{repeats}: {progress(ours[-1])}")
             parallel = []
             for r in range(repeats):
@@ -617,6 +668,8 @@ def main() -> int:
                 for r in range(args.seed_repeats):
                     seed.append(baseline_once(pods, seed_loop))
                     say(f"N={n} seed loop {r + 1}/{args.seed_repeats}: {progress(seed[-1])}")
+            floors = [exec_floor(pods) for _ in range(repeats)]
+            say(f"N={n} exec floor: {', '.join(f'{f:.2f}s' for f in floors)}")
             ours_s = statistics.median(o["suspend_s"] for o in ours)
             seed_s = statistics.median(s["suspend_s"] for s in seed) if seed else None
             parallel_s = statistics.median(p["suspend_s"] for p in parallel)
@@ -635,6 +688,10 @@ def main() -> int:
                     "parallel_start_s": statistics.median(p["resume_s"] for p in parallel),
                     "seed_ratio": ratio(seed_s, ours_s),
                     "parallel_ratio": ratio(parallel_s, ours_s),
+                    "exec_floor_s": statistics.median(floors),
+                    "floor_ratio": ours_s / statistics.median(floors),
+                    "execs_per_pod_suspend": statistics.median(o["execs_per_pod_suspend"] for o in ours),
+                    "execs_per_pod_resume": statistics.median(o["execs_per_pod_resume"] for o in ours),
                     "repeats": {"ours": repeats, "parallel_script": repeats, "seed_loop": len(seed)},
                     "samples": {"ours": ours, "parallel_script": parallel, "seed_loop": seed},
                     "load_average": [round(x, 2) for x in os.getloadavg()],
