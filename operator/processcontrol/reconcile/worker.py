@@ -497,20 +497,15 @@ class PodWorker:
         if send:
             # The STOP exec waits in the pod for up to in_pod_wait_s: say meanwhile what it waits for.
             held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
-            self._set_progress(
+            self._advance(
                 suspension,
                 pod,
-                HoldProgress(
-                    pod_uid=pod.uid,
-                    restarts=pod.restarts,
-                    state=PodState.SUSPENDING,
-                    started=monotonic,
-                    checked=monotonic,
-                    processes=[ProcessStatus(job=j, process=p, state=ProcessState.STOPPING) for j, p in held],
-                    message=f"waiting for {names(held) or 'the processes'} to stop",
-                    failures=previous.failures if previous is not None and not fresh else 0,
-                    drift=previous is not None and (previous.drift or previous.state is PodState.SUSPENDED),
-                ),
+                PodState.SUSPENDING,
+                monotonic,
+                [ProcessStatus(job=j, process=p, state=ProcessState.STOPPING) for j, p in held],
+                f"waiting for {names(held) or 'the processes'} to stop",
+                failures=previous.failures if previous is not None and not fresh else 0,
+                drift=previous is not None and (previous.drift or previous.state is PodState.SUSPENDED),
             )
         report = await run_script(
             self.runtime.executor,
@@ -550,19 +545,14 @@ class PodWorker:
                     f"still running {self.settings.verify_timeout_s:g}s after STOP: "
                     f"{names([(s.job, s.process) for s in running])}",
                 )
-            self._set_progress(
+            self._advance(
                 suspension,
                 pod,
-                HoldProgress(
-                    pod_uid=pod.uid,
-                    restarts=pod.restarts,
-                    state=PodState.SUSPENDING,
-                    started=started,
-                    checked=time.monotonic(),
-                    processes=process_statuses(Mode.SUSPEND, report.sockets, settled=False),
-                    message=f"waiting for {names([(s.job, s.process) for s in running])}",
-                    drift=drift,
-                ),
+                PodState.SUSPENDING,
+                started,
+                process_statuses(Mode.SUSPEND, report.sockets, settled=False),
+                f"waiting for {names([(s.job, s.process) for s in running])}",
+                drift=drift,
             )
             return
         if not await self._write_ledger(pod, lambda current: mark_verified(current, suspension.uid, pod.restarts)):
@@ -571,21 +561,37 @@ class PodWorker:
         message = f"{count(len(report.sockets))} stopped" + (
             f"; stale sockets (no containerrun): {names(stale)}" if stale else ""
         )
-        self._set_progress(
-            suspension,
-            pod,
-            HoldProgress(
-                pod_uid=pod.uid,
-                restarts=pod.restarts,
-                state=PodState.SUSPENDED,
-                started=started,
-                checked=time.monotonic(),
-                processes=process_statuses(Mode.SUSPEND, report.sockets, settled=True),
-                message=message,
-            ),
+        self._advance(
+            suspension, pod, PodState.SUSPENDED, started, process_statuses(Mode.SUSPEND, report.sockets, True), message
         )
         if drift:
             self._event(suspension, "Normal", "Resuspended", f"pod {pod.name} ran its processes again; stopped them")
+
+    def _advance(
+        self,
+        suspension: SuspensionInfo,
+        pod: PodInfo,
+        state: PodState,
+        started: float,
+        processes: list[ProcessStatus],
+        message: str,
+        *,
+        failures: int = 0,
+        drift: bool = False,
+    ) -> None:
+        """Record where the hold stands after an exec (or before a long one) and publish it."""
+        progress = HoldProgress(
+            pod_uid=pod.uid,
+            restarts=pod.restarts,
+            state=state,
+            started=started,
+            checked=time.monotonic(),
+            processes=processes,
+            message=message,
+            failures=failures,
+            drift=drift,
+        )
+        self._set_progress(suspension, pod, progress)
 
     def _set_progress(self, suspension: SuspensionInfo, pod: PodInfo, progress: HoldProgress) -> None:
         previous = self.progress.get(suspension.uid)
