@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -251,11 +252,11 @@ class RealNode:
             self.down(quiet=True, control_plane=False)
 
     def start_control_plane(self) -> None:
-        """The control plane on the gateway address (restarted when it runs on another one)."""
+        """A fresh control plane on the gateway address: objects of an earlier run (pods bound to this node name)
+        would otherwise come back to life on the new kubelet."""
         cp = controlplane.ControlPlane(self.state)
-        ports = cp.ports()
-        if ports is not None and ports.address != GATEWAY:
-            log(f"control plane runs on {ports.address}: restarting it on {GATEWAY}")
+        if any(cp.component_states().values()):
+            log("restarting the running control plane with fresh state")
             cp.down(quiet=True)
         os.environ[controlplane.APISERVER_ADDRESS_ENV] = GATEWAY
         if cp.up() != 0:
@@ -469,6 +470,9 @@ state = "{root / "state"}"
             subprocess.run(["umount", str(ns)], capture_output=True, check=False)
             ns.unlink(missing_ok=True)
         unmounted = unmount_under(self.root) if self.root.exists() else 0
+        if binary("kube-proxy").exists():
+            # kube-proxy's own clean-up of its rules (all modes); remove_chains() then takes the kubelet's and the rest.
+            subprocess.run([str(binary("kube-proxy")), "--cleanup"], capture_output=True, timeout=60, check=False)
         chains = remove_chains()
         self.remove_cgroups()
         if Path(f"/sys/class/net/{BRIDGE}").exists():
@@ -605,7 +609,8 @@ def remove_chains() -> int:
                 continue
             ours = []
             for line in result.stdout.splitlines():
-                parts = line.split()
+                # Rules carry quoted comments ("kubernetes service portals"): split as the shell would.
+                parts = shlex.split(line)
                 if line.startswith("-N ") and pattern.match(parts[1]):
                     ours.append(parts[1])
                 elif line.startswith("-A ") and not pattern.match(parts[1]) and "-j" in parts:

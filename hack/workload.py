@@ -19,7 +19,8 @@ LABEL_INSTANCE_GROUP = "quarks.cloudfoundry.org/instance-group-name"
 
 @dataclass(frozen=True)
 class Process:
-    """One BOSH process: its container and how its main process shows in `ps -o args`."""
+    """One BOSH process: its container and how its main program's command line starts in `ps -o args` (tini's and
+    containerrun's own command lines contain it too, but later)."""
 
     job: str
     process: str
@@ -38,7 +39,7 @@ class Process:
 
 
 PROCESSES = (
-    Process("web", "http", ("python3", "-m", "http.server", "8080"), "http.server 8080"),
+    Process("web", "http", ("python3", "-m", "http.server", "8080"), "python3 -m http.server 8080"),
     Process("web", "worker", ("sh", "-c", "sleep 100000 & sleep 100001 & wait"), "sleep 100001"),
 )
 

@@ -97,7 +97,7 @@ def ps(namespace: str, pod: str, container: str) -> dict[int, str]:
 def main_pid(namespace: str, pod: str, process: Process) -> int | None:
     """The pid of the process's main program in its own container, None when it does not run."""
     for pid, args in ps(namespace, pod, process.container).items():
-        if process.marker in args:
+        if args.startswith(process.marker):
             return pid
     return None
 
@@ -115,7 +115,7 @@ def process_states(namespace: str, pod: str) -> dict[str, tuple[int | None, bool
     states = {}
     for process in PROCESSES:
         table = ps(namespace, pod, process.container)
-        pid = next((p for p, args in table.items() if process.marker in args), None)
+        pid = next((p for p, args in table.items() if args.startswith(process.marker)), None)
         supervisor = any("containerrun" in args for args in table.values())
         states[process.container] = (pid, sentinel_present(namespace, pod, process), supervisor)
     return states
@@ -151,6 +151,12 @@ def wait_ready(name: str, namespace: str, timeout: int = 180) -> None:
     kubectl(
         "wait", "--for=condition=Ready", f"--timeout={timeout}s", "-n", namespace, f"psus/{name}", timeout=timeout + 20
     )
+
+
+def restart_count(namespace: str, pod: str, container: str) -> int:
+    """The container's restartCount in the pod status."""
+    statuses = get_json("pod", "-n", namespace, pod)["status"]["containerStatuses"]
+    return int(next(c for c in statuses if c["name"] == container)["restartCount"])
 
 
 def container_init_pid(node: RealNode, namespace: str, pod: str, container: str) -> tuple[int, int]:

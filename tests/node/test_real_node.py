@@ -22,13 +22,13 @@ from node_helpers import (
     SUSPENDED_LABEL,
     all_running,
     all_stopped,
-    container_init_pid,
     get_json,
     group_pods,
     kill_container_init,
     operator_pods,
     pod_ready,
     ready_operator_pod,
+    restart_count,
     suspension,
     wait_for,
     wait_ready,
@@ -123,8 +123,7 @@ def test_container_restart_is_stopped_again(real_node: RealNode, group: Group) -
     restarts = kill_container_init(real_node, group.namespace, pod, process.container)
 
     def restarted() -> bool:
-        _pid, count = container_init_pid(real_node, group.namespace, pod, process.container)
-        return count > restarts
+        return restart_count(group.namespace, pod, process.container) > restarts
 
     wait_for(f"{pod}/{process.container} restarted by the kubelet", restarted, 120)
     wait_for(f"{pod}: stopped again after the restart", lambda: all_stopped(group.namespace, pod), 120)
