@@ -257,6 +257,7 @@ def build_workload(docker: Docker, image: Image, operator: Image) -> None:
     docker.cli(
         "build",
         "-q",
+        "--network=host",
         f"--build-arg=OPERATOR_IMAGE={operator.ref}",
         "-t",
         image.ref,

@@ -466,6 +466,8 @@ state = "{root / "state"}"
         killed = self.kill_containers()
         self.stop_shims()
         self.stop(component="containerd", quiet=quiet)
+        # With containerd gone (a killed run), the pods' namespaces are known only as unused CNI namespaces.
+        netns = sorted(set(netns) | set(self.orphan_netns()))
         for ns in netns:
             subprocess.run(["umount", str(ns)], capture_output=True, check=False)
             ns.unlink(missing_ok=True)
@@ -519,8 +521,8 @@ state = "{root / "state"}"
         return sorted(found | set(self.orphan_netns()))
 
     def orphan_netns(self) -> list[Path]:
-        """CNI namespaces whose IPAM allocation is ours (host-local records the container, not the netns), or
-        that no process uses any more (a netns mount nobody holds, left by a killed containerd)."""
+        """CNI namespaces (containerd's `cni-<uuid>` mounts) that no process uses any more: left by a killed
+        containerd or by containers killed in down(). This machine runs no other CNI runtime."""
         if not NETNS_DIR.is_dir():
             return []
         held = set()
