@@ -543,10 +543,10 @@ state = "{root / "state"}"
         for _ in range(10):
             pids = set()
             for controller in ("pids", "memory", "cpu", "freezer"):
-                top = CGROUP_ROOT / controller / "kubepods"
-                for procs in top.rglob("cgroup.procs") if top.is_dir() else []:
+                # os.walk, not rglob: cgroups vanish while we walk (the kubelet and runc remove them).
+                for dirpath, _dirs, _files in os.walk(CGROUP_ROOT / controller / "kubepods"):
                     with contextlib.suppress(OSError, ValueError):
-                        pids |= {int(p) for p in procs.read_text().split()}
+                        pids |= {int(p) for p in (Path(dirpath) / "cgroup.procs").read_text().split()}
             if not pids:
                 break
             for pid in pids:
@@ -578,10 +578,10 @@ state = "{root / "state"}"
             top = controller / "kubepods"
             if not top.is_dir() or top.is_symlink():
                 continue
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-            for path in [*dirs, top]:
+            # Bottom-up: a cgroup directory can only be removed once its children are.
+            for dirpath, _dirs, _files in os.walk(top, topdown=False):
                 with contextlib.suppress(OSError):
-                    path.rmdir()
+                    Path(dirpath).rmdir()
 
     # -- status --
 

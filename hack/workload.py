@@ -44,9 +44,23 @@ PROCESSES = (
 )
 
 
-def instance_group(name: str, namespace: str, replicas: int) -> dict[str, object]:
-    """The StatefulSet (pods NAME-0..N-1 on the real node; nothing pulled)."""
-    labels = {LABEL_INSTANCE_GROUP: name, "quarks.cloudfoundry.org/deployment-name": "kubecf"}
+# A `processcontrol` that never returns, first on PATH: the operator's in-pod script then hangs in this container.
+HANG_SETUP = (
+    "mkdir -p /hang && printf '#!/bin/sh\\nexec sleep 100000\\n' >/hang/processcontrol && chmod +x /hang/processcontrol"
+)
+HANG_PATH = "/hang:/opt/processcontrol/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def instance_group(
+    name: str, namespace: str, replicas: int, group: str | None = None, hang_exec: bool = False
+) -> dict[str, object]:
+    """The StatefulSet (pods NAME-0..N-1 on the real node; nothing pulled), in instance group `group` (default:
+    NAME; several StatefulSets may share one). hang_exec: every exec into its first process container hangs."""
+    labels = {
+        LABEL_INSTANCE_GROUP: group or name,
+        "quarks.cloudfoundry.org/deployment-name": "kubecf",
+        "processcontrol.dev/statefulset": name,
+    }
     mounts = [
         {"name": "data", "mountPath": "/var/vcap/data"},
         {"name": "sys", "mountPath": "/var/vcap/sys"},
@@ -60,24 +74,19 @@ def instance_group(name: str, namespace: str, replicas: int) -> dict[str, object
             "volumeMounts": [{"name": "sys", "mountPath": "/var/vcap/sys"}],
         }
     ]
-    for process in PROCESSES:
-        containers.append(
-            {
-                "name": process.container,
-                "image": WORKLOAD_IMAGE,
-                "imagePullPolicy": "Never",
-                "args": [
-                    "containerrun",
-                    "--job-name",
-                    process.job,
-                    "--process-name",
-                    process.process,
-                    "--",
-                    *process.command,
-                ],
-                "volumeMounts": mounts,
-            }
-        )
+    for index, process in enumerate(PROCESSES):
+        args = ["containerrun", "--job-name", process.job, "--process-name", process.process, "--", *process.command]
+        container: dict[str, object] = {
+            "name": process.container,
+            "image": WORKLOAD_IMAGE,
+            "imagePullPolicy": "Never",
+            "args": args,
+            "volumeMounts": mounts,
+        }
+        if hang_exec and index == 0:
+            container["args"] = ["sh", "-c", f'{HANG_SETUP} && exec "$@"', "sh", *args]
+            container["env"] = [{"name": "PATH", "value": HANG_PATH}]
+        containers.append(container)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -86,7 +95,7 @@ def instance_group(name: str, namespace: str, replicas: int) -> dict[str, object
             "serviceName": name,
             "replicas": replicas,
             "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": {LABEL_INSTANCE_GROUP: name}},
+            "selector": {"matchLabels": {"processcontrol.dev/statefulset": name}},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
