@@ -294,6 +294,8 @@ def ensure(only: list[str] | None = None) -> dict[str, Image]:
             with step(f"build {name} -> {all_images[name].ref} (key {all_images[name].key})"):
                 builders[name]()
                 docker.save(all_images[name])
+        # The archives are the cache: what a rebuild left untagged in docker's data root is only disk space.
+        docker.cli("image", "prune", "-f", what="docker image prune")
     finally:
         docker.stop()
     return all_images
