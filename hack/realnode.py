@@ -460,10 +460,14 @@ state = "{root / "state"}"
     def down(self, quiet: bool = False, control_plane: bool = True) -> None:
         """Stop the node and remove everything it made; then (by default) the control plane."""
         start = time.monotonic()
+        owner = OWNER_FILE.read_text().strip() if OWNER_FILE.exists() else ""
+        # The bridge and the chains are the machine's: leave them to a live node of another state directory.
+        machine_wide = owner in ("", str(self.state))
         netns = self.sandbox_netns()
         for component in ("kube-scheduler", "kube-proxy", "kubelet"):
             self.stop(component, quiet)
-        killed = self.kill_containers()
+        # The kubelet's pod cgroups (/kubepods) are per machine too.
+        killed = self.kill_containers() if machine_wide else 0
         self.stop_shims()
         self.stop(component="containerd", quiet=quiet)
         # With containerd gone (a killed run), the pods' namespaces are known only as unused CNI namespaces.
@@ -472,13 +476,15 @@ state = "{root / "state"}"
             subprocess.run(["umount", str(ns)], capture_output=True, check=False)
             ns.unlink(missing_ok=True)
         unmounted = unmount_under(self.root) if self.root.exists() else 0
-        if binary("kube-proxy").exists():
-            # kube-proxy's own clean-up of its rules (all modes); remove_chains() then takes the kubelet's and the rest.
-            subprocess.run([str(binary("kube-proxy")), "--cleanup"], capture_output=True, timeout=60, check=False)
-        chains = remove_chains()
-        self.remove_cgroups()
-        if Path(f"/sys/class/net/{BRIDGE}").exists():
-            sh("ip", "link", "delete", BRIDGE, check=False)
+        chains = 0
+        if machine_wide:
+            if binary("kube-proxy").exists():
+                # kube-proxy's own clean-up of its rules (all modes); remove_chains() then takes the kubelet's.
+                subprocess.run([str(binary("kube-proxy")), "--cleanup"], capture_output=True, timeout=60, check=False)
+            chains = remove_chains()
+            self.remove_cgroups()
+            if Path(f"/sys/class/net/{BRIDGE}").exists():
+                sh("ip", "link", "delete", BRIDGE, check=False)
         if self.root.exists():
             keep = self.state / "node-logs.prev"
             shutil.rmtree(keep, ignore_errors=True)
