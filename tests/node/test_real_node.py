@@ -160,8 +160,9 @@ def test_resume_starts_processes_with_new_pids(group: Group) -> None:
         assert SUSPENDED_LABEL not in labels, labels
 
 
-def test_operator_pod_deleted_mid_suspension(group: Group) -> None:
-    """The operator pod deleted right after a suspension is requested: the Deployment's next pod finishes it."""
+def test_operator_pod_deleted_mid_suspension(real_node: RealNode, group: Group) -> None:
+    """The operator pod deleted right after a suspension is requested: the Deployment's next pod finishes it, and
+    it is the new pod that keeps it (a container restarted afterwards is stopped again)."""
     old = [p["metadata"]["name"] for p in operator_pods()]
     apply_suspension(group.namespace, suspend=True)
     kubectl("delete", "pod", "-n", OPERATOR_NAMESPACE, *old, "--wait=false")
@@ -171,6 +172,15 @@ def test_operator_pod_deleted_mid_suspension(group: Group) -> None:
     for pod in group.pods:
         assert all_stopped(group.namespace, pod), pod
     assert psus_status(group.namespace).get("summary") == f"{REPLICAS}/{REPLICAS}"
+    wait_for("the old operator pod gone", lambda: all(p["metadata"]["name"] == new for p in operator_pods()), 120)
+    pod, process = group.pods[2], PROCESSES[1]
+    restarts = kill_container_init(real_node, group.namespace, pod, process.container)
+    wait_for(
+        f"{pod}/{process.container} restarted",
+        lambda: restart_count(group.namespace, pod, process.container) > restarts,
+        120,
+    )
+    wait_for(f"{pod}: stopped again by the new operator pod", lambda: all_stopped(group.namespace, pod), 120)
 
 
 def test_deletion_resumes_with_new_pids(group: Group) -> None:
