@@ -396,6 +396,9 @@ state = "{root / "state"}"
         ]
         with step(f"kubelet {K8S_VERSION} as node {NODE_NAME} (serving on {GATEWAY}:{ports.kubelet})"):
             spawn(argv, self.log_file("kubelet"), self.pid_file("kubelet"))
+            # Its own health endpoint first: a node object left Ready by an earlier kubelet proves nothing.
+            healthz = f"http://127.0.0.1:{ports.kubelet_healthz}/healthz"
+            self.wait("kubelet", lambda: controlplane.http_get(healthz, timeout=2)[0] == 200, timeout=90)
             self.wait("kubelet", lambda: self.node_condition("Ready") == "True", timeout=90)
             # kube-controller-manager runs without the node lifecycle controller (see controlplane.py), which would
             # otherwise lift the not-ready taint the kubelet registers with.
