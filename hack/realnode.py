@@ -138,6 +138,7 @@ class RealNode:
         self.sock = self.root / "containerd" / "containerd.sock"
         self.kubelet_root = self.root / "kubelet"
         self.cni_conf = self.root / "cni" / "net.d"
+        self.pod_logs = self.root / "pod-logs"
         self.ports_file = self.root / "ports.json"
 
     # -- helpers --
@@ -377,6 +378,8 @@ state = "{root / "state"}"
             "resolvConf": "/etc/resolv.conf",
             "staticPodPath": "",
             "registerNode": True,
+            # Container logs in our state, not /var/log/pods (the kubelet still links them from /var/log/containers).
+            "podLogsDir": str(self.pod_logs),
             "syncFrequency": "10s",
             "nodeStatusReportFrequency": "10s",
         }
@@ -479,6 +482,7 @@ state = "{root / "state"}"
             subprocess.run(["umount", str(ns)], capture_output=True, check=False)
             ns.unlink(missing_ok=True)
         unmounted = unmount_under(self.root) if self.root.exists() else 0
+        remove_log_links(self.pod_logs)
         chains = 0
         if machine_wide:
             if binary("kube-proxy").exists():
@@ -606,6 +610,19 @@ state = "{root / "state"}"
         ready = self.node_condition("Ready") if ok else ""
         print(f"{'node ' + NODE_NAME:<24} {'Ready' if ready == 'True' else 'not ready'}")
         return 0 if ok and ready == "True" else 1
+
+
+def remove_log_links(pod_logs: Path) -> None:
+    """The kubelet's /var/log/containers links into our pod logs (and ones left dangling by a removed state)."""
+    links = Path("/var/log/containers")
+    for link in links.glob("*.log") if links.is_dir() else []:
+        with contextlib.suppress(OSError):
+            target = os.readlink(link)
+            if target.startswith(str(pod_logs) + "/") or not os.path.exists(link):
+                link.unlink()
+    # The kubelet creates the directory; gone again when nothing else logs there.
+    with contextlib.suppress(OSError):
+        links.rmdir()
 
 
 def remove_chains() -> int:

@@ -209,7 +209,7 @@ def _exit_status(raw: str, call: ExecCall) -> int | None:
             with contextlib.suppress(TypeError, ValueError):
                 return int(str(cause.get("message")))
     # A Failure without an exit code: the command could not be started (e.g. no `sh` in the image).
-    raise ExecFailed(f"{call.what}: {status.get('message') or raw.strip()[:300]}")
+    raise ExecFailed(f"{call.what}: {_api_message(raw)}")
 
 
 class KubernetesExec:

@@ -297,6 +297,19 @@ def test_unreachable_kubelet_message_drops_the_exec_url_query() -> None:
     assert "in-pod+script" not in str(error)
 
 
+def test_unreachable_kubelet_on_the_error_channel_drops_the_exec_url_query() -> None:
+    """The same message arriving as the exec's error-channel Status (what the API server sends on the real node
+    when the pod's kubelet refuses the connection)."""
+    url = "https://10.88.7.1:45811/exec/ns/database-0/pxc-mysql?command=sh&command=" + "%23+script" * 1500
+    message = f'Internal error occurred: error sending request: Post "{url}": dial tcp: connect: connection refused'
+    raw = json.dumps({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"})
+    with pytest.raises(ExecFailed) as caught:
+        _exit_status(raw, CALL)
+    assert len(str(caught.value)) < 1000, len(str(caught.value))
+    assert "connect: connection refused" in str(caught.value)
+    assert "%23+script" not in str(caught.value)
+
+
 def test_other_client_errors_are_permanent() -> None:
     body = b'{"message":"container bogus is not valid for pod database-0","code":400}'
     error = classify_exec_error(handshake_error(400, body), CALL)
