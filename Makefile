@@ -90,6 +90,10 @@ controlplane-down: $(STAMP) ## Stop the local control plane and the fake pods' h
 bench: $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun
 	$(PY) bench/suspend_bench.py --quick
 
+.PHONY: bench-node
+bench-node: $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99 through the kubelet; N=10,50 vs seed loop, xargs+ncat
+	$(PY) bench/node_bench.py --sizes 10,50
+
 .PHONY: bench-full
 bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods
 	$(PY) bench/suspend_bench.py --full
