@@ -1,11 +1,15 @@
 # The processcontrol operator image: `processcontrol operator ...` (see deploy/manager/manager.yaml).
 # Two stages: the builder installs the package and its dependencies into a virtualenv; the runtime
 # copies only that virtualenv onto the same slim Python base, so no compiler, pip cache or source is shipped.
+#
+# BASE_IMAGE: any image with Python >= 3.11 as `python3` (with venv) and groupadd/useradd, e.g. a Debian 12 base
+# built locally where no registry is reachable (hack/images.py builds one with mmdebstrap).
+ARG BASE_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS builder
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/processcontrol
+RUN python3 -m venv /opt/processcontrol
 WORKDIR /src
 # Only what the package build needs: the source root and its metadata.
 COPY pyproject.toml README.md ./
@@ -13,8 +17,8 @@ COPY operator/processcontrol ./operator/processcontrol
 RUN /opt/processcontrol/bin/pip install --no-compile . \
  && /opt/processcontrol/bin/python -m compileall -q /opt/processcontrol/lib
 
-FROM python:3.11-slim
-# The same base (and so the same /usr/local/bin/python the venv links to) as the builder.
+FROM ${BASE_IMAGE}
+# The same base (and so the same python3 the venv links to) as the builder.
 COPY --from=builder /opt/processcontrol /opt/processcontrol
 ENV PATH=/opt/processcontrol/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -58,8 +58,27 @@ demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control pl
 e2e: $(STAMP) helm go-container-run ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
 	$(PY) -m pytest tests/e2e -q
 
+.PHONY: e2e-node
+e2e-node: $(STAMP) ## End-to-end tests on a real node (kubelet, containerd, runc), the operator as a pod (root)
+	$(PY) -m pytest tests/node -q
+
 .PHONY: test
-test: lint typecheck unit e2e ## Everything CI runs: lint, type check, unit and e2e tests
+test: lint typecheck unit e2e e2e-node ## Everything CI runs: lint, type check, unit, e2e and real-node tests
+
+IMAGE ?= ghcr.io/processcontrol/processcontrol:0.1.0
+BASE_IMAGE ?= python:3.11-slim
+
+.PHONY: image
+image: ## Build the operator image with docker (IMAGE=..., BASE_IMAGE=... any Python >= 3.11 base)
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+.PHONY: demo-node
+demo-node: $(STAMP) ## The demo on a real node: kubelet + containerd, images built here, the operator as a pod (root)
+	$(PY) hack/demo_node.py up
+
+.PHONY: demo-node-down
+demo-node-down: $(STAMP) ## Stop the real-node demo and remove everything it made
+	$(PY) hack/demo_node.py down
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml (and the chart's copy) from the pydantic models
@@ -87,6 +106,10 @@ controlplane-down: $(STAMP) ## Stop the local control plane and the fake pods' h
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun
 	$(PY) bench/suspend_bench.py --quick
+
+.PHONY: bench-node
+bench-node: $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99 through the kubelet; N=10,50 vs seed loop, xargs+ncat
+	$(PY) bench/node_bench.py --sizes 10,50
 
 .PHONY: bench-full
 bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods

@@ -40,6 +40,9 @@ KWOK_PATCH = "pc1"
 NODE_NAME = "kwok-node-0"
 SERVICE_CIDR = "10.96.0.0/12"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Where kube-apiserver listens and what it advertises (the `kubernetes` Service's endpoint). Loopback by default; the
+# real node (hack/realnode.py) sets its bridge's gateway address, the one address both host and pods can reach.
+APISERVER_ADDRESS_ENV = "PROCESSCONTROL_APISERVER_ADDRESS"
 # Start order; stopped in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kwok")
 
@@ -90,6 +93,7 @@ class Ports:
     apiserver: int
     controller_manager: int
     kwok: int
+    address: str = "127.0.0.1"
 
 
 def log(message: str) -> None:
@@ -214,7 +218,7 @@ def openssl(*args: str, cwd: Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{result.stderr}")
 
 
-def make_pki(pki: Path) -> None:
+def make_pki(pki: Path, address: str = "127.0.0.1") -> None:
     """A CA and one admin pair (O=system:masters, serverAuth+clientAuth) used for every TLS endpoint and as SA key."""
     pki.mkdir(parents=True, exist_ok=True)
     openssl(
@@ -248,6 +252,8 @@ def make_pki(pki: Path) -> None:
         "IP:0:0:0:0:0:0:0:1",
         "IP:10.96.0.1",
     ]
+    if address != "127.0.0.1":
+        sans.append(f"IP:{address}")
     (pki / "admin.ext").write_text(
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -289,7 +295,7 @@ def make_pki(pki: Path) -> None:
         key.chmod(0o600)
 
 
-def write_kubeconfig(path: Path, pki: Path, apiserver_port: int) -> None:
+def write_kubeconfig(path: Path, pki: Path, apiserver_port: int, address: str = "127.0.0.1") -> None:
     """A self-contained admin kubeconfig (certificates embedded)."""
     import base64
 
@@ -303,7 +309,7 @@ def write_kubeconfig(path: Path, pki: Path, apiserver_port: int) -> None:
             {
                 "name": "processcontrol",
                 "cluster": {
-                    "server": f"https://127.0.0.1:{apiserver_port}",
+                    "server": f"https://{address}:{apiserver_port}",
                     "certificate-authority-data": b64("ca.crt"),
                 },
             }
@@ -423,7 +429,7 @@ class ControlPlane:
         if ports is None:
             return False
         try:
-            code, _ = https_get(f"https://127.0.0.1:{ports.apiserver}/readyz", self.pki)
+            code, _ = https_get(f"https://{ports.address}:{ports.apiserver}/readyz", self.pki)
         except (OSError, ssl.SSLError):
             return False
         return code == 200
@@ -480,10 +486,12 @@ class ControlPlane:
             self.root.mkdir(parents=True, exist_ok=True)
             self.logs.mkdir()
             self.pids.mkdir()
-            make_pki(self.pki)
-            ports = Ports(*free_ports(5))
+            address = os.environ.get(APISERVER_ADDRESS_ENV, "127.0.0.1")
+            make_pki(self.pki, address)
+            etcd_client, etcd_peer, apiserver, controller_manager, kwok = free_ports(5)
+            ports = Ports(etcd_client, etcd_peer, apiserver, controller_manager, kwok, address)
             self.ports_file.write_text(json.dumps(asdict(ports)))
-            write_kubeconfig(self.kubeconfig, self.pki, ports.apiserver)
+            write_kubeconfig(self.kubeconfig, self.pki, ports.apiserver, address)
 
     def _require_ports(self) -> Ports:
         ports = self.ports()
@@ -516,14 +524,14 @@ class ControlPlane:
 
     def _start_kube_apiserver(self) -> None:
         p = self._require_ports()
-        with step(f"kube-apiserver {K8S_VERSION} on https://127.0.0.1:{p.apiserver}"):
+        with step(f"kube-apiserver {K8S_VERSION} on https://{p.address}:{p.apiserver}"):
             pki = self.pki
             argv = [
                 str(binary("kube-apiserver")),
                 f"--etcd-servers=http://127.0.0.1:{p.etcd_client}",
                 "--etcd-prefix=/registry",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={p.address}",
+                f"--advertise-address={p.address}",
                 f"--secure-port={p.apiserver}",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
@@ -572,7 +580,7 @@ class ControlPlane:
 
     def _start_kwok(self) -> None:
         p = self._require_ports()
-        with step(f"kwok {KWOK_VERSION} (kubelet for all nodes, exec server on https://127.0.0.1:{p.kwok})"):
+        with step(f"kwok {KWOK_VERSION} (kubelet for its nodes, exec server on https://127.0.0.1:{p.kwok})"):
             args = ["apply", "--server-side", "--force-conflicts"]
             for crd in kwok_crds():
                 args += ["-f", str(crd)]
@@ -588,7 +596,9 @@ class ControlPlane:
             argv = [
                 str(binary("kwok")),
                 f"--kubeconfig={self.kubeconfig}",
-                "--manage-all-nodes=true",
+                # Only its own nodes: a real kubelet may join (hack/realnode.py), and kwok must not take its pods.
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 f"--server-address=127.0.0.1:{p.kwok}",
                 f"--node-port={p.kwok}",
                 "--node-ip=127.0.0.1",
@@ -670,7 +680,7 @@ class ControlPlane:
             print(f"{component:<24} {'running' if running else 'stopped':<8} {pid}")
         ready = self.apiserver_ready()
         ports = self.ports()
-        where = f"https://127.0.0.1:{ports.apiserver}" if ports else "-"
+        where = f"https://{ports.address}:{ports.apiserver}" if ports else "-"
         print(f"{'apiserver /readyz':<24} {'ok' if ready else 'not ready':<8} {where}")
         print(f"{'kubeconfig':<24} {self.kubeconfig}")
         return 0 if ready and all(states.values()) else 1

@@ -157,13 +157,21 @@ def _status_and_body(error: BaseException) -> tuple[int | None, str]:
     return None, str(error)
 
 
+# A URL's query string. The API server's message for an unreachable kubelet quotes the whole exec URL, whose query is
+# the URL-encoded in-pod script (about 15 KB): it would overflow the pod status message and bury the cause.
+_URL_QUERY = re.compile(r"(https?://[^\s\"?]+)\?[^\s\"]*")
+MAX_MESSAGE = 600
+
+
 def _api_message(body: str) -> str:
-    """The `message` of a Kubernetes Status body, else the body itself (shortened)."""
+    """The `message` of a Kubernetes Status body, else the body itself; URL queries elided, shortened."""
+    text = body.strip()
     with contextlib.suppress(ValueError, AttributeError):
         message = json.loads(body).get("message")
         if isinstance(message, str) and message:
-            return message
-    return body.strip()[:300]
+            text = message
+    text = _URL_QUERY.sub(r"\1?...", text)
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
 def _is_timeout(error: BaseException) -> bool:
@@ -220,7 +228,7 @@ def _exit_status(raw: str, call: ExecCall) -> int | None:
             with contextlib.suppress(TypeError, ValueError):
                 return int(str(cause.get("message")))
     # A Failure without an exit code: the command could not be started (e.g. no `sh` in the image).
-    raise ExecFailed(f"{call.what}: {status.get('message') or raw.strip()[:300]}")
+    raise ExecFailed(f"{call.what}: {_api_message(raw)}")
 
 
 class KubernetesExec:

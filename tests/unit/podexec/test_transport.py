@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -278,6 +279,35 @@ def test_server_errors_are_transient(status: int) -> None:
     error = classify_exec_error(handshake_error(status, b"upstream connect error"), CALL)
     assert isinstance(error, ExecUnavailable)
     assert str(status) in str(error)
+
+
+def test_unreachable_kubelet_message_drops_the_exec_url_query() -> None:
+    """Seen on the real node with its kubelet stopped: the API server's message carries the whole exec URL, whose
+    query is the URL-encoded in-pod script (15 KB), which overflowed the pod status message (4096) and crashed the
+    suspension loop. The message keeps the cause and the URL's path."""
+    script = "%23+processcontrol+in-pod+script" * 500
+    url = f"https://10.88.7.1:37453/exec/ns/database-0/pxc-mysql?command=sh&command=-c&command={script}"
+    message = f'error sending request: Post "{url}": dial tcp 10.88.7.1:37453: connect: connection refused'
+    body = json.dumps({"kind": "Status", "message": f"Internal error occurred: {message}", "code": 500}).encode()
+    error = classify_exec_error(handshake_error(500, body), CALL)
+    assert isinstance(error, ExecUnavailable)
+    assert len(str(error)) < 1000, len(str(error))
+    assert "connect: connection refused" in str(error)
+    assert "https://10.88.7.1:37453/exec/ns/database-0/pxc-mysql?" in str(error)
+    assert "in-pod+script" not in str(error)
+
+
+def test_unreachable_kubelet_on_the_error_channel_drops_the_exec_url_query() -> None:
+    """The same message arriving as the exec's error-channel Status (what the API server sends on the real node
+    when the pod's kubelet refuses the connection)."""
+    url = "https://10.88.7.1:45811/exec/ns/database-0/pxc-mysql?command=sh&command=" + "%23+script" * 1500
+    message = f'Internal error occurred: error sending request: Post "{url}": dial tcp: connect: connection refused'
+    raw = json.dumps({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"})
+    with pytest.raises(ExecFailed) as caught:
+        _exit_status(raw, CALL)
+    assert len(str(caught.value)) < 1000, len(str(caught.value))
+    assert "connect: connection refused" in str(caught.value)
+    assert "%23+script" not in str(caught.value)
 
 
 def test_other_client_errors_are_permanent() -> None:

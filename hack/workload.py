@@ -1,0 +1,111 @@
+"""A kubecf-like instance group on the real node (hack/realnode.py): a StatefulSet laid out as quarks-operator lays
+out a BOSH instance group, running the image hack/images.py builds (hack/images/kubecf-like).
+
+Each pod: a `logs` sidecar first (mounts only /var/vcap/sys, as kubecf's), then one container per BOSH process,
+`tini -- containerrun --job-name J --process-name P -- CMD`, all sharing /var/vcap/data and /var/vcap/sys
+(emptyDirs). The processes are real long-running programs, so a stopped one is visibly gone from `ps`:
+`web/http` a Python HTTP server, `web/worker` a shell with two sleeping children.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from realnode import NODE_LABEL
+
+WORKLOAD_IMAGE = "docker.io/local/kubecf-like:dev"
+LABEL_INSTANCE_GROUP = "quarks.cloudfoundry.org/instance-group-name"
+
+
+@dataclass(frozen=True)
+class Process:
+    """One BOSH process: its container and how its main program's command line starts in `ps -o args` (tini's and
+    containerrun's own command lines contain it too, but later)."""
+
+    job: str
+    process: str
+    command: tuple[str, ...]
+    marker: str
+
+    @property
+    def container(self) -> str:
+        """kubecf's container name: job-process."""
+        return f"{self.job}-{self.process}"
+
+    @property
+    def sentinel(self) -> str:
+        """containerrun's `.running` file, present while the main process runs."""
+        return f"/var/vcap/data/{self.job}/{self.process}_containerrun.running"
+
+
+PROCESSES = (
+    Process("web", "http", ("python3", "-m", "http.server", "8080"), "python3 -m http.server 8080"),
+    Process("web", "worker", ("sh", "-c", "sleep 100000 & sleep 100001 & wait"), "sleep 100001"),
+)
+
+
+# A `processcontrol` that never returns, first on PATH: the operator's in-pod script then hangs in this container.
+HANG_SETUP = (
+    "mkdir -p /hang && printf '#!/bin/sh\\nexec sleep 100000\\n' >/hang/processcontrol && chmod +x /hang/processcontrol"
+)
+HANG_PATH = "/hang:/opt/processcontrol/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def instance_group(
+    name: str, namespace: str, replicas: int, group: str | None = None, hang_exec: bool = False
+) -> dict[str, object]:
+    """The StatefulSet (pods NAME-0..N-1 on the real node; nothing pulled), in instance group `group` (default:
+    NAME; several StatefulSets may share one). hang_exec: every exec into its first process container hangs."""
+    labels = {
+        LABEL_INSTANCE_GROUP: group or name,
+        "quarks.cloudfoundry.org/deployment-name": "kubecf",
+        "processcontrol.dev/statefulset": name,
+    }
+    mounts = [
+        {"name": "data", "mountPath": "/var/vcap/data"},
+        {"name": "sys", "mountPath": "/var/vcap/sys"},
+    ]
+    containers: list[dict[str, object]] = [
+        {
+            "name": "logs",
+            "image": WORKLOAD_IMAGE,
+            "imagePullPolicy": "Never",
+            "args": ["sh", "-c", "mkdir -p /var/vcap/sys/log && exec tail -n0 -F /var/vcap/sys/log/all.log"],
+            "volumeMounts": [{"name": "sys", "mountPath": "/var/vcap/sys"}],
+        }
+    ]
+    for index, process in enumerate(PROCESSES):
+        args = ["containerrun", "--job-name", process.job, "--process-name", process.process, "--", *process.command]
+        container: dict[str, object] = {
+            "name": process.container,
+            "image": WORKLOAD_IMAGE,
+            "imagePullPolicy": "Never",
+            "args": args,
+            "volumeMounts": mounts,
+        }
+        if hang_exec and index == 0:
+            container["args"] = ["sh", "-c", f'{HANG_SETUP} && exec "$@"', "sh", *args]
+            container["env"] = [{"name": "PATH", "value": HANG_PATH}]
+        containers.append(container)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "serviceName": name,
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"processcontrol.dev/statefulset": name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {NODE_LABEL: "true"},
+                    # containerrun stops its process on SIGTERM at once; no need for the default 30 s.
+                    "terminationGracePeriodSeconds": 5,
+                    "enableServiceLinks": False,
+                    "containers": containers,
+                    "volumes": [{"name": "data", "emptyDir": {}}, {"name": "sys", "emptyDir": {}}],
+                },
+            },
+        },
+    }
