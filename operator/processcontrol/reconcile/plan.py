@@ -25,6 +25,9 @@ from processcontrol.api.duration import parse_duration
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.targets import PodInfo
 
+# Well under the 4,096 characters the status schema allows a pod's message.
+MESSAGE_LIMIT = 1000
+
 
 class Mode(StrEnum):
     """What the suspension currently asks of its pods."""
@@ -86,7 +89,8 @@ def _pod_status(pod_name: str, record: PodRecord) -> PodStatus:
         name=pod_name,
         uid=record.uid,
         state=record.state,
-        message=record.message,
+        # Exec errors can quote long API answers; the status keeps their start (the events and log have the rest).
+        message=record.message[:MESSAGE_LIMIT],
         last_transition_time=cond.format_time(record.transition_time) if record.transition_time else None,
         processes=record.processes,
     )
@@ -203,7 +207,7 @@ def _stall(
         return None
     name, record = first_failed
     more = f" (and {failed - 1} more failed pods)" if failed > 1 else ""
-    return record.reason or "PodFailed", f"pod {name}: {record.message}{more}"
+    return record.reason or "PodFailed", f"pod {name}: {record.message[:MESSAGE_LIMIT]}{more}"
 
 
 def process_state(mode: Mode, result: str, running: bool, settled: bool) -> ProcessState:

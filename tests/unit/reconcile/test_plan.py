@@ -299,3 +299,20 @@ def test_pods_being_given_back_are_listed_not_counted() -> None:
 )
 def test_process_state(mode: Mode, result: str, running: bool, settled: bool, expected: ProcessState) -> None:
     assert process_state(mode, result, running, settled) is expected
+
+
+def test_a_long_failure_message_never_breaks_the_status() -> None:
+    """An exec error can quote a whole API answer; the status must still validate (its limit is 4,096)."""
+    failed = record("database-0", PodState.FAILED)
+    failed.reason, failed.message = "ExecFailed", "x" * 20_000
+    status = build_status(
+        spec(),
+        1,
+        Intent(Mode.SUSPEND, "SuspendRequested"),
+        [pod("database-0")],
+        {"database-0": failed},
+        ProcessSuspensionStatus(),
+        NOW,
+    )
+    assert len(status.pods[0].message) <= 1000
+    ProcessSuspensionStatus.model_validate(status.model_dump(by_alias=True, mode="json"))
