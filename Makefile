@@ -89,7 +89,7 @@ bench: $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's
 	$(PY) bench/suspend_bench.py --quick
 
 .PHONY: bench-full
-bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods
+bench-full: $(STAMP) ## Benchmarks, full (about an hour): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods
 	$(PY) bench/suspend_bench.py --full
 
 .PHONY: soak
