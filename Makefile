@@ -112,7 +112,7 @@ bench-node: $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99
 	$(PY) bench/node_bench.py --sizes 10,50
 
 .PHONY: bench-full
-bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods
+bench-full: $(STAMP) ## Benchmarks, full (about an hour): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods
 	$(PY) bench/suspend_bench.py --full
 
 .PHONY: soak

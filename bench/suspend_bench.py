@@ -636,7 +636,7 @@ def main() -> int:
         "date": started.isoformat(timespec="seconds"),
         "variant": variant_name,
         "machine": machine(),
-        "settings": "operator defaults (README Configuration); PROCESSCONTROL_METRICS_PORT set by hack/harness.py",
+        "settings": "operator defaults (docs/configuration.md); PROCESSCONTROL_METRICS_PORT set by hack/harness.py",
         "processes_per_pod": len(JOBS),
         "suspend": [],
     }

@@ -285,7 +285,7 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
 
 
 def test_single_replica_guarantee_and_two_standalone_replicas_stay_correct(cluster: Cluster) -> None:
-    """deploy/ runs one standalone replica with Recreate (no kopf peering: see the README's Reliability section).
+    """deploy/ runs one standalone replica with Recreate (no kopf peering: see tests/e2e/README.md).
     Failover = the replacement after a kill: test_operator_sigkilled_... . Here: what a second standalone replica
     started by mistake does. Both act; every action is idempotent, so the end state is still right."""
     deployment = next(

@@ -1,4 +1,4 @@
-"""Operator settings, from PROCESSCONTROL_* environment variables; documented in the README."""
+"""Operator settings, from PROCESSCONTROL_* environment variables; documented in docs/configuration.md."""
 
 from __future__ import annotations
 

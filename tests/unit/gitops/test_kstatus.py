@@ -23,7 +23,7 @@ BUILD = REPO / "hack" / "build-kstatus.sh"
 # What kstatus.Compute() says for each fixture state.
 EXPECTED = {
     # No status and no conditions: kstatus assumes Current (its fallback for unknown kinds). Flux users who wait on a
-    # fresh suspension should use healthCheckExprs (README), Argo CD's check reads this as Progressing.
+    # fresh suspension should use healthCheckExprs (docs/gitops.md), Argo CD's check reads this as Progressing.
     "new": "Current",
     "suspending": "InProgress",
     "suspended": "Current",
