@@ -44,10 +44,8 @@ PROCESSES = (
 )
 
 
-# A `processcontrol` that never returns, first on PATH: the operator's in-pod script then hangs in this container.
-HANG_SETUP = (
-    "mkdir -p /hang && printf '#!/bin/sh\\nexec sleep 100000\\n' >/hang/processcontrol && chmod +x /hang/processcontrol"
-)
+# A `perl` that never returns, first on PATH: the in-pod script's first sender, so its STOP hangs in this container.
+HANG_SETUP = "mkdir -p /hang && printf '#!/bin/sh\\nexec sleep 100000\\n' >/hang/perl && chmod +x /hang/perl"
 HANG_PATH = "/hang:/opt/processcontrol/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -72,7 +72,7 @@ def test_hanging_exec_is_reported_while_the_others_finish(namespace: str) -> Non
     assert pod_states(namespace)[HANGING]["state"] == "Failed"
 
     # Fixed: the sender no longer hangs; the operator's next attempt stops the pod's processes too.
-    kubectl("exec", "-n", namespace, HANGING, "-c", "web-http", "--", "rm", "-f", "/hang/processcontrol")
+    kubectl("exec", "-n", namespace, HANGING, "-c", "web-http", "--", "rm", "-f", "/hang/perl")
     wait_ready(GROUP, namespace, timeout=240)
     assert all_stopped(namespace, HANGING)
     kubectl("delete", "psus", GROUP, "-n", namespace, "--timeout=180s", timeout=200)

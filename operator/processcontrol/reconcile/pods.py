@@ -13,8 +13,11 @@ from processcontrol.reconcile.metrics import observe_exec
 from processcontrol.reconcile.plan import Mode, process_state
 from processcontrol.reconcile.targets import PodInfo
 
-# Failures that another try a moment later will not mend; the others are retried quickly before a pod is Failed.
-LASTING = frozenset({"ExecForbidden", "NoContainer", "NoSenderTool", "LedgerUnreadable"})
+# Failures shown at once: those another try a moment later will not mend, and timeouts (they took long enough
+# already). The others are retried quickly, and a pod shows Failed only when they last.
+SHOWN_AT_ONCE = frozenset(
+    {"ExecForbidden", "NoContainer", "NoSenderTool", "LedgerUnreadable", "ExecTimeout", "VerifyTimeout"}
+)
 
 
 def _error_reason(error: ExecError) -> str:

@@ -42,7 +42,7 @@ from processcontrol.reconcile.ledger import (
 )
 from processcontrol.reconcile.plan import Mode, PodRecord, reverify_spread
 from processcontrol.reconcile.pods import (
-    LASTING,
+    SHOWN_AT_ONCE,
     count,
     is_stale,
     names,
@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 # Retries of a failed step start here and double up to the failure backoff: a new pod whose sockets are not
 # bound yet is stopped a moment later, not ten seconds later.
 FIRST_RETRY_S = 0.25
-# A pod is shown Failed only after this many failures in a row (or at once for a lasting reason).
+# A pod is shown Failed only after this many failures in a row (or at once: pods.SHOWN_AT_ONCE).
 FAILURES_SHOWN = 3
 
 
@@ -607,7 +607,11 @@ class PodWorker:
         if progress is None:
             return
         shown = progress.state
-        if progress.state is PodState.FAILED and progress.failures < FAILURES_SHOWN and progress.reason not in LASTING:
+        if (
+            progress.state is PodState.FAILED
+            and progress.failures < FAILURES_SHOWN
+            and progress.reason not in SHOWN_AT_ONCE
+        ):
             shown = PodState.SUSPENDING
         self._publish(
             suspension,
@@ -716,10 +720,10 @@ class PodWorker:
         was_shown = (
             previous is not None
             and previous.state is PodState.FAILED
-            and (previous.failures >= FAILURES_SHOWN or previous.reason in LASTING)
+            and (previous.failures >= FAILURES_SHOWN or previous.reason in SHOWN_AT_ONCE)
         )
         self._set_progress(suspension, pod, progress)
-        now_shown = failures >= FAILURES_SHOWN or failure.reason in LASTING
+        now_shown = failures >= FAILURES_SHOWN or failure.reason in SHOWN_AT_ONCE
         if now_shown and not was_shown:
             self._event(suspension, "Warning", failure.reason, f"pod {pod.name}: {failure.message}")
 
