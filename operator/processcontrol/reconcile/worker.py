@@ -494,8 +494,9 @@ class PodWorker:
             if not self._still_wanted(suspension.uid):
                 return  # let go while we looked: the next step gives the hold back, no STOP sent
         action = Action.STOP if send else Action.STATUS
-        if send:
-            # The STOP exec waits in the pod for up to in_pod_wait_s: say meanwhile what it waits for.
+        if send and (fresh or previous is None or previous.state is not PodState.FAILED):
+            # The STOP exec waits in the pod for up to in_pod_wait_s: say meanwhile what it waits for. A retry of
+            # a failed pod keeps showing the failure until it succeeds (no Stalled flapping on every retry).
             held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
             self._advance(
                 suspension,
