@@ -181,9 +181,12 @@ def exec_floor(pods: Sequence[str]) -> float:
     from processcontrol.reconcile.settings import OperatorSettings
 
     settings = OperatorSettings()
-    os.environ["KUBECONFIG"] = str(controlplane.kubeconfig_path())
     executor = KubernetesPodExecutor(
-        load_configuration(), max_concurrency=settings.exec_concurrency, timeout_s=settings.exec_timeout_s
+        load_configuration(str(controlplane.kubeconfig_path())),
+        max_concurrency=settings.exec_concurrency,
+        timeout_s=settings.exec_timeout_s,
+        retries=settings.exec_retries,
+        backoff_s=settings.exec_backoff_s,
     )
 
     async def all_pods() -> None:

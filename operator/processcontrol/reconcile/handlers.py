@@ -102,7 +102,7 @@ async def suspension_changed(
     runtime.wake(namespace or "", name)
 
 
-@kopf.daemon(*RESOURCE, id="status", cancellation_backoff=5.0, cancellation_timeout=10.0)  # type: ignore[arg-type]
+@kopf.daemon(*RESOURCE, id="status", cancellation_backoff=1.0, cancellation_timeout=10.0)  # type: ignore[arg-type]
 async def keep_status(
     body: kopf.Body,
     memo: kopf.Memo,

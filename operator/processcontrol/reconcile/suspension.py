@@ -162,8 +162,13 @@ async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.Dae
         while not stopped:
             wake.clear()
             wait = await daemon.publish()
-            # Many pods report at once: gather them into one write per status interval.
-            await asyncio.sleep(runtime.settings.status_interval_s if wait is None or wait > 0 else 0)
+            # Many pods report at once: gather them into one write per status interval. Waits end as soon as
+            # kopf asks the daemon to stop: one that does not exit at once holds a deletion up for its
+            # cancellation backoff.
+            if wait is None or wait > 0:
+                await stopped.wait(runtime.settings.status_interval_s)
+                if stopped:
+                    break
             waiter = asyncio.ensure_future(wake.wait())
             stopper = asyncio.ensure_future(stopped.wait())
             try:
