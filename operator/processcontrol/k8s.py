@@ -137,6 +137,17 @@ class KubeClient:
         )
         return result
 
+    async def pod_events(self, namespace: str, pod_uid: str) -> list[dict[str, Any]]:
+        """The events about one pod (the kubelet's probe failures and restarts among them), oldest first."""
+        api = self._api
+        result: dict[str, Any] = await self._call(
+            f"events of pod {namespace}/{pod_uid}",
+            lambda: api.sanitize_for_serialization(
+                self._core.list_namespaced_event(namespace, field_selector=f"involvedObject.uid={pod_uid}")
+            ),
+        )
+        return list(result.get("items") or [])
+
     async def suspensions_served(self) -> bool:
         """Whether the API server serves ProcessSuspensions: False when the CRD is not installed."""
         try:

@@ -173,6 +173,29 @@ def test_the_rest_may_change(change: dict[str, Any]) -> None:
     assert admit(openapi_schema(), new, old=old) == []
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "admitted"),
+    [
+        ("Refuse", "Warn", True),  # the user decided: stop them anyway
+        ("Refuse", "Skip", True),
+        (None, "Warn", True),  # absent means Warn
+        ("Warn", None, True),
+        ("Warn", "Skip", False),  # a hold would have to move from one set of processes to another
+        (None, "Skip", False),
+        ("Skip", "Refuse", False),
+    ],
+)
+def test_probes_may_change_only_from_refuse(old: str | None, new: str | None, admitted: bool) -> None:
+    before = manifest(instanceGroup="db", **({"probes": old} if old else {}))
+    after = manifest(instanceGroup="db", **({"probes": new} if new else {}))
+    errors = admit(openapi_schema(), after, old=before)
+    assert (errors == []) is admitted, errors
+    if not admitted:
+        assert errors == [
+            ".spec: Invalid value: probes can only be changed from Refuse: delete and recreate to change it"
+        ]
+
+
 def test_models_and_crd_agree_on_the_examples() -> None:
     for path in EXAMPLES:
         for document in yaml.safe_load_all(path.read_text()):

@@ -53,7 +53,7 @@ NAMESPACED_RULES = {
     ("processcontrol.dev", "processsuspensions"): {"get", "list", "watch", "patch", "update"},
     ("processcontrol.dev", "processsuspensions/status"): {"get", "patch", "update"},
     ("processcontrol.dev", "processsuspensions/finalizers"): {"update"},
-    ("", "events"): {"create", "patch"},
+    ("", "events"): {"create", "patch", "list"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CRD_WATCH = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}

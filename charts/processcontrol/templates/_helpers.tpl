@@ -72,9 +72,10 @@ deploy/namespaced/role-kubecf.yaml (per namespace). A test compares both renderi
   verbs: [update]
 # Events on the ProcessSuspension (suspended, resumed, failed, with the reason): kopf posts core/v1
 # events; events.k8s.io is the same resource in its newer API group, for clients that use it.
+# list: the kubelet's own reason for a restart loop of a suspended container ("Liveness probe failed: ...").
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create, patch, list]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -91,6 +91,15 @@ SPEC_RULES: list[dict[str, str]] = [
         ),
         "message": IMMUTABLE_MESSAGE.format(field="container"),
     },
+    {
+        # Refuse holds nothing back in a conflicting pod, so leaving it only adds holds; Warn and Skip hold
+        # different processes, and the operator does not move a hold from one set to the other.
+        "rule": (
+            "(has(self.probes) ? self.probes : 'Warn') == (has(oldSelf.probes) ? oldSelf.probes : 'Warn')"
+            " || (has(oldSelf.probes) && oldSelf.probes == 'Refuse')"
+        ),
+        "message": "probes can only be changed from Refuse: delete and recreate to change it",
+    },
 ]
 
 # The twins of LabelSelector's and LabelSelectorRequirement's pydantic validators.

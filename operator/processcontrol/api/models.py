@@ -39,6 +39,14 @@ MAX_NAMES = 64
 MAX_LISTED_PODS = 50
 
 
+class ProbePolicy(StrEnum):
+    """What to do in a pod where a stopped process would fail its container's liveness or startup probe."""
+
+    WARN = "Warn"
+    SKIP = "Skip"
+    REFUSE = "Refuse"
+
+
 class _Model(BaseModel):
     """Camel-case on the wire, snake_case in Python, unknown fields rejected."""
 
@@ -130,6 +138,16 @@ class ProcessSuspensionSpec(_Model):
         description=(
             "The container to exec into. Default: the first container mounting /var/vcap/data, "
             "else the first container."
+        ),
+    )
+
+    probes: ProbePolicy = Field(
+        default=ProbePolicy.WARN,
+        description=(
+            "What to do where a targeted process runs in a container with a liveness or startup probe, which fails "
+            "once the process stops and makes the kubelet restart the container. Warn: stop it anyway, report the "
+            "conflict and count the restarts (re-stopped each time). Skip: leave those processes running and say "
+            "so. Refuse: stop nothing in such a pod until probes is changed (only Refuse may be changed)."
         ),
     )
 
@@ -225,6 +243,14 @@ class PodStatus(_StatusModel):
     processes: list[ProcessStatus] = Field(
         default_factory=list, max_length=256, description="The containerrun processes found in the pod."
     )
+    probe_conflicts: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Liveness and startup probes of targeted containers, which fail while their process is stopped.",
+    )
+    restarts: int = Field(
+        default=0, ge=0, description="Restarts of the targeted processes' containers since the suspension took hold."
+    )
 
 
 class PodCounts(_StatusModel):
@@ -238,6 +264,12 @@ class PodCounts(_StatusModel):
         default_factory=dict, max_length=32, description="Failed pods by reason, e.g. ExecForbidden: 2."
     )
     releasing: int = Field(default=0, ge=0, description="Pods no longer targeted whose processes are being given back.")
+    probe_conflicts: int = Field(
+        default=0, ge=0, description="Target pods with a liveness or startup probe that a stopped process fails."
+    )
+    restart_loops: int = Field(
+        default=0, ge=0, description="Target pods whose targeted containers keep restarting during the suspension."
+    )
 
 
 class ProcessSuspensionStatus(_StatusModel):

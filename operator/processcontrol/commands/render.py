@@ -185,6 +185,7 @@ def describe(obj: Mapping[str, Any], now: datetime) -> str:
     ]
     if spec.get("container"):
         fields.append(("Container", spec["container"]))
+    fields.append(("Probes", spec.get("probes") or "Warn"))
     if status.get("suspendedAt"):
         fields.append(("Suspended At", f"{status['suspendedAt']} ({until(status['suspendedAt'], now)})"))
     if status.get("expiresAt"):
@@ -216,6 +217,12 @@ def describe(obj: Mapping[str, Any], now: datetime) -> str:
     else:
         lines.append(f"  {NONE} (the operator has not written a status yet)")
     lines += ["", "Pods:", pods_table(obj, "  ")]
+    probed = [p for p in status.get("pods") or [] if p.get("probeConflicts") or p.get("restarts")]
+    if probed:
+        lines += ["", "Probe conflicts (a stopped process fails these; the kubelet restarts its container):"]
+        for pod in probed:
+            restarts = f" (restarts while suspended: {pod['restarts']})" if pod.get("restarts") else ""
+            lines.append(f"  {pod.get('name', '')}: {'; '.join(pod.get('probeConflicts') or [])}{restarts}")
     listed, counts = len(status.get("pods") or []), status.get("counts") or {}
     if counts.get("targets", 0) + counts.get("releasing", 0) > listed:
         lines.append(

@@ -11,7 +11,10 @@ READY = "Ready"
 SUSPENDED = "Suspended"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
-CONDITION_TYPES = (READY, SUSPENDED, RECONCILING, STALLED)
+# Not a kstatus condition: True while a targeted container has a liveness or startup probe its stopped process
+# fails (reason: the probes policy's outcome, or RestartLoop once the kubelet keeps restarting it).
+PROBE_CONFLICT = "ProbeConflict"
+CONDITION_TYPES = (READY, SUSPENDED, RECONCILING, STALLED, PROBE_CONFLICT)
 
 
 def format_time(moment: datetime) -> str:

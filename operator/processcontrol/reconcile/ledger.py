@@ -43,6 +43,11 @@ class Hold(_LedgerModel):
     # The pod's container restart count when the stop was last verified; None until then. After an operator
     # restart a hold whose restarts still match is known to be in force without an exec (no status flap).
     verified_restarts: int | None = None
+    # The restart count of each targeted process's container when the hold was taken: restarts since then are
+    # restarts under suspension (a probe the stopped process fails, most likely).
+    restart_base: dict[str, int] = Field(default_factory=dict)
+    # Processes its filter selects that it leaves running (probes: Skip), as job/process.
+    skipped: tuple[str, ...] = ()
 
     def covers(self, job: str, process: str) -> bool:
         """Whether the hold's filter selects this socket (empty filter = everything)."""
@@ -120,6 +125,14 @@ def take_hold(ledger: Ledger, uid: str, hold: Hold, observed: Iterable[Observed]
     holds = dict(ledger.holds)
     previous = holds.get(uid)
     holds[uid] = hold.model_copy(update={"verified_restarts": previous.verified_restarts if previous else None})
+    if previous is not None:
+        # More sockets for a hold already taken: it keeps its restart baseline and what it leaves running.
+        holds[uid] = holds[uid].model_copy(
+            update={
+                "restart_base": {**hold.restart_base, **previous.restart_base},
+                "skipped": tuple(sorted({*previous.skipped, *hold.skipped})),
+            }
+        )
     if previous is not None and (previous.jobs, previous.processes) != (hold.jobs, hold.processes):
         holds[uid] = holds[uid].model_copy(update={"verified_restarts": None})
     processes = dict(ledger.processes)

@@ -10,6 +10,12 @@ SUSPENDED_PODS = Gauge(
 SUSPENDED_PROCESSES = Gauge(
     "processcontrol_suspended_processes", "Processes verified stopped, per suspension.", ["namespace", "suspension"]
 )
+RESTARTS_UNDER_SUSPENSION = Counter(
+    "processcontrol_restarts_under_suspension_total",
+    "Restarts of containers whose processes a suspension holds stopped (a probe the stopped process fails, most "
+    "likely), per suspension.",
+    ["namespace", "suspension"],
+)
 EXEC_SECONDS = Histogram(
     "processcontrol_exec_seconds",
     "Wall time of one exec into a pod.",

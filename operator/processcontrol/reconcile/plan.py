@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from processcontrol.api import (
     MAX_LISTED_PODS,
+    Condition,
     PodCounts,
     PodState,
     PodStatus,
@@ -22,6 +23,7 @@ from processcontrol.api import (
     ProcessSuspensionStatus,
 )
 from processcontrol.api.duration import parse_duration
+from processcontrol.api.models import ProbePolicy
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.targets import PodInfo
 
@@ -57,6 +59,9 @@ class PodRecord:
     reason: str = ""
     transition_time: datetime | None = None
     targeted: bool = True  # False: the pod left the target set and is only being given back
+    probe_conflicts: tuple[str, ...] = ()  # probes.ContainerProbe.describe() of each conflicting probe
+    restarts: int = 0  # of the targeted containers since the hold was taken
+    restart_loop: str = ""  # set while they loop: which container, how often, the kubelet's reason
 
 
 def intent_of(spec: ProcessSuspensionSpec, status: ProcessSuspensionStatus, now: datetime) -> Intent:
@@ -93,6 +98,8 @@ def _pod_status(pod_name: str, record: PodRecord) -> PodStatus:
         message=record.message[:MESSAGE_LIMIT],
         last_transition_time=cond.format_time(record.transition_time) if record.transition_time else None,
         processes=record.processes,
+        probe_conflicts=list(record.probe_conflicts),
+        restarts=record.restarts,
     )
 
 
@@ -125,8 +132,16 @@ def build_status(
     done = failed = 0
     by_reason: dict[str, int] = {}
     first_failed: tuple[str, PodRecord] | None = None
+    conflicted: list[tuple[str, PodRecord]] = []
+    looping: list[tuple[str, PodRecord]] = []
     for pod in targets:
         record = records.get(pod.name)
+        if record is not None and record.mode is Mode.SUSPEND and intent.mode is Mode.SUSPEND:
+            # Known from an earlier generation too: the probes do not change with the spec.
+            if record.probe_conflicts:
+                conflicted.append((pod.name, record))
+            if record.restart_loop:
+                looping.append((pod.name, record))
         if _current(record, generation, intent) and record is not None:
             status = _pod_status(pod.name, record)
             if record.state is goal:
@@ -157,9 +172,13 @@ def build_status(
         expires_at = cond.format_time(cond.parse_time(suspended_at) + parse_duration(spec.duration))
 
     stall = _stall(targets, failed, first_failed) if not all_done else None
+    if looping and stall is None:
+        name, record = looping[0]
+        more = f" (and {len(looping) - 1} more pods)" if len(looping) > 1 else ""
+        stall = "RestartLoop", f"pod {name}: {record.restart_loop}{more}"
     progress = f"{done}/{len(targets)} pods {goal.value.lower()}"
     verb = "Suspending" if intent.mode is Mode.SUSPEND else "Resuming"
-    if all_done:
+    if all_done and not looping:
         ready = cond.condition(cond.READY, True, final_reason(intent), f"{progress}, verified")
     elif stall is not None:
         ready = cond.condition(cond.READY, False, stall[0], stall[1])
@@ -173,6 +192,7 @@ def build_status(
     reconciling = cond.condition(
         cond.RECONCILING, not all_done and stall is None, verb if not all_done else "Done", progress
     )
+    probe_conflict = _probe_condition(spec, conflicted, looping)
     stalled = (
         cond.condition(cond.STALLED, True, stall[0], stall[1])
         if stall
@@ -181,7 +201,7 @@ def build_status(
     return ProcessSuspensionStatus(
         observed_generation=generation,
         conditions=cond.merge_conditions(
-            previous.conditions, [ready, suspended, reconciling, stalled], generation, now
+            previous.conditions, [ready, suspended, reconciling, stalled, probe_conflict], generation, now
         ),
         pods=shown,
         counts=PodCounts(
@@ -191,11 +211,43 @@ def build_status(
             failed=failed,
             failed_by_reason=dict(sorted(by_reason.items())),
             releasing=len(releasing),
+            probe_conflicts=len(conflicted),
+            restart_loops=len(looping),
         ),
         summary=f"{done}/{len(targets)}",
         suspended_at=suspended_at,
         expires_at=expires_at,
     )
+
+
+# The ProbeConflict reason per policy, while no container loops.
+_PROBE_REASONS = {
+    ProbePolicy.WARN: "ProbesWillFail",
+    ProbePolicy.SKIP: "ProbedProcessesSkipped",
+    ProbePolicy.REFUSE: "Refused",
+}
+
+
+def _probe_condition(
+    spec: ProcessSuspensionSpec, conflicted: Sequence[tuple[str, PodRecord]], looping: Sequence[tuple[str, PodRecord]]
+) -> Condition:
+    """ProbeConflict: which probes of which pods, what the policy does about them, and any restart loop."""
+    if not conflicted:
+        return cond.condition(cond.PROBE_CONFLICT, False, "NoConflict", "no targeted container has a probe that fails")
+    probes = sorted({probe for _, record in conflicted for probe in record.probe_conflicts})
+    pods = [name for name, _ in conflicted]
+    shown = ", ".join(pods[:5]) + (f" and {len(pods) - 5} more" if len(pods) > 5 else "")
+    listed = "; ".join(probes[:10]) + ("; ..." if len(probes) > 10 else "")
+    doing = {
+        ProbePolicy.WARN: "stopped anyway: the kubelet restarts these containers and the operator stops them again",
+        ProbePolicy.SKIP: "their processes are left running",
+        ProbePolicy.REFUSE: "nothing stopped in these pods until probes is changed",
+    }[spec.probes]
+    message = f"{len(pods)} pods ({shown}) have {listed}; {doing} (probes: {spec.probes.value})"
+    if looping:
+        name, record = looping[0]
+        return cond.condition(cond.PROBE_CONFLICT, True, "RestartLoop", f"pod {name}: {record.restart_loop}; {message}")
+    return cond.condition(cond.PROBE_CONFLICT, True, _PROBE_REASONS[spec.probes], message[: MESSAGE_LIMIT * 4])
 
 
 def _stall(

@@ -16,7 +16,15 @@ from processcontrol.reconcile.targets import PodInfo
 # Failures shown at once: those another try a moment later will not mend, and timeouts (they took long enough
 # already). The others are retried quickly, and a pod shows Failed only when they last.
 SHOWN_AT_ONCE = frozenset(
-    {"ExecForbidden", "NoContainer", "NoSenderTool", "LedgerUnreadable", "ExecTimeout", "VerifyTimeout"}
+    {
+        "ExecForbidden",
+        "NoContainer",
+        "NoSenderTool",
+        "LedgerUnreadable",
+        "ExecTimeout",
+        "VerifyTimeout",
+        "ProbeConflict",
+    }
 )
 
 

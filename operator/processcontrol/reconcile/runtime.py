@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,9 @@ class Runtime:
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     # What of each suspension the pods act on, as last seen: a change wakes its pods, a status write does not.
     seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    # (namespace, suspension name) -> the outcomes its last status write showed, and an event set at each write.
+    shown: dict[tuple[str, str], dict[str, PodRecord]] = field(default_factory=dict)
+    status_written: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str) -> None:
         """Make a suspension's status daemon look again."""
@@ -115,6 +119,27 @@ class Runtime:
         else:
             records[pod] = record
         self.wake(namespace, suspension)
+
+    def status_shown(self, namespace: str, suspension: str, records: Mapping[str, PodRecord]) -> None:
+        """The status daemon wrote (or found written) a status built from these outcomes."""
+        self.shown[(namespace, suspension)] = dict(records)
+        self.status_written.setdefault((namespace, suspension), asyncio.Event()).set()
+
+    async def wait_shown(self, namespace: str, suspension: str, pod: str, record: PodRecord, timeout_s: float) -> bool:
+        """Wait until a status showing this outcome of the pod is written; False when it was not within timeout_s
+        (no daemon runs, or the API server refuses the write: the caller goes on, it has said it in an event)."""
+        key = (namespace, suspension)
+        self.wake(namespace, suspension)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.shown.get(key, {}).get(pod) is not record:
+            written = self.status_written.setdefault(key, asyncio.Event())
+            written.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(written.wait(), timeout=remaining)
+        return True
 
     def ensure_worker(self, namespace: str, pod: str, wake: bool = True) -> None:
         """Start the pod's worker if it has none; make it look again (a new worker always does)."""

@@ -38,5 +38,18 @@ class OperatorSettings(BaseSettings):
     failure_backoff_s: float = Field(
         default=10.0, gt=0, description="Longest wait before retrying a failed pod (retries start at 0.25 s, doubling)."
     )
+    restart_loop_restarts: int = Field(
+        default=3,
+        ge=1,
+        description="A targeted container that restarts this many times within restart_loop_window_s while "
+        "suspended is in a restart loop (RestartLoop): a probe it fails, most likely.",
+    )
+    restart_loop_window_s: float = Field(default=600.0, gt=0, description="The window restart_loop_restarts counts in.")
+    probe_notice_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="With probes: Warn, how long the first STOP into a pod with a probe conflict waits for the "
+        "conflict to be in the status, so that it is shown before anything fails.",
+    )
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus metrics port; 0 disables.")
     finalizer: str = Field(default="processcontrol.dev/resume", description="Finalizer that resumes on deletion.")

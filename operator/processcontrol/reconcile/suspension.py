@@ -87,6 +87,7 @@ class StatusDaemon:
         self._metrics(intent, status, records)
         if not await self._write(status):
             return WRITE_RETRY_S
+        self.runtime.status_shown(self.namespace, self.name, records)
         waits = []
         if intent.mode is Mode.SUSPEND and status.expires_at is not None:
             waits.append((cond.parse_time(status.expires_at) - now).total_seconds())
@@ -222,9 +223,11 @@ async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -
             )
         await asyncio.sleep(0.1)
     runtime.outcomes.pop((namespace, name), None)
+    runtime.shown.pop((namespace, name), None)
+    runtime.status_written.pop((namespace, name), None)
     runtime.seen.pop(info.uid, None)
-    for gauge in (metrics.SUSPENDED_PODS, metrics.SUSPENDED_PROCESSES):
+    for metric in (metrics.SUSPENDED_PODS, metrics.SUSPENDED_PROCESSES, metrics.RESTARTS_UNDER_SUSPENSION):
         with contextlib.suppress(KeyError):  # never set: the suspension never published
-            gauge.remove(namespace, name)
+            metric.remove(namespace, name)
     logger.info("no pod holds anything for this suspension any more")
     kopf.event(body, type="Normal", reason="Released", message="every pod gave back its processes")

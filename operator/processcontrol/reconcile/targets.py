@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, LabelSelector, ProcessSuspensionSpec
 from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, holders_in
+from processcontrol.reconcile.probes import PodProbes, pod_probes
 
 DATA_MOUNT = "/var/vcap/data"
 
@@ -29,6 +30,8 @@ class PodInfo:
     resource_version: str = ""
     # The raw hold ledger annotation (see ledger.py), None when the pod carries none.
     holds: str | None = None
+    # Containers, their restarting probes, which process each runs and restarts per container (probes.py).
+    probes: PodProbes = field(default_factory=PodProbes)
 
     @property
     def holders(self) -> tuple[str, ...] | None:
@@ -65,6 +68,7 @@ def pod_info_from_body(body: Mapping[str, Any]) -> PodInfo:
         restarts=restarts,
         resource_version=str(meta.get("resourceVersion") or ""),
         holds=(meta.get("annotations") or {}).get(HOLDS_ANNOTATION),
+        probes=pod_probes(spec, status),
     )
 
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import kopf
 
 from processcontrol.api import API_VERSION, KIND, SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
+from processcontrol.api.models import ProbePolicy
 from processcontrol.exceptions import ApiError, Conflict, LedgerError, PodFailure
 from processcontrol.podexec.script import Action, SocketReport
 from processcontrol.reconcile.ledger import (
@@ -37,9 +38,12 @@ from processcontrol.reconcile.ledger import (
     ledger_patch,
     mark_verified,
     parse_ledger,
+    process_key,
     release,
+    split_key,
     take_hold,
 )
+from processcontrol.reconcile.metrics import RESTARTS_UNDER_SUSPENSION
 from processcontrol.reconcile.plan import Mode, PodRecord, reverify_spread
 from processcontrol.reconcile.pods import (
     SHOWN_AT_ONCE,
@@ -50,6 +54,7 @@ from processcontrol.reconcile.pods import (
     process_statuses,
     run_script,
 )
+from processcontrol.reconcile.probes import kubelet_reason
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
 from processcontrol.reconcile.targets import PodInfo, exec_container
 
@@ -119,6 +124,13 @@ class PodWorker:
         # Suspensions on whose behalf an exec or ledger write is under way: until it ends, the pod may hold
         # something for them that the ledger does not show yet, so their deletion must wait.
         self.acting_for: set[str] = set()
+        # Container restarts as last seen, and when each was seen (monotonic): restart loops are found from these.
+        self.restart_counts: dict[str, int] | None = None
+        self.restart_times: dict[str, list[float]] = {}
+        self.loops: dict[str, str] = {}  # suspension uid -> what its restart loop is, while it lasts
+        self.loops_warned: set[str] = set()  # suspension uids whose restart loop here was announced in an event
+        # probes: Refuse: uid -> (its generation, the pod's restarts, the failure, the conflicting probes).
+        self.refused: dict[str, tuple[int | None, int, PodFailure, tuple[str, ...]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -186,6 +198,10 @@ class PodWorker:
             return self.settings.failure_backoff_s
 
         waits: list[float] = []
+        self._track_restarts(pod, wanted, ledger)
+        loop_wait = await self._check_restart_loops(pod, wanted, ledger)
+        if loop_wait is not None:
+            waits.append(loop_wait)
         monotonic = time.monotonic()
         leaving = [uid for uid in ledger.holds if uid not in wanted]
         refiltered = {
@@ -474,25 +490,57 @@ class PodWorker:
         assert suspension.spec is not None
         spec = suspension.spec
         hold = self._hold_of(suspension, pod)
-        if hold.container is None:
+        container = hold.container
+        if container is None:
             raise PodFailure("NoContainer", f"pod has no container {spec.container!r}")
         previous = self.progress.get(suspension.uid)
         fresh = previous is None or previous.pod_uid != pod.uid or previous.restarts != pod.restarts
         send = fresh or previous is None or previous.resend or previous.state is PodState.FAILED
         monotonic = time.monotonic()
         if suspension.uid not in ledger.holds:
+            refused = self.refused.get(suspension.uid)
+            if refused is not None and refused[:2] == (suspension.generation, pod.restarts):
+                raise refused[2]  # nothing changed since the pod was refused: no exec to find that out again
             # Write-ahead: the ledger records the hold, and each process's state before it, before any STOP.
-            status = await run_script(
-                self.runtime.executor, pod, hold.container, Action.STATUS, spec.jobs, spec.processes
-            )
+            status = await run_script(self.runtime.executor, pod, container, Action.STATUS, spec.jobs, spec.processes)
             if not status.sockets:
                 raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
-            seen = observed(status.sockets)
+            live = [(s.job, s.process) for s in status.sockets if not is_stale(s)]
+            conflicts = tuple(probe.describe() for probe in pod.probes.conflicts(live))
+            if conflicts and spec.probes is ProbePolicy.REFUSE:
+                failure = PodFailure(
+                    "ProbeConflict",
+                    f"nothing stopped (probes: Refuse): stopped processes would fail {'; '.join(conflicts)}",
+                )
+                self.refused[suspension.uid] = (suspension.generation, pod.restarts, failure, conflicts)
+                raise failure
+            self.refused.pop(suspension.uid, None)
+            skipped = pod.probes.probed(live) if spec.probes is ProbePolicy.SKIP else []
+            stopped = [pair for pair in live if pair not in skipped]
+            hold = hold.model_copy(
+                update={
+                    "restart_base": {c: pod.probes.restarts_of(c) for c in pod.probes.containers_of(stopped)},
+                    "skipped": tuple(sorted(process_key(job, process) for job, process in skipped)),
+                }
+            )
+            seen = [o for o in observed(status.sockets) if (o.job, o.process) not in skipped]
             if not await self._write_ledger(pod, lambda current: take_hold(current, suspension.uid, hold, seen)):
                 return
             send = True
             if not self._still_wanted(suspension.uid):
                 return  # let go while we looked: the next step gives the hold back, no STOP sent
+            if conflicts:
+                await self._announce_conflicts(suspension, pod, conflicts, spec.probes, monotonic)
+        current_hold = self.ledger.holds.get(suspension.uid) if self.ledger is not None else None
+        skipped_keys = set(current_hold.skipped) if current_hold is not None else set()
+        if skipped_keys and not (self.ledger.held_by(suspension.uid) if self.ledger is not None else []):
+            # probes: Skip left nothing to stop here.
+            if not await self._write_ledger(pod, lambda current: mark_verified(current, suspension.uid, pod.restarts)):
+                return
+            left = names([split_key(key) for key in sorted(skipped_keys)])
+            message = f"nothing stopped: every targeted process runs in a probed container, left running: {left}"
+            self._advance(suspension, pod, PodState.SUSPENDED, monotonic, [], message)
+            return
         action = Action.STOP if send else Action.STATUS
         if send and (fresh or previous is None or previous.state is not PodState.FAILED):
             # The STOP exec waits in the pod for up to in_pod_wait_s: say meanwhile what it waits for. A retry of
@@ -508,29 +556,35 @@ class PodWorker:
                 failures=previous.failures if previous is not None and not fresh else 0,
                 drift=previous is not None and (previous.drift or previous.state is PodState.SUSPENDED),
             )
+        held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
         report = await run_script(
             self.runtime.executor,
             pod,
-            hold.container,
+            container,
             action,
             spec.jobs,
             spec.processes,
+            # probes: Skip: a STOP goes to the held processes only, never to those it leaves running.
+            only=held if skipped_keys and action is Action.STOP else None,
             wait_s=self.settings.in_pod_wait_s if send else 0.0,
         )
-        if not report.sockets:
+        sockets = [s for s in report.sockets if process_key(s.job, s.process) not in skipped_keys]
+        if not sockets:
             raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
         held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
         # Sockets that appeared after the hold was taken: containerrun started their processes, so they ran.
         appeared = [
-            Observed(s.job, s.process, True)
-            for s in report.sockets
-            if not is_stale(s) and (s.job, s.process) not in held
+            Observed(s.job, s.process, True) for s in sockets if not is_stale(s) and (s.job, s.process) not in held
         ]
         if appeared and not await self._write_ledger(
             pod, lambda current: take_hold(current, suspension.uid, hold, appeared)
         ):
             return
-        running = [s for s in report.sockets if s.running and not is_stale(s)]
+        running = [s for s in sockets if s.running and not is_stale(s)]
+        if appeared and skipped_keys and action is Action.STATUS:
+            previous_or_none = self.progress.get(suspension.uid)
+            if previous_or_none is not None:
+                previous_or_none.resend = True  # the STOP goes to held processes only: send one that has them
         if action is Action.STATUS and running and previous is not None and previous.state is PodState.SUSPENDED:
             # Someone started a held process again (by hand, or a restart no event showed): stop it at once.
             previous.resend = True
@@ -551,19 +605,21 @@ class PodWorker:
                 pod,
                 PodState.SUSPENDING,
                 started,
-                process_statuses(Mode.SUSPEND, report.sockets, settled=False),
+                process_statuses(Mode.SUSPEND, sockets, settled=False),
                 f"waiting for {names([(s.job, s.process) for s in running])}",
                 drift=drift,
             )
             return
         if not await self._write_ledger(pod, lambda current: mark_verified(current, suspension.uid, pod.restarts)):
             return
-        stale = [(s.job, s.process) for s in report.sockets if is_stale(s)]
-        message = f"{count(len(report.sockets))} stopped" + (
+        stale = [(s.job, s.process) for s in sockets if is_stale(s)]
+        message = f"{count(len(sockets))} stopped" + (
             f"; stale sockets (no containerrun): {names(stale)}" if stale else ""
         )
+        if skipped_keys:
+            message += f"; left running (probes: Skip): {names([split_key(k) for k in sorted(skipped_keys)])}"
         self._advance(
-            suspension, pod, PodState.SUSPENDED, started, process_statuses(Mode.SUSPEND, report.sockets, True), message
+            suspension, pod, PodState.SUSPENDED, started, process_statuses(Mode.SUSPEND, sockets, True), message
         )
         if drift:
             self._event(suspension, "Normal", "Resuspended", f"pod {pod.name} ran its processes again; stopped them")
@@ -601,6 +657,113 @@ class PodWorker:
         self.progress[suspension.uid] = progress
         self._publish_hold(suspension)
 
+    # Probes and restarts -----------------------------------------------------------------------------------
+
+    async def _announce_conflicts(
+        self,
+        suspension: SuspensionInfo,
+        pod: PodInfo,
+        conflicts: tuple[str, ...],
+        policy: ProbePolicy,
+        monotonic: float,
+    ) -> None:
+        """Say which probes the suspension makes fail here, in an event and in the status, before the first STOP:
+        with probes: Warn, the STOP waits (up to probe_notice_timeout_s) until the status shows it."""
+        listed = "; ".join(conflicts)
+        if policy is ProbePolicy.SKIP:
+            self._event(
+                suspension, "Warning", "ProbeConflict", f"pod {pod.name}: left running (probes: Skip): {listed}"
+            )
+            return
+        self._event(
+            suspension,
+            "Warning",
+            "ProbeConflict",
+            f"pod {pod.name}: stopping processes whose containers have {listed}; the probes will fail and the kubelet "
+            "restart the containers, and each time the operator stops the process again (probes: Warn)",
+        )
+        held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
+        self._advance(
+            suspension,
+            pod,
+            PodState.SUSPENDING,
+            monotonic,
+            [ProcessStatus(job=j, process=p, state=ProcessState.RUNNING) for j, p in held],
+            f"probe conflict, stopping anyway (probes: Warn): {listed}",
+        )
+        record = self.runtime.outcomes.get((self.namespace, suspension.name), {}).get(self.name)
+        if record is not None:
+            await self.runtime.wait_shown(
+                self.namespace, suspension.name, self.name, record, self.settings.probe_notice_timeout_s
+            )
+
+    def _track_restarts(self, pod: PodInfo, wanted: dict[str, SuspensionInfo], ledger: Ledger) -> None:
+        """Note each container restart the pod shows since the last look, for restart loops and the metric."""
+        counts = dict(pod.probes.restarts)
+        previous, self.restart_counts = self.restart_counts, counts
+        if previous is None:
+            return
+        monotonic = time.monotonic()
+        window = self.settings.restart_loop_window_s
+        for container, restarts in counts.items():
+            grown = restarts - previous.get(container, restarts)
+            times = [t for t in self.restart_times.get(container, []) if monotonic - t <= window]
+            self.restart_times[container] = times + [monotonic] * max(0, grown)
+            if grown <= 0:
+                continue
+            for uid, suspension in wanted.items():
+                hold = ledger.holds.get(uid)
+                if hold is not None and container in hold.restart_base:
+                    RESTARTS_UNDER_SUSPENSION.labels(self.namespace, suspension.name).inc(grown)
+
+    async def _check_restart_loops(
+        self, pod: PodInfo, wanted: dict[str, SuspensionInfo], ledger: Ledger
+    ) -> float | None:
+        """Find the holds whose containers restarted restart_loop_restarts times within the window; announce each
+        once per pod, with the kubelet's reason. Returns when a loop may end (to show that), if one lasts."""
+        monotonic = time.monotonic()
+        window = self.settings.restart_loop_window_s
+        limit = self.settings.restart_loop_restarts
+        ends: list[float] = []
+        for uid, suspension in wanted.items():
+            hold = ledger.holds.get(uid)
+            looping = []
+            for container in sorted(hold.restart_base if hold is not None else {}):
+                recent = sorted(t for t in self.restart_times.get(container, []) if monotonic - t <= window)
+                if len(recent) >= limit:
+                    looping.append((container, len(recent)))
+                    ends.append(recent[len(recent) - limit] + window - monotonic)
+            if not looping:
+                if self.loops.pop(uid, None) is not None:
+                    self._publish_hold(suspension)
+                continue
+            if uid in self.loops:
+                continue
+            container, restarts = looping[0]
+            why = await self._kubelet_reason(pod, container)
+            message = f"container {container} restarted {restarts} times in {window / 60:g} min while suspended" + (
+                f" (kubelet: {why})" if why else ""
+            )
+            self.loops[uid] = message
+            if uid not in self.loops_warned:
+                self.loops_warned.add(uid)
+                self._event(
+                    suspension,
+                    "Warning",
+                    "RestartLoop",
+                    f"pod {pod.name}: {message}; resuming ends it, or probes: Skip leaves such processes running",
+                )
+            self._publish_hold(suspension)
+        return max(0.0, min(ends)) + 0.1 if ends else None
+
+    async def _kubelet_reason(self, pod: PodInfo, container: str) -> str:
+        try:
+            events = await self.runtime.kube.pod_events(self.namespace, pod.uid)
+        except ApiError as error:
+            logger.info(f"pod {self.namespace}/{self.name}: cannot read its events: {error}")
+            return ""
+        return kubelet_reason(events, container)
+
     # Outcomes -------------------------------------------------------------------------------------------------
 
     def _publish_hold(self, suspension: SuspensionInfo) -> None:
@@ -614,6 +777,7 @@ class PodWorker:
             and progress.reason not in SHOWN_AT_ONCE
         ):
             shown = PodState.SUSPENDING
+        conflicts, restarts = self._probe_view(suspension.uid)
         self._publish(
             suspension,
             PodRecord(
@@ -625,8 +789,29 @@ class PodWorker:
                 message=progress.message,
                 reason=progress.reason if shown is PodState.FAILED else "",
                 transition_time=progress.transition_time,
+                probe_conflicts=conflicts,
+                restarts=restarts,
+                restart_loop=self.loops.get(suspension.uid, ""),
             ),
         )
+
+    def _probe_view(self, uid: str) -> tuple[tuple[str, ...], int]:
+        """The probes this suspension's hold here makes fail (or would: probes Skip and Refuse), and the restarts
+        of its containers since it took hold. From the ledger, so it is the same after an operator restart."""
+        pod = self.runtime.pod(self.namespace, self.name)
+        if pod is None:
+            return (), 0
+        refused = self.refused.get(uid)
+        hold = self.ledger.holds.get(uid) if self.ledger is not None else None
+        if hold is None:
+            if refused is None:
+                return (), 0
+            return refused[3], 0
+        assert self.ledger is not None
+        pairs = [*self.ledger.held_by(uid), *(split_key(key) for key in hold.skipped)]
+        conflicts = tuple(probe.describe() for probe in pod.probes.conflicts(pairs))
+        restarts = sum(max(0, pod.probes.restarts_of(c) - base) for c, base in hold.restart_base.items())
+        return conflicts, restarts
 
     def _retag_resumed(self, suspension: SuspensionInfo) -> bool:
         """A verified Resumed outcome answers a newer generation too (nothing to do): True when there is one."""
@@ -754,6 +939,11 @@ class PodWorker:
             self._unpublish(uid)
         self.progress.clear()
         self.starting.clear()
+        self.restart_counts = None
+        self.restart_times.clear()
+        self.loops.clear()
+        self.loops_warned.clear()
+        self.refused.clear()
         self.ledger = None
         self.resource_version = ""
         self.pod_uid = ""

@@ -263,7 +263,7 @@ def test_get_nothing(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> 
 def test_describe(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
     client.answers = [SCENARIOS["stalled.no-sockets"]()]
     assert main(["describe", "restore-db", "-n", "kubecf"]) == 0
-    assert "Stalled       True     NoSockets" in capsys.readouterr().out
+    assert "Stalled         True     NoSockets" in capsys.readouterr().out
 
 
 def _kubeconfig(tmp_path: Path, namespace: str | None) -> str:

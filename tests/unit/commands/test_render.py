@@ -99,7 +99,7 @@ def test_describe_shows_spec_times_conditions_pods_and_processes() -> None:
     assert "Expires At:    2026-11-28T14:00:06Z (in 90m)" in text
     assert "Pods:          3/3 suspended" in text
     assert "Generation:    1 (observed: 1)" in text
-    assert "  Ready         True     Suspended     29m     3/3 pods suspended, verified" in text
+    assert "  Ready           True     Suspended     29m     3/3 pods suspended, verified" in text
     rows = text.split("\nPods:\n", 1)[1].splitlines()
     assert rows[0].split() == ["POD", "STATE", "PROCESS", "PROCESS", "STATE", "PID", "MESSAGE"]
     assert rows[1].split() == [
@@ -121,7 +121,7 @@ def test_an_expired_suspension_counts_resumed_pods() -> None:
 
 def test_describe_shows_why_a_pod_failed() -> None:
     text = render.describe(scenario("stalled.no-sockets"), NOW)
-    assert "Stalled       True     NoSockets" in text
+    assert "Stalled         True     NoSockets" in text
     failed = next(line for line in text.splitlines() if line.strip().startswith("database-2"))
     assert failed.split()[:5] == ["database-2", "Failed", "-", "-", "-"]
     assert failed.endswith("no containerrun sockets matching jobs=pxc-mysql in container pxc-mysql")
