@@ -89,6 +89,7 @@ class HoldProgress:
     reason: str = ""
     failures: int = 0
     resend: bool = False  # a re-check found a process running again: STOP it at once
+    generation: int | None = None  # of the suspension it answers: a new spec is acted on at once
     drift: bool = False  # stopping again what was already verified stopped (a restart, a START by hand)
     transition_time: datetime = field(default_factory=_now)
 
@@ -436,6 +437,7 @@ class PodWorker:
         monotonic = time.monotonic()
         self.progress[suspension.uid] = HoldProgress(
             pod_uid=pod.uid,
+            generation=suspension.generation,
             restarts=pod.restarts,
             state=PodState.SUSPENDED,
             started=monotonic,
@@ -447,18 +449,21 @@ class PodWorker:
     def _due(self, suspension: SuspensionInfo, pod: PodInfo, ledger: Ledger, monotonic: float) -> float:
         progress = self.progress.get(suspension.uid)
         if (
-            suspension.uid not in ledger.holds
-            or progress is None
+            progress is None
             or progress.pod_uid != pod.uid
             or progress.restarts != pod.restarts
             or progress.resend
+            or progress.generation != suspension.generation
         ):
+            return 0.0
+        if progress.failures:
+            # Before the hold is taken too: a pod without sockets is retried with backoff, not in a tight loop.
+            return progress.checked + self._retry_delay(progress.failures) - monotonic
+        if suspension.uid not in ledger.holds:
             return 0.0
         if progress.state is PodState.SUSPENDED:
             interval = self.settings.reverify_interval_s * reverify_spread(pod.uid)
             return progress.checked + interval - monotonic
-        if progress.failures:
-            return progress.checked + self._retry_delay(progress.failures) - monotonic
         return progress.checked + self._poll_delay(progress.started, progress.checked) - monotonic
 
     def _retry_delay(self, failures: int) -> float:
@@ -639,6 +644,7 @@ class PodWorker:
         """Record where the hold stands after an exec (or before a long one) and publish it."""
         progress = HoldProgress(
             pod_uid=pod.uid,
+            generation=suspension.generation,
             restarts=pod.restarts,
             state=state,
             started=started,
@@ -895,6 +901,7 @@ class PodWorker:
             failures = max(failures, FAILURES_SHOWN)
         progress = HoldProgress(
             pod_uid=pod.uid,
+            generation=suspension.generation,
             restarts=pod.restarts,
             state=PodState.FAILED,
             started=previous.started if previous is not None else monotonic,

@@ -154,6 +154,7 @@ class World:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     version: int = 1
     runtime: Runtime | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)  # every pod's, as the kubelet posts them
 
     def pods_of(self, namespace: str) -> list[PodInfo]:
         return [pod_info_from_body(body) for body in self.pods.values()]
@@ -191,6 +192,9 @@ class World:
         _merge(meta, metadata)
         self._bump(name)
         return copy.deepcopy(self.pods[name])
+
+    async def pod_events(self, namespace: str, pod_uid: str) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.events)
 
     async def patch_suspension_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.statuses.append(dict(status))

@@ -266,6 +266,23 @@ async def test_a_new_pod_whose_sockets_come_late_is_retried_quickly(
         late.close()
 
 
+async def test_a_pod_failing_before_its_hold_is_taken_is_retried_with_backoff(
+    world: World3,
+    pods: dict[str, FakePod],
+    events: list[tuple[str, str, str]],
+) -> None:
+    """No sockets yet, so no hold: the STATUS exec is retried at 0.25 s doubling, never in a tight loop."""
+    api, executor, _runtime = world
+    empty = FakePod("db-2", pods["db-0"].base.parent / "db-2")
+    (empty.base / "data").mkdir(parents=True)
+    executor.pods = {**pods, "db-2": empty}  # type: ignore[assignment]
+    api.suspend("restore")
+    api.add_pod("db-2")
+    await eventually(lambda: "db-2" in {p for p, _ in executor.calls}, "a first exec into the new pod")
+    await asyncio.sleep(1.5)  # a rate: retries at 0.25, 0.5, 0.5, 0.5 s (failure_backoff_s is 0.5 here)
+    assert 2 <= len(executor.actions("db-2")) <= 6, executor.actions("db-2")
+
+
 async def test_spec_change_outcomes_answer_their_generation(
     world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
 ) -> None:
