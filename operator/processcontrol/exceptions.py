@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from processcontrol.api.reasons import FailureReason
+
 
 class ProcessControlError(Exception):
     """Base class of every processcontrol error."""
@@ -54,7 +56,7 @@ class LedgerError(ProcessControlError):
 class PodFailure(ProcessControlError):
     """A pod cannot be brought to the requested state: a reason (CamelCase, for status and events) and a message."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: FailureReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from processcontrol.api.reasons import Reason
+
 NONE = "<none>"
 
 
@@ -94,7 +96,7 @@ def target(spec: Mapping[str, Any]) -> str:
 
 def goal(obj: Mapping[str, Any]) -> str:
     """The word for done: suspended, or resumed when `suspend` is false or the duration has run out."""
-    expired = (condition(obj, "Ready") or {}).get("reason") == "Expired"
+    expired = (condition(obj, "Ready") or {}).get("reason") == Reason.EXPIRED
     return "resumed" if (obj.get("spec") or {}).get("suspend") is False or expired else "suspended"
 
 
@@ -254,7 +256,7 @@ def assess(obj: Mapping[str, Any], generation: int) -> Assessment:
     observed = status.get("observedGeneration")
     if observed is None or observed < generation:
         return Assessment(
-            False, False, False, "NotObserved", f"waiting for the operator to observe generation {generation}"
+            False, False, False, Reason.NOT_OBSERVED, f"waiting for the operator to observe generation {generation}"
         )
     ready, stalled = condition(obj, "Ready"), condition(obj, "Stalled")
 

@@ -17,6 +17,7 @@ import kopf
 from pydantic import ValidationError
 
 from processcontrol.api import PodState, ProcessSuspensionSpec, ProcessSuspensionStatus
+from processcontrol.api.reasons import Reason
 from processcontrol.exceptions import ApiError
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
@@ -126,9 +127,9 @@ class StatusDaemon:
         now = _now()
         generation = self.body.metadata.get("generation")
         stalled = [
-            cond.condition(cond.READY, False, "InvalidSpec", message),
-            cond.condition(cond.RECONCILING, False, "InvalidSpec"),
-            cond.condition(cond.STALLED, True, "InvalidSpec", message),
+            cond.condition(cond.READY, False, Reason.INVALID_SPEC, message),
+            cond.condition(cond.RECONCILING, False, Reason.INVALID_SPEC),
+            cond.condition(cond.STALLED, True, Reason.INVALID_SPEC, message),
         ]
         status = self.status.model_copy(
             update={
@@ -147,8 +148,9 @@ class StatusDaemon:
 
     def _announce(self, intent: Intent) -> None:
         if intent != self.last_intent:
-            verb = "Suspending" if intent.mode is Mode.SUSPEND else "Resuming"
-            why = "" if intent.reason in ("SuspendRequested", "ResumeRequested") else f" ({intent.reason})"
+            verb = Reason.SUSPENDING if intent.mode is Mode.SUSPEND else Reason.RESUMING
+            asked = intent.reason in (Reason.SUSPEND_REQUESTED, Reason.RESUME_REQUESTED)
+            why = "" if asked else f" ({intent.reason})"
             self._event("Normal", verb, f"{verb} processes{why}{self._reason_suffix()}")
             self.last_intent = intent
 
@@ -227,4 +229,4 @@ async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -
         with contextlib.suppress(KeyError):  # never set: the suspension never published
             gauge.remove(namespace, name)
     logger.info("no pod holds anything for this suspension any more")
-    kopf.event(body, type="Normal", reason="Released", message="every pod gave back its processes")
+    kopf.event(body, type="Normal", reason=Reason.RELEASED, message="every pod gave back its processes")

@@ -26,8 +26,9 @@ from datetime import UTC, datetime
 import kopf
 
 from processcontrol.api import API_VERSION, KIND, SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
+from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.exceptions import ApiError, Conflict, LedgerError, PodFailure
-from processcontrol.podexec.script import Action, SocketReport
+from processcontrol.podexec.script import Action, SocketReport, SocketResult
 from processcontrol.reconcile.ledger import (
     HOLDS_ANNOTATION,
     Hold,
@@ -182,7 +183,9 @@ class PodWorker:
             ledger = self._current_ledger(pod)
         except LedgerError as error:
             for suspension in targeting:
-                self._report_failure(suspension, pod, PodFailure("LedgerUnreadable", str(error)), lasting=True)
+                self._report_failure(
+                    suspension, pod, PodFailure(FailureReason.LEDGER_UNREADABLE, str(error)), lasting=True
+                )
             return self.settings.failure_backoff_s
 
         waits: list[float] = []
@@ -253,7 +256,7 @@ class PodWorker:
         undelivered: list[tuple[str, str]] = []
         if plan.to_start:
             if container is None:
-                failure = PodFailure("NoContainer", "pod has no container to exec into")
+                failure = PodFailure(FailureReason.NO_CONTAINER, "pod has no container to exec into")
                 self._fail_release(pod, leaving, by_uid, failure)
                 return
             for uid in leaving:
@@ -285,7 +288,7 @@ class PodWorker:
             sockets = report.sockets
             # A socket nobody answers (or that is gone) has no containerrun holding its process: a restarted
             # containerrun starts it by itself. Only a send that failed for another reason keeps its hold.
-            undelivered = [(s.job, s.process) for s in sockets if s.result == "failed"]
+            undelivered = [(s.job, s.process) for s in sockets if s.result == SocketResult.FAILED]
         kept = {f"{job}/{process}" for job, process in undelivered}
 
         def without_leaving(current: Ledger) -> Ledger:
@@ -294,7 +297,8 @@ class PodWorker:
             return new.model_copy(update={"processes": {**new.processes, **restored}})
 
         if not await self._write_ledger(pod, without_leaving):
-            self._fail_release(pod, leaving, by_uid, PodFailure("LedgerWriteFailed", "could not write the hold ledger"))
+            unwritten = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
+            self._fail_release(pod, leaving, by_uid, unwritten)
             return
         self.release_failures = 0
         for uid in leaving:
@@ -310,7 +314,7 @@ class PodWorker:
                 self._event_on_pod(
                     pod,
                     "Normal",
-                    "OrphanReleased",
+                    Reason.ORPHAN_RELEASED,
                     f"released the holds of suspension {name} (uid {uid}), which no longer exists"
                     + (f"; started {names(started)}" if started else ""),
                 )
@@ -346,7 +350,7 @@ class PodWorker:
                 self._event(
                     suspension,
                     "Warning",
-                    "ResumeFailed",
+                    Reason.RESUME_FAILED,
                     f"pod {pod.name}: {failure.message}; its processes stay held until they can be given back",
                 )
 
@@ -383,7 +387,7 @@ class PodWorker:
                 continue
             if waiting:
                 late = PodFailure(
-                    "VerifyTimeout",
+                    FailureReason.VERIFY_TIMEOUT,
                     f"not running {self.settings.verify_timeout_s:g}s after START: {names(waiting)}",
                 )
                 self._report_failure(suspension, pod, late, mode=Mode.RESUME, lasting=True)
@@ -475,7 +479,7 @@ class PodWorker:
         spec = suspension.spec
         hold = self._hold_of(suspension, pod)
         if hold.container is None:
-            raise PodFailure("NoContainer", f"pod has no container {spec.container!r}")
+            raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {spec.container!r}")
         previous = self.progress.get(suspension.uid)
         fresh = previous is None or previous.pod_uid != pod.uid or previous.restarts != pod.restarts
         send = fresh or previous is None or previous.resend or previous.state is PodState.FAILED
@@ -486,7 +490,9 @@ class PodWorker:
                 self.runtime.executor, pod, hold.container, Action.STATUS, spec.jobs, spec.processes
             )
             if not status.sockets:
-                raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
+                raise PodFailure(
+                    FailureReason.NO_SOCKETS, f"no containerrun sockets{_filters(spec.jobs, spec.processes)}"
+                )
             seen = observed(status.sockets)
             if not await self._write_ledger(pod, lambda current: take_hold(current, suspension.uid, hold, seen)):
                 return
@@ -518,7 +524,7 @@ class PodWorker:
             wait_s=self.settings.in_pod_wait_s if send else 0.0,
         )
         if not report.sockets:
-            raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
+            raise PodFailure(FailureReason.NO_SOCKETS, f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
         held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
         # Sockets that appeared after the hold was taken: containerrun started their processes, so they ran.
         appeared = [
@@ -542,7 +548,7 @@ class PodWorker:
         if running:
             if monotonic - started > self.settings.verify_timeout_s:
                 raise PodFailure(
-                    "VerifyTimeout",
+                    FailureReason.VERIFY_TIMEOUT,
                     f"still running {self.settings.verify_timeout_s:g}s after STOP: "
                     f"{names([(s.job, s.process) for s in running])}",
                 )
@@ -566,7 +572,9 @@ class PodWorker:
             suspension, pod, PodState.SUSPENDED, started, process_statuses(Mode.SUSPEND, report.sockets, True), message
         )
         if drift:
-            self._event(suspension, "Normal", "Resuspended", f"pod {pod.name} ran its processes again; stopped them")
+            self._event(
+                suspension, "Normal", Reason.RESUSPENDED, f"pod {pod.name} ran its processes again; stopped them"
+            )
 
     def _advance(
         self,
@@ -650,7 +658,7 @@ class PodWorker:
         container = exec_container(pod, spec.container)
         try:
             if container is None:
-                raise PodFailure("NoContainer", f"pod has no container {spec.container!r}")
+                raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {spec.container!r}")
             report = await run_script(self.runtime.executor, pod, container, Action.STATUS, spec.jobs, spec.processes)
         except PodFailure as failure:
             failures, _ = self.resume_checks.get(suspension.uid, (0, 0.0))
@@ -803,7 +811,9 @@ class PodWorker:
         self.ledger = None  # read it again from the pod next time
         for suspension in self.runtime.suspensions_of(self.namespace):
             if suspension.targets(pod) and suspension.holding(_now()):
-                self._report_failure(suspension, pod, PodFailure("LedgerWriteFailed", f"hold ledger: {error}"))
+                self._report_failure(
+                    suspension, pod, PodFailure(FailureReason.LEDGER_WRITE_FAILED, f"hold ledger: {error}")
+                )
 
     # Events ---------------------------------------------------------------------------------------------------
 
