@@ -9,6 +9,10 @@ class ProcessControlError(Exception):
     """Base class of every processcontrol error."""
 
 
+class InvalidArguments(ProcessControlError):
+    """The command-line arguments do not make a valid request; nothing was sent."""
+
+
 class ExecError(ProcessControlError):
     """An exec into a pod did not produce a result."""
 
@@ -43,6 +47,10 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     """The object does not exist."""
+
+
+class CrdNotInstalled(NotFound):
+    """The API server does not serve processsuspensions.processcontrol.dev."""
 
 
 class Conflict(ApiError):

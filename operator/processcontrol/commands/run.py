@@ -13,14 +13,20 @@ from typing import Any, Protocol
 from processcontrol.api.duration import parse_duration
 from processcontrol.commands import render
 from processcontrol.commands.spec import (
-    InvalidArguments,
     build_spec,
     build_suspension,
     check_name,
     default_name,
     split_names,
 )
-from processcontrol.exceptions import ApiError, Forbidden, NotFound, ProcessControlError
+from processcontrol.exceptions import (
+    ApiError,
+    CrdNotInstalled,
+    Forbidden,
+    InvalidArguments,
+    NotFound,
+    ProcessControlError,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CRD, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERRUPTED = 130
@@ -31,10 +37,6 @@ INSTALL_HINT = "install it with kubectl apply -k deploy/"
 # Indirections the tests replace with a fake clock.
 _clock: Callable[[], float] = time.monotonic
 _sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-
-
-class CrdNotInstalled(NotFound):
-    """The API server does not serve processsuspensions.processcontrol.dev."""
 
 
 class Client(Protocol):
