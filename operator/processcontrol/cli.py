@@ -13,7 +13,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "processcontrol.api.crd",
     "processcontrol.containerrun.client",
-    "processcontrol.reconcile.command",
+    "processcontrol.reconcile.main",
     "processcontrol.commands",
 )
 

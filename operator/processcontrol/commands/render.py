@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from processcontrol.api.reasons import Reason
+from processcontrol.api.timestamps import parse_time
 
 NONE = "<none>"
 
@@ -23,11 +24,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
         cells = [str(cell).ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [str(row[-1])]
         lines.append((indent + "   ".join(cells)).rstrip())
     return "\n".join(lines)
-
-
-def parse_time(text: str) -> datetime:
-    """A Kubernetes timestamp."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def human_duration(seconds: float) -> str:

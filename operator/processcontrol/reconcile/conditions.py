@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from processcontrol.api import Condition, ConditionStatus
+from processcontrol.api.timestamps import format_time
 
 READY = "Ready"
 SUSPENDED = "Suspended"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 CONDITION_TYPES = (READY, SUSPENDED, RECONCILING, STALLED)
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    """Parse a Kubernetes timestamp."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def condition(type_: str, status: bool, reason: str, message: str = "") -> Condition:

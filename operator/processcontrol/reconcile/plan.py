@@ -23,6 +23,7 @@ from processcontrol.api import (
 )
 from processcontrol.api.duration import parse_duration
 from processcontrol.api.reasons import FailureReason, Reason
+from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.podexec.script import SocketResult
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.targets import PodInfo
@@ -65,7 +66,7 @@ def intent_of(spec: ProcessSuspensionSpec, status: ProcessSuspensionStatus, now:
     """Suspend, unless `suspend: false` or the duration has run out."""
     if not spec.suspend:
         return Intent(Mode.RESUME, Reason.RESUME_REQUESTED)
-    if status.expires_at is not None and now >= cond.parse_time(status.expires_at):
+    if status.expires_at is not None and now >= parse_time(status.expires_at):
         return Intent(Mode.RESUME, Reason.EXPIRED)
     return Intent(Mode.SUSPEND, Reason.SUSPEND_REQUESTED)
 
@@ -95,7 +96,7 @@ def _pod_status(pod_name: str, record: PodRecord) -> PodStatus:
         state=record.state,
         # Exec errors can quote long API answers; the status keeps their start (the events and log have the rest).
         message=record.message[:MESSAGE_LIMIT],
-        last_transition_time=cond.format_time(record.transition_time) if record.transition_time else None,
+        last_transition_time=format_time(record.transition_time) if record.transition_time else None,
         processes=record.processes,
     )
 
@@ -154,12 +155,12 @@ def build_status(
 
     suspended_at = previous.suspended_at
     if intent.mode is Mode.SUSPEND and done and suspended_at is None:
-        suspended_at = cond.format_time(now)
+        suspended_at = format_time(now)
     if intent.reason == Reason.RESUME_REQUESTED:
         suspended_at = None
     expires_at = None
     if suspended_at is not None and spec.duration is not None:
-        expires_at = cond.format_time(cond.parse_time(suspended_at) + parse_duration(spec.duration))
+        expires_at = format_time(parse_time(suspended_at) + parse_duration(spec.duration))
 
     stall = _stall(targets, failed, first_failed) if not all_done else None
     progress = f"{done}/{len(targets)} pods {goal.value.lower()}"

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from processcontrol.api import PodState, ProcessSuspensionSpec, ProcessSuspensionStatus
 from processcontrol.api.reasons import Reason
+from processcontrol.api.timestamps import parse_time
 from processcontrol.exceptions import ApiError
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
@@ -90,7 +91,7 @@ class StatusDaemon:
             return WRITE_RETRY_S
         waits = []
         if intent.mode is Mode.SUSPEND and status.expires_at is not None:
-            waits.append((cond.parse_time(status.expires_at) - now).total_seconds())
+            waits.append((parse_time(status.expires_at) - now).total_seconds())
         if status.expires_at != info.expires_at:
             # The workers learn of the expiry from the index; make sure they look once it has the new time.
             waits.append(0.5)
