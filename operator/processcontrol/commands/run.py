@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from processcontrol import k8s
 from processcontrol.api.duration import parse_duration
 from processcontrol.commands import render
 from processcontrol.commands.spec import (
@@ -52,9 +53,7 @@ class Client(Protocol):
 
 
 def connect(args: argparse.Namespace) -> Client:
-    """A client for the kube context the arguments name (imports the kubernetes client only now)."""
-    from processcontrol import k8s
-
+    """A client for the kube context the arguments name."""
     return k8s.connect(args.kubeconfig, args.context)
 
 
@@ -62,8 +61,6 @@ def namespace_of(args: argparse.Namespace, lenient: bool = False) -> str:
     """-n, else the kube context's namespace, else `default` (lenient: also when there is no kubeconfig)."""
     if args.namespace:
         return str(args.namespace)
-    from processcontrol import k8s
-
     try:
         return k8s.context_namespace(args.kubeconfig, args.context) or "default"
     except ProcessControlError:
