@@ -190,16 +190,12 @@ class PodWorker:
 
         waits: list[float] = []
         monotonic = time.monotonic()
+        # A hold's filters (jobs, processes, container) never change: the CRD makes them immutable.
         leaving = [uid for uid in ledger.holds if uid not in wanted]
-        refiltered = {
-            uid: self._hold_of(s, pod)
-            for uid, s in wanted.items()
-            if uid in ledger.holds and not _same_filter(ledger.holds[uid], s)
-        }
-        if leaving or refiltered:
+        if leaving:
             due = self.release_checked + self._retry_delay(self.release_failures) - monotonic
             if not self.release_failures or due <= 0:
-                await self._give_back(pod, ledger, leaving, refiltered, by_uid)
+                await self._give_back(pod, ledger, leaving, by_uid)
                 return 0.0
             waits.append(due)
         for starting in list(self.starting):
@@ -210,8 +206,6 @@ class PodWorker:
             waits.append(due)
 
         for suspension in sorted(wanted.values(), key=lambda s: s.name):
-            if suspension.uid in refiltered:
-                continue
             self._seed_from_ledger(suspension, pod, ledger)
             due = self._due(suspension, pod, ledger, monotonic)
             if due <= 0:
@@ -243,11 +237,10 @@ class PodWorker:
         pod: PodInfo,
         ledger: Ledger,
         leaving: list[str],
-        refiltered: dict[str, Hold],
         by_uid: dict[str, SuspensionInfo],
     ) -> None:
         """START what the leaving holds kept stopped and nobody else holds, then write the ledger without them."""
-        plan = release(ledger, leaving, keep=refiltered)
+        plan = release(ledger, leaving)
         names_by_uid = {uid: ledger.holds[uid].name for uid in leaving}
         container = next(
             (ledger.holds[uid].container for uid in leaving if ledger.holds[uid].container),
@@ -292,7 +285,7 @@ class PodWorker:
         kept = {f"{job}/{process}" for job, process in undelivered}
 
         def without_leaving(current: Ledger) -> Ledger:
-            new = release(current, leaving, keep=refiltered).ledger
+            new = release(current, leaving).ledger
             restored = {key: entry for key, entry in current.processes.items() if key in kept}
             return new.model_copy(update={"processes": {**new.processes, **restored}})
 
@@ -332,8 +325,6 @@ class PodWorker:
             # The START exec waited in the pod: usually they run already, and that report is the verification.
             self.starting.append(starting)
             self._settle_start(pod, starting, sockets, by_uid)
-        for uid in refiltered:
-            self.progress.pop(uid, None)
 
     def _fail_release(
         self, pod: PodInfo, leaving: list[str], by_uid: dict[str, SuspensionInfo], failure: PodFailure
@@ -836,11 +827,6 @@ class PodWorker:
             },
         )
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
-
-
-def _same_filter(hold: Hold, suspension: SuspensionInfo) -> bool:
-    assert suspension.spec is not None
-    return hold.jobs == tuple(suspension.spec.jobs) and hold.processes == tuple(suspension.spec.processes)
 
 
 def _filters(jobs: list[str], processes: list[str]) -> str:
