@@ -43,7 +43,7 @@ import suspend_bench as sb
 from processcontrol.k8s import load_configuration
 from processcontrol.podexec.script import COMPACT_SCRIPT, Action, build_command, parse_output
 from processcontrol.podexec.transport import KubernetesPodExecutor
-from processcontrol.reconcile.settings import OperatorSettings
+from processcontrol.reconcile.settings import ProcessControlSettings
 
 
 def container_of(pod: str) -> str:
@@ -116,7 +116,7 @@ def main() -> int:
     pods = sb.grow_group(args.pods)
     paths = sb.sentinels(pods)
     container = container_of(pods[0])
-    settings = OperatorSettings()
+    settings = ProcessControlSettings()
     old_script = subprocess.run(
         ["git", "show", f"{args.old_ref}:operator/processcontrol/podexec/inpod.sh"],
         cwd=sb.ROOT,

@@ -178,9 +178,9 @@ def exec_floor(pods: Sequence[str]) -> float:
     """Wall time of one `true` exec into each pod, through the operator's transport at its default concurrency."""
     from processcontrol.k8s import load_configuration
     from processcontrol.podexec.transport import KubernetesPodExecutor
-    from processcontrol.reconcile.settings import OperatorSettings
+    from processcontrol.reconcile.settings import ProcessControlSettings
 
-    settings = OperatorSettings()
+    settings = ProcessControlSettings()
     executor = KubernetesPodExecutor(
         load_configuration(str(controlplane.kubeconfig_path())),
         max_concurrency=settings.exec_concurrency,

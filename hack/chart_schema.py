@@ -5,7 +5,7 @@
     hack/chart_schema.py --check  exit 1 when it is stale
 
 The rest of the schema is written by hand; only `properties.settings.properties` comes from
-processcontrol.reconcile.settings.OperatorSettings, so a new or changed setting reaches `helm install`'s checks.
+processcontrol.reconcile.settings.ProcessControlSettings, so a new or changed setting reaches `helm install`'s checks.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from processcontrol.reconcile.settings import OperatorSettings
+from processcontrol.reconcile.settings import ProcessControlSettings
 
 SCHEMA = Path(__file__).resolve().parent.parent / "charts" / "processcontrol" / "values.schema.json"
 # Set by the chart's metrics.port / metrics.enabled, not through `settings`.
@@ -39,7 +39,7 @@ KEPT = (
 
 def settings_schema() -> dict[str, Any]:
     """The schema of the chart's `settings` value: one property per setting, nothing else allowed."""
-    fields: dict[str, dict[str, Any]] = OperatorSettings.model_json_schema()["properties"]
+    fields: dict[str, dict[str, Any]] = ProcessControlSettings.model_json_schema()["properties"]
     properties = {
         name: {key: spec[key] for key in KEPT if key in spec}
         for name, spec in sorted(fields.items())

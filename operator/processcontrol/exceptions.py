@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from processcontrol.api.reasons import FailureReason
+
 
 class ProcessControlError(Exception):
     """Base class of every processcontrol error."""
+
+
+class InvalidArguments(ProcessControlError):
+    """The command-line arguments do not make a valid request; nothing was sent."""
 
 
 class ExecError(ProcessControlError):
@@ -43,6 +49,10 @@ class NotFound(ApiError):
     """The object does not exist."""
 
 
+class CrdNotInstalled(NotFound):
+    """The API server does not serve processsuspensions.processcontrol.dev."""
+
+
 class Conflict(ApiError):
     """The object changed since it was read (optimistic concurrency): read it again and retry."""
 
@@ -54,7 +64,7 @@ class LedgerError(ProcessControlError):
 class PodFailure(ProcessControlError):
     """A pod cannot be brought to the requested state: a reason (CamelCase, for status and events) and a message."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: FailureReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message

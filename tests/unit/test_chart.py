@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from processcontrol.reconcile.settings import OperatorSettings
+from processcontrol.reconcile.settings import ProcessControlSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
@@ -82,7 +82,7 @@ def test_the_chart_crd_is_the_generated_crd() -> None:
 def test_the_settings_schema_is_generated_from_the_model() -> None:
     assert chart_schema.main(["--check"]) == 0, "run `make chart-schema`"
     settings = yaml.safe_load((chart.CHART / "values.schema.json").read_text())["properties"]["settings"]
-    assert set(settings["properties"]) == set(OperatorSettings.model_fields) - {"metrics_port"}
+    assert set(settings["properties"]) == set(ProcessControlSettings.model_fields) - {"metrics_port"}
 
 
 def test_settings_become_environment_the_operator_reads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,7 +101,7 @@ def test_settings_become_environment_the_operator_reads(monkeypatch: pytest.Monk
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = OperatorSettings()
+    settings = ProcessControlSettings()
     assert (settings.exec_timeout_s, settings.exec_concurrency, settings.exec_backoff_s) == (12.0, 7, 0.25)
     assert settings.metrics_port == 9191
     ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
@@ -112,13 +112,13 @@ def test_settings_become_environment_the_operator_reads(monkeypatch: pytest.Monk
 
 def test_every_default_setting_renders_and_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each setting at the model's own default goes through the schema, the template and back into the model.
-    defaults = OperatorSettings()
+    defaults = ProcessControlSettings()
     args: list[str] = []
     for name in chart_schema.settings_schema()["properties"]:
         args += ["--set-json", f"settings.{name}={json.dumps(getattr(defaults, name))}"]
     for entry in container(chart.template(*args))["env"]:
         monkeypatch.setenv(entry["name"], entry["value"])
-    assert OperatorSettings() == defaults
+    assert ProcessControlSettings() == defaults
 
 
 def test_metrics_off_renders_no_port_and_port_zero() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from processcontrol.reconcile.settings import OperatorSettings
+from processcontrol.reconcile.settings import ProcessControlSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -17,14 +17,14 @@ README_MAX_BYTES = 10_240
 
 def test_every_setting_is_documented_in_the_configuration_reference() -> None:
     missing = [
-        name for name in OperatorSettings.model_fields if f"`PROCESSCONTROL_{name.upper()}`" not in CONFIGURATION
+        name for name in ProcessControlSettings.model_fields if f"`PROCESSCONTROL_{name.upper()}`" not in CONFIGURATION
     ]
     assert missing == []
 
 
 def test_the_configuration_reference_documents_no_setting_that_does_not_exist() -> None:
     documented = set(re.findall(r"^\| `PROCESSCONTROL_([A-Z0-9_]+)` \|", CONFIGURATION, re.MULTILINE))
-    assert documented == {name.upper() for name in OperatorSettings.model_fields}
+    assert documented == {name.upper() for name in ProcessControlSettings.model_fields}
 
 
 def test_the_two_commands_are_shown() -> None:

@@ -1,18 +1,23 @@
-"""The ProcessSuspension CustomResourceDefinition, generated from the pydantic models (`processcontrol crd`).
-
-The models, pydantic and yaml are imported where they are used: this module registers a subcommand of
-`processcontrol`, and every command, `processcontrol send` in pods above all, imports it.
-"""
+"""The ProcessSuspension CustomResourceDefinition, generated from the pydantic models (`processcontrol crd`)."""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pydantic import BaseModel
+import yaml
+from pydantic import BaseModel
+
+from processcontrol.api.models import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    ProcessSuspensionSpec,
+    ProcessSuspensionStatus,
+)
 
 Schema = dict[str, Any]
 
@@ -278,8 +283,6 @@ def _model_schema(model: type[BaseModel]) -> Schema:
 
 def build_schema() -> Schema:
     """The openAPIV3Schema of v1alpha1: the models' schema plus CEL rules, list types and kopf's status field."""
-    from processcontrol.api.models import ProcessSuspensionSpec, ProcessSuspensionStatus
-
     spec = _model_schema(ProcessSuspensionSpec)
     spec["x-kubernetes-validations"] = copy.deepcopy(SPEC_RULES)
     selector = spec["properties"]["selector"]
@@ -319,8 +322,6 @@ def build_schema() -> Schema:
 
 def build_crd() -> Schema:
     """The whole CustomResourceDefinition manifest of processsuspensions.processcontrol.dev."""
-    from processcontrol.api.models import GROUP, KIND, PLURAL, VERSION
-
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -358,23 +359,11 @@ HEADER = "# Generated from processcontrol.api.models by `processcontrol crd` (`m
 
 def render_crd() -> str:
     """The CRD as YAML text, stable from run to run; what crds/processsuspensions.yaml holds."""
-    import yaml
-
     body = yaml.safe_dump(build_crd(), sort_keys=False, allow_unicode=True, default_flow_style=False, width=1 << 16)
     return HEADER + "---\n" + body
 
 
-def _print_crd(args: argparse.Namespace) -> int:
+def print_crd(args: argparse.Namespace) -> int:
+    """`processcontrol crd`: print the CRD."""
     sys.stdout.write(render_crd())
     return 0
-
-
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `processcontrol crd`."""
-    parser = subparsers.add_parser(
-        "crd",
-        help="print the ProcessSuspension CustomResourceDefinition generated from the models",
-        description="Print the ProcessSuspension CRD (YAML) generated from the pydantic models; "
-        "crds/processsuspensions.yaml is this output.",
-    )
-    parser.set_defaults(handler=_print_crd)

@@ -10,6 +10,9 @@ from typing import Any
 
 import yaml
 
+from processcontrol.api.reasons import Reason
+from processcontrol.api.timestamps import parse_time
+
 NONE = "<none>"
 
 
@@ -21,11 +24,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
         cells = [str(cell).ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [str(row[-1])]
         lines.append((indent + "   ".join(cells)).rstrip())
     return "\n".join(lines)
-
-
-def parse_time(text: str) -> datetime:
-    """A Kubernetes timestamp."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def human_duration(seconds: float) -> str:
@@ -94,7 +92,7 @@ def target(spec: Mapping[str, Any]) -> str:
 
 def goal(obj: Mapping[str, Any]) -> str:
     """The word for done: suspended, or resumed when `suspend` is false or the duration has run out."""
-    expired = (condition(obj, "Ready") or {}).get("reason") == "Expired"
+    expired = (condition(obj, "Ready") or {}).get("reason") == Reason.EXPIRED
     return "resumed" if (obj.get("spec") or {}).get("suspend") is False or expired else "suspended"
 
 
@@ -261,7 +259,7 @@ def assess(obj: Mapping[str, Any], generation: int) -> Assessment:
     observed = status.get("observedGeneration")
     if observed is None or observed < generation:
         return Assessment(
-            False, False, False, "NotObserved", f"waiting for the operator to observe generation {generation}"
+            False, False, False, Reason.NOT_OBSERVED, f"waiting for the operator to observe generation {generation}"
         )
     ready, stalled = condition(obj, "Ready"), condition(obj, "Stalled")
 

@@ -10,17 +10,24 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from processcontrol import k8s
 from processcontrol.api.duration import parse_duration
 from processcontrol.commands import render
 from processcontrol.commands.spec import (
-    InvalidArguments,
     build_spec,
     build_suspension,
     check_name,
     default_name,
     split_names,
 )
-from processcontrol.exceptions import ApiError, Forbidden, NotFound, ProcessControlError
+from processcontrol.exceptions import (
+    ApiError,
+    CrdNotInstalled,
+    Forbidden,
+    InvalidArguments,
+    NotFound,
+    ProcessControlError,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CRD, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERRUPTED = 130
@@ -31,10 +38,6 @@ INSTALL_HINT = "install it with kubectl apply -k deploy/"
 # Indirections the tests replace with a fake clock.
 _clock: Callable[[], float] = time.monotonic
 _sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-
-
-class CrdNotInstalled(NotFound):
-    """The API server does not serve processsuspensions.processcontrol.dev."""
 
 
 class Client(Protocol):
@@ -50,9 +53,7 @@ class Client(Protocol):
 
 
 def connect(args: argparse.Namespace) -> Client:
-    """A client for the kube context the arguments name (imports the kubernetes client only now)."""
-    from processcontrol import k8s
-
+    """A client for the kube context the arguments name."""
     return k8s.connect(args.kubeconfig, args.context)
 
 
@@ -60,8 +61,6 @@ def namespace_of(args: argparse.Namespace, lenient: bool = False) -> str:
     """-n, else the kube context's namespace, else `default` (lenient: also when there is no kubeconfig)."""
     if args.namespace:
         return str(args.namespace)
-    from processcontrol import k8s
-
     try:
         return k8s.context_namespace(args.kubeconfig, args.context) or "default"
     except ProcessControlError:

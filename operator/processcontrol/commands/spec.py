@@ -10,11 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from processcontrol.api import API_VERSION, KIND, ProcessSuspensionSpec
-
-
-class InvalidArguments(ValueError):
-    """The arguments do not make a valid ProcessSuspension; nothing was sent."""
-
+from processcontrol.exceptions import InvalidArguments
 
 _SET_TERM = re.compile(r"^\s*(?P<key>[^\s!=()]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)\s*$")
 _NAME_CHARS = re.compile(r"[^a-z0-9-]+")

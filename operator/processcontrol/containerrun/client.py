@@ -1,22 +1,22 @@
 """`processcontrol send` and `processcontrol status`: the client side of the containerrun socket protocol.
 
-Imports nothing heavy (no kopf, no kubernetes client, pydantic only for `-o json`): it runs inside pods.
+The standard library only: these run inside pods (their arguments are in `processcontrol.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from processcontrol.containerrun.protocol import (
     Command,
     Endpoint,
     SendResult,
     SocketState,
-    command_names,
     default_base_dir,
     discover,
     probe,
@@ -24,51 +24,14 @@ from processcontrol.containerrun.protocol import (
 )
 
 
-def add_commands(subparsers: Any) -> None:
-    """Add `send` and `status` to the `processcontrol` parser."""
-    send_parser = subparsers.add_parser(
-        "send",
-        help="send STOP, START or QUIT to containerrun sockets",
-        description=(
-            "Send a command to containerrun sockets at once and report, per socket, sent, refused (stale: "
-            "nobody listens) or missing. Name sockets, or select them under BASE/data with --all, --job and "
-            "--process. Exit status: 0 when every send succeeded, 1 when some failed, 2 on usage errors."
-        ),
-    )
-    send_parser.add_argument("action", choices=command_names(), metavar="{STOP,START,QUIT}")
-    send_parser.add_argument("sockets", nargs="*", type=Path, metavar="SOCKET", help="socket paths")
-    send_parser.add_argument("--all", action="store_true", help="every socket under BASE/data")
-    send_parser.add_argument(
-        "--job", action="append", default=[], metavar="JOB", help="only sockets of this job (repeatable)"
-    )
-    send_parser.add_argument(
-        "--process", action="append", default=[], metavar="PROCESS", help="only this process (repeatable)"
-    )
-    _add_base_dir(send_parser)
-    send_parser.set_defaults(handler=run_send, parser=send_parser)
+class SocketStatus(TypedDict):
+    """One row of `processcontrol status -o json`: a containerrun socket and what it says about its process."""
 
-    status_parser = subparsers.add_parser(
-        "status",
-        help="show every containerrun socket and its state",
-        description=(
-            "List every containerrun socket under BASE/data with its job, process, state and pid. "
-            "running: the socket answers and the .running sentinel exists; stopped: the socket answers, "
-            "no sentinel; stale: the socket refuses (containerrun is gone); unknown: it cannot be told."
-        ),
-    )
-    _add_base_dir(status_parser)
-    status_parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    status_parser.set_defaults(handler=run_status)
-
-
-def _add_base_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--base-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="where data/ is (default: $CONTAINERRUN_BASE_DIR, else /var/vcap)",
-    )
+    job: str
+    process: str
+    state: str  # a SocketState value: running, stopped, stale or unknown
+    pid: int | None
+    socket: str
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -111,22 +74,13 @@ def run_status(args: argparse.Namespace) -> int:
     base_dir: Path = args.base_dir or default_base_dir()
     rows = [(endpoint, probe(endpoint)) for endpoint in discover(base_dir)]
     if args.output == "json":
-        from processcontrol.containerrun.models import SocketStatus  # pydantic: only when asked for
-
-        print(
-            "["
-            + ",".join(
-                SocketStatus(
-                    job=e.job,
-                    process=e.process,
-                    state=state,
-                    pid=_pid(e, state),
-                    socket=os.fspath(e.socket),
-                ).model_dump_json()
-                for e, state in rows
+        statuses = [
+            SocketStatus(
+                job=e.job, process=e.process, state=state.value, pid=_pid(e, state), socket=os.fspath(e.socket)
             )
-            + "]"
-        )
+            for e, state in rows
+        ]
+        print(json.dumps(statuses, ensure_ascii=False, separators=(",", ":")))
         return 0
     table = [("JOB", "PROCESS", "STATE", "PID", "SOCKET")]
     for e, state in rows:

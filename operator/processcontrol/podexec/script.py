@@ -16,7 +16,6 @@ import re
 from collections.abc import Sequence
 from enum import StrEnum
 from importlib import resources
-from typing import Literal, get_args
 
 from pydantic import BaseModel
 
@@ -48,10 +47,26 @@ SCRIPT_NAME = "processcontrol"
 # '/'), except names with a tab or a newline, which the script never reports and so nobody can ask for.
 UNSELECTABLE = re.compile(r"[/\t\n]|^$")
 
-SocketResult = Literal["sent", "refused", "failed", "probed", "stale"]
-ScriptErrorKind = Literal["no-sender-tool", "no-base-dir"]
-_RESULTS: frozenset[str] = frozenset(get_args(SocketResult))
-_ERRORS: frozenset[str] = frozenset(get_args(ScriptErrorKind))
+
+class SocketResult(StrEnum):
+    """What the script did with one socket (the `RESULT` field of its socket lines, see inpod.sh)."""
+
+    SENT = "sent"
+    REFUSED = "refused"  # nobody listens: a stale socket, no containerrun behind it
+    FAILED = "failed"  # the send failed for another reason
+    PROBED = "probed"  # STATUS: the socket does not refuse (or its sentinel says running; nothing is sent)
+    STALE = "stale"  # STATUS: the socket refuses a connection
+
+
+class ScriptError(StrEnum):
+    """Why the script could not look at any socket (its `error` line)."""
+
+    NO_SENDER_TOOL = "no-sender-tool"
+    NO_BASE_DIR = "no-base-dir"
+
+
+_RESULTS: frozenset[str] = frozenset(SocketResult)
+_ERRORS: frozenset[str] = frozenset(ScriptError)
 
 
 class Action(StrEnum):
@@ -82,7 +97,7 @@ class ScriptReport(BaseModel):
 
     sockets: list[SocketReport]
     tool: str | None
-    error: ScriptErrorKind | None = None
+    error: ScriptError | None = None
     error_detail: str = ""
 
 
@@ -154,7 +169,7 @@ def parse_output(stdout: str) -> ScriptReport:
     """
     sockets: list[SocketReport] = []
     tool: str | None = None
-    error: ScriptErrorKind | None = None
+    error: ScriptError | None = None
     error_detail = ""
     end: int | None = None
     for raw in stdout.splitlines():
@@ -172,7 +187,7 @@ def parse_output(stdout: str) -> ScriptReport:
         elif kind == "tool" and len(fields) == 3:
             tool = None if fields[2] == "none" else fields[2]
         elif kind == "error" and len(fields) >= 3 and fields[2] in _ERRORS:
-            error = "no-sender-tool" if fields[2] == "no-sender-tool" else "no-base-dir"
+            error = ScriptError(fields[2])
             error_detail = "\t".join(fields[3:])
         elif kind == "end" and len(fields) == 3 and fields[2].isdigit():
             end = int(fields[2])

@@ -36,6 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import kubernetes
+import websocket
+from kubernetes.stream import stream
+
 from processcontrol.exceptions import ExecError, ExecFailed, ExecForbidden, ExecTimeout, PodGone
 
 logger = logging.getLogger(__name__)
@@ -244,8 +248,6 @@ class KubernetesExec:
     def _core_api(self) -> Any:
         core = getattr(self._local, "core", None)
         if core is None:
-            import kubernetes  # deferred: the in-pod side of the package never needs it
-
             api_client = kubernetes.client.ApiClient(self.configuration)
             core = kubernetes.client.CoreV1Api(api_client)
             self._local.core = core
@@ -254,8 +256,6 @@ class KubernetesExec:
         return core
 
     def __call__(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
-        from kubernetes.stream import stream
-
         started = time.monotonic()
         deadline = started + call.timeout_s
         if handle.closed:
@@ -454,8 +454,6 @@ def _bound_websocket_handshake(timeout_s: float) -> None:
     that accepts the TCP connection and never answers would hold a worker thread forever. The default is
     process-wide; only the exec transport uses websocket-client in this process.
     """
-    import websocket
-
     current = websocket.getdefaulttimeout()
     if current is None or current > timeout_s:
         websocket.setdefaulttimeout(timeout_s)

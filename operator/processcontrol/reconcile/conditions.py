@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from processcontrol.api import Condition, ConditionStatus
+from processcontrol.api.timestamps import format_time
 
 READY = "Ready"
 SUSPENDED = "Suspended"
@@ -15,16 +16,6 @@ STALLED = "Stalled"
 # fails (reason: the probes policy's outcome, or RestartLoop once the kubelet keeps restarting it).
 PROBE_CONFLICT = "ProbeConflict"
 CONDITION_TYPES = (READY, SUSPENDED, RECONCILING, STALLED, PROBE_CONFLICT)
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    """Parse a Kubernetes timestamp."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def condition(type_: str, status: bool, reason: str, message: str = "") -> Condition:

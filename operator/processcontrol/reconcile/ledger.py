@@ -165,28 +165,22 @@ class Release:
     to_start: tuple[tuple[str, str], ...]  # processes whose last hold goes and that ran before their first
 
 
-def release(ledger: Ledger, uids: Iterable[str], keep: Mapping[str, Hold] | None = None) -> Release:
-    """Drop the holds of `uids` (or, for a uid in `keep`, only its processes the new filter no longer covers).
+def release(ledger: Ledger, uids: Iterable[str]) -> Release:
+    """Drop the holds of `uids`.
 
     A process still held by anyone stays stopped; one whose last hold goes returns to its state before the
     first hold."""
-    keep = keep or {}
-    dropping = set(uids) | set(keep)
-    holds = {uid: hold for uid, hold in ledger.holds.items() if uid not in dropping or uid in keep}
+    dropping = set(uids)
+    holds = {uid: hold for uid, hold in ledger.holds.items() if uid not in dropping}
     processes: dict[str, HeldProcess] = {}
     to_start: list[tuple[str, str]] = []
     for key, entry in sorted(ledger.processes.items()):
         job, process = split_key(key)
-        holders = tuple(
-            uid for uid in entry.holders if uid not in dropping or (uid in keep and keep[uid].covers(job, process))
-        )
+        holders = tuple(uid for uid in entry.holders if uid not in dropping)
         if holders:
             processes[key] = entry.model_copy(update={"holders": holders})
         elif entry.was_running:
             to_start.append((job, process))
-    for uid, hold in keep.items():
-        if uid in holds:
-            holds[uid] = hold.model_copy(update={"verified_restarts": holds[uid].verified_restarts})
     return Release(
         ledger=ledger.model_copy(update={"holds": holds, "processes": processes}),
         to_start=tuple(to_start),

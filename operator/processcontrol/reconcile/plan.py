@@ -24,6 +24,9 @@ from processcontrol.api import (
 )
 from processcontrol.api.duration import parse_duration
 from processcontrol.api.models import ProbePolicy
+from processcontrol.api.reasons import FailureReason, Reason
+from processcontrol.api.timestamps import format_time, parse_time
+from processcontrol.podexec.script import SocketResult
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.targets import PodInfo
 
@@ -43,7 +46,7 @@ class Intent:
     """The requested mode and why."""
 
     mode: Mode
-    reason: str
+    reason: Reason
 
 
 @dataclass
@@ -67,10 +70,10 @@ class PodRecord:
 def intent_of(spec: ProcessSuspensionSpec, status: ProcessSuspensionStatus, now: datetime) -> Intent:
     """Suspend, unless `suspend: false` or the duration has run out."""
     if not spec.suspend:
-        return Intent(Mode.RESUME, "ResumeRequested")
-    if status.expires_at is not None and now >= cond.parse_time(status.expires_at):
-        return Intent(Mode.RESUME, "Expired")
-    return Intent(Mode.SUSPEND, "SuspendRequested")
+        return Intent(Mode.RESUME, Reason.RESUME_REQUESTED)
+    if status.expires_at is not None and now >= parse_time(status.expires_at):
+        return Intent(Mode.RESUME, Reason.EXPIRED)
+    return Intent(Mode.SUSPEND, Reason.SUSPEND_REQUESTED)
 
 
 def reverify_spread(uid: str) -> float:
@@ -84,9 +87,11 @@ def final_state(mode: Mode) -> PodState:
     return PodState.SUSPENDED if mode is Mode.SUSPEND else PodState.RESUMED
 
 
-def final_reason(intent: Intent) -> str:
+def final_reason(intent: Intent) -> Reason:
     """The Ready reason once the intent is reached: Suspended, Resumed or Expired."""
-    return "Expired" if intent.reason == "Expired" else final_state(intent.mode).value
+    if intent.reason == Reason.EXPIRED:
+        return Reason.EXPIRED
+    return Reason.SUSPENDED if intent.mode is Mode.SUSPEND else Reason.RESUMED
 
 
 def _pod_status(pod_name: str, record: PodRecord) -> PodStatus:
@@ -96,7 +101,7 @@ def _pod_status(pod_name: str, record: PodRecord) -> PodStatus:
         state=record.state,
         # Exec errors can quote long API answers; the status keeps their start (the events and log have the rest).
         message=record.message[:MESSAGE_LIMIT],
-        last_transition_time=cond.format_time(record.transition_time) if record.transition_time else None,
+        last_transition_time=format_time(record.transition_time) if record.transition_time else None,
         processes=record.processes,
         probe_conflicts=list(record.probe_conflicts),
         restarts=record.restarts,
@@ -149,7 +154,8 @@ def build_status(
             elif record.state is PodState.FAILED:
                 failed += 1
                 first_failed = first_failed or (pod.name, record)
-                by_reason[record.reason or "PodFailed"] = by_reason.get(record.reason or "PodFailed", 0) + 1
+                reason = record.reason or FailureReason.POD_FAILED
+                by_reason[reason] = by_reason.get(reason, 0) + 1
         else:
             status = PodStatus(name=pod.name, uid=pod.uid, state=transient)
         listed.append(status)
@@ -164,20 +170,20 @@ def build_status(
 
     suspended_at = previous.suspended_at
     if intent.mode is Mode.SUSPEND and done and suspended_at is None:
-        suspended_at = cond.format_time(now)
-    if intent.reason == "ResumeRequested":
+        suspended_at = format_time(now)
+    if intent.reason == Reason.RESUME_REQUESTED:
         suspended_at = None
     expires_at = None
     if suspended_at is not None and spec.duration is not None:
-        expires_at = cond.format_time(cond.parse_time(suspended_at) + parse_duration(spec.duration))
+        expires_at = format_time(parse_time(suspended_at) + parse_duration(spec.duration))
 
     stall = _stall(targets, failed, first_failed) if not all_done else None
     if looping and stall is None:
         name, record = looping[0]
         more = f" (and {len(looping) - 1} more pods)" if len(looping) > 1 else ""
-        stall = "RestartLoop", f"pod {name}: {record.restart_loop}{more}"
+        stall = Reason.RESTART_LOOP, f"pod {name}: {record.restart_loop}{more}"
     progress = f"{done}/{len(targets)} pods {goal.value.lower()}"
-    verb = "Suspending" if intent.mode is Mode.SUSPEND else "Resuming"
+    verb = Reason.SUSPENDING if intent.mode is Mode.SUSPEND else Reason.RESUMING
     if all_done and not looping:
         ready = cond.condition(cond.READY, True, final_reason(intent), f"{progress}, verified")
     elif stall is not None:
@@ -185,18 +191,18 @@ def build_status(
     else:
         ready = cond.condition(cond.READY, False, verb, progress)
     suspended = (
-        cond.condition(cond.SUSPENDED, True, "Suspended", f"{progress}, verified")
+        cond.condition(cond.SUSPENDED, True, Reason.SUSPENDED, f"{progress}, verified")
         if intent.mode is Mode.SUSPEND and all_done
         else cond.condition(cond.SUSPENDED, False, intent.reason if intent.mode is Mode.RESUME else verb, progress)
     )
     reconciling = cond.condition(
-        cond.RECONCILING, not all_done and stall is None, verb if not all_done else "Done", progress
+        cond.RECONCILING, not all_done and stall is None, verb if not all_done else Reason.DONE, progress
     )
     probe_conflict = _probe_condition(spec, conflicted, looping)
     stalled = (
         cond.condition(cond.STALLED, True, stall[0], stall[1])
         if stall
-        else cond.condition(cond.STALLED, False, "Progressing")
+        else cond.condition(cond.STALLED, False, Reason.PROGRESSING)
     )
     return ProcessSuspensionStatus(
         observed_generation=generation,
@@ -222,9 +228,9 @@ def build_status(
 
 # The ProbeConflict reason per policy, while no container loops.
 _PROBE_REASONS = {
-    ProbePolicy.WARN: "ProbesWillFail",
-    ProbePolicy.SKIP: "ProbedProcessesSkipped",
-    ProbePolicy.REFUSE: "Refused",
+    ProbePolicy.WARN: Reason.PROBES_WILL_FAIL,
+    ProbePolicy.SKIP: Reason.PROBED_PROCESSES_SKIPPED,
+    ProbePolicy.REFUSE: Reason.REFUSED,
 }
 
 
@@ -233,7 +239,9 @@ def _probe_condition(
 ) -> Condition:
     """ProbeConflict: which probes of which pods, what the policy does about them, and any restart loop."""
     if not conflicted:
-        return cond.condition(cond.PROBE_CONFLICT, False, "NoConflict", "no targeted container has a probe that fails")
+        return cond.condition(
+            cond.PROBE_CONFLICT, False, Reason.NO_CONFLICT, "no targeted container has a probe that fails"
+        )
     probes = sorted({probe for _, record in conflicted for probe in record.probe_conflicts})
     pods = [name for name, _ in conflicted]
     shown = ", ".join(pods[:5]) + (f" and {len(pods) - 5} more" if len(pods) > 5 else "")
@@ -246,7 +254,9 @@ def _probe_condition(
     message = f"{len(pods)} pods ({shown}) have {listed}; {doing} (probes: {spec.probes.value})"
     if looping:
         name, record = looping[0]
-        return cond.condition(cond.PROBE_CONFLICT, True, "RestartLoop", f"pod {name}: {record.restart_loop}; {message}")
+        return cond.condition(
+            cond.PROBE_CONFLICT, True, Reason.RESTART_LOOP, f"pod {name}: {record.restart_loop}; {message}"
+        )
     return cond.condition(cond.PROBE_CONFLICT, True, _PROBE_REASONS[spec.probes], message[: MESSAGE_LIMIT * 4])
 
 
@@ -254,19 +264,19 @@ def _stall(
     targets: Sequence[PodInfo], failed: int, first_failed: tuple[str, PodRecord] | None
 ) -> tuple[str, str] | None:
     if not targets:
-        return "NoMatchingPods", "no running pod matches the target"
+        return Reason.NO_MATCHING_PODS, "no running pod matches the target"
     if first_failed is None:
         return None
     name, record = first_failed
     more = f" (and {failed - 1} more failed pods)" if failed > 1 else ""
-    return record.reason or "PodFailed", f"pod {name}: {record.message[:MESSAGE_LIMIT]}{more}"
+    return record.reason or FailureReason.POD_FAILED, f"pod {name}: {record.message[:MESSAGE_LIMIT]}{more}"
 
 
-def process_state(mode: Mode, result: str, running: bool, settled: bool) -> ProcessState:
+def process_state(mode: Mode, result: SocketResult, running: bool, settled: bool) -> ProcessState:
     """A process's state from one in-pod report; `settled` means the verification deadline has passed."""
-    if result in ("refused", "stale"):
+    if result in (SocketResult.REFUSED, SocketResult.STALE):
         return ProcessState.STALE
-    if result == "failed":
+    if result == SocketResult.FAILED:
         return ProcessState.UNKNOWN
     if mode is Mode.SUSPEND:
         if not running:

@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from processcontrol.api import ProcessStatus
+from processcontrol.api.reasons import FailureReason
 from processcontrol.exceptions import ExecError, ExecForbidden, ExecTimeout, PodFailure, PodGone, ScriptOutputError
-from processcontrol.podexec.script import Action, ScriptReport, SocketReport, build_command, parse_output
+from processcontrol.podexec.script import (
+    Action,
+    ScriptError,
+    ScriptReport,
+    SocketReport,
+    SocketResult,
+    build_command,
+    parse_output,
+)
 from processcontrol.podexec.transport import PodExecutor
 from processcontrol.reconcile.ledger import Observed
 from processcontrol.reconcile.metrics import observe_exec
@@ -17,25 +26,25 @@ from processcontrol.reconcile.targets import PodInfo
 # already). The others are retried quickly, and a pod shows Failed only when they last.
 SHOWN_AT_ONCE = frozenset(
     {
-        "ExecForbidden",
-        "NoContainer",
-        "NoSenderTool",
-        "LedgerUnreadable",
-        "ExecTimeout",
-        "VerifyTimeout",
-        "ProbeConflict",
+        FailureReason.EXEC_FORBIDDEN,
+        FailureReason.NO_CONTAINER,
+        FailureReason.NO_SENDER_TOOL,
+        FailureReason.LEDGER_UNREADABLE,
+        FailureReason.EXEC_TIMEOUT,
+        FailureReason.VERIFY_TIMEOUT,
+        FailureReason.PROBE_CONFLICT,
     }
 )
 
 
-def _error_reason(error: ExecError) -> str:
+def _error_reason(error: ExecError) -> FailureReason:
     if isinstance(error, ExecForbidden):
-        return "ExecForbidden"
+        return FailureReason.EXEC_FORBIDDEN
     if isinstance(error, ExecTimeout):
-        return "ExecTimeout"
+        return FailureReason.EXEC_TIMEOUT
     if isinstance(error, PodGone):
-        return "PodGone"
-    return "ExecFailed"
+        return FailureReason.POD_GONE
+    return FailureReason.EXEC_FAILED
 
 
 async def run_script(
@@ -62,19 +71,24 @@ async def run_script(
         report = parse_output(result.stdout)
     except ScriptOutputError as error:
         detail = (result.stderr or result.stdout).strip()[-300:]
-        raise PodFailure("ScriptFailed", f"the in-pod script failed (exit {result.returncode}): {detail}") from error
-    if report.error == "no-sender-tool":
         raise PodFailure(
-            "NoSenderTool", f"no tool to send datagrams in container {container}; tried {report.error_detail}"
+            FailureReason.SCRIPT_FAILED, f"the in-pod script failed (exit {result.returncode}): {detail}"
+        ) from error
+    if report.error == ScriptError.NO_SENDER_TOOL:
+        raise PodFailure(
+            FailureReason.NO_SENDER_TOOL,
+            f"no tool to send datagrams in container {container}; tried {report.error_detail}",
         )
-    if report.error == "no-base-dir":
-        raise PodFailure("NoSockets", f"no containerrun data directory {report.error_detail} in container {container}")
+    if report.error == ScriptError.NO_BASE_DIR:
+        raise PodFailure(
+            FailureReason.NO_SOCKETS, f"no containerrun data directory {report.error_detail} in container {container}"
+        )
     return report
 
 
 def is_stale(socket: SocketReport) -> bool:
     """No containerrun answers on this socket: nothing there holds a process stopped or can start it."""
-    return socket.result in ("refused", "stale")
+    return socket.result in (SocketResult.REFUSED, SocketResult.STALE)
 
 
 def observed(sockets: Sequence[SocketReport]) -> list[Observed]:

@@ -15,11 +15,11 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from processcontrol.api import ProcessSuspensionSpec
+from processcontrol.api.timestamps import parse_time
 from processcontrol.k8s import KubeClient, load_configuration
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
-from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.plan import PodRecord
-from processcontrol.reconcile.settings import OperatorSettings
+from processcontrol.reconcile.settings import ProcessControlSettings
 from processcontrol.reconcile.targets import PodInfo, spec_matches_pod
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class SuspensionInfo:
         """Whether it currently wants its processes stopped."""
         if self.spec is None or self.deleting or not self.spec.suspend:
             return False
-        return self.expires_at is None or now < cond.parse_time(self.expires_at)
+        return self.expires_at is None or now < parse_time(self.expires_at)
 
     def targets(self, pod: PodInfo) -> bool:
         """Whether the pod is one of its targets (running and matching)."""
@@ -88,7 +88,7 @@ class Runtime:
     """What every handler shares: settings, the exec transport, the API client, the pod workers and their
     outcomes per suspension, and the wake-up events of the suspensions' status daemons."""
 
-    settings: OperatorSettings
+    settings: ProcessControlSettings
     executor: PodExecutor
     kube: KubeClient
     pods_of: PodsOf = _nothing
@@ -177,7 +177,7 @@ class Runtime:
 
 async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) -> Runtime:
     """Read our settings, apply them to kopf's, and build what the handlers share."""
-    settings = OperatorSettings()
+    settings = ProcessControlSettings()
     kopf_settings.persistence.finalizer = settings.finalizer
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="processcontrol.dev")
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="processcontrol.dev")

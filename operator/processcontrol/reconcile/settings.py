@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class OperatorSettings(BaseSettings):
+class ProcessControlSettings(BaseSettings):
     """Every knob of the operator, each with its environment variable and default."""
 
     model_config = SettingsConfigDict(env_prefix="PROCESSCONTROL_", extra="ignore")

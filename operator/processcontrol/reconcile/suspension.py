@@ -17,6 +17,8 @@ import kopf
 from pydantic import ValidationError
 
 from processcontrol.api import PodState, ProcessSuspensionSpec, ProcessSuspensionStatus
+from processcontrol.api.reasons import Reason
+from processcontrol.api.timestamps import parse_time
 from processcontrol.exceptions import ApiError
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
@@ -90,7 +92,7 @@ class StatusDaemon:
         self.runtime.status_shown(self.namespace, self.name, records)
         waits = []
         if intent.mode is Mode.SUSPEND and status.expires_at is not None:
-            waits.append((cond.parse_time(status.expires_at) - now).total_seconds())
+            waits.append((parse_time(status.expires_at) - now).total_seconds())
         if status.expires_at != info.expires_at:
             # The workers learn of the expiry from the index; make sure they look once it has the new time.
             waits.append(0.5)
@@ -127,9 +129,9 @@ class StatusDaemon:
         now = _now()
         generation = self.body.metadata.get("generation")
         stalled = [
-            cond.condition(cond.READY, False, "InvalidSpec", message),
-            cond.condition(cond.RECONCILING, False, "InvalidSpec"),
-            cond.condition(cond.STALLED, True, "InvalidSpec", message),
+            cond.condition(cond.READY, False, Reason.INVALID_SPEC, message),
+            cond.condition(cond.RECONCILING, False, Reason.INVALID_SPEC),
+            cond.condition(cond.STALLED, True, Reason.INVALID_SPEC, message),
         ]
         status = self.status.model_copy(
             update={
@@ -148,8 +150,9 @@ class StatusDaemon:
 
     def _announce(self, intent: Intent) -> None:
         if intent != self.last_intent:
-            verb = "Suspending" if intent.mode is Mode.SUSPEND else "Resuming"
-            why = "" if intent.reason in ("SuspendRequested", "ResumeRequested") else f" ({intent.reason})"
+            verb = Reason.SUSPENDING if intent.mode is Mode.SUSPEND else Reason.RESUMING
+            asked = intent.reason in (Reason.SUSPEND_REQUESTED, Reason.RESUME_REQUESTED)
+            why = "" if asked else f" ({intent.reason})"
             self._event("Normal", verb, f"{verb} processes{why}{self._reason_suffix()}")
             self.last_intent = intent
 
@@ -230,4 +233,4 @@ async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -
         with contextlib.suppress(KeyError):  # never set: the suspension never published
             metric.remove(namespace, name)
     logger.info("no pod holds anything for this suspension any more")
-    kopf.event(body, type="Normal", reason="Released", message="every pod gave back its processes")
+    kopf.event(body, type="Normal", reason=Reason.RELEASED, message="every pod gave back its processes")

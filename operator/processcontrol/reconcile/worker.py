@@ -27,8 +27,9 @@ import kopf
 
 from processcontrol.api import API_VERSION, KIND, SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
 from processcontrol.api.models import ProbePolicy
+from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.exceptions import ApiError, Conflict, LedgerError, PodFailure
-from processcontrol.podexec.script import Action, SocketReport
+from processcontrol.podexec.script import Action, SocketReport, SocketResult
 from processcontrol.reconcile.ledger import (
     HOLDS_ANNOTATION,
     Hold,
@@ -195,7 +196,9 @@ class PodWorker:
             ledger = self._current_ledger(pod)
         except LedgerError as error:
             for suspension in targeting:
-                self._report_failure(suspension, pod, PodFailure("LedgerUnreadable", str(error)), lasting=True)
+                self._report_failure(
+                    suspension, pod, PodFailure(FailureReason.LEDGER_UNREADABLE, str(error)), lasting=True
+                )
             return self.settings.failure_backoff_s
 
         waits: list[float] = []
@@ -204,16 +207,12 @@ class PodWorker:
         if loop_wait is not None:
             waits.append(loop_wait)
         monotonic = time.monotonic()
+        # A hold's filters (jobs, processes, container) never change: the CRD makes them immutable.
         leaving = [uid for uid in ledger.holds if uid not in wanted]
-        refiltered = {
-            uid: self._hold_of(s, pod)
-            for uid, s in wanted.items()
-            if uid in ledger.holds and not _same_filter(ledger.holds[uid], s)
-        }
-        if leaving or refiltered:
+        if leaving:
             due = self.release_checked + self._retry_delay(self.release_failures) - monotonic
             if not self.release_failures or due <= 0:
-                await self._give_back(pod, ledger, leaving, refiltered, by_uid)
+                await self._give_back(pod, ledger, leaving, by_uid)
                 return 0.0
             waits.append(due)
         for starting in list(self.starting):
@@ -224,8 +223,6 @@ class PodWorker:
             waits.append(due)
 
         for suspension in sorted(wanted.values(), key=lambda s: s.name):
-            if suspension.uid in refiltered:
-                continue
             self._seed_from_ledger(suspension, pod, ledger)
             due = self._due(suspension, pod, ledger, monotonic)
             if due <= 0:
@@ -257,11 +254,10 @@ class PodWorker:
         pod: PodInfo,
         ledger: Ledger,
         leaving: list[str],
-        refiltered: dict[str, Hold],
         by_uid: dict[str, SuspensionInfo],
     ) -> None:
         """START what the leaving holds kept stopped and nobody else holds, then write the ledger without them."""
-        plan = release(ledger, leaving, keep=refiltered)
+        plan = release(ledger, leaving)
         names_by_uid = {uid: ledger.holds[uid].name for uid in leaving}
         container = next(
             (ledger.holds[uid].container for uid in leaving if ledger.holds[uid].container),
@@ -270,7 +266,7 @@ class PodWorker:
         undelivered: list[tuple[str, str]] = []
         if plan.to_start:
             if container is None:
-                failure = PodFailure("NoContainer", "pod has no container to exec into")
+                failure = PodFailure(FailureReason.NO_CONTAINER, "pod has no container to exec into")
                 self._fail_release(pod, leaving, by_uid, failure)
                 return
             for uid in leaving:
@@ -302,16 +298,17 @@ class PodWorker:
             sockets = report.sockets
             # A socket nobody answers (or that is gone) has no containerrun holding its process: a restarted
             # containerrun starts it by itself. Only a send that failed for another reason keeps its hold.
-            undelivered = [(s.job, s.process) for s in sockets if s.result == "failed"]
+            undelivered = [(s.job, s.process) for s in sockets if s.result == SocketResult.FAILED]
         kept = {f"{job}/{process}" for job, process in undelivered}
 
         def without_leaving(current: Ledger) -> Ledger:
-            new = release(current, leaving, keep=refiltered).ledger
+            new = release(current, leaving).ledger
             restored = {key: entry for key, entry in current.processes.items() if key in kept}
             return new.model_copy(update={"processes": {**new.processes, **restored}})
 
         if not await self._write_ledger(pod, without_leaving):
-            self._fail_release(pod, leaving, by_uid, PodFailure("LedgerWriteFailed", "could not write the hold ledger"))
+            unwritten = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
+            self._fail_release(pod, leaving, by_uid, unwritten)
             return
         self.release_failures = 0
         for uid in leaving:
@@ -327,7 +324,7 @@ class PodWorker:
                 self._event_on_pod(
                     pod,
                     "Normal",
-                    "OrphanReleased",
+                    Reason.ORPHAN_RELEASED,
                     f"released the holds of suspension {name} (uid {uid}), which no longer exists"
                     + (f"; started {names(started)}" if started else ""),
                 )
@@ -345,8 +342,6 @@ class PodWorker:
             # The START exec waited in the pod: usually they run already, and that report is the verification.
             self.starting.append(starting)
             self._settle_start(pod, starting, sockets, by_uid)
-        for uid in refiltered:
-            self.progress.pop(uid, None)
 
     def _fail_release(
         self, pod: PodInfo, leaving: list[str], by_uid: dict[str, SuspensionInfo], failure: PodFailure
@@ -363,7 +358,7 @@ class PodWorker:
                 self._event(
                     suspension,
                     "Warning",
-                    "ResumeFailed",
+                    Reason.RESUME_FAILED,
                     f"pod {pod.name}: {failure.message}; its processes stay held until they can be given back",
                 )
 
@@ -400,7 +395,7 @@ class PodWorker:
                 continue
             if waiting:
                 late = PodFailure(
-                    "VerifyTimeout",
+                    FailureReason.VERIFY_TIMEOUT,
                     f"not running {self.settings.verify_timeout_s:g}s after START: {names(waiting)}",
                 )
                 self._report_failure(suspension, pod, late, mode=Mode.RESUME, lasting=True)
@@ -497,7 +492,7 @@ class PodWorker:
         hold = self._hold_of(suspension, pod)
         container = hold.container
         if container is None:
-            raise PodFailure("NoContainer", f"pod has no container {spec.container!r}")
+            raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {spec.container!r}")
         previous = self.progress.get(suspension.uid)
         fresh = previous is None or previous.pod_uid != pod.uid or previous.restarts != pod.restarts
         send = fresh or previous is None or previous.resend or previous.state is PodState.FAILED
@@ -509,12 +504,14 @@ class PodWorker:
             # Write-ahead: the ledger records the hold, and each process's state before it, before any STOP.
             status = await run_script(self.runtime.executor, pod, container, Action.STATUS, spec.jobs, spec.processes)
             if not status.sockets:
-                raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
+                raise PodFailure(
+                    FailureReason.NO_SOCKETS, f"no containerrun sockets{_filters(spec.jobs, spec.processes)}"
+                )
             live = [(s.job, s.process) for s in status.sockets if not is_stale(s)]
             conflicts = tuple(probe.describe() for probe in pod.probes.conflicts(live))
             if conflicts and spec.probes is ProbePolicy.REFUSE:
                 failure = PodFailure(
-                    "ProbeConflict",
+                    FailureReason.PROBE_CONFLICT,
                     f"nothing stopped (probes: Refuse): stopped processes would fail {'; '.join(conflicts)}",
                 )
                 self.refused[suspension.uid] = (suspension.generation, pod.restarts, failure, conflicts)
@@ -575,7 +572,7 @@ class PodWorker:
         )
         sockets = [s for s in report.sockets if process_key(s.job, s.process) not in skipped_keys]
         if not sockets:
-            raise PodFailure("NoSockets", f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
+            raise PodFailure(FailureReason.NO_SOCKETS, f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
         held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
         # Sockets that appeared after the hold was taken: containerrun started their processes, so they ran.
         appeared = [
@@ -601,7 +598,7 @@ class PodWorker:
         if running:
             if monotonic - started > self.settings.verify_timeout_s:
                 raise PodFailure(
-                    "VerifyTimeout",
+                    FailureReason.VERIFY_TIMEOUT,
                     f"still running {self.settings.verify_timeout_s:g}s after STOP: "
                     f"{names([(s.job, s.process) for s in running])}",
                 )
@@ -627,7 +624,9 @@ class PodWorker:
             suspension, pod, PodState.SUSPENDED, started, process_statuses(Mode.SUSPEND, sockets, True), message
         )
         if drift:
-            self._event(suspension, "Normal", "Resuspended", f"pod {pod.name} ran its processes again; stopped them")
+            self._event(
+                suspension, "Normal", Reason.RESUSPENDED, f"pod {pod.name} ran its processes again; stopped them"
+            )
 
     def _advance(
         self,
@@ -678,13 +677,13 @@ class PodWorker:
         listed = "; ".join(conflicts)
         if policy is ProbePolicy.SKIP:
             self._event(
-                suspension, "Warning", "ProbeConflict", f"pod {pod.name}: left running (probes: Skip): {listed}"
+                suspension, "Warning", Reason.PROBE_CONFLICT, f"pod {pod.name}: left running (probes: Skip): {listed}"
             )
             return
         self._event(
             suspension,
             "Warning",
-            "ProbeConflict",
+            Reason.PROBE_CONFLICT,
             f"pod {pod.name}: stopping processes whose containers have {listed}; the probes will fail and the kubelet "
             "restart the containers, and each time the operator stops the process again (probes: Warn)",
         )
@@ -756,7 +755,7 @@ class PodWorker:
                 self._event(
                     suspension,
                     "Warning",
-                    "RestartLoop",
+                    Reason.RESTART_LOOP,
                     f"pod {pod.name}: {message}; resuming ends it, or probes: Skip leaves such processes running",
                 )
             self._publish_hold(suspension)
@@ -841,7 +840,7 @@ class PodWorker:
         container = exec_container(pod, spec.container)
         try:
             if container is None:
-                raise PodFailure("NoContainer", f"pod has no container {spec.container!r}")
+                raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {spec.container!r}")
             report = await run_script(self.runtime.executor, pod, container, Action.STATUS, spec.jobs, spec.processes)
         except PodFailure as failure:
             failures, _ = self.resume_checks.get(suspension.uid, (0, 0.0))
@@ -1000,7 +999,9 @@ class PodWorker:
         self.ledger = None  # read it again from the pod next time
         for suspension in self.runtime.suspensions_of(self.namespace):
             if suspension.targets(pod) and suspension.holding(_now()):
-                self._report_failure(suspension, pod, PodFailure("LedgerWriteFailed", f"hold ledger: {error}"))
+                self._report_failure(
+                    suspension, pod, PodFailure(FailureReason.LEDGER_WRITE_FAILED, f"hold ledger: {error}")
+                )
 
     # Events ---------------------------------------------------------------------------------------------------
 
@@ -1023,11 +1024,6 @@ class PodWorker:
             },
         )
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
-
-
-def _same_filter(hold: Hold, suspension: SuspensionInfo) -> bool:
-    assert suspension.spec is not None
-    return hold.jobs == tuple(suspension.spec.jobs) and hold.processes == tuple(suspension.spec.processes)
 
 
 def _filters(jobs: list[str], processes: list[str]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from processcontrol.commands.spec import (
-    InvalidArguments,
     build_spec,
     build_suspension,
     check_name,
@@ -13,6 +12,7 @@ from processcontrol.commands.spec import (
     parse_selector,
     split_names,
 )
+from processcontrol.exceptions import InvalidArguments
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -13,20 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from processcontrol.containerrun import client
-from processcontrol.containerrun.models import SocketStatus
+from processcontrol import cli
 from processcontrol.containerrun.protocol import Endpoint
 
 from .conftest import DEADLINE, Start
 
 
 def run_cli(argv: list[str]) -> int:
-    """Run a `processcontrol` subcommand in-process, through the same parser setup as the real CLI."""
-    parser = argparse.ArgumentParser(prog="processcontrol")
-    client.add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.handler(args)
-    return code
+    """Run a `processcontrol` subcommand in-process, through the real CLI."""
+    return cli.main(argv)
 
 
 class Listener:
@@ -161,12 +155,30 @@ def test_status(base_dir: Path, listeners: dict[str, Listener], capsys: pytest.C
         ["c", "dead", "stale", "-", str(stale)],
     ]
     assert run_cli(["status", "--base-dir", str(base_dir), "-o", "json"]) == 0
-    rows = [SocketStatus.model_validate(row) for row in json.loads(capsys.readouterr().out)]
-    assert [(row.job, row.process, row.state.value, row.pid) for row in rows] == [
-        ("a", "web", "running", 4242),
-        ("a", "worker", "stopped", None),
-        ("b", "web", "stopped", None),
-        ("c", "dead", "stale", None),
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [
+        {
+            "job": "a",
+            "process": "web",
+            "state": "running",
+            "pid": 4242,
+            "socket": str(listeners["a/web"].endpoint.socket),
+        },
+        {
+            "job": "a",
+            "process": "worker",
+            "state": "stopped",
+            "pid": None,
+            "socket": str(listeners["a/worker"].endpoint.socket),
+        },
+        {
+            "job": "b",
+            "process": "web",
+            "state": "stopped",
+            "pid": None,
+            "socket": str(listeners["b/web"].endpoint.socket),
+        },
+        {"job": "c", "process": "dead", "state": "stale", "pid": None, "socket": str(stale)},
     ]
     assert all(listener.received() == [] for listener in listeners.values()), "status must not send commands"
 

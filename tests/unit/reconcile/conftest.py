@@ -28,7 +28,7 @@ from processcontrol.exceptions import Conflict, ExecError, NotFound
 from processcontrol.podexec.transport import ExecResult
 from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
-from processcontrol.reconcile.settings import OperatorSettings
+from processcontrol.reconcile.settings import ProcessControlSettings
 from processcontrol.reconcile.targets import PodInfo, pod_info_from_body
 
 CONTAINERRUN = Path(sys.executable).parent / "containerrun"
@@ -270,7 +270,7 @@ def pods() -> Iterator[dict[str, FakePod]]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-SETTINGS = OperatorSettings(
+SETTINGS = ProcessControlSettings(
     verify_timeout_s=15, verify_interval_s=0.02, failure_backoff_s=0.5, status_interval_s=0.05, metrics_port=0
 )
 

@@ -56,14 +56,6 @@ def test_a_process_stopped_before_any_hold_is_left_stopped() -> None:
     assert release(ledger, ["u1"]).to_start == (("pxc-mysql", "mysql"),)
 
 
-def test_a_narrower_filter_gives_back_what_it_no_longer_covers() -> None:
-    ledger = take_hold(Ledger(), "u1", ALL, [MYSQL, AGENT])
-    narrower = release(ledger, [], keep={"u1": AGENTS})
-    assert narrower.to_start == (("pxc-mysql", "mysql"),)
-    assert narrower.ledger.holds["u1"].processes == ("galera-agent",)
-    assert set(narrower.ledger.processes) == {"pxc-mysql/galera-agent"}
-
-
 def test_verification_is_noted_and_a_new_filter_forgets_it() -> None:
     ledger = mark_verified(take_hold(Ledger(), "u1", ALL, [MYSQL]), "u1", 3)
     assert ledger.holds["u1"].verified_restarts == 3

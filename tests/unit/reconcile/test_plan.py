@@ -16,6 +16,7 @@ from processcontrol.api import (
     ProcessSuspensionSpec,
     ProcessSuspensionStatus,
 )
+from processcontrol.api.timestamps import format_time
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.plan import (
     Intent,
@@ -109,9 +110,9 @@ def test_intent_follows_suspend_and_expiry() -> None:
     status = ProcessSuspensionStatus()
     assert intent_of(spec(), status, NOW) == Intent(Mode.SUSPEND, "SuspendRequested")
     assert intent_of(spec(suspend=False), status, NOW) == Intent(Mode.RESUME, "ResumeRequested")
-    expired = ProcessSuspensionStatus(expires_at=cond.format_time(NOW - timedelta(seconds=1)))
+    expired = ProcessSuspensionStatus(expires_at=format_time(NOW - timedelta(seconds=1)))
     assert intent_of(spec(duration="1h"), expired, NOW) == Intent(Mode.RESUME, "Expired")
-    later = ProcessSuspensionStatus(expires_at=cond.format_time(NOW + timedelta(hours=1)))
+    later = ProcessSuspensionStatus(expires_at=format_time(NOW + timedelta(hours=1)))
     assert intent_of(spec(duration="1h"), later, NOW).mode is Mode.SUSPEND
 
 
