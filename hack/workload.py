@@ -9,6 +9,7 @@ Each pod: a `logs` sidecar first (mounts only /var/vcap/sys, as kubecf's), then 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from realnode import NODE_LABEL
@@ -44,16 +45,31 @@ PROCESSES = (
 )
 
 
+# Liveness probes that fail once the process is stopped, as kubecf jobs have them: one on the main program's HTTP
+# port, one testing containerrun's sentinel. Checked every second, so a stopped process is noticed at once.
+_QUICK = {"initialDelaySeconds": 2, "periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 1}
+LIVENESS: dict[str, dict[str, object]] = {
+    "web-http": {"httpGet": {"port": 8080, "path": "/"}, **_QUICK},
+    "web-worker": {"exec": {"command": ["test", "-f", "/var/vcap/data/web/worker_containerrun.running"]}, **_QUICK},
+}
+
+
 # A `perl` that never returns, first on PATH: the in-pod script's first sender, so its STOP hangs in this container.
 HANG_SETUP = "mkdir -p /hang && printf '#!/bin/sh\\nexec sleep 100000\\n' >/hang/perl && chmod +x /hang/perl"
 HANG_PATH = "/hang:/opt/processcontrol/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def instance_group(
-    name: str, namespace: str, replicas: int, group: str | None = None, hang_exec: bool = False
+    name: str,
+    namespace: str,
+    replicas: int,
+    group: str | None = None,
+    hang_exec: bool = False,
+    liveness: Mapping[str, Mapping[str, object]] | None = None,
 ) -> dict[str, object]:
     """The StatefulSet (pods NAME-0..N-1 on the real node; nothing pulled), in instance group `group` (default:
-    NAME; several StatefulSets may share one). hang_exec: every exec into its first process container hangs."""
+    NAME; several StatefulSets may share one). hang_exec: every exec into its first process container hangs.
+    liveness: a liveness probe per process container name (see LIVENESS)."""
     labels = {
         LABEL_INSTANCE_GROUP: group or name,
         "quarks.cloudfoundry.org/deployment-name": "kubecf",
@@ -81,6 +97,8 @@ def instance_group(
             "args": args,
             "volumeMounts": mounts,
         }
+        if liveness and process.container in liveness:
+            container["livenessProbe"] = dict(liveness[process.container])
         if hang_exec and index == 0:
             container["args"] = ["sh", "-c", f'{HANG_SETUP} && exec "$@"', "sh", *args]
             container["env"] = [{"name": "PATH", "value": HANG_PATH}]
