@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 import fakepods  # noqa: E402
-import harness  # noqa: E402
 from e2e_helpers import Cluster  # noqa: E402
 from reliability import check_state, kill_trial, restart_component, wait_gone  # noqa: E402
+
+import harness  # noqa: E402
 
 # The e2e operator settings (tests/e2e/conftest.py): short intervals so that convergence shows quickly.
 OPERATOR_ENV = {

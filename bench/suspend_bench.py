@@ -59,9 +59,9 @@ sys.path.insert(0, str(BENCH))
 
 import controlplane  # noqa: E402
 import fakepods  # noqa: E402
-import harness  # noqa: E402
 
 import containerrun_bench  # noqa: E402
+import harness  # noqa: E402
 
 NAMESPACE = "bench"
 GROUP = "bench"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the real node's binaries (hack/realnode.py) into the same cache as hack/build-controlplane.sh:
+# Build the real node's binaries (harness.realnode) into the same cache as hack/build-controlplane.sh:
 #
 #   $CACHE/k8s-<v>/bin/{kubelet,kube-proxy,kube-scheduler}   same k8s.io/kubernetes wrapper module and version
 #   $CACHE/pause-<hash>/pause                                  the pod sandbox's static pause binary

@@ -18,13 +18,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import fakepods
-import harness
 import pytest
 import yaml
-from conftest import OPERATOR_ENV
-from e2e_helpers import Cluster, wait_until
-from reliability import (
+
+from harness import fakepods
+from harness.base import kubectl, wait_until
+from harness.cluster import Cluster
+from harness.operator import DEPLOY, E2E_OPERATOR_ENV, OPERATOR_NAMESPACE, OperatorProcess, service_account_kubeconfig
+from harness.reliability import (
     EXCUSED_WINDOWS,
     SESSION_LOG_OFFSET,
     assert_converged,
@@ -196,8 +197,8 @@ def _namespaced_install(tag: str, granted: str, no_exec: str) -> tuple[str, list
     """deploy/namespaced/'s objects for a ServiceAccount of our own: its Role in `granted` as shipped, in `no_exec`
     without the pods/exec rule (a Role copied from an older release, say), and the discovery ClusterRole."""
     account = f"pc-namespaced-{tag}"
-    role_docs = list(yaml.safe_load_all((harness.DEPLOY / "namespaced" / "role-kubecf.yaml").read_text()))
-    discovery_docs = list(yaml.safe_load_all((harness.DEPLOY / "namespaced" / "discovery_role.yaml").read_text()))
+    role_docs = list(yaml.safe_load_all((DEPLOY / "namespaced" / "role-kubecf.yaml").read_text()))
+    discovery_docs = list(yaml.safe_load_all((DEPLOY / "namespaced" / "discovery_role.yaml").read_text()))
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": NS_SYSTEM}}
     ]
@@ -218,7 +219,7 @@ def _namespaced_install(tag: str, granted: str, no_exec: str) -> tuple[str, list
     return account, objects
 
 
-NS_SYSTEM = harness.OPERATOR_NAMESPACE
+NS_SYSTEM = OPERATOR_NAMESPACE
 
 
 @pytest.mark.timeout(600)
@@ -229,14 +230,14 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
         fakepods.ensure_namespace(namespace)
     account, objects = _namespaced_install(tag, granted, no_exec)
     manifest = yaml.safe_dump_all(objects)
-    fakepods.kubectl("apply", "-f", "-", input_text=manifest)
+    kubectl("apply", "-f", "-", input_text=manifest)
     main = cluster.operator
     main_since = SESSION_LOG_OFFSET  # this session's whole log of the operator with deploy/'s grants
     main.stop()  # only the namespaced operator acts in this test
-    namespaced = harness.OperatorProcess(
-        harness.service_account_kubeconfig(namespace=NS_SYSTEM, account=account),
+    namespaced = OperatorProcess(
+        service_account_kubeconfig(namespace=NS_SYSTEM, account=account),
         args=("--namespace", granted, "--namespace", no_exec),
-        env=OPERATOR_ENV,
+        env=E2E_OPERATOR_ENV,
         log_path=main.log_path.with_name(f"operator-namespaced-{tag}.log"),
     )
     try:
@@ -263,7 +264,7 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
         assert namespaced.process is not None and namespaced.process.poll() is None, "the operator crashed"
 
         for ns in (granted, no_exec):
-            fakepods.kubectl("delete", "psus", "restore", "-n", ns, "--timeout=90s")
+            kubectl("delete", "psus", "restore", "-n", ns, "--timeout=90s")
         assert_converged(cluster, pods[granted], [MYSQL], None, stopped=False)
         assert_converged(other, pods[no_exec], [MYSQL], None, stopped=False)
         assert namespaced.process is not None and namespaced.process.poll() is None, "the operator crashed"
@@ -274,11 +275,11 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
     finally:
         namespaced.stop()
         for ns in (no_exec, foreign):
-            fakepods.kubectl("delete", "psus", "--all", "-n", ns, "--timeout=60s", check=False)
-            for pod in fakepods.kubectl("get", "pods", "-n", ns, "-o", "name", check=False).stdout.split():
+            kubectl("delete", "psus", "--all", "-n", ns, "--timeout=60s", check=False)
+            for pod in kubectl("get", "pods", "-n", ns, "-o", "name", check=False).stdout.split():
                 fakepods.stop_pod_processes(ns, pod.removeprefix("pod/"))
-            fakepods.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        fakepods.kubectl("delete", "-f", "-", "--ignore-not-found", input_text=manifest, check=False)
+            kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        kubectl("delete", "-f", "-", "--ignore-not-found", input_text=manifest, check=False)
         main.start()
     # The operator with deploy/'s grants never needed more: not one authorization failure in its log.
     assert forbidden_lines(main.log_path, main_since) == []
@@ -290,7 +291,7 @@ def test_single_replica_guarantee_and_two_standalone_replicas_stay_correct(clust
     started by mistake does. Both act; every action is idempotent, so the end state is still right."""
     deployment = next(
         d
-        for d in yaml.safe_load_all((harness.DEPLOY / "manager" / "manager.yaml").read_text())
+        for d in yaml.safe_load_all((DEPLOY / "manager" / "manager.yaml").read_text())
         if d and d["kind"] == "Deployment"
     )
     assert deployment["spec"]["replicas"] == 1
@@ -298,9 +299,9 @@ def test_single_replica_guarantee_and_two_standalone_replicas_stay_correct(clust
     assert not any("--peering" in a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"])
 
     pods = cluster.group("database", pods=6)
-    second = harness.OperatorProcess(
+    second = OperatorProcess(
         cluster.operator.kubeconfig,
-        env=OPERATOR_ENV,
+        env=E2E_OPERATOR_ENV,
         log_path=cluster.operator.log_path.with_name(f"operator-second-{uuid.uuid4().hex[:5]}.log"),
     )
     second.start()
@@ -331,12 +332,12 @@ def test_exec_grant_revoked_after_the_stop_holds_deletion_until_it_can_resume(cl
     pods = cluster.group("database", pods=2)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore")
-    original = json.loads(fakepods.kubectl("get", "clusterrole", "processcontrol", "-o", "json").stdout)
+    original = json.loads(kubectl("get", "clusterrole", "processcontrol", "-o", "json").stdout)
     revoked = copy.deepcopy(original)
     revoked["rules"] = [r for r in revoked["rules"] if "pods/exec" not in r["resources"]]
     for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
         revoked["metadata"].pop(key, None)
-    fakepods.kubectl("replace", "-f", "-", input_text=json.dumps(revoked))
+    kubectl("replace", "-f", "-", input_text=json.dumps(revoked))
     revoked_at = datetime.now()
     try:
         cluster.kubectl("delete", "psus", "restore", "--wait=false")
@@ -348,7 +349,7 @@ def test_exec_grant_revoked_after_the_stop_holds_deletion_until_it_can_resume(cl
         restored = copy.deepcopy(original)
         for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
             restored["metadata"].pop(key, None)
-        fakepods.kubectl("replace", "-f", "-", input_text=json.dumps(restored))
+        kubectl("replace", "-f", "-", input_text=json.dumps(restored))
         EXCUSED_WINDOWS.append((revoked_at, datetime.now() + timedelta(seconds=5)))
     wait_gone(cluster, "restore", 120)
     assert_converged(cluster, pods, BOTH, None, stopped=False)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import fakepods
 import pytest
-from e2e_helpers import Cluster, pid_alive, wait_until
+
+from harness import fakepods
+from harness.base import pid_alive, wait_until
+from harness.cluster import Cluster
 
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"

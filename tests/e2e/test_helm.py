@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import chart
-import fakepods
 import pytest
-from controlplane import kubectl
-from e2e_helpers import pid_alive, wait_until
-from local_release import KWOK_PLACEMENT, LocalKubelet, fresh_control_plane
+
+from harness import chart, fakepods
+from harness.base import kubectl, pid_alive, wait_until
+
+from .local_release import KWOK_PLACEMENT, LocalKubelet, fresh_control_plane
 
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"

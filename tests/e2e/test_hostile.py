@@ -20,14 +20,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import fakepods
-import harness
 import pytest
-from e2e_helpers import Cluster, pid_alive
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from reliability import assert_converged, log_offset
 
+from harness import fakepods
+from harness.base import pid_alive
+from harness.cluster import Cluster
+from harness.operator import PROCESSCONTROL
+from harness.reliability import assert_converged, log_offset
 from processcontrol.containerrun.protocol import parse_command
 
 MYSQL = "pxc-mysql/mysql"
@@ -250,7 +251,7 @@ def _only_tool(directory: Path, tool: str) -> str:
             if entry.name in SENDERS or entry.name.startswith("python") or link.exists() or link.is_symlink():
                 continue
             link.symlink_to(entry)
-    real = {"processcontrol": str(harness.PROCESSCONTROL), "python3": shutil.which("python3") or sys.executable}
+    real = {"processcontrol": str(PROCESSCONTROL), "python3": shutil.which("python3") or sys.executable}
     target = real.get(tool) or shutil.which(tool)
     assert target, f"{tool} is not installed"
     (directory / tool).symlink_to(Path(target).resolve() if tool == "python3" else target)

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fakepods
-import harness
 import pytest
-from controlplane import kubeconfig_path
-from e2e_helpers import Cluster, wait_until
-from reliability import assert_converged, wait_gone
+
+from harness import fakepods
+from harness.base import kubeconfig_path, wait_until
+from harness.cluster import Cluster
+from harness.operator import PROCESSCONTROL
+from harness.reliability import assert_converged, wait_gone
 
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"
@@ -48,13 +49,13 @@ def ledger(cluster: Cluster, pod: str) -> dict[str, Any]:
 def send(cluster: Cluster, pod: str, job_process: str, command: str) -> None:
     """What a person does inside the pod: `processcontrol send STOP <socket>`."""
     socket = fakepods.socket_path(cluster.namespace, pod, fakepods.JobProcess.parse(job_process))
-    subprocess.run([str(harness.PROCESSCONTROL), "send", command, str(socket)], check=True, capture_output=True)
+    subprocess.run([str(PROCESSCONTROL), "send", command, str(socket)], check=True, capture_output=True)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KUBECONFIG=str(kubeconfig_path()))
     return subprocess.run(
-        [str(harness.PROCESSCONTROL), *args], capture_output=True, text=True, env=env, timeout=180, check=False
+        [str(PROCESSCONTROL), *args], capture_output=True, text=True, env=env, timeout=180, check=False
     )
 
 

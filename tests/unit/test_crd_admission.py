@@ -31,7 +31,8 @@ def openapi_schema() -> Schema:
 
 celpy = pytest.importorskip("celpy", reason="cel-python evaluates the CEL rules")
 
-_TYPES: dict[str, type | tuple[type, ...]] = {
+# Any: after the isinstance check below, `value` is used as the JSON type the schema names.
+_TYPES: dict[str, Any] = {
     "object": dict,
     "array": list,
     "string": str,

@@ -177,8 +177,8 @@ def server() -> Iterator[Server]:
 
 @pytest.fixture
 def configuration(server: Server) -> Any:
-    host, port = server.server_address[:2]
-    return kubernetes.client.Configuration(host=f"http://{host}:{port}")
+    port = server.socket.getsockname()[1]
+    return kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}")
 
 
 def make(configuration: Any, **kwargs: Any) -> KubernetesPodExecutor:

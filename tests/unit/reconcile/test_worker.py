@@ -253,7 +253,7 @@ async def test_a_new_pod_whose_sockets_come_late_is_retried_quickly(
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
     late = FakePod("db-2", pods["db-0"].base.parent / "db-2")
-    executor.pods = {**pods, "db-2": late}  # type: ignore[assignment]
+    executor.pods = {**pods, "db-2": late}
     try:
         api.add_pod("db-2")
         await eventually(lambda: "db-2" in {p for p, _ in executor.calls}, "a first exec into the new pod")
