@@ -88,7 +88,11 @@ def test_apiserver_and_etcd_restarts_mid_suspension_operator_recovers_without_re
 
     # etcd goes away while suspending: the API server answers 5xx/timeouts until it is back.
     cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":true}}')
-    time.sleep(0.5)
+    wait_until(
+        lambda: any(p["state"] != "Resumed" for p in cluster.get("psus", "restore").get("status", {}).get("pods", [])),
+        30,
+        "suspending to start",
+    )
     restart_component("etcd", down_s=3)
     assert_converged(cluster, pods, BOTH, "restore", stopped=True)
     cluster.kubectl("delete", "psus", "restore", "--timeout=120s")
@@ -176,6 +180,11 @@ def test_pod_deleted_while_its_exec_runs(cluster: Cluster, tmp_path: Path) -> No
     assert_converged(cluster, survivors, BOTH, None, stopped=False)
 
 
+def resuspended(cluster: Cluster) -> int:
+    """How many times the operator said it stopped processes that ran again."""
+    return sum(e["reason"] == "Resuspended" for e in cluster.events("restore"))
+
+
 def test_crash_looping_container_is_suspended_again_each_time(cluster: Cluster) -> None:
     pods = cluster.group("database", pods=2)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
@@ -183,12 +192,16 @@ def test_crash_looping_container_is_suspended_again_each_time(cluster: Cluster) 
     looping = fakepods.JobProcess.parse(MYSQL)
     for _ in range(5):
         # containerrun dies (SIGKILL) and comes back at once, forgetting the suspension: CrashLoopBackOff-like.
+        before = resuspended(cluster)
         fakepods.restart_container(cluster.namespace, pods[0], looping)
-        time.sleep(1.0)
+        wait_until(
+            lambda: resuspended(cluster) > before and not cluster.running(pods[0], MYSQL),  # noqa: B023 - used at once
+            30,
+            "the restarted process stopped again",
+        )
         # The other pod is never disturbed.
         assert not any(cluster.all_states(pods[1:], BOTH).values())
     assert_converged(cluster, pods, BOTH, "restore", stopped=True)
-    assert "Resuspended" in {e["reason"] for e in cluster.events("restore")}
     cluster.kubectl("delete", "psus", "restore", "--timeout=60s")
     assert_converged(cluster, pods, BOTH, None, stopped=False)
 

@@ -36,9 +36,23 @@ def slow_shell(directory: Path, seconds: float) -> str:
     (kwok finds the exec's `sh` on its own PATH, so the script itself cannot be wrapped)."""
     directory.mkdir(parents=True, exist_ok=True)
     wrapper = directory / "perl"
-    wrapper.write_text(f'#!/bin/sh\nsleep {seconds}\nexec /usr/bin/perl "$@"\n')
+    # Each exec leaves a line in `started` and, when done, in `ended` (see execs_done).
+    wrapper.write_text(
+        f'#!/bin/sh\necho $$ >>{directory}/started\nsleep {seconds}\n/usr/bin/perl "$@"\nstatus=$?\n'
+        f"echo $$ >>{directory}/ended\nexit $status\n"
+    )
     wrapper.chmod(0o755)
     return f"{directory}:{os.environ['PATH']}"
+
+
+def execs_done(directory: Path) -> bool:
+    """Every exec that went through slow_shell(directory) has finished."""
+
+    def lines(name: str) -> int:
+        path = directory / name
+        return len(path.read_text().split()) if path.exists() else 0
+
+    return lines("started") == lines("ended")
 
 
 def ledger(cluster: Cluster, pod: str) -> dict[str, Any]:
@@ -78,8 +92,9 @@ def test_deleting_a_20_pod_suspension_mid_work_with_a_hanging_pod_leaves_nothing
     took = time.monotonic() - started
     print(f"deletion of a 20-pod suspension with one slow pod took {took:.1f}s")
 
-    # Nothing stopped after the finalizer went, not even a STOP that was in flight into the slow pod.
-    time.sleep(6)
+    # Nothing stopped after the finalizer went, not even a STOP that was in flight into the slow pod: once every
+    # exec into it has finished, whatever was in flight has landed.
+    wait_until(lambda: execs_done(tmp_path / "slow"), 30, "every exec into the slow pod finished")
     assert all(cluster.all_states(pods, BOTH).values()), "a process stayed stopped after the deletion"
     for pod in pods:
         metadata = cluster.get("pod", pod)["metadata"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.testing import missing
 from processcontrol.podexec.script import Action, ScriptReport, build_command, parse_output
 
 # Shells the script must work with; dash is /bin/sh on Debian, bash is /bin/sh on SLE.
@@ -87,6 +88,19 @@ class Listener:
             self.got.wait_for(lambda: len(self.received) >= count, timeout=timeout)
             return list(self.received)
 
+    def received_so_far(self) -> list[bytes]:
+        """Everything sent to the socket before this call, known without a pause: a marker datagram sent now queues
+        behind whatever was sent earlier (a datagram socket keeps order), so once the marker is in, what came
+        before it is all there is."""
+        marker = f"marker-{id(self)}-{time.monotonic_ns()}".encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as poke:
+            poke.sendto(marker, str(self.path))
+        with self.got:
+            assert self.got.wait_for(lambda: marker in self.received, timeout=10), "the marker never arrived"
+            before = self.received[: self.received.index(marker)]
+            self.received.remove(marker)
+            return before
+
     def stop(self, remove: bool = True) -> None:
         """Stop listening; with remove=False the socket file stays behind (a stale socket)."""
         if self.sock is None:
@@ -152,7 +166,7 @@ def toolbox(directory: Path, tools: Sequence[str]) -> Path:
     for name in tools:
         target = TOOL_BINARIES[name]
         if target is None:
-            pytest.skip(f"{name} is not installed")
+            missing(f"{name} is not installed")
         (directory / name).symlink_to(target)
     return directory
 
@@ -185,7 +199,7 @@ def run_script(
         command[4] = str(action)
     interpreter = SHELLS[shell]
     if not os.access(interpreter[0], os.X_OK):
-        pytest.skip(f"{shell} is not installed")
+        missing(f"{shell} is not installed")
     env = {"PATH": str(path), "CONTAINERRUN_BASE_DIR": str(base), **(extra_env or {})}
     done = subprocess.run(
         [*interpreter, *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
@@ -202,7 +216,7 @@ class Containerrun:
 
     def __init__(self, base: Path, job: str, process: str) -> None:
         if not os.access(CONTAINERRUN, os.X_OK):
-            pytest.skip("containerrun is not installed")
+            missing("containerrun is not installed")
         self.base = base
         self.job = job
         self.process = process

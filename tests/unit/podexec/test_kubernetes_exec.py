@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import kubernetes
 import pytest
 
 from processcontrol.exceptions import ExecFailed, ExecForbidden, ExecTimeout, PodGone
@@ -30,8 +31,6 @@ from processcontrol.podexec.transport import (
     KubernetesExec,
     KubernetesPodExecutor,
 )
-
-kubernetes = pytest.importorskip("kubernetes")
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
