@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from harness.base import pids_with_env
 from processcontrol.containerrun.protocol import Endpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -379,17 +380,7 @@ def children(pid: int) -> list[int]:
 
 def marked_pids(base: Path) -> set[int]:
     """Live processes started by the bench for this base directory: their environment names it."""
-    needle = f"CONTAINERRUN_BASE_DIR={base}".encode()
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/environ", "rb") as environ:
-                    if needle in environ.read().split(b"\0"):
-                        pids.add(int(entry.name))
-            except OSError:
-                continue
-    return pids
+    return pids_with_env(f"CONTAINERRUN_BASE_DIR={base}")
 
 
 def lines_of(path: Path) -> list[str]:
