@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness.base import pids_with_env
+from harness.base import pids_with_env, socket_inodes
 from processcontrol.containerrun.protocol import Endpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,18 +120,6 @@ def start(
     with log.open("wb") as log_file:
         proc = subprocess.Popen([*argv, "--", *command], stdout=stdout, stderr=log_file, env=env, cwd=base)
     return proc, endpoint, log
-
-
-def socket_inodes(pid: int) -> set[int]:
-    """The sockfs inodes of a process's open sockets."""
-    inodes = set()
-    with contextlib.suppress(FileNotFoundError):
-        for fd in os.scandir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd.path)
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    return inodes
 
 
 def bound_socket(pid: int, endpoint: Endpoint) -> int | None:

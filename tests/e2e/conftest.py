@@ -29,12 +29,6 @@ from harness.operator import (
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-e2e")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-
-
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[Path]:
     """Build (cached) and start the control plane; stop it at the end unless PROCESSCONTROL_KEEP=1."""

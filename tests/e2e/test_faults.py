@@ -45,11 +45,7 @@ CI_SEEDS = tuple(int(s) for s in os.environ.get("PROCESSCONTROL_KILL_SEEDS", "1,
 
 @pytest.mark.timeout(900)
 def test_operator_sigkilled_while_suspending_resuming_and_deleting_converges(cluster: Cluster) -> None:
-    pods = cluster.group("database", pods=30, jobs=MYSQL, wait=False)
-    for pod in pods:
-        fakepods.wait_for_sockets(cluster.namespace, pod, fakepods.parse_jobs(MYSQL))
-    # kwok marks 30 new pods Ready within seconds on an idle machine, much later on a busy one.
-    fakepods.wait_ready(cluster.namespace, pods, timeout=240)
+    pods = cluster.group("database", pods=30, jobs=MYSQL, ready_timeout=240)
     others = cluster.group("api", pods=1, jobs=MYSQL)
     since = log_offset(cluster.operator.log_path)
     failures = []

@@ -77,10 +77,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_deleting_a_20_pod_suspension_mid_work_with_a_hanging_pod_leaves_nothing_stopped(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    pods = cluster.group("database", pods=20, wait=False)
-    for pod in pods:
-        fakepods.wait_for_sockets(cluster.namespace, pod, fakepods.parse_jobs(",".join(BOTH)))
-    fakepods.wait_ready(cluster.namespace, pods, timeout=240)
+    pods = cluster.group("database", pods=20, ready_timeout=240)
     slow = pods[7]
     cluster.restrict_exec_path(slow, slow_shell(tmp_path / "slow", 4))
 
@@ -162,10 +159,7 @@ def test_resume_wait_returns_only_when_every_process_runs(cluster: Cluster, tmp_
 
 @pytest.mark.timeout(600)
 def test_operator_restart_with_30_suspended_pods_never_flips_ready(cluster: Cluster) -> None:
-    pods = cluster.group("database", pods=30, jobs=MYSQL, wait=False)
-    for pod in pods:
-        fakepods.wait_for_sockets(cluster.namespace, pod, fakepods.parse_jobs(MYSQL))
-    fakepods.wait_ready(cluster.namespace, pods, timeout=240)
+    pods = cluster.group("database", pods=30, jobs=MYSQL, ready_timeout=240)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore", timeout=120)
 

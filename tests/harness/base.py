@@ -115,6 +115,18 @@ def pids_with_env(entry: str) -> set[int]:
     return {pid for pid in pids if pid_alive(pid)}
 
 
+def socket_inodes(pid: int) -> set[int]:
+    """The sockfs inodes of a process's open sockets (none when it is gone)."""
+    inodes = set()
+    with contextlib.suppress(FileNotFoundError):
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd.path)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
 @dataclass
 class ProcessRecord:
     """A process we started: pid (= its process group) and start time, guarding against pid reuse."""

@@ -457,8 +457,11 @@ def create_group(
     state: Path | None = None,
     wait: bool = True,
     first_ordinal: int = 0,
+    ready_timeout: float = 60.0,
 ) -> list[str]:
-    """An instance group of `pods` fake pods NAME-<i>; with wait: pods Ready and every containerrun listening."""
+    """An instance group of `pods` fake pods NAME-<i>; with wait: pods Ready (within ready_timeout: kwok marks
+    many new pods Ready within seconds on an idle machine, much later on a busy one) and every containerrun
+    listening."""
     jps = parse_jobs(jobs)
     ensure_namespace(namespace, state)
     names = [
@@ -468,7 +471,7 @@ def create_group(
     if wait:
         for pod in names:
             wait_for_sockets(namespace, pod, jps, state)
-        wait_ready(namespace, names, state)
+        wait_ready(namespace, names, state, timeout=ready_timeout)
     return names
 
 

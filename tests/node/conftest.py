@@ -21,12 +21,6 @@ from .node_helpers import install_operator
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-node")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/node/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-
-
 @pytest.fixture(scope="session")
 def real_node() -> Iterator[realnode.RealNode]:
     """Binaries and images (cached), then the control plane and the node; all of it stopped at the end."""

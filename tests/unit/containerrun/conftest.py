@@ -23,11 +23,11 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
-from harness.base import pid_alive, pids_with_env, wait_until
+from harness.base import pid_alive, pids_with_env, socket_inodes, wait_until
 from harness.testing import missing
 from processcontrol.containerrun.protocol import Endpoint
 
@@ -163,14 +163,7 @@ class Containerrun:
 
     def socket_inodes(self) -> set[int]:
         """The socket inodes (sockfs) of containerrun's open file descriptors."""
-        inodes = set()
-        with contextlib.suppress(FileNotFoundError):
-            for fd in os.scandir(f"/proc/{self.proc.pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd.path)
-                    if target.startswith("socket:["):
-                        inodes.add(int(target[len("socket:[") : -1]))
-        return inodes
+        return socket_inodes(self.proc.pid)
 
     def listening_socket(self) -> int | None:
         """The Go original's current socket: its one socket fd, once its path is bound (else None).
@@ -311,6 +304,24 @@ def recorder(record: Path) -> list[str]:
 def wait_recorder(record: Path, starts: int = 1) -> None:
     """Wait until the recorder has started `starts` times, so its traps are set."""
     wait_for(lambda: lines(record).count("start") == starts, f"the recorder to start {starts} time(s)")
+
+
+class Recording(NamedTuple):
+    """containerrun supervising the recorder: the run, the record file and the main process's pid."""
+
+    run: Containerrun
+    record: Path
+    pid: int
+
+
+@pytest.fixture
+def recording(start: Start, base_dir: Path) -> Recording:
+    """The recorder running under containerrun, its traps set."""
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    return Recording(run, record, pid)
 
 
 LINGER_S = 4  # how long the worker takes to stop after SIGTERM: far longer than the checks made meanwhile

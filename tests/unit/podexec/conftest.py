@@ -74,14 +74,17 @@ class Listener:
                 return
             if data == b"":
                 return  # the shutdown datagram of stop()
-            command = data.strip()
-            if command == b"STOP":
-                self.sentinel.unlink(missing_ok=True)
-            elif command == b"START":
-                self.sentinel.touch()
+            self.on_command(data.strip())
             with self.got:
                 self.received.append(data)
                 self.got.notify_all()
+
+    def on_command(self, command: bytes) -> None:
+        """What containerrun does with the sentinel (a stand-in that behaves otherwise overrides this)."""
+        if command == b"STOP":
+            self.sentinel.unlink(missing_ok=True)
+        elif command == b"START":
+            self.sentinel.touch()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
         with self.got:
@@ -160,14 +163,19 @@ def pod() -> Iterator[Pod]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def tool_path(name: str) -> str:
+    """Where a sender tool is on this machine (missing: skip, or fail in CI)."""
+    path = TOOL_BINARIES[name]
+    if path is None:
+        missing(f"{name} is not installed")
+    return path
+
+
 def toolbox(directory: Path, tools: Sequence[str]) -> Path:
     """A PATH directory holding only the given tools (symlinks); the script itself needs only shell builtins."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in tools:
-        target = TOOL_BINARIES[name]
-        if target is None:
-            missing(f"{name} is not installed")
-        (directory / name).symlink_to(target)
+        (directory / name).symlink_to(tool_path(name))
     return directory
 
 

@@ -20,11 +20,11 @@ from processcontrol.podexec.script import SCRIPT, Action, ScriptReport, build_co
 from .conftest import (
     PROCESSCONTROL,
     SHELLS,
-    TOOL_BINARIES,
     Containerrun,
     Listener,
     Pod,
     make_stale_socket,
+    tool_path,
     toolbox,
 )
 
@@ -157,20 +157,9 @@ class DelayedStop(Listener):
         super().__init__(base, job, process)
         self.delay = delay
 
-    def _serve(self) -> None:
-        assert self.sock is not None
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except OSError:
-                return
-            if data == b"":
-                return
-            if data.strip() == b"STOP":
-                threading.Timer(self.delay, lambda: self.sentinel.unlink(missing_ok=True)).start()
-            with self.got:
-                self.received.append(data)
-                self.got.notify_all()
+    def on_command(self, command: bytes) -> None:
+        if command == b"STOP":
+            threading.Timer(self.delay, lambda: self.sentinel.unlink(missing_ok=True)).start()
 
 
 @pytest.mark.parametrize("tool", ["perl", "python3", "ncat", "nc", "socat"])
@@ -235,9 +224,7 @@ def test_only_is_still_filtered(pod: Pod, tmp_path: Path) -> None:
 
 def test_batch_sender_is_one_process_for_all_sockets(pod: Pod, tmp_path: Path) -> None:
     """Issue 14 item 2: 12 sockets, one perl; a counting wrapper around perl sees exactly one start."""
-    perl = TOOL_BINARIES["perl"]
-    if perl is None:
-        missing("perl is not installed")
+    perl = tool_path("perl")
     listeners = [pod.listen("job", f"p{i}") for i in range(12)]
     path = tmp_path / "bin"
     path.mkdir()
@@ -255,9 +242,7 @@ def test_batch_sender_is_one_process_for_all_sockets(pod: Pod, tmp_path: Path) -
 
 def test_per_socket_senders_are_capped_at_8(pod: Pod, tmp_path: Path) -> None:
     """Without a batch sender, one ncat per socket, never more than 8 at once."""
-    python = TOOL_BINARIES["python3"]
-    if python is None:
-        missing("python3 is not installed")
+    python = tool_path("python3")
     listeners = [pod.listen("job", f"p{i:02}") for i in range(20)]
     path = tmp_path / "bin"
     path.mkdir()
