@@ -3,7 +3,7 @@
 # copies only that virtualenv onto the same slim Python base, so no compiler, pip cache or source is shipped.
 #
 # BASE_IMAGE: any image with Python >= 3.11 as `python3` (with venv) and groupadd/useradd, e.g. a Debian 12 base
-# built locally where no registry is reachable (hack/images.py builds one with mmdebstrap).
+# built locally where no registry is reachable (tests/harness/images.py builds one with mmdebstrap).
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder

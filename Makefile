@@ -11,14 +11,14 @@ STAMP := $(VENV)/.installed
 help: ## Show the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,lint]'
+	$(PY) -m pip install -q -e '.[test,lint]' -e tests/harness
 	touch $@
 
 .PHONY: install
-install: $(STAMP) ## Create .venv with the package (editable) and its test and lint tools
+install: $(STAMP) ## Create .venv with the package and the test harness (tests/harness, both editable), test and lint tools
 
 .PHONY: lint
 lint: $(STAMP) ## ruff: lint and format check
@@ -87,21 +87,21 @@ crds: $(STAMP) ## Regenerate crds/processsuspensions.yaml (and the chart's copy)
 
 .PHONY: chart-schema
 chart-schema: $(STAMP) ## Regenerate the settings part of the chart's values.schema.json from the settings model
-	$(PY) hack/chart_schema.py
+	$(PY) -m harness.chart_schema
 
 .PHONY: dist
 dist: $(STAMP) ## Build dist/install.yaml (deploy/ in one file) and dist/processcontrol-<version>.tgz (the Helm chart)
-	$(PY) hack/chart.py dist
+	$(PY) -m harness.chart dist
 
 .PHONY: controlplane
 controlplane: $(STAMP) ## Build (cached) and start the local control plane: etcd, kube-apiserver, controller-manager, kwok
 	hack/build-controlplane.sh
-	$(PY) hack/controlplane.py up
-	@echo 'Use it: eval "$$($(PY) hack/controlplane.py env)"'
+	$(PY) -m harness.controlplane up
+	@echo 'Use it: eval "$$($(PY) -m harness.controlplane env)"'
 
 .PHONY: controlplane-down
 controlplane-down: $(STAMP) ## Stop the local control plane and the fake pods' host processes
-	$(PY) hack/controlplane.py down
+	$(PY) -m harness.controlplane down
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun

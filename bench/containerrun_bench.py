@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from harness.base import pids_with_env, socket_inodes
 from processcontrol.containerrun.protocol import Endpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,18 +120,6 @@ def start(
     with log.open("wb") as log_file:
         proc = subprocess.Popen([*argv, "--", *command], stdout=stdout, stderr=log_file, env=env, cwd=base)
     return proc, endpoint, log
-
-
-def socket_inodes(pid: int) -> set[int]:
-    """The sockfs inodes of a process's open sockets."""
-    inodes = set()
-    with contextlib.suppress(FileNotFoundError):
-        for fd in os.scandir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd.path)
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    return inodes
 
 
 def bound_socket(pid: int, endpoint: Endpoint) -> int | None:
@@ -379,17 +368,7 @@ def children(pid: int) -> list[int]:
 
 def marked_pids(base: Path) -> set[int]:
     """Live processes started by the bench for this base directory: their environment names it."""
-    needle = f"CONTAINERRUN_BASE_DIR={base}".encode()
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/environ", "rb") as environ:
-                    if needle in environ.read().split(b"\0"):
-                        pids.add(int(entry.name))
-            except OSError:
-                continue
-    return pids
+    return pids_with_env(f"CONTAINERRUN_BASE_DIR={base}")
 
 
 def lines_of(path: Path) -> list[str]:

@@ -18,7 +18,7 @@ kwok's local exec runs, without the exec), one pod after another: wall time and 
 pod. The floor there is `sh -c true`.
 
 Prints a table and writes bench/results/exec-floor-<date>.json. Leaves the control plane and the pods up (they
-belong to suspend_bench.py's group; `hack/controlplane.py down` stops them).
+belong to suspend_bench.py's group; `python -m harness.controlplane down` stops them).
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import suspend_bench as sb
+import suspend_bench as sb  # bench/ is this script's directory, on sys.path as for any script
+from harness import fakepods
+from harness import operator as harness  # the operator as a process
+from harness.base import kubeconfig_path
 from processcontrol.k8s import load_configuration
 from processcontrol.podexec.script import COMPACT_SCRIPT, Action, build_command, parse_output
 from processcontrol.podexec.transport import KubernetesPodExecutor
@@ -91,7 +91,7 @@ def in_pod_cost(pods: Sequence[str], commands: dict[str, list[str]], repeats: in
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             began = time.monotonic()
             for pod in pods:
-                base = sb.fakepods.base_dir(sb.NAMESPACE, pod)
+                base = fakepods.base_dir(sb.NAMESPACE, pod)
                 env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(base))
                 subprocess.run(local[name], env=env, cwd=base, capture_output=True, check=True)
             wall = time.monotonic() - began
@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--old-ref", default="f6382f4", help="git commit whose inpod.sh is the 'old' script")
     args = parser.parse_args()
-    sb.harness.ensure_control_plane()
+    harness.ensure_control_plane()
     pods = sb.grow_group(args.pods)
     paths = sb.sentinels(pods)
     container = container_of(pods[0])
@@ -135,7 +135,7 @@ def main() -> int:
 
     async def bench() -> dict[str, list[dict[str, Any]]]:
         executor = KubernetesPodExecutor(
-            load_configuration(str(sb.controlplane.kubeconfig_path())),
+            load_configuration(str(kubeconfig_path())),
             max_concurrency=settings.exec_concurrency,
             timeout_s=settings.exec_timeout_s,
             retries=0,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -33,22 +32,20 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-node-bench")
-sys.path.insert(0, str(ROOT / "hack"))
 
-import controlplane  # noqa: E402
-import images  # noqa: E402
-import realnode  # noqa: E402
-from workload import LABEL_INSTANCE_GROUP, PROCESSES, instance_group  # noqa: E402
+from harness import images, realnode  # noqa: E402
+from harness.base import kubeconfig_path, state_dir  # noqa: E402
+from harness.base import kubectl as admin_kubectl  # noqa: E402
+from harness.baselines import Baselines, kube_env  # noqa: E402
+from harness.workload import LABEL_INSTANCE_GROUP, PROCESSES, instance_group  # noqa: E402
 
 NAMESPACE = "bench"
 GROUP = "bench"
 CONTAINER = PROCESSES[0].container
-SEED_SCRIPT = "for sock in $(find /var/vcap/data -name '*_containerrun.sock'); do echo {cmd} | nc -w 1 -uU $sock; done"
-NCAT_SCRIPT = (
-    "for sock in $(find /var/vcap/data -name '*_containerrun.sock'); do "
-    'echo {cmd} | ncat --send-only --unixsock --udp "$sock"; done'
-)
-PARALLELISM = 16
+# The seed's nc loop and xargs + ncat, on these pods.
+BASELINES = Baselines(NAMESPACE, CONTAINER)
+seed_loop = BASELINES.seed_loop
+parallel_script = BASELINES.parallel_script
 WAIT_S = 600
 
 
@@ -57,16 +54,12 @@ def say(text: str) -> None:
 
 
 def kubectl(*args: str, input_text: str | None = None, timeout: float = WAIT_S + 60) -> str:
-    return controlplane.kubectl(*args, input_text=input_text, timeout=timeout).stdout
+    return admin_kubectl(*args, input_text=input_text, timeout=timeout).stdout
 
 
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def kube_env() -> dict[str, str]:
-    return dict(os.environ, KUBECONFIG=str(controlplane.kubeconfig_path()))
 
 
 # --- exec latency --------------------------------------------------------------------------------------------------
@@ -93,7 +86,7 @@ def client_exec_latency(pod: str, count: int) -> dict[str, float]:
     from kubernetes import client, config
     from kubernetes.stream import stream
 
-    config.load_kube_config(str(controlplane.kubeconfig_path()))  # type: ignore[no-untyped-call]
+    config.load_kube_config(str(kubeconfig_path()))  # type: ignore[no-untyped-call]
     api = client.CoreV1Api()
     times = []
     for _ in range(count):
@@ -188,26 +181,6 @@ def pod_names(count: int) -> list[str]:
     return [f"{GROUP}-{i}" for i in range(count)]
 
 
-def seed_loop(pods: Sequence[str], command: str) -> None:
-    script = SEED_SCRIPT.format(cmd=command)
-    for pod in pods:
-        subprocess.run(
-            ["kubectl", "exec", "-n", NAMESPACE, pod, "-c", CONTAINER, "--", "sh", "-c", script],
-            env=kube_env(),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-
-def parallel_script(pods: Sequence[str], command: str) -> None:
-    inner = shlex.quote(NCAT_SCRIPT.format(cmd=command))
-    line = f"xargs -P {PARALLELISM} -I{{}} kubectl exec -n {NAMESPACE} {{}} -c {CONTAINER} -- sh -c {inner}"
-    subprocess.run(
-        ["bash", "-c", line], input="\n".join(pods), text=True, env=kube_env(), check=True, capture_output=True
-    )
-
-
 def baseline_once(
     paths: Sequence[Path], pods: Sequence[str], send: Callable[[Sequence[str], str], None]
 ) -> dict[str, float]:
@@ -242,7 +215,7 @@ def main() -> int:
     }
     subprocess.run(["bash", str(ROOT / "hack" / "build-node.sh")], check=True, capture_output=True)
     built = images.ensure()
-    node = realnode.RealNode(controlplane.state_dir())
+    node = realnode.RealNode(state_dir())
     began = time.monotonic()
     node.up([built[name].archive for name in ("pause", "operator", "workload")])
     record["node_up_s"] = round(time.monotonic() - began, 1)

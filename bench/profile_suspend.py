@@ -21,9 +21,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import suspend_bench as sb  # sets PROCESSCONTROL_STATE and sys.path for hack/
+import suspend_bench as sb  # sets PROCESSCONTROL_STATE (bench/ is this script's directory, on sys.path)
+from harness import fakepods
+from harness import operator as harness  # the operator as a process
 
 
 def metric_sums(url: str) -> dict[str, float]:
@@ -61,17 +61,17 @@ def main() -> int:
     parser.add_argument("--py-spy", default="py-spy")
     parser.add_argument("--out", type=Path, default=Path("/tmp/processcontrol-profile.txt"))
     args = parser.parse_args()
-    pods = [sb.fakepods.pod_name(sb.GROUP, i) for i in range(args.pods)]
+    pods = [fakepods.pod_name(sb.GROUP, i) for i in range(args.pods)]
     paths = sb.sentinels(pods)
     sb.wait_all(paths, running=True)
-    operator = sb.harness.OperatorProcess(sb.harness.service_account_kubeconfig()).start()
+    operator = harness.OperatorProcess(harness.service_account_kubeconfig()).start()
     assert operator.process is not None
     pid = operator.process.pid
     name = "bench-profile"
     selector = {
-        "matchLabels": {sb.fakepods.LABEL_INSTANCE_GROUP: sb.GROUP},
+        "matchLabels": {fakepods.LABEL_INSTANCE_GROUP: sb.GROUP},
         "matchExpressions": [
-            {"key": sb.fakepods.LABEL_POD_ORDINAL, "operator": "In", "values": [str(i) for i in range(args.pods)]}
+            {"key": fakepods.LABEL_POD_ORDINAL, "operator": "In", "values": [str(i) for i in range(args.pods)]}
         ],
     }
     collapsed = args.out.with_suffix(".collapsed")

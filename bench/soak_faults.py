@@ -34,21 +34,14 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "soak_results"
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-soak")
-sys.path.insert(0, str(ROOT / "hack"))
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-import fakepods  # noqa: E402
-import harness  # noqa: E402
-from e2e_helpers import Cluster  # noqa: E402
-from reliability import check_state, kill_trial, restart_component, wait_gone  # noqa: E402
+from harness import fakepods  # noqa: E402
+from harness import operator as harness  # noqa: E402 - the operator as a process (was hack/harness.py)
+from harness.base import kubectl, state_dir  # noqa: E402
+from harness.cluster import Cluster  # noqa: E402
+from harness.operator import E2E_OPERATOR_ENV as OPERATOR_ENV  # noqa: E402 - the e2e tests' settings
+from harness.reliability import check_state, kill_trial, restart_component, wait_gone  # noqa: E402
 
-# The e2e operator settings (tests/e2e/conftest.py): short intervals so that convergence shows quickly.
-OPERATOR_ENV = {
-    "PROCESSCONTROL_REVERIFY_INTERVAL_S": "5",
-    "PROCESSCONTROL_FAILURE_BACKOFF_S": "2",
-    "PROCESSCONTROL_VERIFY_TIMEOUT_S": "20",
-    "PROCESSCONTROL_EXEC_TIMEOUT_S": "10",
-}
 JOB = "pxc-mysql/mysql"
 
 
@@ -104,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     operator = harness.OperatorProcess(
         harness.service_account_kubeconfig(),
         env=OPERATOR_ENV,
-        log_path=harness.state_dir() / "logs" / "operator-soak.log",
+        log_path=state_dir() / "logs" / "operator-soak.log",
     ).start()
     namespace = f"soak-{uuid.uuid4().hex[:5]}"
     fakepods.ensure_namespace(namespace)
@@ -126,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"{component} trial {i + 1}/{args.restarts}: {json.dumps(row)}", flush=True)
     finally:
-        fakepods.kubectl("delete", "psus", "--all", "-n", namespace, "--timeout=120s", check=False)
+        kubectl("delete", "psus", "--all", "-n", namespace, "--timeout=120s", check=False)
         fakepods.delete_group("database", namespace)
-        fakepods.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         operator.stop()
 
     table: dict[str, dict[str, int]] = {}

@@ -5,7 +5,7 @@
                                                         #                  footprint with 1,000 pods, 100 suspensions
 
 On the local control plane (its own state directory, /tmp/processcontrol-bench unless PROCESSCONTROL_STATE says
-otherwise) with kwok pods backed by real `containerrun` processes (hack/fakepods.py), 2 processes per pod:
+otherwise) with kwok pods backed by real `containerrun` processes (harness.fakepods), 2 processes per pod:
 
 1. ours: `kubectl apply` of a ProcessSuspension -> `kubectl wait --for=condition=Ready` returns, then every
    `.running` sentinel on the host is checked gone; resume: `kubectl delete` (the finalizer resumes) -> every
@@ -23,7 +23,7 @@ otherwise) with kwok pods backed by real `containerrun` processes (hack/fakepods
    concurrency (32), the least any exec-based tool can take here; and, from the operator's own metrics
    (`processcontrol_exec_seconds_count`), how many execs each pod cost per suspend and per resume.
 
-The operator runs with default settings (only PROCESSCONTROL_METRICS_PORT is set, by hack/harness.py).
+The operator runs with default settings (only PROCESSCONTROL_METRICS_PORT is set, by harness.operator).
 Results: a table on stdout, bench/results/<date>-<variant>.json, bench/results/latest.json and latest.md.
 """
 
@@ -37,7 +37,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -54,29 +53,23 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 # Our own control plane, apart from the e2e tests' and the demo's.
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-bench")
-sys.path.insert(0, str(ROOT / "hack"))
-sys.path.insert(0, str(BENCH))
 
-import controlplane  # noqa: E402
-import fakepods  # noqa: E402
-import harness  # noqa: E402
-
-import containerrun_bench  # noqa: E402
+import containerrun_bench  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
+from harness import controlplane, fakepods  # noqa: E402
+from harness import operator as harness  # noqa: E402 - the operator as a process (was hack/harness.py)
+from harness.base import kubeconfig_path, state_dir  # noqa: E402
+from harness.base import kubectl as admin_kubectl  # noqa: E402
+from harness.baselines import KWOK_DATA, Baselines  # noqa: E402
 
 NAMESPACE = "bench"
 GROUP = "bench"
 IDLE_NAMESPACE = "bench-idle"
 JOBS = fakepods.parse_jobs("pxc-mysql/mysql,pxc-mysql/galera-agent")
 CONTAINER = JOBS[0].container
-SEED_SCRIPT = (
-    "for sock in $(find $CONTAINERRUN_BASE_DIR/data -name '*_containerrun.sock'); do "
-    "echo {cmd} | nc -w 1 -uU $sock; done"
-)
-NCAT_SCRIPT = (
-    "for sock in $(find \"$CONTAINERRUN_BASE_DIR\"/data -name '*_containerrun.sock'); do "
-    'echo {cmd} | ncat --send-only --unixsock --udp "$sock"; done'
-)
-PARALLELISM = 16
+# The seed's nc loop and xargs + ncat, on these pods.
+BASELINES = Baselines(NAMESPACE, CONTAINER, KWOK_DATA)
+seed_loop = BASELINES.seed_loop
+parallel_script = BASELINES.parallel_script
 WAIT_TIMEOUT_S = 600
 
 
@@ -90,13 +83,7 @@ def say(text: str) -> None:
 
 def kubectl(*args: str, input_text: str | None = None, timeout: float = WAIT_TIMEOUT_S + 60) -> str:
     """kubectl with the admin kubeconfig; raises with its stderr on failure."""
-    env = dict(os.environ, KUBECONFIG=str(controlplane.kubeconfig_path()))
-    result = subprocess.run(
-        ["kubectl", *args], input=input_text, capture_output=True, text=True, env=env, timeout=timeout, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
+    return admin_kubectl(*args, input_text=input_text, timeout=timeout).stdout
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -135,7 +122,7 @@ def grow_group(count: int) -> list[str]:
     """The instance group with exactly `count` pods (adds the missing ones, a few at a time)."""
     fakepods.ensure_namespace(NAMESPACE)
     existing = sorted(
-        (p.name for p in (controlplane.state_dir() / "pods" / NAMESPACE).glob(f"{GROUP}-*")),
+        (p.name for p in (state_dir() / "pods" / NAMESPACE).glob(f"{GROUP}-*")),
         key=lambda n: int(n.rsplit("-", 1)[1]),
     )
     if len(existing) < count:
@@ -182,7 +169,7 @@ def exec_floor(pods: Sequence[str]) -> float:
 
     settings = ProcessControlSettings()
     executor = KubernetesPodExecutor(
-        load_configuration(str(controlplane.kubeconfig_path())),
+        load_configuration(str(kubeconfig_path())),
         max_concurrency=settings.exec_concurrency,
         timeout_s=settings.exec_timeout_s,
         retries=settings.exec_retries,
@@ -235,32 +222,6 @@ def ours_once(pods: Sequence[str], name: str, operator: harness.OperatorProcess)
 
 
 # --- baselines -----------------------------------------------------------------------------------------------------
-
-
-def kube_env() -> dict[str, str]:
-    return dict(os.environ, KUBECONFIG=str(controlplane.kubeconfig_path()))
-
-
-def seed_loop(pods: Sequence[str], command: str) -> None:
-    """The seed's procedure: one kubectl exec per pod, one after the other, `nc -w 1` per socket."""
-    script = SEED_SCRIPT.format(cmd=command)
-    for pod in pods:
-        subprocess.run(
-            ["kubectl", "exec", "-n", NAMESPACE, pod, "-c", CONTAINER, "--", "sh", "-c", script],
-            env=kube_env(),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-
-def parallel_script(pods: Sequence[str], command: str) -> None:
-    """What a careful operator scripts: xargs -P 16 kubectl exec, ncat --send-only."""
-    inner = shlex.quote(NCAT_SCRIPT.format(cmd=command))
-    line = f"xargs -P {PARALLELISM} -I{{}} kubectl exec -n {NAMESPACE} {{}} -c {CONTAINER} -- sh -c {inner}"
-    subprocess.run(
-        ["bash", "-c", line], input="\n".join(pods), text=True, env=kube_env(), check=True, capture_output=True
-    )
 
 
 def baseline_once(pods: Sequence[str], send: Callable[[Sequence[str], str], None]) -> dict[str, float]:
@@ -639,7 +600,7 @@ def main() -> int:
         "date": started.isoformat(timespec="seconds"),
         "variant": variant_name,
         "machine": machine(),
-        "settings": "operator defaults (docs/configuration.md); PROCESSCONTROL_METRICS_PORT set by hack/harness.py",
+        "settings": "operator defaults (docs/configuration.md); PROCESSCONTROL_METRICS_PORT set by harness.operator",
         "processes_per_pod": len(JOBS),
         "suspend": [],
     }

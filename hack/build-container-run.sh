@@ -15,6 +15,8 @@
 # Go parametrizations with that reason (and fail in CI). Run the binary with hack/container-run-vcap: it hard-codes
 # /var/vcap.
 set -euo pipefail
+# shellcheck source=hack/go-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tree=shared/third_party/quarks-container-run-v0.0.3
@@ -46,11 +48,7 @@ if [[ -x $binary ]]; then
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-  export PATH=/usr/local/go/bin:$PATH
-fi
-command -v go >/dev/null 2>&1 || { echo "build-container-run: go not found (needed to build $binary)" >&2; exit 1; }
-export GOTOOLCHAIN=local # never download another toolchain
+use_go build-container-run "needed to build $binary"
 echo "build-container-run: building $binary from $src (first run only)" >&2
 start=$SECONDS
 mkdir -p "$dir"

@@ -12,18 +12,15 @@
 # ./staging/...`), so it is built from a wrapper module whose replace lines map every staging module k8s.io/X to
 # k8s.io/X v0.<minor>.<patch>, derived from that release's own go.mod.
 set -euo pipefail
+# shellcheck source=hack/go-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 
 K8S_VERSION=${K8S_VERSION:-v1.33.13}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
 KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
 CACHE=${PROCESSCONTROL_CACHE:-$HOME/.cache/processcontrol}
 
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-    export PATH=/usr/local/go/bin:$PATH
-fi
-command -v go >/dev/null 2>&1 || { echo "build-controlplane: go not found (need Go >= 1.24)" >&2; exit 1; }
-# Never download another toolchain; the local go must be new enough.
-export GOTOOLCHAIN=local
+use_go build-controlplane "need Go >= 1.24"
 # Linking kube-apiserver takes several GB; keep parallelism to the core count.
 GO_PARALLEL=${GO_PARALLEL:-$(nproc)}
 

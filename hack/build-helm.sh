@@ -6,6 +6,8 @@
 # CACHE is ${PROCESSCONTROL_CACHE:-$HOME/.cache/processcontrol}. Prints the binary's path on stdout; progress goes
 # to stderr. Idempotent: a binary that exists and reports the expected version is not rebuilt.
 set -euo pipefail
+# shellcheck source=hack/go-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 CACHE=${PROCESSCONTROL_CACHE:-$HOME/.cache/processcontrol}
@@ -17,11 +19,7 @@ if [[ -x $binary ]] && [[ $("$binary" version --template '{{.Version}}' 2>/dev/n
     exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-    export PATH=/usr/local/go/bin:$PATH
-fi
-command -v go >/dev/null 2>&1 || { echo "build-helm: go not found (needed to build $binary)" >&2; exit 1; }
-export GOTOOLCHAIN=local # never download another toolchain; the local go must be new enough
+use_go build-helm "needed to build $binary"
 start=$SECONDS
 echo "build-helm: building helm $HELM_VERSION into $binary (first run only, a few minutes)" >&2
 mkdir -p "$dir/src" "$dir/bin"

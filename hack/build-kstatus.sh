@@ -4,6 +4,8 @@
 # Prints the path of the binary on stdout; progress goes to stderr. Idempotent: a second run finds the
 # binary keyed by the hash of go.mod + go.sum + main.go and returns at once.
 set -euo pipefail
+# shellcheck source=hack/go-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/kstatus" && pwd)"
 cache="${PROCESSCONTROL_CACHE:-$HOME/.cache/processcontrol}"
@@ -16,11 +18,7 @@ if [[ -x "$binary" ]]; then
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-  export PATH=/usr/local/go/bin:$PATH
-fi
-command -v go >/dev/null 2>&1 || { echo "build-kstatus: go not found (needed to build $binary)" >&2; exit 1; }
-export GOTOOLCHAIN=local  # never download another toolchain
+use_go build-kstatus "needed to build $binary"
 echo "build-kstatus: building $binary from the Go module proxy (first run only)" >&2
 mkdir -p "$dir"
 tmp="$(mktemp "$dir/kstatus.XXXXXX")"

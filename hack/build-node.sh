@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the real node's binaries (hack/realnode.py) into the same cache as hack/build-controlplane.sh:
+# Build the real node's binaries (harness.realnode) into the same cache as hack/build-controlplane.sh:
 #
 #   $CACHE/k8s-<v>/bin/{kubelet,kube-proxy,kube-scheduler}   same k8s.io/kubernetes wrapper module and version
 #   $CACHE/pause-<hash>/pause                                  the pod sandbox's static pause binary
@@ -8,15 +8,14 @@
 # rebuilt. Runs build-controlplane.sh first: it writes the wrapper module, and its Go build cache makes these
 # builds short (about a minute each instead of minutes). Never run two builds of the same cache at once.
 set -euo pipefail
+# shellcheck source=hack/go-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 K8S_VERSION=${K8S_VERSION:-v1.33.13}
 CACHE=${PROCESSCONTROL_CACHE:-$HOME/.cache/processcontrol}
 
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-    export PATH=/usr/local/go/bin:$PATH
-fi
-export GOTOOLCHAIN=local
+use_go build-node "needed to build the node's binaries"
 GO_PARALLEL=${GO_PARALLEL:-$(nproc)}
 
 bash "$HERE/build-controlplane.sh"

@@ -5,26 +5,23 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import controlplane
-import fakepods
-import harness
+from harness import controlplane, fakepods
+from harness.base import ROOT, kubeconfig_path, kubectl, state_dir
+from harness.operator import OperatorProcess, ensure_control_plane, install, service_account_kubeconfig
 
 NAMESPACE = "kubecf"
 GROUP = "database"
 JOBS = "pxc-mysql/mysql,pxc-mysql/galera-agent"
-EXAMPLE = harness.ROOT / "examples" / "instance-group.yaml"
+EXAMPLE = ROOT / "examples" / "instance-group.yaml"
 
 
 def operator_pid_file() -> Path:
     """Where the demo's operator pid is kept for demo-down."""
-    return controlplane.state_dir() / "pids" / "demo-operator.pid"
+    return state_dir() / "pids" / "demo-operator.pid"
 
 
 def say(text: str) -> None:
@@ -35,7 +32,7 @@ def say(text: str) -> None:
 def show(*args: str) -> None:
     """Run kubectl and show the command with its output, as a reader would type it."""
     print(f"$ kubectl {' '.join(args)}", flush=True)
-    print(controlplane.kubectl(*args).stdout.rstrip(), flush=True)
+    print(kubectl(*args).stdout.rstrip(), flush=True)
 
 
 def show_processes(pods: list[str]) -> None:
@@ -53,16 +50,16 @@ def up() -> int:
     """Everything, from building the binaries to a verified suspension."""
     started = time.monotonic()
     say("Building (or reusing) etcd, kube-apiserver, kube-controller-manager and kwok, starting them on 127.0.0.1")
-    harness.ensure_control_plane()
+    ensure_control_plane()
     say("Installing processcontrol: kubectl apply -k deploy/")
-    harness.install()
+    install()
     say("Starting the operator with the ServiceAccount and RBAC from deploy/")
     pid_file = operator_pid_file()
     if pid_file.exists() and Path(f"/proc/{pid_file.read_text().strip()}").exists():
         print(f"already running (pid {pid_file.read_text().strip()})")
     else:
-        log = controlplane.state_dir() / "logs" / "operator.log"
-        operator = harness.OperatorProcess(harness.service_account_kubeconfig(), log_path=log).start()
+        log = state_dir() / "logs" / "operator.log"
+        operator = OperatorProcess(service_account_kubeconfig(), log_path=log).start()
         assert operator.process is not None
         pid_file.write_text(str(operator.process.pid))
         print(f"operator pid {operator.process.pid}, log {log}, metrics {operator.metrics_url}")
@@ -70,7 +67,7 @@ def up() -> int:
     pods = fakepods.create_group(GROUP, NAMESPACE, 3, JOBS, sidecar="logs")
     show("get", "pods", "-n", NAMESPACE)
     show_processes(pods)
-    say(f"Suspending it: kubectl apply -f {EXAMPLE.relative_to(harness.ROOT)}")
+    say(f"Suspending it: kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
     print(EXAMPLE.read_text().rstrip())
     show("apply", "-f", str(EXAMPLE))
     show("wait", "-n", NAMESPACE, f"psus/{GROUP}", "--for=condition=Ready", "--timeout=120s")
@@ -78,13 +75,13 @@ def up() -> int:
     show("get", "pods", "-n", NAMESPACE, "-L", "processcontrol.dev/suspended")
     say("The processes, as they really are on this machine")
     show_processes(pods)
-    kubeconfig = controlplane.kubeconfig_path()
+    kubeconfig = kubeconfig_path()
     say(f"Done in {time.monotonic() - started:.0f}s. Try it yourself:")
     print(
         f"""  export KUBECONFIG={kubeconfig}
   kubectl describe psus -n {NAMESPACE} {GROUP}                 # conditions, per-pod state, events
   .venv/bin/processcontrol describe -n {NAMESPACE} {GROUP}      # the same, as a per-process table
-  .venv/bin/python hack/fakepods.py restart-container {NAMESPACE} {GROUP}-0 pxc-mysql/mysql
+  .venv/bin/python -m harness.fakepods restart-container {NAMESPACE} {GROUP}-0 pxc-mysql/mysql
                                                  # a container restart: watch it get stopped again
   .venv/bin/processcontrol resume -n {NAMESPACE} {GROUP} --wait  # resume (suspend: false)
   kubectl delete psus -n {NAMESPACE} {GROUP}                    # resume and remove
@@ -107,7 +104,7 @@ def down() -> int:
         pid_file.unlink()
     stopped = fakepods.stop_all_host_processes()
     print(f"stopped {stopped} containerrun processes")
-    return subprocess.call([sys.executable, str(harness.ROOT / "hack" / "controlplane.py"), "down"])
+    return controlplane.main(["down"])
 
 
 def main() -> int:

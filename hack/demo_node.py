@@ -16,17 +16,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-node-demo")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import images, realnode
+from harness.base import ROOT, ControlPlaneError, kubeconfig_path, kubectl, state_dir
+from harness.workload import PROCESSES, instance_group
 
-import images
-import realnode
-from controlplane import ControlPlaneError, kubeconfig_path, kubectl, state_dir
-from workload import PROCESSES, instance_group
-
-ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "kubecf"
 GROUP = "web"
 

@@ -28,14 +28,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import chart
-import harness
-from controlplane import NODE_NAME, kubectl, state_dir
-from e2e_helpers import wait_until
+from harness import chart
+from harness.base import kubectl, state_dir, wait_until
+from harness.fakepods import NODE_NAME
+from harness.operator import OperatorProcess, service_account_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_SELECTOR = "app.kubernetes.io/name=processcontrol,app.kubernetes.io/component=operator"
-# kwok's node carries this taint (hack/controlplane.py); a pod needs to tolerate it to be scheduled there.
+# kwok's node carries this taint (harness.controlplane); a pod needs to tolerate it to be scheduled there.
 KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 # The chart's scheduling values that place the operator on kwok's node (the values under test, not a bypass).
 KWOK_PLACEMENT = (
@@ -54,7 +54,7 @@ def fresh_control_plane(name: str) -> Iterator[Path]:
     base = state_dir()
     state = base.parent / f"{base.name}-{name}"
     env = dict(os.environ, PROCESSCONTROL_STATE=str(state))
-    script = [sys.executable, str(ROOT / "hack" / "controlplane.py")]
+    script = [sys.executable, "-m", "harness.controlplane"]
     subprocess.run(["bash", str(ROOT / "hack" / "build-controlplane.sh")], check=True)
     # down first: `up` reuses a running plane, and this one must start empty.
     subprocess.run([*script, "down"], env=env, check=True, capture_output=True)
@@ -87,7 +87,7 @@ class LocalKubelet:
         # deploy/ and the bundle carry no toleration of kwok's fake taint (real nodes have none); the bundle test
         # binds regardless, the Helm test sets the chart's tolerations and nodeSelector values and is held to them.
         self.respect_taints = respect_taints
-        self.processes: dict[str, harness.OperatorProcess] = {}
+        self.processes: dict[str, OperatorProcess] = {}
         # ("start" | "stop", pod name), in order: what ran when.
         self.history: list[tuple[str, str]] = []
         self.pod_specs: dict[str, Manifest] = {}
@@ -137,14 +137,14 @@ class LocalKubelet:
         args = [a for a in container["args"] if not a.startswith("--liveness=")]
         assert args[0] == "operator", args
         env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-        env.pop("PROCESSCONTROL_METRICS_PORT")  # a free local port instead (harness.OperatorProcess)
-        kubeconfig = harness.service_account_kubeconfig(
+        env.pop("PROCESSCONTROL_METRICS_PORT")  # a free local port instead (OperatorProcess)
+        kubeconfig = service_account_kubeconfig(
             path=self.state / f"operator-{name}.kubeconfig",
             namespace=self.namespace,
             account=spec["serviceAccountName"],
             state=self.state,
         )
-        process = harness.OperatorProcess(
+        process = OperatorProcess(
             kubeconfig, args=tuple(args[1:]), env=env, log_path=self.state / "logs" / f"operator-{name}.log"
         )
         self.processes[name] = process.start()
@@ -169,7 +169,7 @@ class LocalKubelet:
             elif pod["spec"]["nodeName"] == NODE_NAME and name not in self.processes and not self.processes:
                 self.start(pod)
 
-    def running(self) -> list[harness.OperatorProcess]:
+    def running(self) -> list[OperatorProcess]:
         """The operator processes that run now."""
         return list(self.processes.values())
 
@@ -205,7 +205,7 @@ class LocalKubelet:
             raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
-    def wait_running(self, count: int = 1, timeout: float = 90) -> harness.OperatorProcess:
+    def wait_running(self, count: int = 1, timeout: float = 90) -> OperatorProcess:
         """Keep syncing until `count` operator processes were started and one runs now; return it."""
 
         def done() -> bool:

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import controlplane
-import fakepods
-import harness
 import pytest
 import yaml
-from e2e_helpers import Cluster, pid_alive, wait_until
+
+from harness import fakepods
+from harness.base import kubeconfig_path, pid_alive, state_dir, wait_until
+from harness.cluster import Cluster
+from harness.operator import service_account_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSCONTROL = Path(sys.executable).parent / "processcontrol"
@@ -67,7 +68,7 @@ def cli_background(*args: str, kubeconfig: Path | None = None) -> subprocess.Pop
 
 
 def _env(kubeconfig: Path | None) -> dict[str, str]:
-    return dict(os.environ, KUBECONFIG=str(kubeconfig or controlplane.kubeconfig_path()))
+    return dict(os.environ, KUBECONFIG=str(kubeconfig or kubeconfig_path()))
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -159,10 +160,11 @@ class BarePlane:
 def bare_plane(control_plane: Path) -> Iterator[BarePlane]:
     """Up a second control plane with its own state (about 8 s), try the CLI before the CRD is installed, install
     only the CRD, and start a `suspend --wait` that no operator will answer (it needs 30 s: it runs meanwhile)."""
-    state = Path(f"{controlplane.state_dir()}-bare")
+    state = Path(f"{state_dir()}-bare")
     env = dict(os.environ, PROCESSCONTROL_STATE=str(state))
-    up = ROOT / "hack" / "controlplane.py"
-    started_up = subprocess.run([sys.executable, str(up), "up"], env=env, capture_output=True, text=True, timeout=180)
+    started_up = subprocess.run(
+        [sys.executable, "-m", "harness.controlplane", "up"], env=env, capture_output=True, text=True, timeout=180
+    )
     assert started_up.returncode == 0, f"second control plane did not come up:\n{started_up.stderr}"
     try:
         kubeconfig = state / "kubeconfig"
@@ -193,7 +195,13 @@ def bare_plane(control_plane: Path) -> Iterator[BarePlane]:
             process.kill()
             process.wait()
     finally:
-        subprocess.run([sys.executable, str(up), "down"], env=env, check=False, capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "harness.controlplane", "down"],
+            env=env,
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
 
 
 def test_crd_not_installed(bare_plane: BarePlane) -> None:
@@ -468,7 +476,7 @@ def test_forbidden(cluster: Cluster) -> None:
     cluster.group("database", pods=1)
     ok(cli("suspend", "database", "-n", ns))
     cluster.kubectl("create", "serviceaccount", "oncall")
-    kubeconfig = harness.service_account_kubeconfig(namespace=ns, account="oncall")
+    kubeconfig = service_account_kubeconfig(namespace=ns, account="oncall")
     account = f"system:serviceaccount:{ns}:oncall"
     for args, verb in (
         (["get"], "list"),

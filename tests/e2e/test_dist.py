@@ -10,11 +10,12 @@ import json
 import os
 import subprocess
 
-import chart
-import fakepods
 import pytest
-from controlplane import kubectl
-from local_release import LocalKubelet, fresh_control_plane
+
+from harness import chart, fakepods
+from harness.base import ROOT, kubectl
+
+from .local_release import LocalKubelet, fresh_control_plane
 
 BOTH = ("pxc-mysql/mysql", "pxc-mysql/galera-agent")
 WORKLOAD = "dist-e2e"
@@ -22,8 +23,8 @@ WORKLOAD = "dist-e2e"
 
 @pytest.mark.timeout(600)
 def test_install_yaml_on_an_empty_control_plane_runs_the_operator() -> None:
-    subprocess.run(["make", "dist"], cwd=chart.ROOT, check=True)
-    bundle = chart.ROOT / "dist" / "install.yaml"
+    subprocess.run(["make", "dist"], cwd=ROOT, check=True)
+    bundle = ROOT / "dist" / "install.yaml"
     assert {chart.key(o) for o in chart.parse(bundle.read_text())} == {
         chart.key(o) for o in chart.kustomize(chart.DEPLOY)
     }

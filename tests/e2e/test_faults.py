@@ -18,13 +18,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import fakepods
-import harness
 import pytest
 import yaml
-from conftest import OPERATOR_ENV
-from e2e_helpers import Cluster, wait_until
-from reliability import (
+
+from harness import fakepods
+from harness.base import kubectl, wait_until
+from harness.cluster import Cluster
+from harness.operator import DEPLOY, E2E_OPERATOR_ENV, OPERATOR_NAMESPACE, OperatorProcess, service_account_kubeconfig
+from harness.reliability import (
     EXCUSED_WINDOWS,
     SESSION_LOG_OFFSET,
     assert_converged,
@@ -44,11 +45,7 @@ CI_SEEDS = tuple(int(s) for s in os.environ.get("PROCESSCONTROL_KILL_SEEDS", "1,
 
 @pytest.mark.timeout(900)
 def test_operator_sigkilled_while_suspending_resuming_and_deleting_converges(cluster: Cluster) -> None:
-    pods = cluster.group("database", pods=30, jobs=MYSQL, wait=False)
-    for pod in pods:
-        fakepods.wait_for_sockets(cluster.namespace, pod, fakepods.parse_jobs(MYSQL))
-    # kwok marks 30 new pods Ready within seconds on an idle machine, much later on a busy one.
-    fakepods.wait_ready(cluster.namespace, pods, timeout=240)
+    pods = cluster.group("database", pods=30, jobs=MYSQL, ready_timeout=240)
     others = cluster.group("api", pods=1, jobs=MYSQL)
     since = log_offset(cluster.operator.log_path)
     failures = []
@@ -87,7 +84,11 @@ def test_apiserver_and_etcd_restarts_mid_suspension_operator_recovers_without_re
 
     # etcd goes away while suspending: the API server answers 5xx/timeouts until it is back.
     cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":true}}')
-    time.sleep(0.5)
+    wait_until(
+        lambda: any(p["state"] != "Resumed" for p in cluster.get("psus", "restore").get("status", {}).get("pods", [])),
+        30,
+        "suspending to start",
+    )
     restart_component("etcd", down_s=3)
     assert_converged(cluster, pods, BOTH, "restore", stopped=True)
     cluster.kubectl("delete", "psus", "restore", "--timeout=120s")
@@ -175,6 +176,11 @@ def test_pod_deleted_while_its_exec_runs(cluster: Cluster, tmp_path: Path) -> No
     assert_converged(cluster, survivors, BOTH, None, stopped=False)
 
 
+def resuspended(cluster: Cluster) -> int:
+    """How many times the operator said it stopped processes that ran again."""
+    return sum(e["reason"] == "Resuspended" for e in cluster.events("restore"))
+
+
 def test_crash_looping_container_is_suspended_again_each_time(cluster: Cluster) -> None:
     pods = cluster.group("database", pods=2)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
@@ -182,12 +188,16 @@ def test_crash_looping_container_is_suspended_again_each_time(cluster: Cluster) 
     looping = fakepods.JobProcess.parse(MYSQL)
     for _ in range(5):
         # containerrun dies (SIGKILL) and comes back at once, forgetting the suspension: CrashLoopBackOff-like.
+        before = resuspended(cluster)
         fakepods.restart_container(cluster.namespace, pods[0], looping)
-        time.sleep(1.0)
+        wait_until(
+            lambda: resuspended(cluster) > before and not cluster.running(pods[0], MYSQL),  # noqa: B023 - used at once
+            30,
+            "the restarted process stopped again",
+        )
         # The other pod is never disturbed.
         assert not any(cluster.all_states(pods[1:], BOTH).values())
     assert_converged(cluster, pods, BOTH, "restore", stopped=True)
-    assert "Resuspended" in {e["reason"] for e in cluster.events("restore")}
     cluster.kubectl("delete", "psus", "restore", "--timeout=60s")
     assert_converged(cluster, pods, BOTH, None, stopped=False)
 
@@ -196,8 +206,8 @@ def _namespaced_install(tag: str, granted: str, no_exec: str) -> tuple[str, list
     """deploy/namespaced/'s objects for a ServiceAccount of our own: its Role in `granted` as shipped, in `no_exec`
     without the pods/exec rule (a Role copied from an older release, say), and the discovery ClusterRole."""
     account = f"pc-namespaced-{tag}"
-    role_docs = list(yaml.safe_load_all((harness.DEPLOY / "namespaced" / "role-kubecf.yaml").read_text()))
-    discovery_docs = list(yaml.safe_load_all((harness.DEPLOY / "namespaced" / "discovery_role.yaml").read_text()))
+    role_docs = list(yaml.safe_load_all((DEPLOY / "namespaced" / "role-kubecf.yaml").read_text()))
+    discovery_docs = list(yaml.safe_load_all((DEPLOY / "namespaced" / "discovery_role.yaml").read_text()))
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": NS_SYSTEM}}
     ]
@@ -218,7 +228,7 @@ def _namespaced_install(tag: str, granted: str, no_exec: str) -> tuple[str, list
     return account, objects
 
 
-NS_SYSTEM = harness.OPERATOR_NAMESPACE
+NS_SYSTEM = OPERATOR_NAMESPACE
 
 
 @pytest.mark.timeout(600)
@@ -229,14 +239,14 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
         fakepods.ensure_namespace(namespace)
     account, objects = _namespaced_install(tag, granted, no_exec)
     manifest = yaml.safe_dump_all(objects)
-    fakepods.kubectl("apply", "-f", "-", input_text=manifest)
+    kubectl("apply", "-f", "-", input_text=manifest)
     main = cluster.operator
     main_since = SESSION_LOG_OFFSET  # this session's whole log of the operator with deploy/'s grants
     main.stop()  # only the namespaced operator acts in this test
-    namespaced = harness.OperatorProcess(
-        harness.service_account_kubeconfig(namespace=NS_SYSTEM, account=account),
+    namespaced = OperatorProcess(
+        service_account_kubeconfig(namespace=NS_SYSTEM, account=account),
         args=("--namespace", granted, "--namespace", no_exec),
-        env=OPERATOR_ENV,
+        env=E2E_OPERATOR_ENV,
         log_path=main.log_path.with_name(f"operator-namespaced-{tag}.log"),
     )
     try:
@@ -263,7 +273,7 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
         assert namespaced.process is not None and namespaced.process.poll() is None, "the operator crashed"
 
         for ns in (granted, no_exec):
-            fakepods.kubectl("delete", "psus", "restore", "-n", ns, "--timeout=90s")
+            kubectl("delete", "psus", "restore", "-n", ns, "--timeout=90s")
         assert_converged(cluster, pods[granted], [MYSQL], None, stopped=False)
         assert_converged(other, pods[no_exec], [MYSQL], None, stopped=False)
         assert namespaced.process is not None and namespaced.process.poll() is None, "the operator crashed"
@@ -274,11 +284,11 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
     finally:
         namespaced.stop()
         for ns in (no_exec, foreign):
-            fakepods.kubectl("delete", "psus", "--all", "-n", ns, "--timeout=60s", check=False)
-            for pod in fakepods.kubectl("get", "pods", "-n", ns, "-o", "name", check=False).stdout.split():
+            kubectl("delete", "psus", "--all", "-n", ns, "--timeout=60s", check=False)
+            for pod in kubectl("get", "pods", "-n", ns, "-o", "name", check=False).stdout.split():
                 fakepods.stop_pod_processes(ns, pod.removeprefix("pod/"))
-            fakepods.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        fakepods.kubectl("delete", "-f", "-", "--ignore-not-found", input_text=manifest, check=False)
+            kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        kubectl("delete", "-f", "-", "--ignore-not-found", input_text=manifest, check=False)
         main.start()
     # The operator with deploy/'s grants never needed more: not one authorization failure in its log.
     assert forbidden_lines(main.log_path, main_since) == []
@@ -290,7 +300,7 @@ def test_single_replica_guarantee_and_two_standalone_replicas_stay_correct(clust
     started by mistake does. Both act; every action is idempotent, so the end state is still right."""
     deployment = next(
         d
-        for d in yaml.safe_load_all((harness.DEPLOY / "manager" / "manager.yaml").read_text())
+        for d in yaml.safe_load_all((DEPLOY / "manager" / "manager.yaml").read_text())
         if d and d["kind"] == "Deployment"
     )
     assert deployment["spec"]["replicas"] == 1
@@ -298,9 +308,9 @@ def test_single_replica_guarantee_and_two_standalone_replicas_stay_correct(clust
     assert not any("--peering" in a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"])
 
     pods = cluster.group("database", pods=6)
-    second = harness.OperatorProcess(
+    second = OperatorProcess(
         cluster.operator.kubeconfig,
-        env=OPERATOR_ENV,
+        env=E2E_OPERATOR_ENV,
         log_path=cluster.operator.log_path.with_name(f"operator-second-{uuid.uuid4().hex[:5]}.log"),
     )
     second.start()
@@ -331,12 +341,12 @@ def test_exec_grant_revoked_after_the_stop_holds_deletion_until_it_can_resume(cl
     pods = cluster.group("database", pods=2)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore")
-    original = json.loads(fakepods.kubectl("get", "clusterrole", "processcontrol", "-o", "json").stdout)
+    original = json.loads(kubectl("get", "clusterrole", "processcontrol", "-o", "json").stdout)
     revoked = copy.deepcopy(original)
     revoked["rules"] = [r for r in revoked["rules"] if "pods/exec" not in r["resources"]]
     for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
         revoked["metadata"].pop(key, None)
-    fakepods.kubectl("replace", "-f", "-", input_text=json.dumps(revoked))
+    kubectl("replace", "-f", "-", input_text=json.dumps(revoked))
     revoked_at = datetime.now()
     try:
         cluster.kubectl("delete", "psus", "restore", "--wait=false")
@@ -348,7 +358,7 @@ def test_exec_grant_revoked_after_the_stop_holds_deletion_until_it_can_resume(cl
         restored = copy.deepcopy(original)
         for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
             restored["metadata"].pop(key, None)
-        fakepods.kubectl("replace", "-f", "-", input_text=json.dumps(restored))
+        kubectl("replace", "-f", "-", input_text=json.dumps(restored))
         EXCUSED_WINDOWS.append((revoked_at, datetime.now() + timedelta(seconds=5)))
     wait_gone(cluster, "restore", 120)
     assert_converged(cluster, pods, BOTH, None, stopped=False)

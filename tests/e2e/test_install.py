@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fakepods
 import pytest
-from e2e_helpers import Cluster
+
+from harness import fakepods
+from harness.base import kubectl
+from harness.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_deploy_installs_everything(cluster: Cluster) -> None:
     # The session installed deploy/ with `kubectl apply -k deploy/`; a second apply changes nothing.
-    again = fakepods.kubectl("apply", "-k", str(ROOT / "deploy")).stdout
+    again = kubectl("apply", "-k", str(ROOT / "deploy")).stdout
     assert "deployment.apps/processcontrol unchanged" in again
     assert "customresourcedefinition.apiextensions.k8s.io/processsuspensions.processcontrol.dev unchanged" in again
     for kind, name in (("serviceaccount", "processcontrol"), ("deployment", "processcontrol")):
-        assert fakepods.kubectl("get", kind, name, "-n", "processcontrol-system", "-o", "name").stdout.strip()
+        assert kubectl("get", kind, name, "-n", "processcontrol-system", "-o", "name").stdout.strip()
     crd = cluster.get("crd", "processsuspensions.processcontrol.dev")
     established = [c for c in crd["status"]["conditions"] if c["type"] == "Established"]
     assert established[0]["status"] == "True"
@@ -25,7 +27,7 @@ def test_deploy_installs_everything(cluster: Cluster) -> None:
 
 def test_namespaced_variant_passes_server_validation(cluster: Cluster) -> None:
     fakepods.ensure_namespace("kubecf")  # the namespace the variant is written for
-    result = fakepods.kubectl("apply", "-k", str(ROOT / "deploy" / "namespaced"), "--dry-run=server", check=False)
+    result = kubectl("apply", "-k", str(ROOT / "deploy" / "namespaced"), "--dry-run=server", check=False)
     assert result.returncode == 0, result.stderr
 
 
@@ -40,7 +42,7 @@ def test_explain_shows_the_field_docs(cluster: Cluster) -> None:
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_pass_server_side_validation(cluster: Cluster, example: Path) -> None:
     fakepods.ensure_namespace("kubecf")  # the examples' namespace
-    result = fakepods.kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
+    result = kubectl("apply", "--dry-run=server", "-f", str(example), check=False)
     assert result.returncode == 0, result.stderr
 
 

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fakepods
-import harness
 import pytest
-from controlplane import kubeconfig_path
-from e2e_helpers import Cluster, wait_until
-from reliability import assert_converged, wait_gone
+
+from harness import fakepods
+from harness.base import kubeconfig_path, wait_until
+from harness.cluster import Cluster
+from harness.operator import PROCESSCONTROL
+from harness.reliability import assert_converged, wait_gone
 
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"
@@ -35,9 +36,23 @@ def slow_shell(directory: Path, seconds: float) -> str:
     (kwok finds the exec's `sh` on its own PATH, so the script itself cannot be wrapped)."""
     directory.mkdir(parents=True, exist_ok=True)
     wrapper = directory / "perl"
-    wrapper.write_text(f'#!/bin/sh\nsleep {seconds}\nexec /usr/bin/perl "$@"\n')
+    # Each exec leaves a line in `started` and, when done, in `ended` (see execs_done).
+    wrapper.write_text(
+        f'#!/bin/sh\necho $$ >>{directory}/started\nsleep {seconds}\n/usr/bin/perl "$@"\nstatus=$?\n'
+        f"echo $$ >>{directory}/ended\nexit $status\n"
+    )
     wrapper.chmod(0o755)
     return f"{directory}:{os.environ['PATH']}"
+
+
+def execs_done(directory: Path) -> bool:
+    """Every exec that went through slow_shell(directory) has finished."""
+
+    def lines(name: str) -> int:
+        path = directory / name
+        return len(path.read_text().split()) if path.exists() else 0
+
+    return lines("started") == lines("ended")
 
 
 def ledger(cluster: Cluster, pod: str) -> dict[str, Any]:
@@ -48,13 +63,13 @@ def ledger(cluster: Cluster, pod: str) -> dict[str, Any]:
 def send(cluster: Cluster, pod: str, job_process: str, command: str) -> None:
     """What a person does inside the pod: `processcontrol send STOP <socket>`."""
     socket = fakepods.socket_path(cluster.namespace, pod, fakepods.JobProcess.parse(job_process))
-    subprocess.run([str(harness.PROCESSCONTROL), "send", command, str(socket)], check=True, capture_output=True)
+    subprocess.run([str(PROCESSCONTROL), "send", command, str(socket)], check=True, capture_output=True)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KUBECONFIG=str(kubeconfig_path()))
     return subprocess.run(
-        [str(harness.PROCESSCONTROL), *args], capture_output=True, text=True, env=env, timeout=180, check=False
+        [str(PROCESSCONTROL), *args], capture_output=True, text=True, env=env, timeout=180, check=False
     )
 
 
@@ -62,10 +77,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_deleting_a_20_pod_suspension_mid_work_with_a_hanging_pod_leaves_nothing_stopped(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    pods = cluster.group("database", pods=20, wait=False)
-    for pod in pods:
-        fakepods.wait_for_sockets(cluster.namespace, pod, fakepods.parse_jobs(",".join(BOTH)))
-    fakepods.wait_ready(cluster.namespace, pods, timeout=240)
+    pods = cluster.group("database", pods=20, ready_timeout=240)
     slow = pods[7]
     cluster.restrict_exec_path(slow, slow_shell(tmp_path / "slow", 4))
 
@@ -77,8 +89,9 @@ def test_deleting_a_20_pod_suspension_mid_work_with_a_hanging_pod_leaves_nothing
     took = time.monotonic() - started
     print(f"deletion of a 20-pod suspension with one slow pod took {took:.1f}s")
 
-    # Nothing stopped after the finalizer went, not even a STOP that was in flight into the slow pod.
-    time.sleep(6)
+    # Nothing stopped after the finalizer went, not even a STOP that was in flight into the slow pod: once every
+    # exec into it has finished, whatever was in flight has landed.
+    wait_until(lambda: execs_done(tmp_path / "slow"), 30, "every exec into the slow pod finished")
     assert all(cluster.all_states(pods, BOTH).values()), "a process stayed stopped after the deletion"
     for pod in pods:
         metadata = cluster.get("pod", pod)["metadata"]
@@ -146,10 +159,7 @@ def test_resume_wait_returns_only_when_every_process_runs(cluster: Cluster, tmp_
 
 @pytest.mark.timeout(600)
 def test_operator_restart_with_30_suspended_pods_never_flips_ready(cluster: Cluster) -> None:
-    pods = cluster.group("database", pods=30, jobs=MYSQL, wait=False)
-    for pod in pods:
-        fakepods.wait_for_sockets(cluster.namespace, pod, fakepods.parse_jobs(MYSQL))
-    fakepods.wait_ready(cluster.namespace, pods, timeout=240)
+    pods = cluster.group("database", pods=30, jobs=MYSQL, ready_timeout=240)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore", timeout=120)
 

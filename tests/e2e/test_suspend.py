@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import fakepods
-from e2e_helpers import Cluster, pid_alive, wait_until
+import signal
+
+from harness import fakepods
+from harness.base import pid_alive, wait_until
+from harness.cluster import Cluster
 
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"
@@ -152,7 +155,7 @@ def test_no_matching_pods_is_reported(cluster: Cluster) -> None:
 def test_pod_without_sockets_is_reported(cluster: Cluster) -> None:
     [pod] = cluster.group("database", pods=1)
     for jp in BOTH:
-        fakepods.stop_container(cluster.namespace, pod, fakepods.JobProcess.parse(jp), sig=15)
+        fakepods.stop_container(cluster.namespace, pod, fakepods.JobProcess.parse(jp), sig=signal.SIGTERM)
     cluster.apply(cluster.suspension("empty", instanceGroup="database"))
     wait_until(lambda: cluster.condition("empty", "Stalled").get("status") == "True", 30, "Stalled")
     stalled = cluster.condition("empty", "Stalled")

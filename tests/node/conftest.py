@@ -1,5 +1,5 @@
 """The real-node tier: a kubelet with Debian's containerd and runc joined to the local control plane
-(hack/realnode.py), images built here (hack/images.py), the operator installed from deploy/ through
+(tests/harness/realnode.py), images built here (tests/harness/images.py), the operator installed from deploy/ through
 hack/realnode-overlay (only the image differs) and running as a pod. Nothing is faked, nothing skipped: a component
 that cannot start fails the session with its own one-line cause.
 """
@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness import images, realnode
+from harness.base import ROOT, state_dir
+
+from .node_helpers import install_operator
+
 # Its own control plane and node state, apart from the kwok tier's and the demos'.
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-node")
-sys.path.insert(0, str(ROOT / "hack"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import images  # noqa: E402
-import realnode  # noqa: E402
-from controlplane import state_dir  # noqa: E402
-from node_helpers import install_operator  # noqa: E402
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/node/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

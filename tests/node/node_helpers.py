@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controlplane import kubectl
-from realnode import RealNode
-from workload import LABEL_INSTANCE_GROUP, PROCESSES, Process
+from harness.base import kubectl, wait_until
+from harness.realnode import RealNode
+from harness.workload import LABEL_INSTANCE_GROUP, PROCESSES, Process
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "hack" / "realnode-overlay"
@@ -23,17 +22,9 @@ SUSPENDED_LABEL = "processcontrol.dev/suspended"
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:
-    """Poll probe() until it returns something truthy; fail naming what did not happen and the last value."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
-        time.sleep(interval)
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float) -> T:
+    """wait_until at this tier's pace: every probe here is a kubectl call, most an exec through the kubelet."""
+    return wait_until(probe, timeout, what, interval=1.0)
 
 
 def get_json(*args: str) -> dict[str, Any]:

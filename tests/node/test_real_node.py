@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import pytest
-from controlplane import kubectl
-from node_helpers import (
+
+from harness.base import kubectl
+from harness.realnode import NODE_NAME, RealNode
+from harness.workload import PROCESSES, instance_group
+
+from .node_helpers import (
     OPERATOR_NAMESPACE,
     SUSPENDED_LABEL,
     all_running,
@@ -33,8 +37,6 @@ from node_helpers import (
     wait_for,
     wait_ready,
 )
-from realnode import NODE_NAME, RealNode
-from workload import PROCESSES, instance_group
 
 GROUP = "web"
 REPLICAS = 3

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from controlplane import kubectl
-from node_helpers import all_running, all_stopped, get_json, suspension, wait_for, wait_ready
-from workload import instance_group
+
+from harness.base import kubectl
+from harness.workload import instance_group
+
+from .node_helpers import all_running, all_stopped, get_json, suspension, wait_for, wait_ready
 
 GROUP = "hang"
 HANGING = "hang-a-0"

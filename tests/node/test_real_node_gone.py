@@ -10,12 +10,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import fakepods
 import pytest
-from controlplane import kubectl
-from node_helpers import all_running, all_stopped, get_json, suspension, wait_for, wait_ready
-from realnode import RealNode
-from workload import instance_group
+
+from harness import fakepods
+from harness.base import kubectl
+from harness.realnode import RealNode
+from harness.workload import instance_group
+
+from .node_helpers import all_running, all_stopped, get_json, suspension, wait_for, wait_ready
 
 GROUP = "gone"
 REAL = ["gone-real-0", "gone-real-1"]

@@ -19,9 +19,11 @@ from functools import partial
 from typing import Any
 
 import pytest
-from controlplane import kubectl, state_dir
-from node_helpers import all_running, get_json, group_pods, main_pid, sentinel_present, wait_for
-from workload import LIVENESS, PROCESSES, instance_group
+
+from harness.base import kubectl, state_dir
+from harness.workload import LIVENESS, PROCESSES, instance_group
+
+from .node_helpers import all_running, get_json, group_pods, main_pid, sentinel_present, wait_for
 
 HTTP, WORKER = PROCESSES  # web/http (probed in both sets), web/worker (probed in `probed` only)
 
@@ -150,7 +152,7 @@ def test_warn_reports_the_restart_loop_with_the_kubelets_reason(namespace: str) 
         stalled = condition(obj, "Stalled")
         return obj if stalled.get("reason") == "RestartLoop" else None
 
-    obj = wait_for("RestartLoop", looping, 240, interval=2)
+    obj = wait_for("RestartLoop", looping, 240)
     message = condition(obj, "Stalled")["message"]
     assert "restarted 3 times" in message
     assert "kubelet: " in message and "probe failed" in message.lower(), message
@@ -165,7 +167,7 @@ def test_warn_reports_the_restart_loop_with_the_kubelets_reason(namespace: str) 
 
 def test_resume_brings_every_container_back_ready_with_no_restart_pending(namespace: str) -> None:
     kubectl("delete", "psus", "probed", "-n", namespace, "--timeout=120s", timeout=140)
-    wait_for("probed-0 Ready", partial(every_container_ready, namespace, "probed-0"), 360, interval=2)
+    wait_for("probed-0 Ready", partial(every_container_ready, namespace, "probed-0"), 360)
     wait_for("processes running", partial(all_running, namespace, "probed-0"), 60)
     settled = restarts(namespace, "probed-0")
     time.sleep(20)  # twenty probe periods: a process still stopped would have failed its probe many times over

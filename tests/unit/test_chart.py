@@ -6,20 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from harness import chart, chart_schema
+from harness.base import ROOT
 from processcontrol.reconcile.settings import ProcessControlSettings
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "hack"))
-
-import chart  # noqa: E402
-import chart_schema  # noqa: E402
 
 Manifest = dict[str, Any]
 

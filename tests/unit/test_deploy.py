@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from harness.testing import missing
 from processcontrol.api.crd import build_crd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def load(path: Path) -> list[Manifest]:
 def render(directory: Path) -> list[Manifest]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not installed")
+        missing("kubectl is not installed")
     out = subprocess.run([kubectl, "kustomize", str(directory)], check=True, capture_output=True, text=True)
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 

@@ -19,15 +19,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
+from harness.base import pid_alive, pids_with_env, socket_inodes, wait_until
+from harness.testing import missing
 from processcontrol.containerrun.protocol import Endpoint
 
 # Generous: the machine is small and busy; tests poll and return as soon as the condition holds.
@@ -60,10 +61,6 @@ GO = Implementation("go-v0.0.3", (), ours=False)  # argv: see go_container_run()
 IMPLEMENTATIONS = [OURS, GO]
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def go_container_run_argv() -> tuple[tuple[str, ...], str]:
     """The command that runs the Go original on CONTAINERRUN_BASE_DIR, or () and why it cannot run here."""
     if os.geteuid() != 0:
@@ -78,40 +75,19 @@ def go_container_run_argv() -> tuple[tuple[str, ...], str]:
     return (str(VCAP_WRAPPER), done.stdout.strip().splitlines()[-1]), ""
 
 
-def wait_for(predicate: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    """Poll until `predicate()` is truthy; return its value, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
+def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
+    """wait_until at this suite's pace (20 ms: a signal's effect shows within milliseconds)."""
+    return wait_until(predicate, timeout, what, interval=0.02)
 
 
 def gone(pid: int) -> bool:
     """Whether a process has exited (a zombie counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return True
+    return not pid_alive(pid)
 
 
 def marked_pids(token: str) -> set[int]:
     """Live processes whose environment carries the token: a containerrun and everything under it."""
-    needle = f"{TOKEN_VAR}={token}".encode()
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/environ", "rb") as environ:
-                    if needle in environ.read().split(b"\0"):
-                        pids.add(int(entry.name))
-            except OSError:
-                continue
-    return pids
+    return pids_with_env(f"{TOKEN_VAR}={token}")
 
 
 def send_datagram(path: Path, payload: bytes | str) -> None:
@@ -187,14 +163,7 @@ class Containerrun:
 
     def socket_inodes(self) -> set[int]:
         """The socket inodes (sockfs) of containerrun's open file descriptors."""
-        inodes = set()
-        with contextlib.suppress(FileNotFoundError):
-            for fd in os.scandir(f"/proc/{self.proc.pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd.path)
-                    if target.startswith("socket:["):
-                        inodes.add(int(target[len("socket:[") : -1]))
-        return inodes
+        return socket_inodes(self.proc.pid)
 
     def listening_socket(self) -> int | None:
         """The Go original's current socket: its one socket fd, once its path is bound (else None).
@@ -271,18 +240,26 @@ def go_implementation() -> Implementation:
     """The Go original, built once per session (a cache hit after the first time); skipped, or failed in CI."""
     argv, why = go_container_run_argv()
     if not argv:
-        if in_ci():
-            pytest.fail(f"CI must run the protocol suite against the Go container-run too: {why}")
-        pytest.skip(why)
+        missing(f"the protocol suite against the Go container-run: {why}")
     return Implementation(GO.name, argv, ours=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """An `ours_only` test is not run against the Go original at all (deselected, not skipped: it does not apply)."""
+    keep: list[pytest.Item] = []
+    not_for_go: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        go = callspec is not None and callspec.params.get("impl") is GO
+        (not_for_go if go and item.get_closest_marker("ours_only") else keep).append(item)
+    if not_for_go:
+        config.hook.pytest_deselected(items=not_for_go)
+        items[:] = keep
 
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=lambda impl: impl.name)
 def impl(request: pytest.FixtureRequest) -> Implementation:
     implementation: Implementation = request.param
-    if not implementation.ours and request.node.get_closest_marker("ours_only"):
-        why = " ".join((getattr(getattr(request.node, "function", None), "__doc__", None) or "").split())
-        pytest.skip(f"holds only for our containerrun, not for {implementation.name}" + (f": {why}" if why else ""))
     if implementation is GO:
         go: Implementation = request.getfixturevalue("go_implementation")
         return go
@@ -327,6 +304,24 @@ def recorder(record: Path) -> list[str]:
 def wait_recorder(record: Path, starts: int = 1) -> None:
     """Wait until the recorder has started `starts` times, so its traps are set."""
     wait_for(lambda: lines(record).count("start") == starts, f"the recorder to start {starts} time(s)")
+
+
+class Recording(NamedTuple):
+    """containerrun supervising the recorder: the run, the record file and the main process's pid."""
+
+    run: Containerrun
+    record: Path
+    pid: int
+
+
+@pytest.fixture
+def recording(start: Start, base_dir: Path) -> Recording:
+    """The recorder running under containerrun, its traps set."""
+    record = base_dir / "record"
+    run = start(recorder(record))
+    pid = run.wait_running()
+    wait_recorder(record)
+    return Recording(run, record, pid)
 
 
 LINGER_S = 4  # how long the worker takes to stop after SIGTERM: far longer than the checks made meanwhile

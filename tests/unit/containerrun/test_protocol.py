@@ -12,10 +12,10 @@ import pytest
 from .conftest import (
     Containerrun,
     Implementation,
+    Recording,
     Start,
     gone,
     lines,
-    recorder,
     send_datagram,
     wait_for,
     wait_recorder,
@@ -33,11 +33,8 @@ def test_start_creates_socket_sentinel_and_pidfile(start: Start) -> None:
     assert run.descendants() == {pid}
 
 
-def test_stop_when_running_terminates_and_stays_up(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    pid = run.wait_running()
-    wait_recorder(record)
+def test_stop_when_running_terminates_and_stays_up(recording: Recording) -> None:
+    run, record, pid = recording
     run.send("STOP")
     run.wait_stopped(pid)
     assert lines(record) == ["start", "term"]
@@ -47,11 +44,8 @@ def test_stop_when_running_terminates_and_stays_up(start: Start, base_dir: Path)
     assert run.sock.is_socket()
 
 
-def test_start_when_stopped_starts_again(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    first = run.wait_running()
-    wait_recorder(record)
+def test_start_when_stopped_starts_again(recording: Recording) -> None:
+    run, record, first = recording
     run.send("STOP")
     run.wait_stopped(first)
     run.send("START")
@@ -62,11 +56,8 @@ def test_start_when_stopped_starts_again(start: Start, base_dir: Path) -> None:
     assert run.endpoint.read_pid() == second
 
 
-def test_quit_signals_and_keeps_running(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    pid = run.wait_running()
-    wait_recorder(record)
+def test_quit_signals_and_keeps_running(recording: Recording) -> None:
+    run, record, pid = recording
     run.send("QUIT")
     wait_for(lambda: "quit" in lines(record), "SIGQUIT to reach the child")
     assert run.endpoint.sentinel.exists()
@@ -74,11 +65,8 @@ def test_quit_signals_and_keeps_running(start: Start, base_dir: Path) -> None:
     assert run.endpoint.read_pid() == pid
 
 
-def test_quit_when_stopped_changes_nothing(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    pid = run.wait_running()
-    wait_recorder(record)
+def test_quit_when_stopped_changes_nothing(recording: Recording) -> None:
+    run, record, pid = recording
     run.send("STOP")
     run.wait_stopped(pid)
     run.send("QUIT")
@@ -88,11 +76,8 @@ def test_quit_when_stopped_changes_nothing(start: Start, base_dir: Path) -> None
     assert lines(record) == ["start", "term", "start"]
 
 
-def test_repeated_start_is_a_noop(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    pid = run.wait_running()
-    wait_recorder(record)
+def test_repeated_start_is_a_noop(recording: Recording) -> None:
+    run, record, pid = recording
     for _ in range(3):
         run.send("START")
     run.send("QUIT")  # an observable command behind the STARTs proves they were read
@@ -101,11 +86,8 @@ def test_repeated_start_is_a_noop(start: Start, base_dir: Path) -> None:
     assert run.endpoint.read_pid() == pid
 
 
-def test_repeated_stop_is_a_noop(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    pid = run.wait_running()
-    wait_recorder(record)
+def test_repeated_stop_is_a_noop(recording: Recording) -> None:
+    run, record, pid = recording
     for _ in range(3):
         run.send("STOP")
     run.wait_stopped(pid)
@@ -135,11 +117,8 @@ GARBAGE = [
 ]
 
 
-def test_garbage_and_lowercase_are_ignored(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    pid = run.wait_running()
-    wait_recorder(record)
+def test_garbage_and_lowercase_are_ignored(recording: Recording) -> None:
+    run, record, pid = recording
     for payload in GARBAGE:
         run.send(payload)
     run.send("QUIT")
@@ -151,12 +130,9 @@ def test_garbage_and_lowercase_are_ignored(start: Start, base_dir: Path) -> None
 
 
 @pytest.mark.ours_only
-def test_oversized_datagram_is_ignored(start: Start, base_dir: Path) -> None:
+def test_oversized_datagram_is_ignored(recording: Recording) -> None:
     """The Go original reads 256 bytes and trims them, so `STOP` and 1000 spaces would stop it."""
-    record = base_dir / "record"
-    run = start(recorder(record))
-    pid = run.wait_running()
-    wait_recorder(record)
+    run, record, pid = recording
     run.send(b"STOP" + b" " * 1000)
     run.send(b"START" + b"\n" * 300)
     run.send("QUIT")
@@ -262,11 +238,8 @@ def test_post_start_without_condition_and_a_missing_post_start(start: Start, bas
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_stops_children_and_exits_0(start: Start, base_dir: Path, signum: signal.Signals) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    run.wait_running()
-    wait_recorder(record)
+def test_sigterm_stops_children_and_exits_0(recording: Recording, signum: signal.Signals) -> None:
+    run, record, _ = recording
     run.proc.send_signal(signum)
     assert run.wait_exit() == 0
     assert lines(record) == ["start", "term"]
@@ -283,11 +256,8 @@ def test_sigterm_when_stopped_exits_0(start: Start) -> None:
     assert run.wait_exit() == 0
 
 
-def test_sigquit_is_forwarded(start: Start, base_dir: Path) -> None:
-    record = base_dir / "record"
-    run = start(recorder(record))
-    run.wait_running()
-    wait_recorder(record)
+def test_sigquit_is_forwarded(recording: Recording) -> None:
+    run, record, _ = recording
     run.proc.send_signal(signal.SIGQUIT)
     wait_for(lambda: "quit" in lines(record), "SIGQUIT to be forwarded")
     assert run.alive()

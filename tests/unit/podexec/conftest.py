@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.testing import missing
 from processcontrol.podexec.script import Action, ScriptReport, build_command, parse_output
 
 # Shells the script must work with; dash is /bin/sh on Debian, bash is /bin/sh on SLE.
@@ -73,19 +74,35 @@ class Listener:
                 return
             if data == b"":
                 return  # the shutdown datagram of stop()
-            command = data.strip()
-            if command == b"STOP":
-                self.sentinel.unlink(missing_ok=True)
-            elif command == b"START":
-                self.sentinel.touch()
+            self.on_command(data.strip())
             with self.got:
                 self.received.append(data)
                 self.got.notify_all()
+
+    def on_command(self, command: bytes) -> None:
+        """What containerrun does with the sentinel (a stand-in that behaves otherwise overrides this)."""
+        if command == b"STOP":
+            self.sentinel.unlink(missing_ok=True)
+        elif command == b"START":
+            self.sentinel.touch()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:
         with self.got:
             self.got.wait_for(lambda: len(self.received) >= count, timeout=timeout)
             return list(self.received)
+
+    def received_so_far(self) -> list[bytes]:
+        """Everything sent to the socket before this call, known without a pause: a marker datagram sent now queues
+        behind whatever was sent earlier (a datagram socket keeps order), so once the marker is in, what came
+        before it is all there is."""
+        marker = f"marker-{id(self)}-{time.monotonic_ns()}".encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as poke:
+            poke.sendto(marker, str(self.path))
+        with self.got:
+            assert self.got.wait_for(lambda: marker in self.received, timeout=10), "the marker never arrived"
+            before = self.received[: self.received.index(marker)]
+            self.received.remove(marker)
+            return before
 
     def stop(self, remove: bool = True) -> None:
         """Stop listening; with remove=False the socket file stays behind (a stale socket)."""
@@ -146,14 +163,19 @@ def pod() -> Iterator[Pod]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def tool_path(name: str) -> str:
+    """Where a sender tool is on this machine (missing: skip, or fail in CI)."""
+    path = TOOL_BINARIES[name]
+    if path is None:
+        missing(f"{name} is not installed")
+    return path
+
+
 def toolbox(directory: Path, tools: Sequence[str]) -> Path:
     """A PATH directory holding only the given tools (symlinks); the script itself needs only shell builtins."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in tools:
-        target = TOOL_BINARIES[name]
-        if target is None:
-            pytest.skip(f"{name} is not installed")
-        (directory / name).symlink_to(target)
+        (directory / name).symlink_to(tool_path(name))
     return directory
 
 
@@ -185,7 +207,7 @@ def run_script(
         command[4] = str(action)
     interpreter = SHELLS[shell]
     if not os.access(interpreter[0], os.X_OK):
-        pytest.skip(f"{shell} is not installed")
+        missing(f"{shell} is not installed")
     env = {"PATH": str(path), "CONTAINERRUN_BASE_DIR": str(base), **(extra_env or {})}
     done = subprocess.run(
         [*interpreter, *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
@@ -202,7 +224,7 @@ class Containerrun:
 
     def __init__(self, base: Path, job: str, process: str) -> None:
         if not os.access(CONTAINERRUN, os.X_OK):
-            pytest.skip("containerrun is not installed")
+            missing("containerrun is not installed")
         self.base = base
         self.job = job
         self.process = process

@@ -7,14 +7,14 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from harness.testing import missing
 from processcontrol.podexec.script import Action, SocketReport, build_command, parse_output
 
-from .conftest import TOOL_BINARIES, Pod, make_stale_socket, run_script, toolbox
+from .conftest import Listener, Pod, make_stale_socket, run_script, tool_path, toolbox
 
 ALL_SHELLS = ["sh", "dash", "bash-posix"]
 SEND_TOOLS = ["ncat", "nc", "socat", "python3", "perl"]
@@ -44,9 +44,7 @@ def by_name(sockets: list[SocketReport]) -> dict[tuple[str, str], SocketReport]:
 
 
 def fake_processcontrol(directory: Path) -> Path:
-    python = TOOL_BINARIES["python3"]
-    if python is None:
-        pytest.skip("python3 not installed")
+    python = tool_path("python3")
     directory.mkdir(parents=True, exist_ok=True)
     exe = directory / "processcontrol"
     exe.write_text(FAKE_PROCESSCONTROL.format(python=python, log=str(directory / "calls.log")))
@@ -76,35 +74,36 @@ def test_command_reaches_every_socket(pod: Pod, tmp_path: Path, shell: str, acti
     assert sockets["cloud_controller_ng", "cloud_controller_ng"].job == "cloud_controller_ng"
 
 
-@pytest.mark.parametrize("tool", SEND_TOOLS)
-def test_each_tool_sends_and_reports_refusal(pod: Pod, tmp_path: Path, tool: str) -> None:
+def live_and_stale(
+    pod: Pod, tmp_path: Path, tool: str, action: str
+) -> tuple[Listener, dict[tuple[str, str], SocketReport]]:
+    """`job/live` listening and `job/stale` left behind, the script run with `tool` as its only sender: the live
+    socket's listener and the report by socket."""
     live = pod.listen("job", "live")
     make_stale_socket(pod.base, "job", "stale")
-    run = run_script(pod.base, "STOP", path=toolbox(tmp_path / "bin", [tool]))
+    run = run_script(pod.base, action, path=toolbox(tmp_path / "bin", [tool]))
     assert run.returncode == 0, run.stderr
-    report = run.report
-    assert report.tool == tool
+    assert run.report.tool == tool
+    return live, by_name(run.report.sockets)
+
+
+@pytest.mark.parametrize("tool", SEND_TOOLS)
+def test_each_tool_sends_and_reports_refusal(pod: Pod, tmp_path: Path, tool: str) -> None:
+    live, sockets = live_and_stale(pod, tmp_path, tool, "STOP")
     assert live.wait_for(1) == [b"STOP\n"]
-    sockets = by_name(report.sockets)
     assert sockets["job", "live"].result == "sent"
     assert sockets["job", "stale"].result == "refused"
 
 
 @pytest.mark.parametrize("tool", SEND_TOOLS)
 def test_each_tool_status_probes_without_sending(pod: Pod, tmp_path: Path, tool: str) -> None:
-    live = pod.listen("job", "live")
-    make_stale_socket(pod.base, "job", "stale")
-    run = run_script(pod.base, "STATUS", path=toolbox(tmp_path / "bin", [tool]))
-    assert run.returncode == 0, run.stderr
-    report = run.report
-    assert report.tool == tool
-    sockets = by_name(report.sockets)
+    live, sockets = live_and_stale(pod, tmp_path, tool, "STATUS")
     assert sockets["job", "live"].result == "probed"
     assert sockets["job", "live"].running is True
     assert sockets["job", "stale"].result == "stale"
     assert sockets["job", "stale"].running is False
-    time.sleep(0.2)
-    assert live.received == []  # a probe is a connect(), never a datagram
+    # The script has exited: anything it sent is queued at the socket already.
+    assert live.received_so_far() == []  # a probe is a connect(), never a datagram
 
 
 def test_processcontrol_interpreter_is_preferred_to_per_socket_tools(pod: Pod, tmp_path: Path) -> None:
@@ -163,9 +162,7 @@ def test_nc_without_unix_socket_support_is_skipped(pod: Pod, tmp_path: Path) -> 
 def test_nc_that_is_ncat(pod: Pod, tmp_path: Path) -> None:
     """On RHEL-like images /usr/bin/nc is Ncat: it gets Ncat's flags."""
     live = pod.listen("job", "p")
-    ncat = TOOL_BINARIES["ncat"]
-    if ncat is None:
-        pytest.skip("ncat not installed")
+    ncat = tool_path("ncat")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "nc").symlink_to(ncat)
@@ -227,7 +224,7 @@ def test_zero_sockets_is_not_an_error(pod: Pod, tmp_path: Path) -> None:
 
 def test_default_base_dir_is_var_vcap(tmp_path: Path) -> None:
     if os.path.isdir("/var/vcap/data"):
-        pytest.skip("this machine has a /var/vcap/data")
+        missing("this machine has a /var/vcap/data")
     run = run_script(tmp_path, "STATUS", path=tmp_path, extra_env={"CONTAINERRUN_BASE_DIR": ""})
     assert run.report.error_detail == "/var/vcap/data"
 
@@ -391,9 +388,7 @@ socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(sys.stdin.buffer.read(),
 
 def test_sockets_are_sent_in_parallel(pod: Pod, tmp_path: Path) -> None:
     """Each socket gets its own background job: a sender that only proceeds once all are running succeeds."""
-    python = TOOL_BINARIES["python3"]
-    if python is None:
-        pytest.skip("python3 not installed")
+    python = tool_path("python3")
     count = 8
     listeners = [pod.listen("job", f"p{i}") for i in range(count)]
     gate = tmp_path / "gate"
@@ -414,11 +409,11 @@ def test_read_only_tmp_skips_ncat_and_nc(tmp_path: Path) -> None:
     """ncat and OpenBSD nc bind a reply socket in /tmp: with a read-only /tmp the script must pick another tool."""
     unshare, mount = shutil.which("unshare"), shutil.which("mount")
     if unshare is None or mount is None:
-        pytest.skip("needs unshare and mount")
+        missing("needs unshare and mount")
     read_only_tmp = [unshare, "-m", "/bin/sh", "-c", f'{mount} -t tmpfs -o ro tmpfs /tmp && exec "$@"', "unshare"]
     probe = subprocess.run([*read_only_tmp, "/bin/sh", "-c", "! [ -w /tmp ]"], capture_output=True, check=False)
     if probe.returncode != 0:
-        pytest.skip("cannot mount a read-only /tmp in a private mount namespace here")
+        missing("cannot mount a read-only /tmp in a private mount namespace here")
     base = Path(tempfile.mkdtemp(prefix="pc-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     pod = Pod(base / "vcap")
     try:
@@ -426,14 +421,13 @@ def test_read_only_tmp_skips_ncat_and_nc(tmp_path: Path) -> None:
         bin_dir = toolbox(Path(tempfile.mkdtemp(dir=base)), ["ncat", "nc", "perl"])
         command = ["/bin/sh", *build_command(Action.STOP, [], [])[1:]]
         env = {"PATH": str(bin_dir), "CONTAINERRUN_BASE_DIR": str(pod.base)}
-        done = subprocess.run(
-            [*read_only_tmp, *command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+
+        def run_with_read_only_tmp() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*read_only_tmp, *command], env=env, capture_output=True, text=True, timeout=60, check=False
+            )
+
+        done = run_with_read_only_tmp()
         assert done.returncode == 0, done.stderr
         report = parse_output(done.stdout)
         assert report.tool == "perl"
@@ -441,14 +435,7 @@ def test_read_only_tmp_skips_ncat_and_nc(tmp_path: Path) -> None:
         assert live.wait_for(1) == [b"STOP\n"]
 
         (bin_dir / "perl").unlink()
-        done = subprocess.run(
-            [*read_only_tmp, *command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_with_read_only_tmp()
         assert done.returncode == 3
         assert parse_output(done.stdout).error == "no-sender-tool"
         assert "/tmp is not writable" in done.stderr

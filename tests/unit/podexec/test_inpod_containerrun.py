@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.testing import missing
 from processcontrol.podexec.script import ScriptReport
 
 from .conftest import PROCESSCONTROL, Containerrun, Pod, make_stale_socket, run_script, toolbox
@@ -17,7 +18,7 @@ Start = Callable[[str, str], Containerrun]
 
 def real_processcontrol(directory: Path) -> Path:
     if not os.access(PROCESSCONTROL, os.X_OK):
-        pytest.skip("processcontrol is not installed")
+        missing("processcontrol is not installed")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "processcontrol").symlink_to(PROCESSCONTROL)
     return directory

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import kubernetes
 import pytest
 
 from processcontrol.exceptions import ExecFailed, ExecForbidden, ExecTimeout, PodGone
@@ -30,8 +31,6 @@ from processcontrol.podexec.transport import (
     KubernetesExec,
     KubernetesPodExecutor,
 )
-
-kubernetes = pytest.importorskip("kubernetes")
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -177,8 +176,8 @@ def server() -> Iterator[Server]:
 
 @pytest.fixture
 def configuration(server: Server) -> Any:
-    host, port = server.server_address[:2]
-    return kubernetes.client.Configuration(host=f"http://{host}:{port}")
+    port = server.socket.getsockname()[1]
+    return kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}")
 
 
 def make(configuration: Any, **kwargs: Any) -> KubernetesPodExecutor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
 import threading
@@ -36,9 +37,12 @@ def ok(call: ExecCall, handle: StreamHandle) -> ExecResult:
     return ExecResult(stdout=f"{call.pod}\n", stderr="", returncode=0, duration_s=0.0)
 
 
-def test_is_a_pod_executor() -> None:
+async def test_is_a_pod_executor() -> None:
+    # mypy checks the assignment; the call checks that `run` is the protocol's coroutine, by its parameter names.
     ex: PodExecutor = executor(ok)
-    assert ex is not None
+    assert list(inspect.signature(ex.run).parameters) == list(inspect.signature(PodExecutor.run).parameters)[1:]
+    result = await ex.run(namespace="ns", pod="p", container="c", command=["true"])
+    assert result == ExecResult("p\n", "", 0, 0.0)
 
 
 async def test_run_returns_the_result() -> None:
@@ -75,37 +79,42 @@ async def test_concurrency_is_bounded() -> None:
 
 
 async def test_the_blocking_attempt_runs_off_the_event_loop() -> None:
+    # The attempt blocks until a coroutine on the loop answers: run on the loop, it could never be answered.
+    answered = threading.Event()
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
     def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
-        time.sleep(0.3)
+        loop.call_soon_threadsafe(started.set)
+        assert answered.wait(10), "the event loop did not run while the attempt blocked"
         return ok(call, handle)
 
-    ticks = 0
+    async def answer() -> None:
+        await started.wait()
+        answered.set()
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    await executor(once).run("ns", "p", "c", ["true"])
-    task.cancel()
-    assert ticks >= 5
+    answering = asyncio.create_task(answer())
+    result = await executor(once, timeout_s=20.0).run("ns", "p", "c", ["true"])
+    await answering
+    assert result.stdout == "p\n"
 
 
 async def test_a_hanging_exec_times_out_and_is_closed_without_holding_up_others() -> None:
     closed = threading.Event()
 
+    attached = threading.Event()
+
     def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
         if call.pod == "hangs":
             handle.attach(closed.set)  # what the real attempt does with the websocket's close
+            attached.set()
             closed.wait(30)
             raise ExecTimeout("closed from outside")
         return ok(call, handle)
 
     ex = executor(once, max_concurrency=2, timeout_s=0.5, grace_s=0.1)
     hanging = asyncio.create_task(ex.run("ns", "hangs", "c", ["true"]))
-    await asyncio.sleep(0.05)
+    await until_set(attached, "the hanging exec's start")
     fast = await asyncio.wait_for(asyncio.gather(*(ex.run("ns", f"p{i}", "c", ["true"]) for i in range(6))), 2)
     assert len(fast) == 6
     assert not hanging.done()
@@ -115,30 +124,37 @@ async def test_a_hanging_exec_times_out_and_is_closed_without_holding_up_others(
 
 
 async def test_timeout_from_the_attempt_itself() -> None:
-    def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
-        raise ExecTimeout("deadline passed in the thread")
-
-    with pytest.raises(ExecTimeout):
-        await executor(once, retries=3).run("ns", "p", "c", ["true"])
+    once, calls = flaky([ExecTimeout("deadline passed in the thread")])
+    with pytest.raises(ExecTimeout, match="deadline passed in the thread"):
+        await executor(once, retries=3, backoff_s=0.001).run("ns", "p", "c", ["true"])
+    assert len(calls) == 1  # a timeout is not retried unless asked (retry_timeouts)
 
 
 async def test_cancellation_closes_the_stream() -> None:
     closed = threading.Event()
 
+    attached = threading.Event()
+
     def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
         handle.attach(closed.set)
+        attached.set()
         closed.wait(30)
         raise ExecTimeout("closed")
 
     task = asyncio.create_task(executor(once).run("ns", "p", "c", ["true"]))
-    await asyncio.sleep(0.1)
+    await until_set(attached, "the exec's start")  # cancelled while the attempt is in its exec, not before it began
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert closed.wait(2)
 
 
-def flaky(failures: list[ExecError]) -> tuple[Callable[[ExecCall, StreamHandle], ExecResult], list[float]]:
+async def until_set(event: threading.Event, what: str) -> None:
+    """Wait, without blocking the loop, for an event an attempt in the pool sets."""
+    assert await asyncio.to_thread(event.wait, 10), f"{what} never happened"
+
+
+def flaky(failures: list[Exception]) -> tuple[Callable[[ExecCall, StreamHandle], ExecResult], list[float]]:
     calls: list[float] = []
 
     def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
@@ -184,11 +200,16 @@ async def test_timeouts_are_retried_when_asked() -> None:
 
 
 async def test_unexpected_exceptions_are_mapped() -> None:
-    def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
-        raise RuntimeError("boom")
+    # An error the transport does not know is taken as passing (retried), named, and keeps its cause.
+    once, calls = flaky([RuntimeError("boom")])
+    result = await executor(once, retries=1, backoff_s=0.001).run("ns", "p", "c", ["true"])
+    assert result.stdout == "p\n"
+    assert len(calls) == 2
 
-    with pytest.raises(ExecError):
+    once, calls = flaky([RuntimeError("boom")])
+    with pytest.raises(ExecUnavailable, match=r"exec into ns/p container c: RuntimeError: boom") as caught:
         await executor(once).run("ns", "p", "c", ["true"])
+    assert isinstance(caught.value.__cause__, RuntimeError)
 
 
 def test_backoff_is_exponential_with_jitter() -> None:

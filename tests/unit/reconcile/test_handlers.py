@@ -48,7 +48,7 @@ IMAGE = "kubecf/pxc:1"
 
 
 @attrs.define(kw_only=True)
-class Cluster(kmock.KubernetesEmulator):  # type: ignore[misc]
+class Cluster(kmock.KubernetesEmulator):
     """kmock's emulator with the two API server behaviours kopf relies on and kmock leaves out.
 
     - `metadata.resourceVersion` changes on every write, and a JSON patch whose `test` of it fails is answered
@@ -339,7 +339,7 @@ async def test_create_adds_finalizer_stops_verifies_and_reports(operator: Operat
 
     # kopf watches exactly the two resources, in the operator's namespace, with the timeout start_runtime set.
     watches = [r for r in list(api) if r.action == kmock.action.WATCH]
-    assert {(r.resource.plural, r.namespace, r.params.get("timeoutSeconds")) for r in watches} == {
+    assert {(r.resource and r.resource.plural, r.namespace, r.params.get("timeoutSeconds")) for r in watches} == {
         ("pods", NAMESPACE, "300"),
         (PLURAL, NAMESPACE, "300"),
     }

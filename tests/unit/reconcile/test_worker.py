@@ -74,8 +74,12 @@ async def test_deletion_while_a_stop_is_in_flight_leaves_nothing_stopped(
 
     await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "every hold given back")
     await eventually(lambda: running(pods), "every process running again")
-    await asyncio.sleep(0.3)  # a STOP that landed late would show now
+    api.forget("restore")  # every hold given back: the finalizer goes, and the object with it
+    # The pod workers are the only ones that exec; once every one has ended (nothing held, nothing left to report),
+    # a STOP still to land would have landed.
+    await eventually(lambda: not runtime.workers, "every pod worker done")
     assert running(pods)
+    assert [a for a in executor.actions("db-1") if a in ("STOP", "START")][-1] == "START"
     assert api.annotation("db-0") is None and api.annotation("db-1") is None
     assert api.label("db-0") is None and api.label("db-1") is None
 
@@ -109,11 +113,17 @@ async def test_failed_rechecks_keep_the_evidence_and_deletion_waits(
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-1") == "Suspend:Suspended", "suspended")
     executor.fail["db-1"] = ExecForbidden('pods "db-1" is forbidden: cannot create resource "pods/exec"')
+    attempts = len(executor.actions("db-1"))
 
     api.suspend("restore", deleting=True)
 
     await eventually(lambda: running(pods_only(pods, "db-0")), "db-0 given back")
-    await asyncio.sleep(0.5)
+    # Not a pause: two failed attempts to give db-1 back, the second made after the first one's failure was seen.
+    await eventually(
+        lambda: len(executor.actions("db-1")) >= attempts + 2 and state(runtime, "restore", "db-1") == "Resume:Failed",
+        "db-1's give-back failed and was retried",
+        within=30,
+    )
     assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["db-1"]
     assert "uid-restore" in json.loads(api.annotation("db-1") or "{}")["holds"]
     assert state(runtime, "restore", "db-1") == "Resume:Failed"
@@ -253,7 +263,7 @@ async def test_a_new_pod_whose_sockets_come_late_is_retried_quickly(
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
     late = FakePod("db-2", pods["db-0"].base.parent / "db-2")
-    executor.pods = {**pods, "db-2": late}  # type: ignore[assignment]
+    executor.pods = {**pods, "db-2": late}
     try:
         api.add_pod("db-2")
         await eventually(lambda: "db-2" in {p for p, _ in executor.calls}, "a first exec into the new pod")

@@ -13,10 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import controlplane
-import fakepods
-from e2e_helpers import Cluster, wait_until
+from harness import controlplane, fakepods
+from harness.base import ProcessRecord, state_dir, stop_group, wait_until
+from harness.cluster import Cluster
 
 SUSPENDED_LABEL = "processcontrol.dev/suspended"
 FINALIZER = "processcontrol.dev/resume"
@@ -64,7 +65,7 @@ def check_state(
         return verdict
     obj = cluster.get("psus", name)
     status = obj.get("status", {})
-    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+    ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
     if ready.get("status") != "True":
         verdict.add(f"{name}: Ready is {ready.get('status')} ({ready.get('reason')}: {ready.get('message')})")
     if status.get("observedGeneration") != obj["metadata"]["generation"]:
@@ -135,7 +136,7 @@ def _in_restart_window(line: str) -> bool:
 
 
 # Where this session's part of the operator's log begins (a kept control plane's log has earlier sessions too).
-SESSION_LOG_OFFSET = log_offset(controlplane.state_dir() / "logs" / "operator.log")
+SESSION_LOG_OFFSET = log_offset(state_dir() / "logs" / "operator.log")
 # Moments when a test denies the operator on purpose (grant revoked): not a missing grant of deploy/.
 EXCUSED_WINDOWS: list[tuple[datetime, datetime]] = []
 
@@ -159,12 +160,12 @@ def forbidden_lines(path: Path, since: int) -> list[str]:
 def restart_component(component: str, down_s: float = 0.0) -> float:
     """Stop one control plane component and start it again with the same ports, flags and data; returns the
     seconds it was unavailable."""
-    cp = controlplane.ControlPlane(controlplane.state_dir())
-    record = controlplane.ProcessRecord.read(cp.pid_file(component))
+    cp = controlplane.ControlPlane(state_dir())
+    record = ProcessRecord.read(cp.pid_file(component))
     assert record is not None and record.alive(), f"{component} is not running"
     start = time.monotonic()
     window_start = datetime.now()
-    controlplane.stop_group(record)
+    stop_group(record)
     time.sleep(down_s)
     getattr(cp, "_start_" + component.replace("-", "_"))()
     wait_until(cp.apiserver_ready, 120, "kube-apiserver /readyz after the restart")

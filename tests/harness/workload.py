@@ -1,5 +1,5 @@
-"""A kubecf-like instance group on the real node (hack/realnode.py): a StatefulSet laid out as quarks-operator lays
-out a BOSH instance group, running the image hack/images.py builds (hack/images/kubecf-like).
+"""A kubecf-like instance group on the real node (harness.realnode): a StatefulSet laid out as quarks-operator lays
+out a BOSH instance group, running the image harness.images builds (hack/images/kubecf-like).
 
 Each pod: a `logs` sidecar first (mounts only /var/vcap/sys, as kubecf's), then one container per BOSH process,
 `tini -- containerrun --job-name J --process-name P -- CMD`, all sharing /var/vcap/data and /var/vcap/sys
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from realnode import NODE_LABEL
+from harness.realnode import NODE_LABEL
 
 WORKLOAD_IMAGE = "docker.io/local/kubecf-like:dev"
 LABEL_INSTANCE_GROUP = "quarks.cloudfoundry.org/instance-group-name"

@@ -1,7 +1,7 @@
 """The operator on the local control plane: install `deploy/`, a kubeconfig with the operator's own
 ServiceAccount token (so it runs with exactly the RBAC `deploy/` grants), and the operator as a process.
 
-Used by the e2e tests, the benchmarks and `make demo`; importable with `hack/` on sys.path.
+Used by the e2e tests, the benchmarks and `make demo`.
 """
 
 from __future__ import annotations
@@ -10,22 +10,26 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.base import ROOT, free_port, kubeconfig_path, kubectl, state_dir
 
-from controlplane import kubeconfig_path, kubectl, state_dir
-
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 OPERATOR_NAMESPACE = "processcontrol-system"
 SERVICE_ACCOUNT = "processcontrol"
 PROCESSCONTROL = Path(sys.executable).parent / "processcontrol"
+# The operator's settings in the e2e tests and the soak: short intervals so that drift, retries and expiry show
+# within a test's patience.
+E2E_OPERATOR_ENV = {
+    "PROCESSCONTROL_REVERIFY_INTERVAL_S": "5",
+    "PROCESSCONTROL_FAILURE_BACKOFF_S": "2",
+    "PROCESSCONTROL_VERIFY_TIMEOUT_S": "20",
+    "PROCESSCONTROL_EXEC_TIMEOUT_S": "10",
+}
 
 
 class HarnessError(Exception):
@@ -35,7 +39,7 @@ class HarnessError(Exception):
 def ensure_control_plane() -> Path:
     """Build the binaries if needed and start the control plane if it is not up; return the admin kubeconfig."""
     subprocess.run(["bash", str(ROOT / "hack" / "build-controlplane.sh")], check=True)
-    subprocess.run([sys.executable, str(ROOT / "hack" / "controlplane.py"), "up"], check=True)
+    subprocess.run([sys.executable, "-m", "harness.controlplane", "up"], check=True)
     return kubeconfig_path()
 
 
@@ -77,14 +81,6 @@ def service_account_kubeconfig(
     target.write_text(json.dumps(config))
     target.chmod(0o600)
     return target
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class OperatorProcess:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Container images built on this machine (no registry is reachable), cached as `docker save` archives.
 
-    hack/images.py build [--only NAME]...   build what is missing, print each image's archive
-    hack/images.py list                     the images, their references, keys and whether they are cached
+    python -m harness.images build [--only NAME]...   build what is missing, print each image's archive
+    python -m harness.images list                     the images, their references, keys and whether they are cached
 
 Images, each keyed by a hash of its inputs (an input changes -> a new key -> a rebuild; else nothing runs):
 
@@ -28,16 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.base import ROOT, ProcessRecord, Progress, cache_dir, log_tail, spawn, state_dir, stop_group
+from harness.realnode import unmount_under
 
-from controlplane import ProcessRecord, cache_dir, log_tail, spawn, state_dir, stop_group
-from realnode import unmount_under
-
-ROOT = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "procps", "tini")
 # Files of the host that make pip work inside a build (a TLS-intercepting proxy's CA, an index mirror).
@@ -71,9 +68,9 @@ def images_dir() -> Path:
     return cache_dir() / "images"
 
 
-def log(message: str) -> None:
-    """Progress output."""
-    print(f"images: {message}", flush=True)
+PROGRESS = Progress("images")
+log = PROGRESS.log
+step = PROGRESS.step
 
 
 def _hash_paths(digest: hashlib._Hash, paths: list[Path]) -> None:
@@ -198,15 +195,6 @@ class Docker:
         for old in images_dir().glob(f"{image.name}-*.tar"):
             old.unlink()
         tmp.replace(image.archive)
-
-
-@contextlib.contextmanager
-def step(what: str) -> Iterator[None]:
-    """Print a step and its duration."""
-    start = time.monotonic()
-    log(f"{what} ...")
-    yield
-    log(f"{what}: done in {time.monotonic() - start:.1f}s")
 
 
 def build_base(docker: Docker, image: Image) -> None:

@@ -1,7 +1,7 @@
 """The Helm chart next to deploy/: real helm (hack/build-helm.sh), rendering both, and comparing the objects.
 
 Used by tests/unit/test_chart.py (template comparison, lint, schema) and tests/e2e/test_helm.py (install,
-upgrade, uninstall on a local control plane); importable with `hack/` on sys.path.
+upgrade, uninstall on a local control plane); `python -m harness.chart dist` (`make dist`) builds dist/.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness.base import ROOT
+
 CHART = ROOT / "charts" / "processcontrol"
 DEPLOY = ROOT / "deploy"
 RELEASE = "processcontrol"
@@ -163,9 +164,9 @@ def build_dist(out: Path = ROOT / "dist") -> tuple[Path, Path]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """hack/chart.py dist: build dist/ (see build_dist)."""
+    """`python -m harness.chart dist`: build dist/ (see build_dist)."""
     if list(argv) != ["dist"]:
-        print("usage: hack/chart.py dist", flush=True)
+        print("usage: python -m harness.chart dist", flush=True)
         return 2
     bundle, package = build_dist()
     print(f"dist: {bundle.relative_to(ROOT)} ({len(parse(bundle.read_text()))} objects), {package.relative_to(ROOT)}")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Keep the `settings` part of the chart's values.schema.json equal to the operator's settings model.
 
-    hack/chart_schema.py          rewrite charts/processcontrol/values.schema.json (make chart-schema)
-    hack/chart_schema.py --check  exit 1 when it is stale
+    python -m harness.chart_schema          rewrite charts/processcontrol/values.schema.json (make chart-schema)
+    python -m harness.chart_schema --check  exit 1 when it is stale
 
 The rest of the schema is written by hand; only `properties.settings.properties` comes from
 processcontrol.reconcile.settings.ProcessControlSettings, so a new or changed setting reaches `helm install`'s checks.
@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from harness.base import ROOT
 from processcontrol.reconcile.settings import ProcessControlSettings
 
-SCHEMA = Path(__file__).resolve().parent.parent / "charts" / "processcontrol" / "values.schema.json"
+SCHEMA = ROOT / "charts" / "processcontrol" / "values.schema.json"
 # Set by the chart's metrics.port / metrics.enabled, not through `settings`.
 OWNED_BY_CHART = frozenset({"metrics_port"})
 # The JSON Schema keywords of a field that say what a value may be (title is pydantic's, not ours).

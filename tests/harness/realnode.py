@@ -2,14 +2,14 @@
 """A real node joined to the local control plane: kubelet, Debian's containerd with runc, the CNI bridge, kube-proxy
 (iptables mode) and kube-scheduler, next to kwok's fake node.
 
-    hack/realnode.py up [--image ARCHIVE]...   control plane (on the bridge address) + the node; import images
-    hack/realnode.py down                      stop everything and remove what it made
-    hack/realnode.py status
+    python -m harness.realnode up [--image ARCHIVE]...   control plane (on the bridge address) + the node; import images
+    python -m harness.realnode down                      stop everything and remove what it made
+    python -m harness.realnode status
 
 Pods reach the API server through the in-cluster `kubernetes` Service: the bridge `pcn0` carries 10.88.7.1/24, the
-API server listens and advertises there (hack/controlplane.py, PROCESSCONTROL_APISERVER_ADDRESS), kube-proxy maps
+API server listens and advertises there (harness.controlplane, PROCESSCONTROL_APISERVER_ADDRESS), kube-proxy maps
 10.96.0.1:443 to it, and the kubelet serves exec and logs on it. Binaries come from hack/build-node.sh's cache; the
-sandbox image from hack/images.py. State lives in $PROCESSCONTROL_STATE/node (containerd root and state, kubelet
+sandbox image from harness.images. State lives in $PROCESSCONTROL_STATE/node (containerd root and state, kubelet
 root, CNI configuration and IPAM, logs). One real node per machine: the bridge and the KUBE-* iptables chains are
 the machine's; `up` cleans what a killed run left, `down` leaves no process, mount, netns, chain, bridge or cgroup.
 """
@@ -26,17 +26,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import controlplane
-from controlplane import (
-    K8S_VERSION,
+from harness import controlplane
+from harness.base import (
     ControlPlaneError,
     ProcessRecord,
+    Progress,
     cache_dir,
     free_ports,
     kubectl,
@@ -45,6 +43,7 @@ from controlplane import (
     state_dir,
     stop_group,
 )
+from harness.controlplane import K8S_VERSION
 
 NODE_NAME = "real-node-0"
 NODE_LABEL = "processcontrol.dev/real-node"
@@ -67,18 +66,9 @@ class NodeError(Exception):
     """The node cannot start; the message is one line naming the cause."""
 
 
-def log(message: str) -> None:
-    """Progress output."""
-    print(f"realnode: {message}", flush=True)
-
-
-@contextlib.contextmanager
-def step(what: str) -> Iterator[None]:
-    """Print a step and its duration."""
-    start = time.monotonic()
-    log(f"{what} ...")
-    yield
-    log(f"{what}: done in {time.monotonic() - start:.1f}s")
+PROGRESS = Progress("realnode")
+log = PROGRESS.log
+step = PROGRESS.step
 
 
 def binary(name: str) -> Path:
@@ -320,7 +310,7 @@ state = "{root / "state"}"
                 self.ctr("images", "import", str(archive), timeout=300)
         refs = self.ctr("images", "ls", "-q").stdout.split()
         if PAUSE_REF not in refs:
-            raise NodeError(f"no sandbox image {PAUSE_REF} in containerd: pass its archive (hack/images.py)")
+            raise NodeError(f"no sandbox image {PAUSE_REF} in containerd: pass its archive (harness.images)")
 
     def write_cni(self) -> None:
         """The bridge network: an existing bridge (ours, with the gateway address) and host-local IPAM in our state."""

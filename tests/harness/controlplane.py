@@ -2,9 +2,9 @@
 """Start, stop and inspect a real local Kubernetes control plane on 127.0.0.1, with kwok as the kubelet.
 
 Components: etcd, kube-apiserver (RBAC), kube-controller-manager and kwok (which answers `kubectl exec` by running
-the command on this host, see hack/fakepods.py). Binaries come from hack/build-controlplane.sh's cache.
+the command on this host, see tests/harness/fakepods.py). Binaries come from hack/build-controlplane.sh's cache.
 
-    hack/controlplane.py up|down|status|env
+    python -m harness.controlplane up|down|status|env
 
 State (certificates, etcd data, logs, pids, kubeconfig) lives in ${PROCESSCONTROL_STATE:-/tmp/processcontrol-cp}.
 There is no scheduler: pods must set spec.nodeName (kwok-node-0).
@@ -17,19 +17,34 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+
+from harness import fakepods
+from harness.base import (
+    ControlPlaneError,
+    ProcessRecord,
+    Progress,
+    cache_dir,
+    free_ports,
+    kubeconfig_path,
+    kubectl,
+    log_tail,
+    spawn,
+    state_dir,
+    stop_group,
+    wait_until,
+)
+from harness.fakepods import NODE_NAME
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.33.13")
 ETCD_VERSION = os.environ.get("ETCD_VERSION", "v3.5.35")
@@ -37,30 +52,13 @@ KWOK_VERSION = os.environ.get("KWOK_VERSION", "v0.7.0")
 # Patch level of our kwok build (exit codes and stdin EOF of local exec; see hack/build-controlplane.sh).
 KWOK_PATCH = "pc1"
 
-NODE_NAME = "kwok-node-0"
 SERVICE_CIDR = "10.96.0.0/12"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Where kube-apiserver listens and what it advertises (the `kubernetes` Service's endpoint). Loopback by default; the
-# real node (hack/realnode.py) sets its bridge's gateway address, the one address both host and pods can reach.
+# real node (tests/harness/realnode.py) sets its bridge's gateway address, the one address both host and pods can reach.
 APISERVER_ADDRESS_ENV = "PROCESSCONTROL_APISERVER_ADDRESS"
 # Start order; stopped in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kwok")
-
-
-def cache_dir() -> Path:
-    """Where hack/build-controlplane.sh puts the binaries."""
-    default = Path.home() / ".cache" / "processcontrol"
-    return Path(os.environ.get("PROCESSCONTROL_CACHE", str(default)))
-
-
-def state_dir() -> Path:
-    """The control plane's state directory."""
-    return Path(os.environ.get("PROCESSCONTROL_STATE", "/tmp/processcontrol-cp"))
-
-
-def kubeconfig_path() -> Path:
-    """The admin kubeconfig (cluster-admin via O=system:masters)."""
-    return state_dir() / "kubeconfig"
 
 
 def binary(name: str) -> Path:
@@ -80,10 +78,6 @@ def kwok_crds() -> list[Path]:
     return [crds / "kwok.x-k8s.io_execs.yaml", crds / "kwok.x-k8s.io_clusterexecs.yaml"]
 
 
-class ControlPlaneError(Exception):
-    """A step failed; the message says which component and why."""
-
-
 @dataclass
 class Ports:
     """Loopback ports of one control plane instance."""
@@ -96,116 +90,9 @@ class Ports:
     address: str = "127.0.0.1"
 
 
-def log(message: str) -> None:
-    """Progress output (stdout, flushed, so `make` shows it as it happens)."""
-    print(f"controlplane: {message}", flush=True)
-
-
-@contextlib.contextmanager
-def step(what: str) -> Iterator[None]:
-    """Print a step and how long it took."""
-    start = time.monotonic()
-    log(f"{what} ...")
-    yield
-    log(f"{what}: done in {time.monotonic() - start:.1f}s")
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-# --- processes ---------------------------------------------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat), None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return fields[19]
-
-
-@dataclass
-class ProcessRecord:
-    """A process we started: pid (= its process group) and start time, guarding against pid reuse."""
-
-    pid: int
-    start_time: str
-
-    def alive(self) -> bool:
-        """The same process still runs (and is not a zombie)."""
-        return _start_time(self.pid) == self.start_time
-
-    def write(self, path: Path) -> None:
-        """Save as a pid file: `PID START_TIME`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{self.pid} {self.start_time}\n")
-
-    @classmethod
-    def read(cls, path: Path) -> ProcessRecord | None:
-        """Load a pid file written by write(); None when missing or unreadable."""
-        try:
-            pid, start = path.read_text().split()
-            return cls(int(pid), start)
-        except (OSError, ValueError):
-            return None
-
-
-def spawn(argv: list[str], log_path: Path, pid_path: Path, env: dict[str, str] | None = None) -> ProcessRecord:
-    """Start a detached process in its own session (process group), output appended to log_path."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
-    start = _start_time(proc.pid)
-    record = ProcessRecord(proc.pid, start or "?")
-    record.write(pid_path)
-    # The child is detached from us: do not let Popen's destructor warn about it.
-    proc.returncode = 0
-    return record
-
-
-def stop_group(record: ProcessRecord, timeout: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after timeout; wait until the leader is gone."""
-    if not record.alive():
-        # The leader is gone, but members of its group may linger.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(record.pid, signal.SIGKILL)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(record.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and record.alive():
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(record.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and record.alive():
-        time.sleep(0.05)
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    """The last lines of a log file."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+PROGRESS = Progress("controlplane")
+log = PROGRESS.log
+step = PROGRESS.step
 
 
 # --- certificates and kubeconfig ---------------------------------------------------------------------------------
@@ -340,9 +227,9 @@ def https_get(url: str, pki: Path | None, timeout: float = 3.0) -> tuple[int, st
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
     else:
-        ctx = ssl._create_unverified_context()  # noqa: S323 - loopback health probe of a self-signed endpoint
+        ctx = ssl._create_unverified_context()
     try:
-        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as resp:  # noqa: S310 - fixed loopback URL
+        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as resp:
             return resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -351,39 +238,29 @@ def https_get(url: str, pki: Path | None, timeout: float = 3.0) -> tuple[int, st
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, str]:
     """Plain HTTP GET."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed loopback URL
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
 
 
-def wait_until(component: str, check: Callable[[], bool], timeout: float, record: ProcessRecord | None = None) -> None:
+def wait_ready(component: str, check: Callable[[], bool], timeout: float, record: ProcessRecord | None = None) -> None:
     """Poll check() until true; fail early when the component's process died."""
-    deadline = time.monotonic() + timeout
-    last_error = ""
-    while time.monotonic() < deadline:
+
+    def probe() -> bool:
         if record is not None and not record.alive():
             raise ControlPlaneError(f"{component} exited during start-up")
-        try:
-            if check():
-                return
-        except (OSError, ValueError, ssl.SSLError, subprocess.SubprocessError) as exc:
-            last_error = f" (last error: {exc})"
-        time.sleep(0.2)
-    raise ControlPlaneError(f"{component} not ready after {timeout:.0f}s{last_error}")
+        return check()
 
-
-def kubectl(
-    *args: str, state: Path | None = None, input_text: str | None = None, check: bool = True, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run kubectl as the admin of a control plane (this one, or the one rooted at `state`)."""
-    env = dict(os.environ, KUBECONFIG=str((state or state_dir()) / "kubeconfig"))
-    result = subprocess.run(
-        ["kubectl", *args], input=input_text, capture_output=True, text=True, env=env, check=False, timeout=timeout
-    )
-    if check and result.returncode != 0:
-        raise ControlPlaneError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-    return result
+    try:
+        wait_until(
+            probe,
+            timeout,
+            f"{component} to be ready",
+            tolerate=(OSError, ValueError, ssl.SSLError, subprocess.SubprocessError),
+        )
+    except AssertionError as exc:
+        raise ControlPlaneError(str(exc)) from None
 
 
 # --- the control plane ---------------------------------------------------------------------------------------------
@@ -520,7 +397,7 @@ class ControlPlane:
                 "--unsafe-no-fsync=true",
             ]
             record = spawn(argv, self.log_file("etcd"), self.pid_file("etcd"))
-            wait_until("etcd", lambda: '"health":"true"' in http_get(f"{client}/health")[1], timeout=30, record=record)
+            wait_ready("etcd", lambda: '"health":"true"' in http_get(f"{client}/health")[1], timeout=30, record=record)
 
     def _start_kube_apiserver(self) -> None:
         p = self._require_ports()
@@ -549,7 +426,7 @@ class ControlPlane:
                 "--profiling=false",
             ]
             record = spawn(argv, self.log_file("kube-apiserver"), self.pid_file("kube-apiserver"))
-            wait_until("kube-apiserver", self.apiserver_ready, timeout=120, record=record)
+            wait_ready("kube-apiserver", self.apiserver_ready, timeout=120, record=record)
 
     def _start_kube_controller_manager(self) -> None:
         p = self._require_ports()
@@ -576,7 +453,7 @@ class ControlPlane:
             ]
             record = spawn(argv, self.log_file("kube-controller-manager"), self.pid_file("kube-controller-manager"))
             url = f"https://127.0.0.1:{p.controller_manager}/healthz"
-            wait_until("kube-controller-manager", lambda: https_get(url, None)[0] == 200, timeout=60, record=record)
+            wait_ready("kube-controller-manager", lambda: https_get(url, None)[0] == 200, timeout=60, record=record)
 
     def _start_kwok(self) -> None:
         p = self._require_ports()
@@ -596,7 +473,7 @@ class ControlPlane:
             argv = [
                 str(binary("kwok")),
                 f"--kubeconfig={self.kubeconfig}",
-                # Only its own nodes: a real kubelet may join (hack/realnode.py), and kwok must not take its pods.
+                # Only its own nodes: a real kubelet may join (harness.realnode), and kwok must not take its pods.
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 f"--server-address=127.0.0.1:{p.kwok}",
@@ -605,19 +482,19 @@ class ControlPlane:
                 "--cidr=10.0.0.1/16",  # pod IPs: room for benchmarks with many pods
                 f"--tls-cert-file={pki / 'admin.crt'}",
                 f"--tls-private-key-file={pki / 'admin.key'}",
-                # Per-pod Exec objects are created while running (hack/fakepods.py): kwok watches them.
+                # Per-pod Exec objects are created while running (tests/harness/fakepods.py): kwok watches them.
                 "--enable-crds=Exec,ClusterExec",
             ]
             record = spawn(argv, self.log_file("kwok"), self.pid_file("kwok"))
             url = f"https://127.0.0.1:{p.kwok}/healthz"
-            wait_until("kwok", lambda: https_get(url, None)[0] == 200, timeout=60, record=record)
+            wait_ready("kwok", lambda: https_get(url, None)[0] == 200, timeout=60, record=record)
 
     def _bootstrap_objects(self) -> None:
         p = self._require_ports()
         with step(f"node {NODE_NAME} (kwok, InternalIP 127.0.0.1, kubelet port {p.kwok})"):
             kubectl("apply", "-f", "-", input_text=json.dumps(node_manifest(p.kwok)))
             record = ProcessRecord.read(self.pid_file("kwok"))
-            wait_until(
+            wait_ready(
                 "kwok",
                 lambda: (
                     kubectl(
@@ -635,7 +512,7 @@ class ControlPlane:
                 raise ControlPlaneError(f"node kubelet port is {endpoint.stdout!r}, expected {p.kwok}")
         with step("service account default/default (kube-controller-manager works)"):
             record = ProcessRecord.read(self.pid_file("kube-controller-manager"))
-            wait_until(
+            wait_ready(
                 "kube-controller-manager",
                 lambda: kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
                 timeout=60,
@@ -648,8 +525,6 @@ class ControlPlane:
         """Stop every process (fake pods first, then the control plane in reverse order); leave nothing behind."""
         total = time.monotonic()
         # The fake pods' host processes (containerrun ...) belong to this state dir too.
-        import fakepods
-
         stopped = fakepods.stop_all_host_processes(self.root)
         if stopped and not quiet:
             log(f"stopped {stopped} fake pod process group(s)")
@@ -723,7 +598,9 @@ def export_line() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="controlplane.py", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.controlplane", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start etcd, kube-apiserver, kube-controller-manager, kwok and the fake node")
     sub.add_parser("down", help="stop everything (fake pod processes too)")
@@ -742,8 +619,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `import fakepods` in down(): the modules live side by side in hack/.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
     sys.exit(130)

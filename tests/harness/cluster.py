@@ -1,37 +1,19 @@
-"""What the e2e tests do on the real control plane, in the words of a user: kubectl, pods, processes."""
+"""What the e2e tests (and the soak) do on the real control plane, in the words of a user: kubectl, pods,
+processes."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import fakepods
-import harness
 import yaml
 
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll until check() is true; fail with `what` when the timeout passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a host process exists (and is not a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+from harness import fakepods
+from harness.base import kubectl
+from harness.operator import OperatorProcess
 
 
 @dataclass
@@ -39,13 +21,13 @@ class Cluster:
     """One test's namespace on the real control plane, and the operator serving it."""
 
     namespace: str
-    operator: harness.OperatorProcess
+    operator: OperatorProcess
 
     def kubectl(
         self, *args: str, input_text: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """kubectl in this namespace, as the admin user."""
-        return fakepods.kubectl("-n", self.namespace, *args, input_text=input_text, check=check)
+        return kubectl("-n", self.namespace, *args, input_text=input_text, check=check)
 
     def apply(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
         """kubectl apply -f - of one manifest."""

@@ -8,14 +8,14 @@ where one real `containerrun --job-name J --process-name P --base-dir DIR -- sle
 and a kwok `Exec` object (named like the pod, owned by it) makes `kubectl exec POD -c CONTAINER -- CMD` run CMD
 locally with `CONTAINERRUN_BASE_DIR` set to that directory (the `logs` sidecar gets a directory with only `sys`).
 
-Importable (`sys.path.insert(0, "hack")`; `import fakepods`) and a CLI:
+Importable (`from harness import fakepods`) and a CLI:
 
-    hack/fakepods.py create-group NAME -n NS --pods N --jobs job1/proc1,job2/proc2 [--sidecar logs] [--containerrun CMD]
-                   # --containerrun go-v0.0.3: the Go original (hack/container-run-vcap + the cached build)
-    hack/fakepods.py restart-container NS POD JOB/PROC
-    hack/fakepods.py delete-group NAME -n NS
-    hack/fakepods.py list          # fake pods on this host and their containerrun pids
-    hack/fakepods.py reap          # stop host processes of pods deleted by other means (e.g. namespace deletion)
+    python -m harness.fakepods create-group NAME -n NS --pods N --jobs job1/proc1,job2/proc2 [--sidecar logs] \
+        [--containerrun CMD]  # go-v0.0.3: the Go original (hack/container-run-vcap + the cached build)
+    python -m harness.fakepods restart-container NS POD JOB/PROC
+    python -m harness.fakepods delete-group NAME -n NS
+    python -m harness.fakepods list  # fake pods on this host and their containerrun pids
+    python -m harness.fakepods reap  # stop host processes of pods deleted by other means (e.g. namespace deletion)
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.base import ROOT, ControlPlaneError, ProcessRecord, kubectl, spawn, state_dir, stop_group
 
-from controlplane import NODE_NAME, ControlPlaneError, ProcessRecord, kubectl, spawn, state_dir, stop_group
+# The control plane's kwok node: the fake pods are bound to it (there is no scheduler).
+NODE_NAME = "kwok-node-0"
 
 LABEL_INSTANCE_GROUP = "quarks.cloudfoundry.org/instance-group-name"
 LABEL_DEPLOYMENT = "quarks.cloudfoundry.org/deployment-name"
@@ -48,7 +49,6 @@ LABEL_AZ_INDEX = "quarks.cloudfoundry.org/az-index"
 LABEL_FAKE = "processcontrol.dev/fake-pod"
 DEPLOYMENT = "kubecf"
 DEFAULT_COMMAND = ("sleep", "100000")
-REPO = Path(__file__).resolve().parent.parent
 
 
 class FakePodError(Exception):
@@ -94,10 +94,10 @@ def go_containerrun() -> list[str]:
     it hard-codes, in a private mount namespace. FakePodError says why it cannot run here."""
     if os.geteuid() != 0:
         raise FakePodError("the Go container-run needs root for its /var/vcap bind mount (unshare -m)")
-    done = subprocess.run([str(REPO / "hack" / "build-container-run.sh")], capture_output=True, text=True, check=False)
+    done = subprocess.run([str(ROOT / "hack" / "build-container-run.sh")], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise FakePodError(f"cannot build the Go container-run: {done.stderr.strip()[-2000:]}")
-    return [str(REPO / "hack" / "container-run-vcap"), done.stdout.strip().splitlines()[-1]]
+    return [str(ROOT / "hack" / "container-run-vcap"), done.stdout.strip().splitlines()[-1]]
 
 
 def default_containerrun() -> list[str]:
@@ -108,7 +108,7 @@ def default_containerrun() -> list[str]:
         return go_containerrun()
     if env:
         return shlex.split(env)
-    return [str(REPO / ".venv" / "bin" / "containerrun")]
+    return [str(ROOT / ".venv" / "bin" / "containerrun")]
 
 
 # --- host paths ----------------------------------------------------------------------------------------------------
@@ -339,7 +339,7 @@ def stop_pod_processes(namespace: str, pod: str, state: Path | None = None) -> i
 
 
 def stop_all_host_processes(state: Path | None = None) -> int:
-    """Stop the host processes of every fake pod under the state directory (used by `controlplane.py down`)."""
+    """Stop the host processes of every fake pod under the state directory (used by the control plane's `down`)."""
     root = (state or state_dir()) / "pods"
     count = 0
     for run in sorted(root.glob("*/*/run")):
@@ -457,8 +457,11 @@ def create_group(
     state: Path | None = None,
     wait: bool = True,
     first_ordinal: int = 0,
+    ready_timeout: float = 60.0,
 ) -> list[str]:
-    """An instance group of `pods` fake pods NAME-<i>; with wait: pods Ready and every containerrun listening."""
+    """An instance group of `pods` fake pods NAME-<i>; with wait: pods Ready (within ready_timeout: kwok marks
+    many new pods Ready within seconds on an idle machine, much later on a busy one) and every containerrun
+    listening."""
     jps = parse_jobs(jobs)
     ensure_namespace(namespace, state)
     names = [
@@ -468,7 +471,7 @@ def create_group(
     if wait:
         for pod in names:
             wait_for_sockets(namespace, pod, jps, state)
-        wait_ready(namespace, names, state)
+        wait_ready(namespace, names, state, timeout=ready_timeout)
     return names
 
 
@@ -637,7 +640,9 @@ def list_host_pods(state: Path | None = None) -> list[tuple[str, str, list[tuple
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="fakepods.py", description="Fake kubecf pods backed by host containerrun.")
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.fakepods", description="Fake kubecf pods backed by host containerrun."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create-group", help="create NAME-0..N-1 with one containerrun per job process")
     create.add_argument("name")
