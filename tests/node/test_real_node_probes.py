@@ -63,7 +63,8 @@ def manifest(name: str, namespace: str, group: str, probes: str | None) -> str:
 
 def watched_versions(output: str) -> list[dict[str, Any]]:
     """The objects `kubectl get -w -o json` printed, in order."""
-    decoder, objects, at = json.JSONDecoder(), [], 0
+    decoder, at = json.JSONDecoder(), 0
+    objects: list[dict[str, Any]] = []
     while True:
         while at < len(output) and output[at].isspace():
             at += 1

@@ -128,6 +128,13 @@ BAD_SPECS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("instance group too long", {"instanceGroup": "a" * 64}, ["instanceGroup"]),
     ("label value with a slash", {"selector": {"matchLabels": {"app": "a/b"}}}, ["matchLabels"]),
     ("label key with a space", {"selector": {"matchLabels": {"a b": "x"}}}, ["matchLabels"]),
+    ("label key name longer than 63", {"selector": {"matchLabels": {"x" * 64: "v"}}}, ["matchLabels"]),
+    (
+        "prefixed label key name longer than 63",
+        {"selector": {"matchExpressions": [{"key": "example.com/" + "x" * 64, "operator": "Exists"}]}},
+        ["matchExpressions", "key"],
+    ),
+    ("probes not a policy", {"instanceGroup": "db", "probes": "Ignore"}, ["probes"]),
     (
         "unknown selector operator",
         {"selector": {"matchExpressions": [{"key": "app", "operator": "Like", "values": ["x"]}]}},

@@ -25,7 +25,8 @@ LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9
 LabelKey = Annotated[
     str,
     StringConstraints(
-        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        # An optional DNS prefix and `/`, then a name of at most 63 characters (as the API server checks labels).
+        pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
         max_length=317,
     ),
 ]

@@ -16,7 +16,9 @@ from processcontrol.api import (
     ProcessSuspensionSpec,
     ProcessSuspensionStatus,
 )
+from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import format_time
+from processcontrol.podexec.script import SocketResult
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.plan import (
     Intent,
@@ -108,10 +110,10 @@ def test_selector_expressions() -> None:
 
 def test_intent_follows_suspend_and_expiry() -> None:
     status = ProcessSuspensionStatus()
-    assert intent_of(spec(), status, NOW) == Intent(Mode.SUSPEND, "SuspendRequested")
-    assert intent_of(spec(suspend=False), status, NOW) == Intent(Mode.RESUME, "ResumeRequested")
+    assert intent_of(spec(), status, NOW) == Intent(Mode.SUSPEND, Reason("SuspendRequested"))
+    assert intent_of(spec(suspend=False), status, NOW) == Intent(Mode.RESUME, Reason("ResumeRequested"))
     expired = ProcessSuspensionStatus(expires_at=format_time(NOW - timedelta(seconds=1)))
-    assert intent_of(spec(duration="1h"), expired, NOW) == Intent(Mode.RESUME, "Expired")
+    assert intent_of(spec(duration="1h"), expired, NOW) == Intent(Mode.RESUME, Reason("Expired"))
     later = ProcessSuspensionStatus(expires_at=format_time(NOW + timedelta(hours=1)))
     assert intent_of(spec(duration="1h"), later, NOW).mode is Mode.SUSPEND
 
@@ -129,7 +131,7 @@ def test_status_all_suspended_is_ready_and_sets_times() -> None:
     status = build_status(
         spec(duration="90m"),
         3,
-        Intent(Mode.SUSPEND, "SuspendRequested"),
+        Intent(Mode.SUSPEND, Reason("SuspendRequested")),
         targets,
         records,
         ProcessSuspensionStatus(),
@@ -150,7 +152,7 @@ def test_status_all_suspended_is_ready_and_sets_times() -> None:
 def test_status_in_progress_is_reconciling_and_keeps_transition_times() -> None:
     targets = [pod("database-0"), pod("database-1")]
     records = {"database-0": record("database-0", PodState.SUSPENDED)}
-    intent = Intent(Mode.SUSPEND, "SuspendRequested")
+    intent = Intent(Mode.SUSPEND, Reason("SuspendRequested"))
     first = build_status(spec(), 1, intent, targets, records, ProcessSuspensionStatus(), NOW)
     by_type = {c.type: c for c in first.conditions}
     assert by_type["Ready"].status == "False"
@@ -172,7 +174,7 @@ def test_status_failed_pod_stalls_with_its_reason() -> None:
     failed.reason, failed.message = "NoSenderTool", "no tool to send datagrams; tried processcontrol,ncat,nc"
     records = {"database-0": record("database-0", PodState.SUSPENDED), "database-1": failed}
     status = build_status(
-        spec(), 1, Intent(Mode.SUSPEND, "SuspendRequested"), targets, records, ProcessSuspensionStatus(), NOW
+        spec(), 1, Intent(Mode.SUSPEND, Reason("SuspendRequested")), targets, records, ProcessSuspensionStatus(), NOW
     )
     stalled = cond.find(status.conditions, "Stalled")
     ready = cond.find(status.conditions, "Ready")
@@ -184,7 +186,9 @@ def test_status_failed_pod_stalls_with_its_reason() -> None:
 
 
 def test_status_without_pods_says_so() -> None:
-    status = build_status(spec(), 1, Intent(Mode.SUSPEND, "SuspendRequested"), [], {}, ProcessSuspensionStatus(), NOW)
+    status = build_status(
+        spec(), 1, Intent(Mode.SUSPEND, Reason("SuspendRequested")), [], {}, ProcessSuspensionStatus(), NOW
+    )
     stalled = cond.find(status.conditions, "Stalled")
     assert stalled is not None and stalled.status == "True" and stalled.reason == "NoMatchingPods"
     assert status.summary == "0/0"
@@ -195,10 +199,12 @@ def test_resume_clears_suspension_times_but_expiry_keeps_them() -> None:
     records = {"database-0": record("database-0", PodState.RESUMED, Mode.RESUME, generation=2)}
     previous = ProcessSuspensionStatus(suspended_at="2026-11-28T10:00:00Z", expires_at="2026-11-28T11:00:00Z")
     resumed = build_status(
-        spec(suspend=False), 2, Intent(Mode.RESUME, "ResumeRequested"), targets, records, previous, NOW
+        spec(suspend=False), 2, Intent(Mode.RESUME, Reason("ResumeRequested")), targets, records, previous, NOW
     )
     assert resumed.suspended_at is None and resumed.expires_at is None
-    expired = build_status(spec(duration="1h"), 2, Intent(Mode.RESUME, "Expired"), targets, records, previous, NOW)
+    expired = build_status(
+        spec(duration="1h"), 2, Intent(Mode.RESUME, Reason("Expired")), targets, records, previous, NOW
+    )
     assert expired.expires_at == "2026-11-28T11:00:00Z"
     ready = cond.find(expired.conditions, "Ready")
     suspended = cond.find(expired.conditions, "Suspended")
@@ -210,7 +216,7 @@ def test_outcomes_of_an_older_generation_never_make_the_new_request_ready() -> N
     """Issue 11, why 5: `suspend: false` arrives mid-round; the old round's results answer generation 1 only."""
     targets = [pod("database-0"), pod("database-1")]
     records = {p.name: record(p.name, PodState.SUSPENDED, generation=1) for p in targets}
-    intent = Intent(Mode.RESUME, "ResumeRequested")
+    intent = Intent(Mode.RESUME, Reason("ResumeRequested"))
     status = build_status(spec(suspend=False), 2, intent, targets, records, ProcessSuspensionStatus(), NOW)
     ready = cond.find(status.conditions, "Ready")
     assert ready is not None and ready.status == "False" and ready.reason == "Resuming"
@@ -235,7 +241,7 @@ def test_duration_counts_from_the_first_pod_that_took_effect() -> None:
     status = build_status(
         spec(duration="1h"),
         1,
-        Intent(Mode.SUSPEND, "SuspendRequested"),
+        Intent(Mode.SUSPEND, Reason("SuspendRequested")),
         targets,
         records,
         ProcessSuspensionStatus(),
@@ -256,7 +262,7 @@ def test_status_stays_small_at_a_thousand_pods_of_ten_processes() -> None:
         records[target.name].processes = processes
         records[target.name].reason = "ExecTimeout" if state is PodState.FAILED else ""
     status = build_status(
-        spec(), 1, Intent(Mode.SUSPEND, "SuspendRequested"), targets, records, ProcessSuspensionStatus(), NOW
+        spec(), 1, Intent(Mode.SUSPEND, Reason("SuspendRequested")), targets, records, ProcessSuspensionStatus(), NOW
     )
     size = len(json.dumps(status.model_dump(by_alias=True, mode="json")))
     assert size < 100_000, size
@@ -269,7 +275,7 @@ def test_status_stays_small_at_a_thousand_pods_of_ten_processes() -> None:
 
 
 def test_pods_being_given_back_are_listed_not_counted() -> None:
-    intent = Intent(Mode.SUSPEND, "SuspendRequested")
+    intent = Intent(Mode.SUSPEND, Reason("SuspendRequested"))
     targets = [pod("database-0")]
     records = {
         "database-0": record("database-0", PodState.SUSPENDED),
@@ -299,7 +305,7 @@ def test_pods_being_given_back_are_listed_not_counted() -> None:
     ],
 )
 def test_process_state(mode: Mode, result: str, running: bool, settled: bool, expected: ProcessState) -> None:
-    assert process_state(mode, result, running, settled) is expected
+    assert process_state(mode, SocketResult(result), running, settled) is expected
 
 
 def test_a_long_failure_message_never_breaks_the_status() -> None:
@@ -309,7 +315,7 @@ def test_a_long_failure_message_never_breaks_the_status() -> None:
     status = build_status(
         spec(),
         1,
-        Intent(Mode.SUSPEND, "SuspendRequested"),
+        Intent(Mode.SUSPEND, Reason("SuspendRequested")),
         [pod("database-0")],
         {"database-0": failed},
         ProcessSuspensionStatus(),

@@ -285,7 +285,7 @@ async def test_a_pod_failing_before_its_hold_is_taken_is_retried_with_backoff(
     api, executor, _runtime = world
     empty = FakePod("db-2", pods["db-0"].base.parent / "db-2")
     (empty.base / "data").mkdir(parents=True)
-    executor.pods = {**pods, "db-2": empty}  # type: ignore[assignment]
+    executor.pods = {**pods, "db-2": empty}
     api.suspend("restore")
     api.add_pod("db-2")
     await eventually(lambda: "db-2" in {p for p, _ in executor.calls}, "a first exec into the new pod")
