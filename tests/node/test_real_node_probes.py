@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,6 +155,9 @@ def test_warn_reports_the_restart_loop_with_the_kubelets_reason(namespace: str) 
         return obj if stalled.get("reason") == "RestartLoop" else None
 
     obj = wait_for("RestartLoop", looping, 240)
+    record = os.environ.get("PROCESSCONTROL_RECORD_DESCRIBE")
+    if record:  # for the README: what a person sees
+        Path(record).write_text(kubectl("describe", "psus", "probed", "-n", namespace).stdout)
     message = condition(obj, "Stalled")["message"]
     assert "restarted 3 times" in message
     assert "kubelet: " in message and "probe failed" in message.lower(), message
