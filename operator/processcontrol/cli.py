@@ -200,6 +200,12 @@ def _add_suspension_commands(subparsers: Subparsers) -> None:
     suspend.add_argument("--duration", metavar="DURATION", help="resume by itself this long after, e.g. 90m or 2h")
     suspend.add_argument("--container", help="the container to exec into (default: the one mounting /var/vcap/data)")
     suspend.add_argument(
+        "--probes",
+        choices=("Warn", "Skip", "Refuse"),
+        help="where a stopped process would fail its container's liveness probe: stop it anyway and warn "
+        "(Warn, the default), leave it running (Skip), or stop nothing in that pod (Refuse)",
+    )
+    suspend.add_argument(
         "--name", help="the ProcessSuspension's name (default: the instance group, plus a hash of any filters)"
     )
     suspend.add_argument("--dry-run", action="store_true", help="print the object (see -o) and send nothing")

@@ -212,6 +212,7 @@ def suspend(args: argparse.Namespace) -> int:
             reason=args.reason,
             duration=args.duration,
             container=args.container,
+            probes=args.probes,
         )
         name = check_name(args.name) if args.name else default_name(args.instance_group, args.selector, jobs, processes)
         timeout_s = _timeout_s(args.timeout)

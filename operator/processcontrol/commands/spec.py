@@ -106,6 +106,7 @@ def build_spec(
     reason: str | None = None,
     duration: str | None = None,
     container: str | None = None,
+    probes: str | None = None,
 ) -> dict[str, Any]:
     """The spec to apply: only what was asked for, plus `suspend: true`, validated by the API model."""
     if (instance_group is None) == (selector is None):
@@ -127,6 +128,8 @@ def build_spec(
         spec["duration"] = duration
     if container:
         spec["container"] = container
+    if probes:
+        spec["probes"] = probes
     try:
         ProcessSuspensionSpec.model_validate(spec)
     except ValidationError as error:

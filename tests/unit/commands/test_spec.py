@@ -83,6 +83,11 @@ def test_spec_holds_only_what_was_asked_and_suspend_true() -> None:
     }
 
 
+def test_probes_policy_is_passed_only_when_given() -> None:
+    assert build_spec("database", None, probes="Skip")["probes"] == "Skip"
+    assert "probes" not in build_spec("database", None)
+
+
 def test_exactly_one_target() -> None:
     with pytest.raises(InvalidArguments, match="exactly one of INSTANCE_GROUP and -l"):
         build_spec(None, None)
