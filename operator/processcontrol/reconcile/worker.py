@@ -533,6 +533,8 @@ class PodWorker:
                 return  # let go while we looked: the next step gives the hold back, no STOP sent
             if conflicts:
                 await self._announce_conflicts(suspension, pod, conflicts, spec.probes, monotonic)
+                if not self._still_wanted(suspension.uid):
+                    return  # let go while the status caught up: no STOP sent
         current_hold = self.ledger.holds.get(suspension.uid) if self.ledger is not None else None
         skipped_keys = set(current_hold.skipped) if current_hold is not None else set()
         if skipped_keys and not (self.ledger.held_by(suspension.uid) if self.ledger is not None else []):
