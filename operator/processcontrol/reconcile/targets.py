@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, LabelSelector, ProcessSuspensionSpec
@@ -29,11 +29,13 @@ class PodInfo:
     resource_version: str = ""
     # The raw hold ledger annotation (see ledger.py), None when the pod carries none.
     holds: str | None = None
+    # Uids of the suspensions holding something here; None when the ledger cannot be read. Parsed once, when
+    # the index entry is built: every change of a suspension looks at it for every pod of the namespace.
+    holders: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def holders(self) -> tuple[str, ...] | None:
-        """Uids of the suspensions holding something here; None when the ledger cannot be read."""
-        return holders_in({HOLDS_ANNOTATION: self.holds} if self.holds else None)
+    def __post_init__(self) -> None:
+        # Derived from `holds` alone, so it can never disagree with it (frozen: set through object).
+        object.__setattr__(self, "holders", holders_in({HOLDS_ANNOTATION: self.holds} if self.holds else None))
 
     @property
     def running(self) -> bool:
