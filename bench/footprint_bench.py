@@ -223,15 +223,27 @@ def main() -> int:
     parser.add_argument("--suspensions", type=int, default=100)
     parser.add_argument("--window", type=float, default=60.0, help="seconds of each quiet window")
     parser.add_argument("--keep", action="store_true", help="leave the control plane and the pods up")
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the operator process, e.g. MALLOC_ARENA_MAX=2 (recorded with the results)",
+    )
     args = parser.parse_args()
+    operator_env = dict(item.split("=", 1) for item in args.operator_env)
 
     started = datetime.now(UTC)
-    record: dict[str, Any] = {"date": started.isoformat(timespec="seconds"), "machine": sb.machine()}
+    record: dict[str, Any] = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": sb.machine(),
+        "operator_env": operator_env,
+    }
     sb.say(f"footprint: {args.watched} pods watched, {args.real} real, {args.suspensions} suspensions")
     harness.ensure_control_plane()
     harness.install()
     record["versions"] = sb.versions()
-    operator = harness.OperatorProcess(harness.service_account_kubeconfig())
+    operator = harness.OperatorProcess(harness.service_account_kubeconfig(), env=operator_env)
     try:
         operator.start()
         assert operator.process is not None
@@ -252,7 +264,8 @@ def main() -> int:
     for t in fp["targets"]:
         print(f"- {t['target']}: {t['measured']} ({'met' if t['met'] else 'MISSED'})")
     sb.RESULTS.mkdir(parents=True, exist_ok=True)
-    path = sb.RESULTS / f"{started:%Y-%m-%d}-footprint.json"
+    suffix = "".join(f"-{k.lower()}{v}" for k, v in operator_env.items())
+    path = sb.RESULTS / f"{started:%Y-%m-%d}-footprint{suffix}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"recorded in {path}")
     return 0
