@@ -112,8 +112,12 @@ bench-node: $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99
 	$(PY) bench/node_bench.py --sizes 10,50
 
 .PHONY: bench-full
-bench-full: $(STAMP) ## Benchmarks, full (about an hour): N=10,50,200 pods, 5 repeats, 20 restarts, footprint with 1,000 pods
+bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 3 repeats, 20 restarts at N=200, footprint (1,000 pods)
 	$(PY) bench/suspend_bench.py --full
+
+.PHONY: bench-footprint
+bench-footprint: $(STAMP) ## Operator RSS and CPU, ~10 min: 1,000 pods watched (100 with real processes), 100 suspensions
+	$(PY) bench/footprint_bench.py
 
 .PHONY: soak
 soak: $(STAMP) ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts

@@ -17,12 +17,14 @@ Results: a table on stdout and bench/results/<date>-node.json (with the machine'
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +108,49 @@ def client_exec_latency(pod: str, count: int) -> dict[str, float]:
     return {"n": count, "p50_s": percentile(times, 0.5), "p99_s": percentile(times, 0.99), "max_s": max(times)}
 
 
+def exec_floor(pods: Sequence[str]) -> float:
+    """Wall time of one `true` exec into each pod through the operator's own transport at its default concurrency:
+    the least any exec-based tool can take here (as in suspend_bench.py)."""
+    from processcontrol.k8s import load_configuration
+    from processcontrol.podexec.transport import KubernetesPodExecutor
+    from processcontrol.reconcile.settings import ProcessControlSettings
+
+    settings = ProcessControlSettings()
+    executor = KubernetesPodExecutor(
+        load_configuration(str(kubeconfig_path())),
+        max_concurrency=settings.exec_concurrency,
+        timeout_s=settings.exec_timeout_s,
+        retries=settings.exec_retries,
+        backoff_s=settings.exec_backoff_s,
+    )
+
+    async def all_pods() -> None:
+        await asyncio.gather(*(executor.run(NAMESPACE, pod, CONTAINER, ["true"]) for pod in pods))
+
+    try:
+        began = time.monotonic()
+        asyncio.run(all_pods())
+        return time.monotonic() - began
+    finally:
+        executor.close()
+
+
+def operator_execs() -> float | None:
+    """The operator pod's execs so far, from its Prometheus metrics on the pod IP (port 9090, the default);
+    None when they cannot be read."""
+    try:
+        ip = kubectl(
+            "get", "pods", "-n", "processcontrol-system", "-o", "jsonpath={.items[0].status.podIP}", timeout=30
+        ).strip()
+        with urllib.request.urlopen(f"http://{ip}:9090/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except Exception:  # an unreachable pod IP only loses this column
+        return None
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("processcontrol_exec_seconds_count")
+    )
+
+
 # --- the group and its sentinels -----------------------------------------------------------------------------------
 
 
@@ -156,7 +201,8 @@ def suspension(name: str) -> str:
     )
 
 
-def ours_once(paths: Sequence[Path], count: int, name: str) -> dict[str, float]:
+def ours_once(paths: Sequence[Path], count: int, name: str) -> dict[str, float | None]:
+    execs_before = operator_execs()
     began = time.monotonic()
     kubectl("apply", "-f", "-", input_text=suspension(name))
     kubectl("wait", "-n", NAMESPACE, f"psus/{name}", "--for=condition=Ready", f"--timeout={WAIT_S}s")
@@ -166,15 +212,23 @@ def ours_once(paths: Sequence[Path], count: int, name: str) -> dict[str, float]:
     summary = json.loads(kubectl("get", "-n", NAMESPACE, f"psus/{name}", "-o", "json"))["status"].get("summary")
     if summary != f"{count}/{count}":
         raise RuntimeError(f"Ready but summary {summary}")
+    execs_suspended = operator_execs()
     began_resume = time.monotonic()
     kubectl("delete", "-n", NAMESPACE, f"psus/{name}", f"--timeout={WAIT_S}s")
     deleted = time.monotonic()
     resumed = wait_all(paths, running=True)
+    execs_after = operator_execs()
     return {
+        "execs_per_pod_suspend": per_pod(execs_before, execs_suspended, count),
+        "execs_per_pod_resume": per_pod(execs_suspended, execs_after, count),
         "suspend_s": max(ready, stopped) - began,
         "running_at_ready": still,
         "resume_s": max(deleted, resumed) - began_resume,
     }
+
+
+def per_pod(before: float | None, after: float | None, count: int) -> float | None:
+    return None if before is None or after is None else (after - before) / count
 
 
 def pod_names(count: int) -> list[str]:
@@ -195,8 +249,17 @@ def baseline_once(
     return {"suspend_s": max(done, stopped) - began, "resume_s": max(done_start, started) - began_start}
 
 
-def median(runs: list[dict[str, float]], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+def median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def median_or_none(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def cell(value: float | None, suffix: str, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}{suffix}"
 
 
 def main() -> int:
@@ -205,6 +268,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--execs", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="leave the node up")
+    parser.add_argument("--name", default="node", help="results file bench/results/<date>-<name>.json")
+    parser.add_argument("--floor-repeats", type=int, default=3, help="repeats of the exec floor at each N")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     started = datetime.now(UTC)
@@ -245,11 +310,14 @@ def main() -> int:
             say(f"  xargs+ncat {result['xargs_ncat'][-1]}")
             result["seed_loop"].append(baseline_once(paths, pods, seed_loop))
             say(f"  seed loop {result['seed_loop'][-1]}")
+            result["exec_floor_s"] = [exec_floor(pods) for _ in range(args.floor_repeats)]
+            say(f"  exec floor {result['exec_floor_s']}")
+            result["load_average"] = [round(x, 2) for x in os.getloadavg()]
             record["sizes"][str(count)] = result
     finally:
         record["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"{started.date().isoformat()}-node.json"
+        out = RESULTS / f"{started.date().isoformat()}-{args.name}.json"
         out.write_text(json.dumps(record, indent=2) + "\n")
         if not args.keep:
             node.down(quiet=True)
@@ -260,6 +328,18 @@ def main() -> int:
             median(result[who], key) for key in ("suspend_s", "resume_s") for who in ("ours", "seed_loop", "xargs_ncat")
         ]
         say(f"| {count} | " + " | ".join(f"{c:.2f} s" for c in cells) + " |")
+    say("\n| N | ours suspend | (a) / ours | (b) / ours | exec floor (c) | ours / (c) | execs per pod: stop, start |")
+    say("| --- | --- | --- | --- | --- | --- | --- |")
+    for count, result in record["sizes"].items():
+        ours = median(result["ours"], "suspend_s")
+        floor = statistics.median(result["exec_floor_s"]) if result.get("exec_floor_s") else None
+        say(
+            f"| {count} | {ours:.2f} s | {median(result['seed_loop'], 'suspend_s') / ours:.1f}x "
+            f"| {median(result['xargs_ncat'], 'suspend_s') / ours:.1f}x | {cell(floor, ' s')} "
+            f"| {cell(None if floor is None else ours / floor, 'x')} "
+            f"| {cell(median_or_none(result['ours'], 'execs_per_pod_suspend'), '', 1)}, "
+            f"{cell(median_or_none(result['ours'], 'execs_per_pod_resume'), '', 1)} |"
+        )
     kc, cl = record["exec_kubectl"], record["exec_client"]
     say(
         f"\nexec through the kubelet: kubectl p50 {kc['p50_s']:.3f} s p99 {kc['p99_s']:.3f} s; "

@@ -32,11 +32,13 @@ class PodInfo:
     holds: str | None = None
     # Containers, their restarting probes, which process each runs and restarts per container (probes.py).
     probes: PodProbes = field(default_factory=PodProbes)
+    # Uids of the suspensions holding something here; None when the ledger cannot be read. Parsed once, when
+    # the index entry is built: every change of a suspension looks at it for every pod of the namespace.
+    holders: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def holders(self) -> tuple[str, ...] | None:
-        """Uids of the suspensions holding something here; None when the ledger cannot be read."""
-        return holders_in({HOLDS_ANNOTATION: self.holds} if self.holds else None)
+    def __post_init__(self) -> None:
+        # Derived from `holds` alone, so it can never disagree with it (frozen: set through object).
+        object.__setattr__(self, "holders", holders_in({HOLDS_ANNOTATION: self.holds} if self.holds else None))
 
     @property
     def running(self) -> bool:

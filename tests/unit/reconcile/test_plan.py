@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -76,7 +77,7 @@ def test_pod_summary_finds_the_data_container_and_counts_restarts() -> None:
 
 
 def test_targets_are_running_matching_pods_only() -> None:
-    terminating = PodInfo(**{**pod("database-2").__dict__, "terminating": True})
+    terminating = replace(pod("database-2"), terminating=True)
     pods = [
         pod("database-1"),
         pod("database-0"),

@@ -1,0 +1,134 @@
+"""The pod index entry: its hold ledger holders are parsed once, when kopf builds the entry.
+
+`Runtime.wake_pods_of` looks at every pod of the namespace each time a suspension's spec, deletion or expiry
+changes; parsing the ledger JSON there made that O(pods x ledger size) per change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import kopf
+import pytest
+
+from processcontrol.api import INSTANCE_GROUP_LABEL
+from processcontrol.reconcile import targets
+from processcontrol.reconcile.handlers import pods_by_namespace
+from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Hold, Ledger, Observed, dump_ledger, take_hold
+from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
+from processcontrol.reconcile.settings import ProcessControlSettings
+from processcontrol.reconcile.suspension import pods_holding
+from processcontrol.reconcile.targets import PodInfo
+
+NAMESPACE = "kubecf"
+
+
+def body(name: str, group: str, holds: str | None) -> kopf.Body:
+    raw: dict[str, Any] = {
+        "metadata": {
+            "namespace": NAMESPACE,
+            "name": name,
+            "uid": f"uid-{name}",
+            "labels": {INSTANCE_GROUP_LABEL: group},
+            "annotations": {} if holds is None else {HOLDS_ANNOTATION: holds},
+        },
+        "spec": {"containers": [{"name": "pxc-mysql", "volumeMounts": [{"mountPath": "/var/vcap/data"}]}]},
+        "status": {"phase": "Running"},
+    }
+    return kopf.Body(raw)  # type: ignore[arg-type]
+
+
+def entry(name: str, group: str = "database", holds: str | None = None) -> PodInfo:
+    """The entry exactly as the `pods` index function builds it."""
+    (info,) = pods_by_namespace(namespace=NAMESPACE, body=body(name, group, holds)).values()  # type: ignore[call-arg, attr-defined]
+    assert isinstance(info, PodInfo)
+    return info
+
+
+def ledger_of(*uids: str) -> str:
+    ledger = Ledger()
+    for uid in uids:
+        ledger = take_hold(ledger, uid, Hold(name=f"name-{uid}"), [Observed("pxc-mysql", "mysql", True)])
+    raw = dump_ledger(ledger)
+    assert raw is not None
+    return raw
+
+
+def api_suspension(uid: str, group: str) -> SuspensionInfo:
+    return suspension_info(f"name-{uid}", uid, 1, {"instanceGroup": group, "suspend": True}, {}, False)
+
+
+class WakeRecorder(Runtime):
+    """A runtime that records which pod workers it would start or wake, instead of starting them."""
+
+    woken: list[str]
+
+    def ensure_worker(self, namespace: str, pod: str, wake: bool = True) -> None:
+        self.woken.append(pod)
+
+
+def runtime_over(pods: list[PodInfo]) -> WakeRecorder:
+    made = WakeRecorder(settings=ProcessControlSettings(metrics_port=0), executor=None, kube=None)  # type: ignore[arg-type]
+    made.woken = []
+    made.pods_of = lambda namespace: pods if namespace == NAMESPACE else []
+    return made
+
+
+def test_the_index_entry_carries_the_parsed_holders(monkeypatch: pytest.MonkeyPatch) -> None:
+    parses: list[object] = []
+    real = targets.holders_in  # type: ignore[attr-defined]
+
+    def counting(annotations: Any) -> tuple[str, ...] | None:
+        parses.append(annotations)
+        return real(annotations)
+
+    monkeypatch.setattr(targets, "holders_in", counting)
+    held = entry("database-0", holds=ledger_of("uid-b", "uid-a"))
+    free = entry("database-1")
+    assert len(parses) == 2, "parsed when the entry is built"
+
+    assert held.holders == ("uid-a", "uid-b")
+    assert free.holders == ()
+    for _ in range(100):
+        assert held.holders == ("uid-a", "uid-b")
+    runtime_over([held, free]).wake_pods_of(api_suspension("uid-other", "api"), NAMESPACE)
+    assert len(parses) == 2, "reading the holders, and waking pods, parses nothing again"
+
+
+def test_waking_pods_uses_the_parsed_holders() -> None:
+    held = entry("database-0", group="database", holds=ledger_of("uid-restore"))
+    other = entry("api-0", group="api")
+    runtime = runtime_over([held, other])
+
+    # A suspension of another group still wakes the pod its ledger says it holds something in.
+    runtime.wake_pods_of(api_suspension("uid-restore", "router"), NAMESPACE)
+    assert runtime.woken == ["database-0"]
+    runtime.woken.clear()
+    runtime.wake_pods_of(api_suspension("uid-else", "api"), NAMESPACE)
+    assert runtime.woken == ["api-0"]
+    assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["database-0"]
+    assert pods_holding(runtime, NAMESPACE, "uid-else") == []
+
+
+@pytest.mark.parametrize("raw", ["{not json", '{"v": 2}', "[]"])
+def test_a_malformed_ledger_still_surfaces(raw: str) -> None:
+    broken = entry("database-0", group="database", holds=raw)
+    assert broken.holds == raw, "the raw annotation is kept for the worker to report"
+    assert broken.holders is None, "unreadable, not empty"
+    runtime = runtime_over([broken, entry("api-0", group="api")])
+
+    # Any suspension's change wakes the pod whose ledger cannot be read: its worker reports it (LedgerUnreadable).
+    runtime.wake_pods_of(api_suspension("uid-else", "router"), NAMESPACE)
+    assert runtime.woken == ["database-0"]
+    # Deletion waits for it only when the raw text names the suspension.
+    named = entry("database-1", holds='{"holds": {"uid-restore": ')
+    runtime = runtime_over([broken, named])
+    assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["database-1"]
+
+
+def test_a_copy_with_another_ledger_parses_its_own() -> None:
+    held = entry("database-0", holds=ledger_of("uid-a"))
+    assert replace(held, holds=ledger_of("uid-b")).holders == ("uid-b",)
+    assert replace(held, holds=None).holders == ()
+    assert replace(held, holds="{").holders is None
