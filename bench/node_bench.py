@@ -17,7 +17,6 @@ Results: a table on stdout and bench/results/<date>-node.json (with the machine'
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -38,7 +37,7 @@ os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-node-bench")
 from harness import images, realnode  # noqa: E402
 from harness.base import kubeconfig_path, state_dir  # noqa: E402
 from harness.base import kubectl as admin_kubectl  # noqa: E402
-from harness.baselines import Baselines, kube_env  # noqa: E402
+from harness.baselines import Baselines, exec_floor, kube_env  # noqa: E402
 from harness.workload import LABEL_INSTANCE_GROUP, PROCESSES, instance_group  # noqa: E402
 
 NAMESPACE = "bench"
@@ -106,33 +105,6 @@ def client_exec_latency(pod: str, count: int) -> dict[str, float]:
         )
         times.append(time.monotonic() - began)
     return {"n": count, "p50_s": percentile(times, 0.5), "p99_s": percentile(times, 0.99), "max_s": max(times)}
-
-
-def exec_floor(pods: Sequence[str]) -> float:
-    """Wall time of one `true` exec into each pod through the operator's own transport at its default concurrency:
-    the least any exec-based tool can take here (as in suspend_bench.py)."""
-    from processcontrol.k8s import load_configuration
-    from processcontrol.podexec.transport import KubernetesPodExecutor
-    from processcontrol.reconcile.settings import ProcessControlSettings
-
-    settings = ProcessControlSettings()
-    executor = KubernetesPodExecutor(
-        load_configuration(str(kubeconfig_path())),
-        max_concurrency=settings.exec_concurrency,
-        timeout_s=settings.exec_timeout_s,
-        retries=settings.exec_retries,
-        backoff_s=settings.exec_backoff_s,
-    )
-
-    async def all_pods() -> None:
-        await asyncio.gather(*(executor.run(NAMESPACE, pod, CONTAINER, ["true"]) for pod in pods))
-
-    try:
-        began = time.monotonic()
-        asyncio.run(all_pods())
-        return time.monotonic() - began
-    finally:
-        executor.close()
 
 
 def operator_execs() -> float | None:
@@ -310,7 +282,7 @@ def main() -> int:
             say(f"  xargs+ncat {result['xargs_ncat'][-1]}")
             result["seed_loop"].append(baseline_once(paths, pods, seed_loop))
             say(f"  seed loop {result['seed_loop'][-1]}")
-            result["exec_floor_s"] = [exec_floor(pods) for _ in range(args.floor_repeats)]
+            result["exec_floor_s"] = [exec_floor(NAMESPACE, CONTAINER, pods) for _ in range(args.floor_repeats)]
             say(f"  exec floor {result['exec_floor_s']}")
             result["load_average"] = [round(x, 2) for x in os.getloadavg()]
             record["sizes"][str(count)] = result

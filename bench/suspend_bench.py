@@ -31,7 +31,6 @@ Results: a table on stdout, bench/results/<date>-<variant>.json, bench/results/l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
 import contextlib
 import importlib.metadata
@@ -58,9 +57,9 @@ os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-bench")
 import containerrun_bench  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
 from harness import controlplane, fakepods  # noqa: E402
 from harness import operator as harness  # noqa: E402 - the operator as a process (was hack/harness.py)
-from harness.base import kubeconfig_path, state_dir  # noqa: E402
 from harness.base import kubectl as admin_kubectl  # noqa: E402
-from harness.baselines import KWOK_DATA, Baselines  # noqa: E402
+from harness.base import state_dir  # noqa: E402
+from harness.baselines import KWOK_DATA, Baselines, exec_floor  # noqa: E402
 
 NAMESPACE = "bench"
 GROUP = "bench"
@@ -160,32 +159,6 @@ def exec_count(operator: harness.OperatorProcess) -> float:
     return sum(
         float(line.split()[-1]) for line in text.splitlines() if line.startswith("processcontrol_exec_seconds_count")
     )
-
-
-def exec_floor(pods: Sequence[str]) -> float:
-    """Wall time of one `true` exec into each pod, through the operator's transport at its default concurrency."""
-    from processcontrol.k8s import load_configuration
-    from processcontrol.podexec.transport import KubernetesPodExecutor
-    from processcontrol.reconcile.settings import ProcessControlSettings
-
-    settings = ProcessControlSettings()
-    executor = KubernetesPodExecutor(
-        load_configuration(str(kubeconfig_path())),
-        max_concurrency=settings.exec_concurrency,
-        timeout_s=settings.exec_timeout_s,
-        retries=settings.exec_retries,
-        backoff_s=settings.exec_backoff_s,
-    )
-
-    async def all_pods() -> None:
-        await asyncio.gather(*(executor.run(NAMESPACE, pod, CONTAINER, ["true"]) for pod in pods))
-
-    try:
-        began = time.monotonic()
-        asyncio.run(all_pods())
-        return time.monotonic() - began
-    finally:
-        executor.close()
 
 
 def ours_once(pods: Sequence[str], name: str, operator: harness.OperatorProcess) -> dict[str, float]:
@@ -628,7 +601,7 @@ def main() -> int:
                     else:
                         seed.append(seed_stop_only(pods))
                         say(f"N={n} seed loop STOP {r + 1}/{args.seed_repeats}: {seed[-1]['suspend_s']:.1f}s")
-            floors = [exec_floor(pods) for _ in range(repeats)]
+            floors = [exec_floor(NAMESPACE, CONTAINER, pods) for _ in range(repeats)]
             say(f"N={n} exec floor: {', '.join(f'{f:.2f}s' for f in floors)}")
             ours_s = statistics.median(o["suspend_s"] for o in ours)
             seed_s = statistics.median(s["suspend_s"] for s in seed) if seed else None

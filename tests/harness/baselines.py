@@ -5,9 +5,11 @@ exec`, `ncat --send-only`). bench/suspend_bench.py runs them on kwok pods, bench
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,3 +60,30 @@ class Baselines:
         subprocess.run(
             ["bash", "-c", line], input="\n".join(pods), text=True, env=kube_env(), check=True, capture_output=True
         )
+
+
+def exec_floor(namespace: str, container: str, pods: Sequence[str]) -> float:
+    """Wall time of one `true` exec into each pod through the operator's own transport at its default concurrency:
+    the least any exec-based tool can take here."""
+    from processcontrol.k8s import load_configuration
+    from processcontrol.podexec.transport import KubernetesPodExecutor
+    from processcontrol.reconcile.settings import ProcessControlSettings
+
+    settings = ProcessControlSettings()
+    executor = KubernetesPodExecutor(
+        load_configuration(str(kubeconfig_path())),
+        max_concurrency=settings.exec_concurrency,
+        timeout_s=settings.exec_timeout_s,
+        retries=settings.exec_retries,
+        backoff_s=settings.exec_backoff_s,
+    )
+
+    async def all_pods() -> None:
+        await asyncio.gather(*(executor.run(namespace, pod, container, ["true"]) for pod in pods))
+
+    try:
+        began = time.monotonic()
+        asyncio.run(all_pods())
+        return time.monotonic() - began
+    finally:
+        executor.close()
