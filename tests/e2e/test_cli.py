@@ -238,7 +238,13 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
     assert all(cluster.all_states(others, BOTH).values())
 
     obj = cluster.get("psus", "database")
-    assert obj["spec"] == {"instanceGroup": "database", "suspend": True, "reason": "restoring from backup, OPS-1234"}
+    # probes: Warn is the CRD's default, filled in by the API server.
+    assert obj["spec"] == {
+        "instanceGroup": "database",
+        "suspend": True,
+        "reason": "restoring from backup, OPS-1234",
+        "probes": "Warn",
+    }
     fields = json.loads(cluster.kubectl("get", "psus", "database", "-o", "json", "--show-managed-fields").stdout)
     assert [m["manager"] for m in fields["metadata"]["managedFields"] if m["operation"] == "Apply"] == [
         "processcontrol-cli"
@@ -365,6 +371,7 @@ def test_selector_filters_reason_duration_and_name(cluster: Cluster) -> None:
         "suspend": True,
         "reason": "agent upgrade, OPS-99",
         "duration": "1h",
+        "probes": "Warn",
     }
     status = obj["status"]
     assert status["expiresAt"] > status["suspendedAt"]

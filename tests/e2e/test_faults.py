@@ -197,7 +197,15 @@ def test_crash_looping_container_is_suspended_again_each_time(cluster: Cluster) 
         )
         # The other pod is never disturbed.
         assert not any(cluster.all_states(pods[1:], BOTH).values())
-    assert_converged(cluster, pods, BOTH, "restore", stopped=True)
+    # Five restarts in a minute are a restart loop (3 in 10 minutes by default): said, while everything stays held.
+    wait_until(lambda: cluster.condition("restore", "Stalled").get("reason") == "RestartLoop", 30, "RestartLoop")
+    stalled = cluster.condition("restore", "Stalled")
+    assert stalled["status"] == "True" and f"pod {pods[0]}: container " in stalled["message"], stalled
+    assert cluster.condition("restore", "Ready")["status"] == "False"
+    assert not any(cluster.all_states(pods, BOTH).values())
+    status = cluster.get("psus", "restore")["status"]
+    assert status["counts"]["restartLoops"] == 1
+    assert [e["reason"] for e in cluster.events("restore")].count("RestartLoop") == 1
     cluster.kubectl("delete", "psus", "restore", "--timeout=60s")
     assert_converged(cluster, pods, BOTH, None, stopped=False)
 

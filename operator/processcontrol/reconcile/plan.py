@@ -251,7 +251,8 @@ def _probe_condition(
         ProbePolicy.SKIP: "their processes are left running",
         ProbePolicy.REFUSE: "nothing stopped in these pods until probes is changed",
     }[spec.probes]
-    message = f"{len(pods)} pods ({shown}) have {listed}; {doing} (probes: {spec.probes.value})"
+    pods_word = "1 pod" if len(pods) == 1 else f"{len(pods)} pods"
+    message = f"{pods_word} ({shown}) have {listed}; {doing} (probes: {spec.probes.value})"
     if looping:
         name, record = looping[0]
         return cond.condition(
