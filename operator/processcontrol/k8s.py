@@ -137,6 +137,15 @@ class KubeClient:
         )
         return result
 
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        """Every pod of a namespace, as JSON."""
+        api = self._api
+        result: dict[str, Any] = await self._call(
+            f"pods in {namespace}",
+            lambda: api.sanitize_for_serialization(self._core.list_namespaced_pod(namespace)),
+        )
+        return list(result.get("items") or [])
+
     async def pod_events(self, namespace: str, pod_uid: str) -> list[dict[str, Any]]:
         """The events about one pod (the kubelet's probe failures and restarts among them), oldest first."""
         api = self._api

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from processcontrol import k8s
 from processcontrol.api.duration import parse_duration
+from processcontrol.api.models import ProcessSuspensionSpec
 from processcontrol.commands import render
 from processcontrol.commands.spec import (
     build_spec,
@@ -28,6 +29,7 @@ from processcontrol.exceptions import (
     NotFound,
     ProcessControlError,
 )
+from processcontrol.reconcile.targets import pod_info_from_body, select_targets
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CRD, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERRUPTED = 130
@@ -47,6 +49,7 @@ class Client(Protocol):
     async def apply_suspension(self, body: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]: ...
     async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]: ...
     async def list_suspensions(self, namespace: str | None) -> list[dict[str, Any]]: ...
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]: ...
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> dict[str, Any]: ...
     async def delete_suspension(self, namespace: str, name: str) -> None: ...
     def close(self) -> None: ...
@@ -199,6 +202,31 @@ async def wait_deleted(
         await _sleep(poll_s)
 
 
+async def _note_probe_conflicts(args: argparse.Namespace, body: dict[str, Any]) -> None:
+    """For --dry-run: on stderr, the probes the suspension would make fail in the pods it targets now, when the
+    cluster can be reached (a dry run works without one; stdout stays the manifest)."""
+    spec = ProcessSuspensionSpec.model_validate(body["spec"])
+    try:
+        client = connect(args)
+    except ProcessControlError:
+        return
+    try:
+        pods = await client.list_pods(body["metadata"]["namespace"])
+    except ProcessControlError as error:
+        print(f"note: probes not checked: {error}", file=sys.stderr)
+        return
+    finally:
+        client.close()
+    for pod in select_targets(spec, [pod_info_from_body(p) for p in pods]):
+        found = pod.probes.foreseen_conflicts(spec.jobs, spec.processes)
+        if found:
+            listed = "; ".join(probe.describe() for probe in found)
+            print(
+                f"note: pod {pod.name}: {listed}: fails while its process is stopped (probes: {spec.probes.value})",
+                file=sys.stderr,
+            )
+
+
 def suspend(args: argparse.Namespace) -> int:
     """processcontrol suspend."""
 
@@ -219,6 +247,7 @@ def suspend(args: argparse.Namespace) -> int:
         body = build_suspension(name, namespace_of(args, lenient=args.dry_run), spec)
         if args.dry_run:
             print(render.dump([body], args.output, single=True))
+            await _note_probe_conflicts(args, body)
             return EXIT_OK
         client = connect(args)
         try:

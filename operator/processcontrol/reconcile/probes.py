@@ -117,6 +117,16 @@ class PodProbes:
         named = kubecf_container_name(job, process)
         return named if named in self.containers else None
 
+    def foreseen_conflicts(self, jobs: Sequence[str], processes: Sequence[str]) -> tuple[ContainerProbe, ...]:
+        """Without looking into the pod: the conflicts of the processes its containers' command lines show that
+        these filters select (empty = all). The worker's own check, from the sockets it finds, may find more."""
+        pairs = [
+            (entry.job, entry.process)
+            for entry in self.processes
+            if (not jobs or entry.job in jobs) and (not processes or entry.process in processes)
+        ]
+        return self.conflicts(pairs)
+
     def conflicts(self, pairs: Iterable[tuple[str, str]]) -> tuple[ContainerProbe, ...]:
         """The restarting probes of the containers that run these processes: they may fail once they stop."""
         containers = {self.container_of(job, process) for job, process in pairs}

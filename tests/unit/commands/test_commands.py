@@ -10,6 +10,7 @@ import pytest
 import yaml
 from gitops.objects import SCENARIOS
 
+from processcontrol.api import INSTANCE_GROUP_LABEL
 from processcontrol.cli import main
 from processcontrol.commands import run
 from processcontrol.exceptions import ApiError, Forbidden, NotFound
@@ -25,6 +26,7 @@ class FakeClient:
         self.applied: dict[str, Any] | None = None
         self.fail: dict[str, Exception] = {}
         self.closed = False
+        self.pods: list[dict[str, Any]] = []
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -52,6 +54,11 @@ class FakeClient:
         self.calls.append(("list", namespace))
         self._check("list")
         return [a for a in self.answers if isinstance(a, dict)]
+
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        self.calls.append(("list_pods", namespace))
+        self._check("list_pods")
+        return self.pods
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> dict[str, Any]:
         self.calls.append(("set_suspend", (namespace, name, suspend)))
@@ -172,9 +179,33 @@ def test_invalid_spec_sends_nothing(client: FakeClient, capsys: pytest.CaptureFi
     assert "spec.duration:" in err and "spec.processes.0:" in err
 
 
+def _probed_pod(name: str, group: str) -> dict[str, Any]:
+    container = {
+        "name": "api-ccng",
+        "args": ["containerrun", "--job-name", "api", "--process-name", "ccng", "--", "run"],
+        "livenessProbe": {"httpGet": {"port": 9022, "path": "/healthz"}},
+    }
+    return {
+        "metadata": {"name": name, "namespace": "kubecf", "uid": name, "labels": {INSTANCE_GROUP_LABEL: group}},
+        "spec": {"containers": [container]},
+        "status": {"phase": "Running"},
+    }
+
+
+def test_dry_run_notes_the_probes_it_would_make_fail(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    client.pods = [_probed_pod("api-0", "api"), _probed_pod("db-0", "database")]
+    assert main(["suspend", "api", "-n", "kubecf", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert yaml.safe_load(out)["spec"] == {"instanceGroup": "api", "suspend": True}
+    probe = "api-ccng: livenessProbe httpGet :9022/healthz"
+    assert err == f"note: pod api-0: {probe}: fails while its process is stopped (probes: Warn)\n"
+    assert main(["suspend", "api", "-n", "kubecf", "--dry-run", "--jobs", "other"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_dry_run_prints_yaml_for_git(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["suspend", "-l", "app=api", "--name", "api", "-n", "web", "--dry-run"]) == 0
-    assert client.calls == []
+    assert client.calls == [("list_pods", "web")], "a dry run only reads (the pods, for probe conflicts)"
     assert yaml.safe_load(capsys.readouterr().out) == {
         "apiVersion": "processcontrol.dev/v1alpha1",
         "kind": "ProcessSuspension",
