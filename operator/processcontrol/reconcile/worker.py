@@ -448,11 +448,13 @@ class PodWorker:
             or progress.pod_uid != pod.uid
             or progress.restarts != pod.restarts
             or progress.resend
-            or progress.generation != suspension.generation
         ):
             return 0.0
         if progress.failures:
-            # Before the hold is taken too: a pod without sockets is retried with backoff, not in a tight loop.
+            # Before the hold is taken too: a pod without sockets is retried with backoff, not in a tight loop;
+            # a new spec (probes: Refuse changed, say) is tried at once.
+            if progress.generation != suspension.generation:
+                return 0.0
             return progress.checked + self._retry_delay(progress.failures) - monotonic
         if suspension.uid not in ledger.holds:
             return 0.0

@@ -298,11 +298,12 @@ async def test_spec_change_outcomes_answer_their_generation(
 ) -> None:
     """Why 5: an outcome is tagged with the generation it answers; a change of what may change (the reason, the
     duration) keeps the hold as it is."""
-    api, _executor, runtime = world
+    api, executor, runtime = world
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
     assert runtime.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 1
     held = api.ledger("db-0")
+    execs = len(executor.actions("db-0"))
 
     api.suspend("restore", generation=2, reason="restore, OPS-1234")
     await eventually(
@@ -315,6 +316,7 @@ async def test_spec_change_outcomes_answer_their_generation(
     assert stopped(pods, MYSQL)
     assert stopped(pods, AGENT)
     assert api.ledger("db-0") == held
+    assert len(executor.actions("db-0")) == execs, "a new generation of a verified hold costs no exec"
 
 
 async def test_an_unreadable_ledger_is_reported_and_left_alone(
