@@ -443,12 +443,7 @@ class PodWorker:
 
     def _due(self, suspension: SuspensionInfo, pod: PodInfo, ledger: Ledger, monotonic: float) -> float:
         progress = self.progress.get(suspension.uid)
-        if (
-            progress is None
-            or progress.pod_uid != pod.uid
-            or progress.restarts != pod.restarts
-            or progress.resend
-        ):
+        if progress is None or progress.pod_uid != pod.uid or progress.restarts != pod.restarts or progress.resend:
             return 0.0
         if progress.failures:
             # Before the hold is taken too: a pod without sockets is retried with backoff, not in a tight loop;
