@@ -74,3 +74,14 @@ def test_the_target_is_immutable(cluster: Cluster) -> None:
     assert "instanceGroup is immutable: delete and recreate to change the target" in result.stderr
     changed = cluster.apply(cluster.suspension("fixed", instanceGroup="nothing-here", jobs=["a"]), check=False)
     assert "jobs is immutable" in changed.stderr
+
+
+def test_probes_may_change_only_from_refuse(cluster: Cluster) -> None:
+    """The API server's CEL rule: Refuse waits for a person to decide; Warn and Skip hold different processes."""
+    target = {"instanceGroup": "nothing-here", "suspend": False}
+    cluster.apply(cluster.suspension("probing", probes="Refuse", **target))
+    cluster.apply(cluster.suspension("probing", probes="Warn", **target))  # decided: accepted
+    refused = cluster.apply(cluster.suspension("probing", probes="Skip", **target), check=False)
+    assert refused.returncode != 0
+    assert "probes can only be changed from Refuse: delete and recreate to change it" in refused.stderr
+    assert cluster.get("psus", "probing")["spec"]["probes"] == "Warn"
