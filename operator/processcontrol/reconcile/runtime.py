@@ -101,7 +101,7 @@ class Runtime:
     # What of each suspension the pods act on, as last seen: a change wakes its pods, a status write does not.
     seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
     # (namespace, suspension name) -> the outcomes its last status write showed, and an event set at each write.
-    shown: dict[tuple[str, str], dict[str, PodRecord]] = field(default_factory=dict)
+    shown: dict[tuple[str, str], Mapping[str, PodRecord]] = field(default_factory=dict)
     status_written: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
     def wake(self, namespace: str, name: str) -> None:
@@ -122,7 +122,7 @@ class Runtime:
 
     def status_shown(self, namespace: str, suspension: str, records: Mapping[str, PodRecord]) -> None:
         """The status daemon wrote (or found written) a status built from these outcomes."""
-        self.shown[(namespace, suspension)] = dict(records)
+        self.shown[(namespace, suspension)] = records  # the daemon's own copy: no second one per write
         self.status_written.setdefault((namespace, suspension), asyncio.Event()).set()
 
     async def wait_shown(self, namespace: str, suspension: str, pod: str, record: PodRecord, timeout_s: float) -> bool:

@@ -277,9 +277,7 @@ class PodWorker:
                         PodState.RESUMING,
                         Mode.RESUME,
                         f"waiting for {names(plan.to_start)} to run",
-                        processes=[
-                            ProcessStatus(job=j, process=p, state=ProcessState.STOPPED) for j, p in plan.to_start
-                        ],
+                        processes=_statuses(plan.to_start, ProcessState.STOPPED),
                     )
             try:
                 report = await run_script(
@@ -336,7 +334,7 @@ class PodWorker:
                     PodState.RESUMING,
                     Mode.RESUME,
                     f"started {names(started)}, waiting for them to run",
-                    processes=[ProcessStatus(job=j, process=p, state=ProcessState.STOPPED) for j, p in started],
+                    processes=_statuses(started, ProcessState.STOPPED),
                 )
         if started:
             # The START exec waited in the pod: usually they run already, and that report is the verification.
@@ -437,7 +435,7 @@ class PodWorker:
             state=PodState.SUSPENDED,
             started=monotonic,
             checked=monotonic,
-            processes=[ProcessStatus(job=j, process=p, state=ProcessState.STOPPED) for j, p in held],
+            processes=_statuses(held, ProcessState.STOPPED),
             message=f"{count(len(held))} stopped",
         )
 
@@ -534,7 +532,7 @@ class PodWorker:
                     return  # let go while the status caught up: no STOP sent
         current_hold = self.ledger.holds.get(suspension.uid) if self.ledger is not None else None
         skipped_keys = set(current_hold.skipped) if current_hold is not None else set()
-        if skipped_keys and not (self.ledger.held_by(suspension.uid) if self.ledger is not None else []):
+        if skipped_keys and not (self._held(suspension.uid)):
             # probes: Skip left nothing to stop here.
             if not await self._write_ledger(pod, lambda current: mark_verified(current, suspension.uid, pod.restarts)):
                 return
@@ -546,18 +544,18 @@ class PodWorker:
         if send and (fresh or previous is None or previous.state is not PodState.FAILED):
             # The STOP exec waits in the pod for up to in_pod_wait_s: say meanwhile what it waits for. A retry of
             # a failed pod keeps showing the failure until it succeeds (no Stalled flapping on every retry).
-            held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
+            held = self._held(suspension.uid)
             self._advance(
                 suspension,
                 pod,
                 PodState.SUSPENDING,
                 monotonic,
-                [ProcessStatus(job=j, process=p, state=ProcessState.STOPPING) for j, p in held],
+                _statuses(held, ProcessState.STOPPING),
                 f"waiting for {names(held) or 'the processes'} to stop",
                 failures=previous.failures if previous is not None and not fresh else 0,
                 drift=previous is not None and (previous.drift or previous.state is PodState.SUSPENDED),
             )
-        held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
+        held = self._held(suspension.uid)
         report = await run_script(
             self.runtime.executor,
             pod,
@@ -572,7 +570,7 @@ class PodWorker:
         sockets = [s for s in report.sockets if process_key(s.job, s.process) not in skipped_keys]
         if not sockets:
             raise PodFailure(FailureReason.NO_SOCKETS, f"no containerrun sockets{_filters(spec.jobs, spec.processes)}")
-        held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
+        held = self._held(suspension.uid)
         # Sockets that appeared after the hold was taken: containerrun started their processes, so they ran.
         appeared = [
             Observed(s.job, s.process, True) for s in sockets if not is_stale(s) and (s.job, s.process) not in held
@@ -686,13 +684,13 @@ class PodWorker:
             f"pod {pod.name}: stopping processes whose containers have {listed}; the probes will fail and the kubelet "
             "restart the containers, and each time the operator stops the process again (probes: Warn)",
         )
-        held = self.ledger.held_by(suspension.uid) if self.ledger is not None else []
+        held = self._held(suspension.uid)
         self._advance(
             suspension,
             pod,
             PodState.SUSPENDING,
             monotonic,
-            [ProcessStatus(job=j, process=p, state=ProcessState.RUNNING) for j, p in held],
+            _statuses(held, ProcessState.RUNNING),
             f"probe conflict, stopping anyway (probes: Warn): {listed}",
         )
         record = self.runtime.outcomes.get((self.namespace, suspension.name), {}).get(self.name)
@@ -935,6 +933,10 @@ class PodWorker:
         if name is not None:
             self.runtime.report(self.namespace, name, self.name, None)
 
+    def _held(self, uid: str) -> list[tuple[str, str]]:
+        """The (job, process) pairs this suspension holds here, by the ledger as last read or written."""
+        return self.ledger.held_by(uid) if self.ledger is not None else []
+
     def _starting_for(self, uid: str) -> bool:
         return any(uid in s.suspensions for s in self.starting)
 
@@ -1023,6 +1025,11 @@ class PodWorker:
             },
         )
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
+
+
+def _statuses(pairs: Sequence[tuple[str, str]], state: ProcessState) -> list[ProcessStatus]:
+    """The status's view of these processes, all in one state."""
+    return [ProcessStatus(job=job, process=process, state=state) for job, process in pairs]
 
 
 def _filters(jobs: list[str], processes: list[str]) -> str:
