@@ -123,13 +123,21 @@ class KubeClient:
         return result
 
     async def patch_pod_metadata(
-        self, namespace: str, name: str, metadata: Mapping[str, Any], resource_version: str | None
+        self,
+        namespace: str,
+        name: str,
+        metadata: Mapping[str, Any],
+        resource_version: str | None,
+        uid: str | None = None,
     ) -> dict[str, Any]:
         """Merge-patch a pod's metadata; with a resourceVersion the API server answers 409 (`Conflict`) when the
-        pod changed since it was read, so a read-modify-write never overwrites another writer."""
+        pod changed since it was read, so a read-modify-write never overwrites another writer. With a uid the
+        patch applies to that pod only, never to another one created under the same name (a precondition)."""
         body: dict[str, Any] = {"metadata": dict(metadata)}
         if resource_version is not None:
             body["metadata"]["resourceVersion"] = resource_version
+        if uid is not None:
+            body["metadata"]["uid"] = uid
         api = self._api
         result: dict[str, Any] = await self._call(
             f"metadata of pod {namespace}/{name}",

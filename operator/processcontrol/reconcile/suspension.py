@@ -188,15 +188,15 @@ async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.Dae
 def pods_holding(runtime: Runtime, namespace: str, uid: str) -> list[str]:
     """Pods whose hold ledger still names the suspension: from each worker's last write, else from the index.
     A pod whose worker is acting for it counts (a hold may be on its way), and so does a pod whose ledger cannot
-    be read when it mentions the uid at all."""
+    be read when it mentions the uid at all. A pod being deleted holds nothing: its holds go with it."""
     holding = []
     for pod in runtime.pods_of(namespace):
-        worker = runtime.workers.get((namespace, pod.name))
-        if worker is not None and uid in worker.acting_for:
-            holding.append(pod.name)
+        if pod.terminating:
             continue
-        if worker is not None and worker.ledger is not None and worker.pod_uid == pod.uid:
-            if uid in worker.ledger.holds:
+        worker = runtime.workers.get((namespace, pod.name))
+        known = worker.holds_for(uid) if worker is not None and worker.pod_uid == pod.uid else None
+        if known is not None:
+            if known:
                 holding.append(pod.name)
             continue
         holders = pod.holders
