@@ -184,9 +184,17 @@ y() {
 	printf '%s\t%s\n' "$1" $_r
 }
 
+
+D=$B/data
+[ -d "$D" ] || {
+	e error no-base-dir "$D"
+	e end 0
+	exit 4
+}
+
 # The window counts from here (by /proc/uptime; without it the watchdog alone bounds it). The watchdog ends the
-# script, saying why, when the window is over before a go-ahead came: a look that hangs (a frozen container)
-# and a stream nobody answers leave nothing behind.
+# script, saying why, when the window is over before a go-ahead came: a look that hangs (a frozen container) and
+# a stream nobody answers leave nothing behind. Every exit after this point disarms it first (it holds stdout).
 now && E=$((t + W))
 (
 	trap 'kill $s 2>/dev/null; exit' TERM
@@ -195,13 +203,6 @@ now && E=$((t + W))
 	wait $s && e idle window && e end 0 && kill -9 $$
 ) &
 g=$!
-
-D=$B/data
-[ -d "$D" ] || {
-	e error no-base-dir "$D"
-	e end 0
-	exit 4
-}
 
 # Pick the tool: batch senders first (one process for every socket), then the per-socket ones.
 # processcontrol's interpreter is its pip/venv shebang's (`#!/path/python`; with arguments it is no path).

@@ -192,7 +192,13 @@ class PodWorker:
         try:
             while True:
                 self._wake.clear()
-                delay = await self.step()
+                try:
+                    delay = await self.step()
+                except Exception:
+                    # A bug, or something in the pod nobody thought of: this pod waits and tries again; the
+                    # operator and every other pod go on.
+                    logger.exception(f"pod {self.namespace}/{self.name}: the step failed; trying again")
+                    delay = self.settings.failure_backoff_s
                 if delay is None and not self._wake.is_set() and self._idle():
                     return
                 if delay is None or delay > 0:
@@ -687,6 +693,7 @@ class PodWorker:
 
             if not await self._write_ledger(pod, hold_it):
                 return None
+            self.conflicts_due.pop(uid, None)  # the ledger has the hold now: its probe view comes from there
             running = {(s.job, s.process) for s in seen.sockets if s.running and not is_stale(s)}
             send = tuple(pair for pair in self._held(uid) if pair in running)
             return GoAhead(Action.STOP, self._seq(), send) if send else None
@@ -708,8 +715,8 @@ class PodWorker:
             raise
         if result.sent is not None:
             self._note_replaced(pod, uid, hold, result.sent)
-        conflicts = self.conflicts_due.pop(uid, None)
-        if conflicts is not None:
+        conflicts = self.conflicts_due.get(uid)
+        if conflicts is not None and self.announced.get(uid, -1) != suspension.generation:
             await self._announce_conflicts(suspension, pod, conflicts, monotonic)
             return
         if self.ledger is None or not self.ledger.in_force(uid) or not self._same_pod(pod):
