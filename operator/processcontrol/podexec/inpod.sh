@@ -245,8 +245,9 @@ set -- "$D"/*/*_containerrun.sock
 set -f
 
 # P: the wanted sockets, one a line, each after a 1 if its sentinel exists now, else 0. S: those to probe
-# (their sentinel is gone: stopped, or stale?). n: how many are wanted.
-n=0
+# (their sentinel is gone: stopped, or stale?). n: how many are wanted. Set empty first: the container's
+# environment may have a P or an S.
+n=0 P= S=
 for s; do
 	jp "$s"
 	# A name with a tab or newline cannot be reported on one line.

@@ -245,10 +245,14 @@ def parse_output(stdout: str, *, look_only: bool = False) -> Outcome:
             part = _Part()
         elif kind == "go" and look is not None and len(fields) == 4 and fields[2] in _ACTIONS and fields[3].isdigit():
             action, seq = Action(fields[2]), int(fields[3])
-        elif kind == "idle" and look is not None and len(fields) == 3 and fields[2] in _IDLE:
+        elif kind == "idle" and len(fields) == 3 and fields[2] in _IDLE:
             idle = Idle(fields[2])
         elif kind == "end" and count is not None:
             ended = part.close(int(count), raw)
+            if look is None and ended.error is None:
+                # The watchdog ended the script in its look (slower than its window): what it saw so far is not
+                # everything there is, so it is no look at all (read as one, a pod would have no processes).
+                raise ScriptOutputError(f"the in-pod script ended before its look was complete ({idle or 'no ready'})")
             if look is None:  # an error before the look (no data directory)
                 outcome = Outcome(look=ended)
             elif idle is not None or action is not None:

@@ -25,7 +25,7 @@ import kopf
 import pytest
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, SUSPENDED_LABEL
-from processcontrol.exceptions import Conflict, ExecError, NotFound
+from processcontrol.exceptions import ApiError, Conflict, ExecError, ExecTimeout, NotFound
 from processcontrol.podexec.transport import Dialogue, ExecResult, prompted
 from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
@@ -103,6 +103,10 @@ class LocalExecutor:
         self.hold: dict[str, asyncio.Event] = {}
         self.fail: dict[str, ExecError] = {}
         self.waiting: set[str] = set()  # pods whose exec waits at its `hold` gate
+        # pod -> seconds: its next exec times out at once for the operator, and its command starts that much later
+        # in the pod, on a stream nobody answers (a slow kubelet; kwok does not kill what an exec left running).
+        self.late: dict[str, float] = {}
+        self.stragglers: list[asyncio.Task[None]] = []
         self.timeline: list[tuple[str, str, int]] = []  # (pod, "go STOP"/"go START", seq); the World adds writes
 
     async def run(
@@ -116,6 +120,10 @@ class LocalExecutor:
         if pod in self.fail:
             self.calls.append((pod, "FAILED"))
             raise self.fail[pod]
+        if pod in self.late:
+            self.calls.append((pod, "TIMEOUT"))
+            self.stragglers.append(asyncio.create_task(self._straggle(pod, command, self.late.pop(pod))))
+            raise ExecTimeout(f"exec into {pod}: no answer")
         env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(self.pods[pod].base))
         if self.path is not None:
             env["PATH"] = self.path
@@ -163,6 +171,25 @@ class LocalExecutor:
     def actions(self, pod: str) -> list[str]:
         return [action for name, action in self.calls if name == pod]
 
+    async def _straggle(self, pod: str, command: list[str], delay: float) -> None:
+        """The command of an exec its operator gave up on: it starts late, its stdin open and never written."""
+        await asyncio.sleep(delay)
+        env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(self.pods[pod].base))
+        argv = [shutil.which(command[0]) or command[0], *command[1:]]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await asyncio.shield(process.wait())
+
 
 def pod_body(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
@@ -202,6 +229,9 @@ class World:
     events: list[dict[str, Any]] = field(default_factory=list)  # every pod's, as the kubelet posts them
     # Shared with the executor: every ledger write (pod, "write", seq) and go-ahead, in order.
     timeline: list[tuple[str, str, int]] = field(default_factory=list)
+    refuse_writes: set[str] = field(default_factory=set)  # pods whose metadata patches fail (an API outage)
+    on_write: Callable[[str], None] | None = None  # called with the pod's name after each patch is applied
+    before_write: Callable[[str], None] | None = None  # called before; it may raise (the write fails)
 
     def pods_of(self, namespace: str) -> list[PodInfo]:
         return [pod_info_from_body(body) for body in self.pods.values()]
@@ -238,6 +268,10 @@ class World:
     ) -> dict[str, Any]:
         if name not in self.pods:
             raise NotFound(f"pod {name}")
+        if self.before_write is not None:
+            self.before_write(name)
+        if name in self.refuse_writes:
+            raise ApiError(f"pod {name}: the API server is unavailable")
         meta = self.pods[name]["metadata"]
         if resource_version is not None and resource_version != meta["resourceVersion"]:
             raise Conflict(f"pod {name} changed")
@@ -246,7 +280,10 @@ class World:
         _merge(meta, metadata)
         self._bump(name)
         self.timeline.append((name, "write", self.ledger(name).seq))
-        return copy.deepcopy(self.pods[name])
+        written = copy.deepcopy(self.pods[name])
+        if self.on_write is not None:
+            self.on_write(name)
+        return written
 
     async def pod_events(self, namespace: str, pod_uid: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.events)
@@ -276,6 +313,18 @@ class World:
 
     def restart(self, name: str) -> None:
         self.pods[name]["status"]["containerStatuses"][0]["restartCount"] += 1
+        self._bump(name)
+        self.changed(name)
+
+    def terminate(self, name: str) -> None:
+        """The pod is being deleted (deletionTimestamp set), its containers still up."""
+        self.pods[name]["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+        self._bump(name)
+        self.changed(name)
+
+    def edit_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """A person (or a tool) changes the pod's annotations."""
+        _merge(self.pods[name]["metadata"], {"annotations": dict(annotations)})
         self._bump(name)
         self.changed(name)
 
@@ -356,6 +405,9 @@ async def world(pods: dict[str, FakePod]) -> AsyncIterator[tuple[World, LocalExe
     for gate in executor.hold.values():
         gate.set()
     await runtime.stop_workers()
+    for straggler in executor.stragglers:
+        straggler.cancel()
+    await asyncio.gather(*executor.stragglers, return_exceptions=True)
 
 
 async def eventually(check: Callable[[], bool | Awaitable[bool]], what: str, within: float = 15.0) -> None:
