@@ -195,12 +195,14 @@ D=$B/data
 # The window counts from here (by /proc/uptime; without it the watchdog alone bounds it). The watchdog ends the
 # script, saying why, when the window is over before a go-ahead came: a look that hangs (a frozen container) and
 # a stream nobody answers leave nothing behind. Every exit after this point disarms it first (it holds stdout).
+# Its sleep is killed with -9: disarmed at once (a fast look, stdin at EOF), the sleep may be between fork and
+# exec, where it still has the watchdog's trap and would take a TERM for it, then sleep on holding stdout. $! is
+# set before the trap can run (traps run between commands), where `s=$!` may not have run yet.
 now && E=$((t + W))
 (
-	trap 'kill $s 2>/dev/null; exit' TERM
+	trap 'kill -9 $! 2>/dev/null; exit' TERM
 	sleep $((W / 1000 + 1)) &
-	s=$!
-	wait $s && e idle window && e end 0 && kill -9 $$
+	wait $! && e idle window && e end 0 && kill -9 $$
 ) &
 g=$!
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from processcontrol.api import ProcessStatus
 from processcontrol.api.reasons import FailureReason

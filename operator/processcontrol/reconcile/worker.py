@@ -262,14 +262,14 @@ class PodWorker:
         monotonic = time.monotonic()
         # A hold's filters (jobs, processes, container) never change: the CRD makes them immutable.
         leaving = [uid for uid, hold in ledger.holds.items() if uid not in wanted and not hold.releasing]
-        if leaving:
-            await self._let_go(pod, ledger, leaving, wanted, by_uid, now)
-            return 0.0
         pending = to_start(ledger)
-        if pending:
+        if leaving or pending:
             due = self.release_checked + self._retry_delay(self.release_failures) - monotonic
             if not self.release_failures or due <= 0:
-                await self._give_back(pod, ledger, pending, by_uid)
+                if leaving:
+                    await self._let_go(pod, ledger, leaving, wanted, by_uid, now)
+                else:
+                    await self._give_back(pod, ledger, pending, by_uid)
                 return 0.0
             waits.append(due)
         for starting in list(self.starting):
@@ -767,12 +767,19 @@ class PodWorker:
         if container is None:
             raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {suspension.spec.container!r}")
         held = self._held(suspension.uid)
-        report = await look(self.runtime.executor, pod, container, [], [], only=held or None)
+        # By the filters, not the held pairs: a socket that appeared since (a process containerrun started) is
+        # found too, and recorded and stopped by the next step.
+        report = await look(self.runtime.executor, pod, container, suspension.spec.jobs, suspension.spec.processes)
         monotonic = time.monotonic()
         running = [s for s in report.sockets if s.running and not is_stale(s) and (s.job, s.process) in held]
-        appeared = [s for s in report.sockets if not is_stale(s) and (s.job, s.process) not in held]
+        skipped = self._skipped(suspension.uid)
+        appeared = [
+            s
+            for s in report.sockets
+            if not is_stale(s) and (s.job, s.process) not in held and process_key(s.job, s.process) not in skipped
+        ]
         if previous.state is PodState.SUSPENDED:
-            if running or (appeared and not self._skipped(suspension.uid)):
+            if running or appeared:
                 # Started again (by hand, or a restart no event showed), or new sockets: stop them at once.
                 previous.resend = True
                 previous.checked = monotonic
@@ -1204,7 +1211,19 @@ class PodWorker:
         """Apply `change` to the pod's ledger and write it with optimistic concurrency, bound to the pod's uid;
         on a conflict read the pod again and re-apply, unless it is another pod of that name now. False (and the
         step ends) when it could not be written: nothing is done unrecorded."""
-        current = self.ledger if self.ledger is not None else Ledger()
+        if self.ledger is None:
+            # After a failed write nothing is assumed: the pod as it is now is the base of the next one.
+            try:
+                fresh = await self.runtime.kube.get_pod(self.namespace, self.name)
+                metadata = fresh.get("metadata") or {}
+                if metadata.get("uid") != pod.uid:
+                    raise NotFound(f"pod {self.namespace}/{self.name} was re-created")
+                self.ledger = parse_ledger(metadata.get("annotations"))
+            except (ApiError, LedgerError) as error:
+                self._ledger_trouble(pod, error)
+                return False
+            self.resource_version = str(metadata.get("resourceVersion") or "")
+        current = self.ledger
         version = self.resource_version or None
         for _ in range(5):
             new = change(current)
