@@ -91,8 +91,8 @@ for f in q:
 PL='($p,@q)=@ARGV;for(@q){socket$s,1,2,0;setsockopt$s,1,21,pack"l!l!",1,0;
 print"$_\t",connect($s,pack"Sa*",1,$_)&&(!length$p||send$s,"$p\n",0)?sent:0+$!,"\n"}'
 
-case $M$W in
-*[!0-9]* | '') false ;;
+case $M.$W in
+*[!0-9.]* | .* | *. | *.*.*) false ;;
 esac || {
 	echo "usage: $0 JOBS PROCESSES WAIT_MS WINDOW_MS [ONLY]" >&2
 	exit 2
@@ -202,7 +202,7 @@ now && E=$((t + W))
 (
 	trap 'kill -9 $! 2>/dev/null; exit' TERM
 	sleep $((W / 1000 + 1)) &
-	wait $! && e idle window && e end 0 && kill -9 $$
+	wait $! && kill -9 $$ && e idle window && e end 0
 ) &
 g=$!
 

@@ -130,6 +130,8 @@ class StreamHandle:
         """From the exec's thread: the dialogue's answer, decided on the event loop ('' when it decided nothing or
         the attempt was given up meanwhile). Marks the handle answered before the caller writes it."""
         assert self.loop is not None, "a dialogue needs the event loop the attempt runs on"
+        if self.closed:
+            return ""
         future: Future[str | None] = asyncio.run_coroutine_threadsafe(dialogue.answer(stdout), self.loop)
         try:
             answer = future.result(timeout=max(0.0, timeout_s))
@@ -139,9 +141,14 @@ class StreamHandle:
         except BaseException as error:  # the answer's own failure, not the exec's: never retried as one
             self.error = error
             return ""
-        if not answer or self.closed:
+        if not answer:
             return ""
-        self.answered = True
+        with self._lock:
+            # Marked before it is written, under the lock `close` takes: a caller that gave up either sees it
+            # answered (and never retries) or closed the stream first (and nothing is written).
+            if self.closed:
+                return ""
+            self.answered = True
         return answer
 
     def attach(self, closer: Callable[[], None]) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,10 +63,22 @@ class FakePod:
             time.sleep(0.02)
 
     def restart(self, job: str, process: str) -> None:
-        """A container restart: containerrun killed and started again, its process running."""
+        """A container restart: containerrun and its process killed (the whole container goes), then containerrun
+        started again, its process running."""
+        child = self.pid(job, process)
         self.runners[(job, process)].kill()
         self.runners[(job, process)].wait()
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL) if os.getpgid(child) == child else os.kill(child, signal.SIGKILL)
         self.start(job, process)
+
+    def pid(self, job: str, process: str) -> int | None:
+        """The pid containerrun wrote for its process, if it runs."""
+        path = self.base / "sys" / "run" / "bpm" / job / f"{process}.pid"
+        with contextlib.suppress(OSError, ValueError):
+            return int(path.read_text().strip())
+        return None
 
     def send(self, job: str, process: str, command: str) -> None:
         """What a person does with `processcontrol send` inside the pod."""
