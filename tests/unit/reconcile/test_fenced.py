@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from processcontrol.api import ProcessSuspensionStatus
 from processcontrol.api.reasons import Reason
@@ -43,7 +44,7 @@ def everything_runs(pods: dict[str, FakePod]) -> bool:
     return all(pod.running(*key) for pod in pods.values() for key in JOBS)
 
 
-async def suspended(api: World, runtime: Runtime, name: str = "restore", **spec: object) -> None:
+async def suspended(api: World, runtime: Runtime, name: str = "restore", **spec: Any) -> None:
     api.suspend(name, **spec)
     for pod in ("db-0", "db-1"):
         await eventually(lambda p=pod: state(runtime, name, p) == "Suspend:Suspended", f"{pod} suspended")  # type: ignore[misc]
