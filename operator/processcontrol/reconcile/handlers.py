@@ -17,7 +17,7 @@ import kopf
 from processcontrol.api import GROUP, PLURAL, VERSION
 from processcontrol.reconcile.runtime import Logger, Runtime, SuspensionInfo, start_runtime, stop_runtime
 from processcontrol.reconcile.suspension import info_of, release_on_delete, run_status_daemon
-from processcontrol.reconcile.targets import PodInfo, pod_info_from_body
+from processcontrol.targets import PodInfo, pod_info_from_body
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 PodsIndex = kopf.Index[str, PodInfo]

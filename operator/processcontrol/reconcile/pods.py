@@ -9,6 +9,7 @@ from typing import Any
 from processcontrol.api import ProcessStatus
 from processcontrol.api.reasons import FailureReason
 from processcontrol.exceptions import ExecError, ExecForbidden, ExecTimeout, PodFailure, PodGone, ScriptOutputError
+from processcontrol.ledger import Observed
 from processcontrol.podexec.script import (
     READY,
     Action,
@@ -22,10 +23,9 @@ from processcontrol.podexec.script import (
     parse_output,
 )
 from processcontrol.podexec.transport import Dialogue, PodExecutor
-from processcontrol.reconcile.ledger import Observed
 from processcontrol.reconcile.metrics import observe_exec
 from processcontrol.reconcile.plan import Mode, process_state
-from processcontrol.reconcile.targets import PodInfo
+from processcontrol.targets import PodInfo
 
 # Failures shown at once: those another try a moment later will not mend, and timeouts (they took long enough
 # already). The others are retried quickly, and a pod shows Failed only when they last.

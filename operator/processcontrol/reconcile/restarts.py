@@ -7,9 +7,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from processcontrol.reconcile.ledger import Ledger
+from processcontrol.ledger import Ledger
 from processcontrol.reconcile.metrics import RESTARTS_UNDER_SUSPENSION
-from processcontrol.reconcile.targets import PodInfo
+from processcontrol.targets import PodInfo
 
 
 @dataclass(frozen=True)

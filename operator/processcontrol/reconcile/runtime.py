@@ -19,8 +19,8 @@ from processcontrol.api.timestamps import parse_time
 from processcontrol.k8s import KubeClient, load_configuration
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
 from processcontrol.reconcile.plan import PodRecord
-from processcontrol.reconcile.settings import ProcessControlSettings
-from processcontrol.reconcile.targets import PodInfo, spec_matches_pod
+from processcontrol.settings import ProcessControlSettings
+from processcontrol.targets import PodInfo, spec_matches_pod
 
 if TYPE_CHECKING:
     from processcontrol.reconcile.worker import PodWorker

@@ -24,7 +24,7 @@ from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
 from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, intent_of
 from processcontrol.reconcile.runtime import Logger, Runtime, SuspensionInfo, suspension_info
-from processcontrol.reconcile.targets import select_targets
+from processcontrol.targets import select_targets
 
 # After an operator restart, how long the daemon waits for the pod workers' first outcomes before it writes a
 # status that would count the silent pods as in progress (and flip Ready for nothing).

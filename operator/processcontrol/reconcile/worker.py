@@ -36,8 +36,7 @@ from processcontrol.api.models import ProbePolicy
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.exceptions import ApiError, Conflict, LedgerError, LedgerTooNew, NotFound, PodFailure
-from processcontrol.podexec.script import Action, ScriptReport, SocketReport, SocketResult
-from processcontrol.reconcile.ledger import (
+from processcontrol.ledger import (
     HOLDS_ANNOTATION,
     Hold,
     Ledger,
@@ -55,6 +54,8 @@ from processcontrol.reconcile.ledger import (
     take_hold,
     to_start,
 )
+from processcontrol.podexec.script import Action, ScriptReport, SocketReport, SocketResult
+from processcontrol.probes import kubelet_reason
 from processcontrol.reconcile.plan import Mode, PodRecord, reverify_spread
 from processcontrol.reconcile.pods import (
     SHOWN_AT_ONCE,
@@ -68,10 +69,9 @@ from processcontrol.reconcile.pods import (
     process_statuses,
     transition,
 )
-from processcontrol.reconcile.probes import kubelet_reason
 from processcontrol.reconcile.restarts import RestartWatch
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
-from processcontrol.reconcile.targets import PodInfo, exec_container
+from processcontrol.targets import PodInfo, exec_container
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ import pytest
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, SUSPENDED_LABEL
 from processcontrol.exceptions import ApiError, Conflict, ExecError, ExecTimeout, NotFound
+from processcontrol.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
 from processcontrol.podexec.transport import Dialogue, ExecResult, prompted
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
-from processcontrol.reconcile.settings import ProcessControlSettings
-from processcontrol.reconcile.targets import PodInfo, pod_info_from_body
+from processcontrol.settings import ProcessControlSettings
+from processcontrol.targets import PodInfo, pod_info_from_body
 
 CONTAINERRUN = Path(sys.executable).parent / "containerrun"
 JOBS = (("pxc-mysql", "mysql"), ("pxc-mysql", "galera-agent"))

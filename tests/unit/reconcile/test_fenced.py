@@ -18,11 +18,11 @@ from processcontrol.api import ProcessSuspensionStatus
 from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.exceptions import ApiError
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, LEDGER_VERSION
+from processcontrol.ledger import HOLDS_ANNOTATION, LEDGER_VERSION
 from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status
 from processcontrol.reconcile.runtime import Runtime
 from processcontrol.reconcile.suspension import pods_holding
-from processcontrol.reconcile.targets import PodInfo
+from processcontrol.targets import PodInfo
 
 from .conftest import JOBS, NAMESPACE, FakePod, LocalExecutor, World, eventually
 

@@ -12,14 +12,14 @@ from typing import Any
 import kopf
 import pytest
 
+from processcontrol import targets
 from processcontrol.api import INSTANCE_GROUP_LABEL
-from processcontrol.reconcile import targets
+from processcontrol.ledger import HOLDS_ANNOTATION, Hold, Ledger, Observed, dump_ledger, take_hold
 from processcontrol.reconcile.handlers import pods_by_namespace
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Hold, Ledger, Observed, dump_ledger, take_hold
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
-from processcontrol.reconcile.settings import ProcessControlSettings
 from processcontrol.reconcile.suspension import pods_holding
-from processcontrol.reconcile.targets import PodInfo
+from processcontrol.settings import ProcessControlSettings
+from processcontrol.targets import PodInfo
 
 NAMESPACE = "kubecf"
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from processcontrol.reconcile.plan import Mode
-from processcontrol.reconcile.probes import (
+from processcontrol.probes import (
     ContainerProcess,
     PodProbes,
     container_probes,
@@ -19,6 +18,7 @@ from processcontrol.reconcile.probes import (
     kubelet_reason,
     pod_probes,
 )
+from processcontrol.reconcile.plan import Mode
 from processcontrol.reconcile.runtime import Runtime
 
 from .conftest import CONTAINER, JOBS, NAMESPACE, FakePod, LocalExecutor, World, eventually

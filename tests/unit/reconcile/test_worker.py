@@ -12,7 +12,7 @@ import json
 import pytest
 
 from processcontrol.exceptions import ExecForbidden
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION
+from processcontrol.ledger import HOLDS_ANNOTATION
 from processcontrol.reconcile.plan import Mode
 from processcontrol.reconcile.runtime import Runtime
 from processcontrol.reconcile.suspension import pods_holding
