@@ -99,7 +99,7 @@ async def suspension_changed(
     """The object changed (spec, deletion, or our own status write): its pods and its daemon look again."""
     runtime = _runtime(memo, pods, pod, suspensions)
     runtime.suspension_changed(info_of(body), namespace or "")
-    runtime.wake(namespace or "", name)
+    runtime.board.wake(namespace or "", name)
 
 
 @kopf.daemon(*RESOURCE, id="status", cancellation_backoff=1.0, cancellation_timeout=10.0)  # type: ignore[arg-type]

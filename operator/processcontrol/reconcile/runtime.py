@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from processcontrol.api import ProcessSuspensionSpec
 from processcontrol.api.timestamps import parse_time
 from processcontrol.k8s import KubeClient, load_configuration
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
-from processcontrol.reconcile.plan import PodRecord
+from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.settings import ProcessControlSettings
 from processcontrol.targets import PodInfo, spec_matches_pod
 
@@ -85,8 +84,8 @@ def _no_pod(_: str, __: str) -> None:
 
 @dataclass
 class Runtime:
-    """What every handler shares: settings, the exec transport, the API client, the pod workers and their
-    outcomes per suspension, and the wake-up events of the suspensions' status daemons."""
+    """What every handler shares: settings, the exec transport, the API client, the pod workers, and the board
+    of their outcomes per suspension."""
 
     settings: ProcessControlSettings
     executor: PodExecutor
@@ -94,52 +93,10 @@ class Runtime:
     pods_of: PodsOf = _nothing
     pod: PodOf = _no_pod  # the pod as the index has it now, or None when it is gone
     suspensions_of: SuspensionsOf = _nothing
+    board: OutcomeBoard = field(default_factory=OutcomeBoard)
     workers: dict[PodKey, PodWorker] = field(default_factory=dict)
-    # (namespace, suspension name) -> pod name -> the latest outcome there.
-    outcomes: dict[tuple[str, str], dict[str, PodRecord]] = field(default_factory=dict)
-    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     # What of each suspension the pods act on, as last seen: a change wakes its pods, a status write does not.
     seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
-    # (namespace, suspension name) -> the outcomes its last status write showed, and an event set at each write.
-    shown: dict[tuple[str, str], Mapping[str, PodRecord]] = field(default_factory=dict)
-    status_written: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-
-    def wake(self, namespace: str, name: str) -> None:
-        """Make a suspension's status daemon look again."""
-        event = self.wakeups.get((namespace, name))
-        if event is not None:
-            event.set()
-
-    def report(self, namespace: str, suspension: str, pod: str, record: PodRecord | None) -> None:
-        """A pod worker's outcome for one suspension (None: the pod is no longer its business)."""
-        records = self.outcomes.setdefault((namespace, suspension), {})
-        if record is None:
-            if records.pop(pod, None) is None:
-                return
-        else:
-            records[pod] = record
-        self.wake(namespace, suspension)
-
-    def status_shown(self, namespace: str, suspension: str, records: Mapping[str, PodRecord]) -> None:
-        """The status daemon wrote (or found written) a status built from these outcomes."""
-        self.shown[(namespace, suspension)] = records  # the daemon's own copy: no second one per write
-        self.status_written.setdefault((namespace, suspension), asyncio.Event()).set()
-
-    async def wait_shown(self, namespace: str, suspension: str, pod: str, record: PodRecord, timeout_s: float) -> bool:
-        """Wait until a status showing this outcome of the pod is written; False when it was not within timeout_s
-        (no daemon runs, or the API server refuses the write: the caller goes on, it has said it in an event)."""
-        key = (namespace, suspension)
-        self.wake(namespace, suspension)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while self.shown.get(key, {}).get(pod) is not record:
-            written = self.status_written.setdefault(key, asyncio.Event())
-            written.clear()
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(written.wait(), timeout=remaining)
-        return True
 
     def ensure_worker(self, namespace: str, pod: str, wake: bool = True) -> None:
         """Start the pod's worker if it has none; make it look again (a new worker always does)."""

@@ -80,7 +80,7 @@ class StatusDaemon:
         targets = select_targets(spec, pods)
         for pod in targets:
             self.runtime.ensure_worker(self.namespace, pod.name, wake=False)
-        records = dict(self.runtime.outcomes.get((self.namespace, self.name), {}))
+        records = self.runtime.board.records(self.namespace, self.name)
         silent = [p for p in targets if p.name not in records]
         if silent and time.monotonic() - self.started < FIRST_OUTCOMES_GRACE_S and self.status.conditions:
             return FIRST_OUTCOMES_GRACE_S / 5
@@ -89,7 +89,7 @@ class StatusDaemon:
         self._metrics(intent, status, records)
         if not await self._write(status):
             return WRITE_RETRY_S
-        self.runtime.status_shown(self.namespace, self.name, records)
+        self.runtime.board.status_shown(self.namespace, self.name, records)
         waits = []
         if intent.mode is Mode.SUSPEND and status.expires_at is not None:
             waits.append((parse_time(status.expires_at) - now).total_seconds())
@@ -160,9 +160,7 @@ class StatusDaemon:
 async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger) -> None:
     """The daemon body: publish on every outcome and object change until the object goes or the operator stops."""
     daemon = StatusDaemon(runtime, body, logger)
-    key = (daemon.namespace, daemon.name)
-    wake = runtime.wakeups.setdefault(key, asyncio.Event())
-    try:
+    with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake:
         while not stopped:
             wake.clear()
             wait = await daemon.publish()
@@ -180,9 +178,6 @@ async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.Dae
             finally:
                 waiter.cancel()
                 stopper.cancel()
-    finally:
-        if runtime.wakeups.get(key) is wake:
-            del runtime.wakeups[key]
 
 
 def pods_holding(runtime: Runtime, namespace: str, uid: str) -> list[str]:
@@ -217,7 +212,7 @@ async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -
         if not holding:
             break
         if time.monotonic() > deadline:
-            records = runtime.outcomes.get((namespace, name), {})
+            records = runtime.board.records(namespace, name)
             why = "; ".join(f"{pod}: {records[pod].message}" for pod in holding if pod in records)
             raise kopf.TemporaryError(
                 f"waiting for {len(holding)} pods to give back their processes: {', '.join(holding[:10])}"
@@ -225,9 +220,7 @@ async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -
                 delay=1.0,
             )
         await asyncio.sleep(0.1)
-    runtime.outcomes.pop((namespace, name), None)
-    runtime.shown.pop((namespace, name), None)
-    runtime.status_written.pop((namespace, name), None)
+    runtime.board.forget(namespace, name)
     runtime.seen.pop(info.uid, None)
     for metric in (metrics.SUSPENDED_PODS, metrics.SUSPENDED_PROCESSES, metrics.RESTARTS_UNDER_SUSPENSION):
         with contextlib.suppress(KeyError):  # never set: the suspension never published

@@ -942,9 +942,9 @@ class PodWorker:
         )
         progress = self.progress[suspension.uid]
         progress.resend = True  # the STOP follows at once
-        record = self.runtime.outcomes.get((self.namespace, suspension.name), {}).get(self.name)
+        record = self.runtime.board.record(self.namespace, suspension.name, self.name)
         if record is not None:
-            await self.runtime.wait_shown(
+            await self.runtime.board.wait_shown(
                 self.namespace, suspension.name, self.name, record, self.settings.probe_notice_timeout_s
             )
 
@@ -1040,14 +1040,12 @@ class PodWorker:
 
     def _retag_resumed(self, suspension: SuspensionInfo) -> bool:
         """A verified Resumed outcome answers a newer generation too (nothing to do): True when there is one."""
-        previous = self.runtime.outcomes.get((self.namespace, suspension.name), {}).get(self.name)
+        previous = self.runtime.board.record(self.namespace, suspension.name, self.name)
         if previous is None or previous.mode is not Mode.RESUME or previous.state is not PodState.RESUMED:
             return False
         if previous.uid != self.pod_uid:
             return False
-        if previous.generation != suspension.generation:
-            previous.generation = suspension.generation
-            self.runtime.wake(self.namespace, suspension.name)
+        self.runtime.board.retag(self.namespace, suspension.name, self.name, suspension.generation)
         return True
 
     async def _observe_resumed(self, suspension: SuspensionInfo, pod: PodInfo) -> None:
@@ -1140,8 +1138,7 @@ class PodWorker:
             self._event(suspension, "Warning", failure.reason, f"pod {pod.name}: {failure.message}")
 
     def _publish(self, suspension: SuspensionInfo, record: PodRecord) -> None:
-        records = self.runtime.outcomes.get((self.namespace, suspension.name), {})
-        previous = records.get(self.name)
+        previous = self.runtime.board.record(self.namespace, suspension.name, self.name)
         if previous is not None and previous == record:
             return
         if previous is None or (previous.state, previous.message) != (record.state, record.message):
@@ -1149,12 +1146,12 @@ class PodWorker:
                 f"pod {self.namespace}/{self.name} for {suspension.name}: {record.state.value}: {record.message}"
             )
         self.reported[suspension.uid] = suspension.name
-        self.runtime.report(self.namespace, suspension.name, self.name, record)
+        self.runtime.board.report(self.namespace, suspension.name, self.name, record)
 
     def _unpublish(self, uid: str) -> None:
         name = self.reported.pop(uid, None)
         if name is not None:
-            self.runtime.report(self.namespace, name, self.name, None)
+            self.runtime.board.report(self.namespace, name, self.name, None)
 
     def _held(self, uid: str) -> list[tuple[str, str]]:
         """The (job, process) pairs this suspension holds here, by the ledger as last read or written."""

@@ -32,12 +32,12 @@ Events = list[tuple[str, str, str]]
 
 
 def state(runtime: Runtime, suspension: str, pod: str) -> str | None:
-    record = runtime.outcomes.get((NAMESPACE, suspension), {}).get(pod)
+    record = runtime.board.record(NAMESPACE, suspension, pod)
     return None if record is None else f"{record.mode.value}:{record.state.value}"
 
 
 def record(runtime: Runtime, suspension: str, pod: str) -> PodRecord | None:
-    return runtime.outcomes.get((NAMESPACE, suspension), {}).get(pod)
+    return runtime.board.record(NAMESPACE, suspension, pod)
 
 
 def everything_runs(pods: dict[str, FakePod]) -> bool:

@@ -117,7 +117,7 @@ def probe_pods(api: World) -> None:
 
 
 def record_of(runtime: Runtime, pod: str) -> Any:
-    return runtime.outcomes.get((NAMESPACE, "restore"), {}).get(pod)
+    return runtime.board.record(NAMESPACE, "restore", pod)
 
 
 def state_of(runtime: Runtime, pod: str) -> str | None:
@@ -148,7 +148,7 @@ async def test_warn_shows_the_conflict_before_the_first_stop(
     assert executor.actions("db-0") == ["LOOK"]
     assert pods["db-0"].running(*MYSQL) and pods["db-0"].running(*AGENT)
 
-    runtime.status_shown(NAMESPACE, "restore", runtime.outcomes[(NAMESPACE, "restore")])
+    runtime.board.status_shown(NAMESPACE, "restore", runtime.board.outcomes[(NAMESPACE, "restore")])
     await eventually(lambda: not pods["db-0"].running(*MYSQL) and not pods["db-0"].running(*AGENT), "stopped")
     await eventually(lambda: state_of(runtime, "db-0") == "Suspended", "db-0 suspended")
     assert record_of(runtime, "db-0").probe_conflicts == (DESCRIBED,)

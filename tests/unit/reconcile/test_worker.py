@@ -13,6 +13,7 @@ import pytest
 
 from processcontrol.exceptions import ExecForbidden
 from processcontrol.ledger import HOLDS_ANNOTATION
+from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.reconcile.plan import Mode
 from processcontrol.reconcile.runtime import Runtime
 from processcontrol.reconcile.suspension import pods_holding
@@ -32,7 +33,7 @@ def running(pods: dict[str, FakePod], *keys: tuple[str, str]) -> bool:
 
 
 def state(runtime: Runtime, suspension: str, pod: str) -> str | None:
-    record = runtime.outcomes.get((NAMESPACE, suspension), {}).get(pod)
+    record = runtime.board.record(NAMESPACE, suspension, pod)
     return None if record is None else f"{record.mode.value}:{record.state.value}"
 
 
@@ -159,7 +160,7 @@ async def test_a_process_stopped_by_hand_before_stays_stopped(
     assert pods["db-0"].running(*MYSQL)
     assert not pods["db-0"].running(*AGENT), "stopped by hand before the suspension: left stopped"
     assert running(pods_only(pods, "db-1"))
-    record = runtime.outcomes[(NAMESPACE, "restore")]["db-0"]
+    record = runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"]
     assert record.generation == 2
     assert api.annotation("db-0") is None
 
@@ -232,7 +233,7 @@ async def test_after_an_operator_restart_verified_holds_count_without_an_exec(
     for name in pods:
         await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "suspended")  # type: ignore[misc]
     await runtime.stop_workers()
-    runtime.outcomes.clear()
+    runtime.board = OutcomeBoard()
     executor.calls.clear()
 
     for name in pods:
@@ -304,15 +305,15 @@ async def test_spec_change_outcomes_answer_their_generation(
     api, executor, runtime = world
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
-    assert runtime.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 1
+    assert runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 1
     held = api.ledger("db-0")
     execs = len(executor.actions("db-0"))
 
     api.suspend("restore", generation=2, reason="restore, OPS-1234")
     await eventually(
         lambda: (
-            runtime.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 2
-            and runtime.outcomes[(NAMESPACE, "restore")]["db-0"].mode is Mode.SUSPEND
+            runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 2
+            and runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"].mode is Mode.SUSPEND
         ),
         "outcome of generation 2",
     )
@@ -329,7 +330,7 @@ async def test_an_unreadable_ledger_is_reported_and_left_alone(
     api.pods["db-0"]["metadata"]["annotations"] = {HOLDS_ANNOTATION: "{not json"}
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Failed", "db-0 failed")
-    record = runtime.outcomes[(NAMESPACE, "restore")]["db-0"]
+    record = runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"]
     assert record.reason == "LedgerUnreadable"
     assert "processcontrol.dev/holds" in record.message
     assert running(pods_only(pods, "db-0")), "nothing is done to a pod whose ledger cannot be read"
