@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
@@ -21,11 +20,7 @@ from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.settings import ProcessControlSettings
 from processcontrol.targets import PodInfo, spec_matches_pod
 
-if TYPE_CHECKING:
-    from processcontrol.reconcile.worker import PodWorker
-
 Logger = logging.Logger | logging.LoggerAdapter[Any]
-PodKey = tuple[str, str]  # (namespace, pod name)
 
 
 @dataclass(frozen=True)
@@ -84,8 +79,8 @@ def _no_pod(_: str, __: str) -> None:
 
 @dataclass
 class Runtime:
-    """What every handler shares: settings, the exec transport, the API client, the pod workers, and the board
-    of their outcomes per suspension."""
+    """What every pod worker and status daemon shares: settings, the exec transport, the API client, live views of
+    kopf's indexes, and the board of the workers' outcomes per suspension."""
 
     settings: ProcessControlSettings
     executor: PodExecutor
@@ -94,42 +89,6 @@ class Runtime:
     pod: PodOf = _no_pod  # the pod as the index has it now, or None when it is gone
     suspensions_of: SuspensionsOf = _nothing
     board: OutcomeBoard = field(default_factory=OutcomeBoard)
-    workers: dict[PodKey, PodWorker] = field(default_factory=dict)
-    # What of each suspension the pods act on, as last seen: a change wakes its pods, a status write does not.
-    seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
-
-    def ensure_worker(self, namespace: str, pod: str, wake: bool = True) -> None:
-        """Start the pod's worker if it has none; make it look again (a new worker always does)."""
-        from processcontrol.reconcile.worker import PodWorker  # the worker module builds on this one
-
-        worker = self.workers.get((namespace, pod))
-        if worker is None:
-            worker = self.workers[(namespace, pod)] = PodWorker(self, namespace, pod)
-            worker.start()
-        elif wake:
-            worker.wake()
-
-    def suspension_changed(self, suspension: SuspensionInfo, namespace: str) -> None:
-        """Wake its pods if what they act on changed (spec, deletion, expiry); our own status writes come back as
-        events too, and must not wake every pod of a large group each time."""
-        essence = (suspension.generation, suspension.deleting, suspension.expires_at, suspension.spec)
-        if self.seen.get(suspension.uid) != essence:
-            self.seen[suspension.uid] = essence
-            self.wake_pods_of(suspension, namespace)
-
-    def wake_pods_of(self, suspension: SuspensionInfo, namespace: str) -> None:
-        """Wake the workers of every pod the suspension targets or holds something in."""
-        for pod in self.pods_of(namespace):
-            holders = pod.holders
-            if suspension.targets(pod) or holders is None or suspension.uid in holders:
-                self.ensure_worker(namespace, pod.name)
-
-    async def stop_workers(self) -> None:
-        """Cancel every pod worker (operator shutdown)."""
-        workers = list(self.workers.values())
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*(w.wait_closed() for w in workers), return_exceptions=True)
 
 
 async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) -> Runtime:
@@ -158,8 +117,7 @@ async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) ->
 
 
 async def stop_runtime(runtime: Runtime) -> None:
-    """Stop the pod workers, release the API client and the exec transport's threads."""
-    await runtime.stop_workers()
+    """Release the API client and the exec transport's threads (once the pod workers are stopped)."""
     runtime.kube.close()
     # Only the real transport holds threads; the PodExecutor protocol (and test doubles) need no close().
     close = getattr(runtime.executor, "close", None)

@@ -22,8 +22,9 @@ from processcontrol.api.timestamps import parse_time
 from processcontrol.exceptions import ApiError
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
+from processcontrol.reconcile.dispatch import Dispatch
 from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, intent_of
-from processcontrol.reconcile.runtime import Logger, Runtime, SuspensionInfo, suspension_info
+from processcontrol.reconcile.runtime import Logger, SuspensionInfo, suspension_info
 from processcontrol.targets import select_targets
 
 # After an operator restart, how long the daemon waits for the pod workers' first outcomes before it writes a
@@ -52,8 +53,9 @@ def info_of(body: kopf.Body) -> SuspensionInfo:
 class StatusDaemon:
     """Writes one suspension's status from its pods' outcomes."""
 
-    def __init__(self, runtime: Runtime, body: kopf.Body, logger: Logger) -> None:
-        self.runtime = runtime
+    def __init__(self, dispatch: Dispatch, body: kopf.Body, logger: Logger) -> None:
+        self.dispatch = dispatch
+        self.runtime = dispatch.runtime
         self.body = body
         self.logger = logger
         self.namespace = body.metadata.namespace or ""
@@ -74,12 +76,12 @@ class StatusDaemon:
         info = info_of(self.body)
         if intent != self.last_intent:
             # Expiry comes with no event: the pods must look again now.
-            self.runtime.wake_pods_of(info, self.namespace)
+            self.dispatch.wake_pods_of(info, self.namespace)
         self._announce(intent)
         pods = list(self.runtime.pods_of(self.namespace))
         targets = select_targets(spec, pods)
         for pod in targets:
-            self.runtime.ensure_worker(self.namespace, pod.name, wake=False)
+            self.dispatch.ensure_worker(self.namespace, pod.name, wake=False)
         records = self.runtime.board.records(self.namespace, self.name)
         silent = [p for p in targets if p.name not in records]
         if silent and time.monotonic() - self.started < FIRST_OUTCOMES_GRACE_S and self.status.conditions:
@@ -157,9 +159,10 @@ class StatusDaemon:
             self.last_intent = intent
 
 
-async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger) -> None:
+async def run_status_daemon(dispatch: Dispatch, body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger) -> None:
     """The daemon body: publish on every outcome and object change until the object goes or the operator stops."""
-    daemon = StatusDaemon(runtime, body, logger)
+    daemon = StatusDaemon(dispatch, body, logger)
+    runtime = dispatch.runtime
     with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake:
         while not stopped:
             wake.clear()
@@ -180,15 +183,15 @@ async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.Dae
                 stopper.cancel()
 
 
-def pods_holding(runtime: Runtime, namespace: str, uid: str) -> list[str]:
+def pods_holding(dispatch: Dispatch, namespace: str, uid: str) -> list[str]:
     """Pods whose hold ledger still names the suspension: from each worker's last write, else from the index.
     A pod whose worker is acting for it counts (a hold may be on its way), and so does a pod whose ledger cannot
     be read when it mentions the uid at all. A pod being deleted holds nothing: its holds go with it."""
     holding = []
-    for pod in runtime.pods_of(namespace):
+    for pod in dispatch.runtime.pods_of(namespace):
         if pod.terminating:
             continue
-        worker = runtime.workers.get((namespace, pod.name))
+        worker = dispatch.workers.get((namespace, pod.name))
         known = worker.holds_for(uid) if worker is not None and worker.pod_uid == pod.uid else None
         if known is not None:
             if known:
@@ -200,15 +203,16 @@ def pods_holding(runtime: Runtime, namespace: str, uid: str) -> list[str]:
     return sorted(holding)
 
 
-async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -> None:
+async def release_on_delete(dispatch: Dispatch, body: kopf.Body, logger: Logger) -> None:
     """On deletion: the pod workers give back this suspension's holds; the finalizer goes when no pod has any."""
+    runtime = dispatch.runtime
     namespace = body.metadata.namespace or ""
     name = body.metadata.name or ""
     info = info_of(body)
-    runtime.wake_pods_of(info, namespace)
+    dispatch.wake_pods_of(info, namespace)
     deadline = time.monotonic() + runtime.settings.exec_timeout_s
     while True:
-        holding = pods_holding(runtime, namespace, info.uid)
+        holding = pods_holding(dispatch, namespace, info.uid)
         if not holding:
             break
         if time.monotonic() > deadline:
@@ -221,7 +225,7 @@ async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -
             )
         await asyncio.sleep(0.1)
     runtime.board.forget(namespace, name)
-    runtime.seen.pop(info.uid, None)
+    dispatch.forget(info.uid)
     for metric in (metrics.SUSPENDED_PODS, metrics.SUSPENDED_PROCESSES, metrics.RESTARTS_UNDER_SUSPENSION):
         with contextlib.suppress(KeyError):  # never set: the suspension never published
             metric.remove(namespace, name)

@@ -134,7 +134,7 @@ class Replaced:
 class PodWorker:
     """Brings one pod in line with the suspensions that want it, in one asyncio task."""
 
-    def __init__(self, runtime: Runtime, namespace: str, name: str) -> None:
+    def __init__(self, runtime: Runtime, namespace: str, name: str, ended: Callable[[PodWorker], None]) -> None:
         self.runtime = runtime
         self.namespace = namespace
         self.name = name
@@ -166,6 +166,7 @@ class PodWorker:
         self.too_new_warned = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._ended = ended  # told in the loop's last moment: an event after it starts a new worker
 
     # Life ---------------------------------------------------------------------------------------------------
 
@@ -205,8 +206,7 @@ class PodWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=delay)
         finally:
-            if self.runtime.workers.get((self.namespace, self.name)) is self:
-                del self.runtime.workers[(self.namespace, self.name)]
+            self._ended(self)
 
     def _idle(self) -> bool:
         """Nothing held, nothing starting, no suspension wants this pod: the worker may go (a new one comes with

@@ -75,12 +75,12 @@ async def test_deletion_while_a_stop_is_in_flight_leaves_nothing_stopped(
     api.suspend("restore", deleting=True)
     gate.set()
 
-    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "every hold given back")
+    await eventually(lambda: not pods_holding(api.dispatch, NAMESPACE, "uid-restore"), "every hold given back")
     await eventually(lambda: running(pods), "every process running again")
     api.forget("restore")  # every hold given back: the finalizer goes, and the object with it
     # The pod workers are the only ones that exec; once every one has ended (nothing held, nothing left to report),
     # a STOP still to land would have landed.
-    await eventually(lambda: not runtime.workers, "every pod worker done")
+    await eventually(lambda: not api.dispatch.workers, "every pod worker done")
     assert running(pods)
     # Its exec looked, was told nothing (the suspension went meanwhile), and sent nothing.
     assert "STOP" not in executor.actions("db-1"), executor.actions("db-1")
@@ -128,13 +128,13 @@ async def test_failed_rechecks_keep_the_evidence_and_deletion_waits(
         "db-1's give-back failed and was retried",
         within=30,
     )
-    assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["db-1"]
+    assert pods_holding(api.dispatch, NAMESPACE, "uid-restore") == ["db-1"]
     assert "uid-restore" in json.loads(api.annotation("db-1") or "{}")["holds"]
     assert state(runtime, "restore", "db-1") == "Resume:Failed"
     assert stopped(pods_only(pods, "db-1"))
 
     del executor.fail["db-1"]  # the grant comes back
-    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "db-1 given back", within=20)
+    await eventually(lambda: not pods_holding(api.dispatch, NAMESPACE, "uid-restore"), "db-1 given back", within=20)
     assert running(pods)
 
 
@@ -232,12 +232,12 @@ async def test_after_an_operator_restart_verified_holds_count_without_an_exec(
     api.suspend("restore")
     for name in pods:
         await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "suspended")  # type: ignore[misc]
-    await runtime.stop_workers()
+    await api.dispatch.stop_workers()
     runtime.board = OutcomeBoard()
     executor.calls.clear()
 
     for name in pods:
-        runtime.ensure_worker(NAMESPACE, name)
+        api.dispatch.ensure_worker(NAMESPACE, name)
     for name in pods:
         await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "known again")  # type: ignore[misc]
     assert executor.calls == [], "a hold verified at the current restart count needs no exec to be believed"
