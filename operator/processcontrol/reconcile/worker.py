@@ -29,9 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import kopf
-
-from processcontrol.api import API_VERSION, KIND, SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
+from processcontrol.api import SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
 from processcontrol.api.models import ProbePolicy
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time, parse_time
@@ -58,7 +56,6 @@ from processcontrol.podexec.script import Action, ScriptReport, SocketReport, So
 from processcontrol.probes import kubelet_reason
 from processcontrol.reconcile.plan import Mode, PodRecord, reverify_spread
 from processcontrol.reconcile.pods import (
-    SHOWN_AT_ONCE,
     GoAhead,
     TransitionFailed,
     count,
@@ -69,6 +66,7 @@ from processcontrol.reconcile.pods import (
     process_statuses,
     transition,
 )
+from processcontrol.reconcile.reporting import FAILURES_SHOWN, Reporter, failure_shown
 from processcontrol.reconcile.restarts import RestartWatch
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
 from processcontrol.targets import PodInfo, exec_container
@@ -78,8 +76,6 @@ logger = logging.getLogger(__name__)
 # Retries of a failed step start here and double up to the failure backoff: a new pod whose sockets are not
 # bound yet is stopped a moment later, not ten seconds later.
 FIRST_RETRY_S = 0.25
-# A pod is shown Failed only after this many failures in a row (or at once: pods.SHOWN_AT_ONCE).
-FAILURES_SHOWN = 3
 
 
 def _now() -> datetime:
@@ -139,6 +135,7 @@ class PodWorker:
         self.namespace = namespace
         self.name = name
         self.settings = runtime.settings
+        self.reporter = Reporter(runtime.board, namespace, name)
         self.progress: dict[str, HoldProgress] = {}
         self.starting: list[Starting] = []
         # The ledger as last read or written, the pod version it came with, and the pod it belongs to.
@@ -147,7 +144,6 @@ class PodWorker:
         self.pod_uid = ""
         # Our own last write to this pod: a ledger that goes missing while it holds something is restored from it.
         self.written: Ledger | None = None
-        self.reported: dict[str, str] = {}  # suspension uid -> name, of every outcome published
         self.release_failures = 0
         self.release_checked = 0.0
         self.resume_checks: dict[str, tuple[int, float]] = {}  # uid -> (failures in a row, when last tried)
@@ -211,7 +207,7 @@ class PodWorker:
     def _idle(self) -> bool:
         """Nothing held, nothing starting, no suspension wants this pod: the worker may go (a new one comes with
         the next event that concerns the pod)."""
-        return (self.ledger is None or self.ledger.empty) and not self.starting and not self.reported
+        return (self.ledger is None or self.ledger.empty) and not self.starting and not self.reporter.reported
 
     def holds_for(self, uid: str) -> bool | None:
         """Whether this pod holds something for the suspension, as this worker knows (None: it does not know)."""
@@ -235,8 +231,7 @@ class PodWorker:
         if pod.terminating:
             # A pod being deleted is left alone (no START into a database mid-restore as its pod goes): its holds
             # go with it.
-            for uid in list(self.reported):
-                self._unpublish(uid)
+            self.reporter.unpublish_all()
             return None
         now = _now()
         suspensions = list(self.runtime.suspensions_of(self.namespace))
@@ -298,10 +293,10 @@ class PodWorker:
                 await self._observe_resumed(suspension, pod)
                 return 0.0
             waits.append(due)
-        for uid in list(self.reported):
+        for uid in list(self.reporter.reported):
             gone = uid not in by_uid or not by_uid[uid].targets(pod)
             if gone and uid not in ledger.holds and not self._starting_for(uid):
-                self._unpublish(uid)
+                self.reporter.unpublish(uid)
         return min(waits) if waits else None
 
     def _unreadable(self, pod: PodInfo, targeting: list[SuspensionInfo], error: LedgerError) -> None:
@@ -310,7 +305,7 @@ class PodWorker:
         reason = FailureReason.LEDGER_TOO_NEW if isinstance(error, LedgerTooNew) else FailureReason.LEDGER_UNREADABLE
         if isinstance(error, LedgerTooNew) and not self.too_new_warned:
             self.too_new_warned = True
-            self._event_on_pod(pod, "Warning", reason, str(error))
+            self.reporter.event_on_pod(pod, "Warning", reason, str(error))
         for suspension in targeting:
             self._report_failure(suspension, pod, PodFailure(reason, str(error)), lasting=True)
 
@@ -360,7 +355,7 @@ class PodWorker:
             return
         for uid in holders:
             if uid in by_uid:
-                self._report(
+                self.reporter.report(
                     by_uid[uid],
                     pod,
                     PodState.RESUMING,
@@ -446,7 +441,7 @@ class PodWorker:
         for uid, name in gone.items():
             self.progress.pop(uid, None)
             if uid not in by_uid:
-                self._event_on_pod(
+                self.reporter.event_on_pod(
                     pod,
                     "Normal",
                     Reason.ORPHAN_RELEASED,
@@ -454,7 +449,7 @@ class PodWorker:
                     + (f"; started {names(started)}" if started else ""),
                 )
             elif started:
-                self._report(
+                self.reporter.report(
                     by_uid[uid],
                     pod,
                     PodState.RESUMING,
@@ -485,14 +480,14 @@ class PodWorker:
         self.release_checked = time.monotonic()
         first = self.release_failures == 1
         if on_pod and first:
-            self._event_on_pod(pod, "Warning", failure.reason, failure.message)
+            self.reporter.event_on_pod(pod, "Warning", failure.reason, failure.message)
         for uid in holders:
             suspension = by_uid.get(uid)
             if suspension is None:
                 continue
-            self._report_failure(suspension, pod, failure, mode=Mode.RESUME)
+            self.reporter.resume_failed(suspension, pod, failure)
             if first:
-                self._event(
+                self.reporter.event(
                     suspension,
                     "Warning",
                     Reason.RESUME_FAILED,
@@ -509,7 +504,7 @@ class PodWorker:
                 self.starting.remove(starting)
                 for uid in starting.suspensions:
                     if uid in by_uid:
-                        self._report_failure(by_uid[uid], pod, failure, mode=Mode.RESUME, lasting=True)
+                        self.reporter.resume_failed(by_uid[uid], pod, failure)
             return
         self._settle_start(pod, starting, report.sockets, by_uid)
 
@@ -533,9 +528,9 @@ class PodWorker:
                     FailureReason.VERIFY_TIMEOUT,
                     f"not running {self.settings.verify_timeout_s:g}s after START: {names(waiting)}",
                 )
-                self._report_failure(suspension, pod, late, mode=Mode.RESUME, lasting=True)
+                self.reporter.resume_failed(suspension, pod, late)
             elif suspension.targets(pod):
-                self._report(
+                self.reporter.report(
                     suspension,
                     pod,
                     PodState.RESUMED,
@@ -544,7 +539,7 @@ class PodWorker:
                     processes=process_statuses(Mode.RESUME, chosen, settled=True),
                 )
             else:
-                self._unpublish(uid)
+                self.reporter.unpublish(uid)
 
     # Holding --------------------------------------------------------------------------------------------------
 
@@ -747,7 +742,7 @@ class PodWorker:
             return None
         if conflicts and spec.probes is ProbePolicy.SKIP:
             listed = "; ".join(conflicts)
-            self._event(
+            self.reporter.event(
                 suspension, "Warning", Reason.PROBE_CONFLICT, f"pod {pod.name}: left running (probes: Skip): {listed}"
             )
         skipped = pod.probes.probed(live) if spec.probes is ProbePolicy.SKIP else []
@@ -846,7 +841,7 @@ class PodWorker:
             suspension, pod, PodState.SUSPENDED, started, process_statuses(Mode.SUSPEND, shown, True), message
         )
         if drift:
-            self._event(
+            self.reporter.event(
                 suspension, "Normal", Reason.RESUSPENDED, f"pod {pod.name} ran its processes again; stopped them"
             )
 
@@ -905,7 +900,7 @@ class PodWorker:
             return current
 
         if await self._write_ledger(pod, record):
-            self._event_on_pod(
+            self.reporter.event_on_pod(
                 pod,
                 "Warning",
                 Reason.LEDGER_RESTORED,
@@ -924,7 +919,7 @@ class PodWorker:
         """probes: Warn: say which probes the suspension makes fail here, in an event and in the status, before the
         first STOP, which waits (up to probe_notice_timeout_s) until the status shows it."""
         listed = "; ".join(conflicts)
-        self._event(
+        self.reporter.event(
             suspension,
             "Warning",
             Reason.PROBE_CONFLICT,
@@ -942,11 +937,7 @@ class PodWorker:
         )
         progress = self.progress[suspension.uid]
         progress.resend = True  # the STOP follows at once
-        record = self.runtime.board.record(self.namespace, suspension.name, self.name)
-        if record is not None:
-            await self.runtime.board.wait_shown(
-                self.namespace, suspension.name, self.name, record, self.settings.probe_notice_timeout_s
-            )
+        await self.reporter.wait_shown(suspension, self.settings.probe_notice_timeout_s)
 
     async def _check_restart_loops(
         self, pod: PodInfo, wanted: dict[str, SuspensionInfo], ledger: Ledger
@@ -970,7 +961,7 @@ class PodWorker:
             self.restarts.loops[uid] = message
             if uid not in self.restarts.warned:
                 self.restarts.warned.add(uid)
-                self._event(
+                self.reporter.event(
                     suspension,
                     "Warning",
                     Reason.RESTART_LOOP,
@@ -987,22 +978,18 @@ class PodWorker:
             return ""
         return kubelet_reason(events, container)
 
-    # Outcomes -------------------------------------------------------------------------------------------------
+    # Outcomes of holds -----------------------------------------------------------------------------------------
 
     def _publish_hold(self, suspension: SuspensionInfo) -> None:
         progress = self.progress.get(suspension.uid)
         if progress is None:
             return
         shown = progress.state
-        if (
-            progress.state is PodState.FAILED
-            and progress.failures < FAILURES_SHOWN
-            and progress.reason not in SHOWN_AT_ONCE
-        ):
+        if progress.state is PodState.FAILED and not failure_shown(progress.failures, progress.reason):
             shown = PodState.SUSPENDING
         conflicts, restarts = self._probe_view(suspension.uid)
         hold = self.ledger.holds.get(suspension.uid) if self.ledger is not None else None
-        self._publish(
+        self.reporter.publish(
             suspension,
             PodRecord(
                 uid=progress.pod_uid,
@@ -1040,12 +1027,12 @@ class PodWorker:
 
     def _retag_resumed(self, suspension: SuspensionInfo) -> bool:
         """A verified Resumed outcome answers a newer generation too (nothing to do): True when there is one."""
-        previous = self.runtime.board.record(self.namespace, suspension.name, self.name)
+        previous = self.reporter.last(suspension)
         if previous is None or previous.mode is not Mode.RESUME or previous.state is not PodState.RESUMED:
             return False
         if previous.uid != self.pod_uid:
             return False
-        self.runtime.board.retag(self.namespace, suspension.name, self.name, suspension.generation)
+        self.reporter.retag(suspension)
         return True
 
     async def _observe_resumed(self, suspension: SuspensionInfo, pod: PodInfo) -> None:
@@ -1063,7 +1050,7 @@ class PodWorker:
         except PodFailure as failure:
             failures, _ = self.resume_checks.get(suspension.uid, (0, 0.0))
             self.resume_checks[suspension.uid] = (failures + 1, time.monotonic())
-            self._report_failure(suspension, pod, failure, mode=Mode.RESUME)
+            self.reporter.resume_failed(suspension, pod, failure)
             return
         self.resume_checks.pop(suspension.uid, None)
         live = [s for s in report.sockets if not is_stale(s)]
@@ -1072,45 +1059,12 @@ class PodWorker:
             f"; stopped, but not by a suspension: {names(stopped)}" if stopped else ""
         )
         processes = process_statuses(Mode.RESUME, report.sockets, settled=True)
-        self._report(suspension, pod, PodState.RESUMED, Mode.RESUME, message, processes=processes)
-
-    def _report(
-        self,
-        suspension: SuspensionInfo,
-        pod: PodInfo,
-        state: PodState,
-        mode: Mode,
-        message: str,
-        reason: str = "",
-        processes: list[ProcessStatus] | None = None,
-    ) -> None:
-        self._publish(
-            suspension,
-            PodRecord(
-                uid=pod.uid,
-                state=state,
-                mode=mode,
-                generation=suspension.generation,
-                processes=processes or [],
-                message=message,
-                reason=reason,
-                transition_time=_now(),
-                targeted=suspension.targets(pod),
-            ),
-        )
+        self.reporter.report(suspension, pod, PodState.RESUMED, Mode.RESUME, message, processes=processes)
 
     def _report_failure(
-        self,
-        suspension: SuspensionInfo,
-        pod: PodInfo,
-        failure: PodFailure,
-        mode: Mode = Mode.SUSPEND,
-        lasting: bool = False,
+        self, suspension: SuspensionInfo, pod: PodInfo, failure: PodFailure, lasting: bool = False
     ) -> None:
         """Record a failed step; it is retried after a backoff, and shown Failed once it lasts."""
-        if mode is Mode.RESUME:
-            self._report(suspension, pod, PodState.FAILED, mode, failure.message, reason=failure.reason)
-            return
         previous = self.progress.get(suspension.uid)
         monotonic = time.monotonic()
         failures = (previous.failures if previous is not None and previous.pod_uid == pod.uid else 0) + 1
@@ -1130,28 +1084,11 @@ class PodWorker:
         was_shown = (
             previous is not None
             and previous.state is PodState.FAILED
-            and (previous.failures >= FAILURES_SHOWN or previous.reason in SHOWN_AT_ONCE)
+            and failure_shown(previous.failures, previous.reason)
         )
         self._set_progress(suspension, pod, progress)
-        now_shown = failures >= FAILURES_SHOWN or failure.reason in SHOWN_AT_ONCE
-        if now_shown and not was_shown:
-            self._event(suspension, "Warning", failure.reason, f"pod {pod.name}: {failure.message}")
-
-    def _publish(self, suspension: SuspensionInfo, record: PodRecord) -> None:
-        previous = self.runtime.board.record(self.namespace, suspension.name, self.name)
-        if previous is not None and previous == record:
-            return
-        if previous is None or (previous.state, previous.message) != (record.state, record.message):
-            logger.info(
-                f"pod {self.namespace}/{self.name} for {suspension.name}: {record.state.value}: {record.message}"
-            )
-        self.reported[suspension.uid] = suspension.name
-        self.runtime.board.report(self.namespace, suspension.name, self.name, record)
-
-    def _unpublish(self, uid: str) -> None:
-        name = self.reported.pop(uid, None)
-        if name is not None:
-            self.runtime.board.report(self.namespace, name, self.name, None)
+        if failure_shown(failures, failure.reason) and not was_shown:
+            self.reporter.event(suspension, "Warning", failure.reason, f"pod {pod.name}: {failure.message}")
 
     def _held(self, uid: str) -> list[tuple[str, str]]:
         """The (job, process) pairs this suspension holds here, by the ledger as last read or written."""
@@ -1165,8 +1102,7 @@ class PodWorker:
 
     def _forget(self) -> None:
         """The pod is gone (or replaced): it holds nothing any more."""
-        for uid in list(self.reported):
-            self._unpublish(uid)
+        self.reporter.unpublish_all()
         self.progress.clear()
         self.starting.clear()
         self.restarts.forget()
@@ -1195,7 +1131,7 @@ class PodWorker:
         # Removed by hand (or lost) while this operator holds processes here: what it knows beats an absent
         # ledger, or a release would take its own STOPs for stops by hand and leave the processes stopped.
         if await self._write_ledger(pod, lambda current: next_seq(lost) if current.empty else current):
-            self._event_on_pod(
+            self.reporter.event_on_pod(
                 pod,
                 "Warning",
                 Reason.LEDGER_RESTORED,
@@ -1259,28 +1195,6 @@ class PodWorker:
                 self._report_failure(
                     suspension, pod, PodFailure(FailureReason.LEDGER_WRITE_FAILED, f"hold ledger: {error}")
                 )
-
-    # Events ---------------------------------------------------------------------------------------------------
-
-    def _event(self, suspension: SuspensionInfo, type_: str, reason: str, message: str) -> None:
-        body = kopf.Body(
-            {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "metadata": {"name": suspension.name, "namespace": self.namespace, "uid": suspension.uid},
-            }
-        )
-        kopf.event(body, type=type_, reason=reason, message=message[:1000])
-
-    def _event_on_pod(self, pod: PodInfo, type_: str, reason: str, message: str) -> None:
-        body = kopf.Body(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
-            },
-        )
-        kopf.event(body, type=type_, reason=reason, message=message[:1000])
 
 
 def _statuses(pairs: Sequence[tuple[str, str]], state: ProcessState) -> list[ProcessStatus]:
