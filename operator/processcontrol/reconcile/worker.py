@@ -53,7 +53,6 @@ from processcontrol.ledger import (
     to_start,
 )
 from processcontrol.podexec.script import Action, ScriptReport, SocketReport, SocketResult
-from processcontrol.probes import kubelet_reason
 from processcontrol.reconcile.plan import Mode, PodRecord, reverify_spread
 from processcontrol.reconcile.pods import (
     GoAhead,
@@ -151,7 +150,11 @@ class PodWorker:
         # something for them that the ledger does not show yet, so their deletion must wait.
         self.acting_for: set[str] = set()
         self.restarts = RestartWatch(
-            namespace, self.settings.restart_loop_window_s, self.settings.restart_loop_restarts
+            namespace,
+            self.settings.restart_loop_window_s,
+            self.settings.restart_loop_restarts,
+            runtime.kube,
+            self.reporter,
         )
         # probes: Refuse: uid -> (its generation, the pod's restarts, the failure, the conflicting probes).
         self.refused: dict[str, tuple[int | None, int, PodFailure, tuple[str, ...]]] = {}
@@ -251,7 +254,7 @@ class PodWorker:
 
         waits: list[float] = []
         self.restarts.track(pod, {uid: s.name for uid, s in wanted.items()}, ledger)
-        loop_wait = await self._check_restart_loops(pod, wanted, ledger)
+        loop_wait = await self.restarts.check_loops(pod, wanted, ledger, self._publish_hold)
         if loop_wait is not None:
             waits.append(loop_wait)
         monotonic = time.monotonic()
@@ -911,7 +914,7 @@ class PodWorker:
         else:
             self.replaced = replaced + self.replaced
 
-    # Probes and restarts -----------------------------------------------------------------------------------
+    # Probe conflicts -------------------------------------------------------------------------------------------
 
     async def _announce_conflicts(
         self, suspension: SuspensionInfo, pod: PodInfo, conflicts: tuple[str, ...], monotonic: float
@@ -939,45 +942,6 @@ class PodWorker:
         progress.resend = True  # the STOP follows at once
         await self.reporter.wait_shown(suspension, self.settings.probe_notice_timeout_s)
 
-    async def _check_restart_loops(
-        self, pod: PodInfo, wanted: dict[str, SuspensionInfo], ledger: Ledger
-    ) -> float | None:
-        """Find the holds whose containers restarted restart_loop_restarts times within the window; announce each
-        once per pod, with the kubelet's reason. Returns when a loop may end (to show that), if one lasts."""
-        window = self.settings.restart_loop_window_s
-        ends: list[float] = []
-        for uid, suspension in wanted.items():
-            loop = self.restarts.looping(uid, ledger)
-            if loop is None:
-                if self.restarts.loops.pop(uid, None) is not None:
-                    self._publish_hold(suspension)
-                continue
-            ends.append(loop.ends_in)
-            if uid in self.restarts.loops:
-                continue
-            why = await self._kubelet_reason(pod, loop.container)
-            message = f"container {loop.container} restarted {loop.restarts} times in {window / 60:g} min"
-            message += " while suspended" + (f" (kubelet: {why})" if why else "")
-            self.restarts.loops[uid] = message
-            if uid not in self.restarts.warned:
-                self.restarts.warned.add(uid)
-                self.reporter.event(
-                    suspension,
-                    "Warning",
-                    Reason.RESTART_LOOP,
-                    f"pod {pod.name}: {message}; resuming ends it, or probes: Skip leaves such processes running",
-                )
-            self._publish_hold(suspension)
-        return max(0.0, min(ends)) + 0.1 if ends else None
-
-    async def _kubelet_reason(self, pod: PodInfo, container: str) -> str:
-        try:
-            events = await self.runtime.kube.pod_events(self.namespace, pod.uid)
-        except ApiError as error:
-            logger.info(f"pod {self.namespace}/{self.name}: cannot read its events: {error}")
-            return ""
-        return kubelet_reason(events, container)
-
     # Outcomes of holds -----------------------------------------------------------------------------------------
 
     def _publish_hold(self, suspension: SuspensionInfo) -> None:
@@ -1002,7 +966,7 @@ class PodWorker:
                 transition_time=progress.transition_time,
                 probe_conflicts=conflicts,
                 restarts=restarts,
-                restart_loop=self.restarts.loops.get(suspension.uid, ""),
+                restart_loop=self.restarts.loop_message(suspension.uid),
                 held_since=parse_time(hold.since) if hold is not None and hold.since else None,
             ),
         )
