@@ -192,7 +192,7 @@ def pods_holding(dispatch: Dispatch, namespace: str, uid: str) -> list[str]:
         if pod.terminating:
             continue
         worker = dispatch.workers.get((namespace, pod.name))
-        known = worker.holds_for(uid) if worker is not None and worker.pod_uid == pod.uid else None
+        known = worker.ledger.holds_for(pod, uid) if worker is not None else None
         if known is not None:
             if known:
                 holding.append(pod.name)

@@ -33,26 +33,23 @@ from processcontrol.api import SUSPENDED_LABEL, PodState, ProcessState, ProcessS
 from processcontrol.api.models import ProbePolicy
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time, parse_time
-from processcontrol.exceptions import ApiError, Conflict, LedgerError, LedgerTooNew, NotFound, PodFailure
+from processcontrol.exceptions import LedgerError, PodFailure
 from processcontrol.ledger import (
-    HOLDS_ANNOTATION,
     Hold,
     Ledger,
     Observed,
     adopt,
     begin_release,
-    dump_ledger,
     finish_release,
-    ledger_patch,
     mark_verified,
     next_seq,
-    parse_ledger,
     process_key,
     split_key,
     take_hold,
     to_start,
 )
 from processcontrol.podexec.script import Action, ScriptReport, SocketReport, SocketResult
+from processcontrol.reconcile.ledger_writer import LedgerWriter
 from processcontrol.reconcile.plan import Mode, PodRecord, reverify_spread
 from processcontrol.reconcile.pods import (
     GoAhead,
@@ -137,18 +134,10 @@ class PodWorker:
         self.reporter = Reporter(runtime.board, namespace, name)
         self.progress: dict[str, HoldProgress] = {}
         self.starting: list[Starting] = []
-        # The ledger as last read or written, the pod version it came with, and the pod it belongs to.
-        self.ledger: Ledger | None = None
-        self.resource_version = ""
-        self.pod_uid = ""
-        # Our own last write to this pod: a ledger that goes missing while it holds something is restored from it.
-        self.written: Ledger | None = None
+        self.ledger = LedgerWriter(runtime, namespace, name, self.reporter, self._report_failure)
         self.release_failures = 0
         self.release_checked = 0.0
         self.resume_checks: dict[str, tuple[int, float]] = {}  # uid -> (failures in a row, when last tried)
-        # Suspensions on whose behalf an exec or ledger write is under way: until it ends, the pod may hold
-        # something for them that the ledger does not show yet, so their deletion must wait.
-        self.acting_for: set[str] = set()
         self.restarts = RestartWatch(
             namespace,
             self.settings.restart_loop_window_s,
@@ -162,7 +151,6 @@ class PodWorker:
         self.announced: dict[str, int | None] = {}
         self.conflicts_due: dict[str, tuple[str, ...]] = {}  # found by a look, to announce before the STOP
         self.replaced: list[Replaced] = []
-        self.too_new_warned = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ended = ended  # told in the loop's last moment: an event after it starts a new worker
@@ -210,27 +198,19 @@ class PodWorker:
     def _idle(self) -> bool:
         """Nothing held, nothing starting, no suspension wants this pod: the worker may go (a new one comes with
         the next event that concerns the pod)."""
-        return (self.ledger is None or self.ledger.empty) and not self.starting and not self.reporter.reported
-
-    def holds_for(self, uid: str) -> bool | None:
-        """Whether this pod holds something for the suspension, as this worker knows (None: it does not know)."""
-        if uid in self.acting_for:
-            return True
-        if self.ledger is None:
-            return None
-        return uid in self.ledger.holds
+        return self.ledger.holds_nothing and not self.starting and not self.reporter.reported
 
     # One step -------------------------------------------------------------------------------------------------
 
     async def step(self) -> float | None:
         """Do the next thing the pod needs; return seconds until the next step (None: on events only)."""
         pod = self.runtime.pod(self.namespace, self.name)
-        if pod is None or (self.pod_uid and pod.uid != self.pod_uid):
+        if pod is None or not self.ledger.belongs_to(pod):
             self._forget()
             if pod is None:
                 return None
         assert pod is not None
-        self.pod_uid = pod.uid
+        self.ledger.bind(pod)
         if pod.terminating:
             # A pod being deleted is left alone (no START into a database mid-restore as its pod goes): its holds
             # go with it.
@@ -242,9 +222,9 @@ class PodWorker:
         targeting = [s for s in suspensions if s.targets(pod)]
         wanted = {s.uid: s for s in targeting if s.holding(now)}
         try:
-            ledger = await self._current_ledger(pod)
+            ledger = await self.ledger.read(pod)
         except LedgerError as error:
-            self._unreadable(pod, targeting, error)
+            self.ledger.unreadable(pod, targeting, error)
             return self.settings.failure_backoff_s
         if ledger is None:
             return 0.0  # restored: look again
@@ -302,16 +282,6 @@ class PodWorker:
                 self.reporter.unpublish(uid)
         return min(waits) if waits else None
 
-    def _unreadable(self, pod: PodInfo, targeting: list[SuspensionInfo], error: LedgerError) -> None:
-        """Nothing is sent into a pod whose ledger cannot be read: acting on a guess could start what someone
-        else stopped or forget what we stopped. Its targets show why."""
-        reason = FailureReason.LEDGER_TOO_NEW if isinstance(error, LedgerTooNew) else FailureReason.LEDGER_UNREADABLE
-        if isinstance(error, LedgerTooNew) and not self.too_new_warned:
-            self.too_new_warned = True
-            self.reporter.event_on_pod(pod, "Warning", reason, str(error))
-        for suspension in targeting:
-            self._report_failure(suspension, pod, PodFailure(reason, str(error)), lasting=True)
-
     # Giving back ----------------------------------------------------------------------------------------------
 
     async def _let_go(
@@ -335,7 +305,7 @@ class PodWorker:
                     current = adopt(current, uid, hold, since=since)
             return begin_release(current, leaving)
 
-        if not await self._write_ledger(pod, hand_over):
+        if not await self.ledger.write(pod, hand_over):
             failure = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
             self._fail_release(pod, leaving, by_uid, failure)
             return
@@ -369,9 +339,10 @@ class PodWorker:
         nothing_to_send: set[tuple[str, str]] = set()
 
         async def decide(seen: ScriptReport) -> GoAhead | None:
-            if not self._same_pod(pod) or self.ledger is None:
+            current = self.ledger.known
+            if not self.ledger.same_pod(pod) or current is None:
                 return None
-            due = set(to_start(self.ledger)) & set(pending)
+            due = set(to_start(current)) & set(pending)
             by_pair = {(s.job, s.process): s for s in seen.sockets}
             send = []
             for pair in sorted(due):
@@ -382,37 +353,35 @@ class PodWorker:
                     nothing_to_send.add(pair)
                 else:
                     send.append(pair)
-            if not send or not await self._write_ledger(pod, next_seq):
+            if not send or not await self.ledger.write(pod, next_seq):
                 return None
-            return GoAhead(Action.START, self._seq(), tuple(send))
+            return GoAhead(Action.START, self.ledger.seq, tuple(send))
 
-        self.acting_for.update(holders)
-        try:
-            result = await transition(
-                self.runtime.executor,
-                pod,
-                container,
-                [],
-                [],
-                decide,
-                only=pending,
-                wait_s=self.settings.in_pod_wait_s,
-                window_s=self.settings.go_ahead_window_s,
-            )
-        except TransitionFailed as failure:
-            # Sent or not, it stays due: a START that landed is harmless to send again.
-            self._fail_release(pod, holders, by_uid, failure)
-            return
-        finally:
-            self.acting_for.difference_update(holders)
+        with self.ledger.acting_for(holders):
+            try:
+                result = await transition(
+                    self.runtime.executor,
+                    pod,
+                    container,
+                    [],
+                    [],
+                    decide,
+                    only=pending,
+                    wait_s=self.settings.in_pod_wait_s,
+                    window_s=self.settings.go_ahead_window_s,
+                )
+            except TransitionFailed as failure:
+                # Sent or not, it stays due: a START that landed is harmless to send again.
+                self._fail_release(pod, holders, by_uid, failure)
+                return
         acted = result.acted.sockets if result.acted is not None else []
         # A refused socket has no containerrun: nothing there keeps its process stopped any more.
         delivered = {(s.job, s.process) for s in acted if s.result in (SocketResult.SENT, SocketResult.REFUSED)}
         sent = result.sent.pairs if result.sent is not None else ()
         undelivered = [pair for pair in sent if pair not in delivered]
         done = delivered | nothing_to_send
-        before = self.ledger if self.ledger is not None else ledger
-        if done and not await self._write_ledger(pod, lambda current: finish_release(current, done)):
+        before = self.ledger.known if self.ledger.known is not None else ledger
+        if done and not await self.ledger.write(pod, lambda current: finish_release(current, done)):
             unwritten = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
             self._fail_release(pod, holders, by_uid, unwritten)
             return
@@ -439,7 +408,7 @@ class PodWorker:
     ) -> None:
         """Report the holds that left the ledger with the last write: an orphan's in an event on the pod, the
         others as Resuming until what was started runs."""
-        after = self.ledger if self.ledger is not None else Ledger()
+        after = self.ledger.or_empty()
         gone = {uid: hold.name for uid, hold in before.holds.items() if uid not in after.holds}
         for uid, name in gone.items():
             self.progress.pop(uid, None)
@@ -600,27 +569,25 @@ class PodWorker:
 
     async def _hold(self, suspension: SuspensionInfo, pod: PodInfo) -> None:
         """Take, keep or verify one suspension's hold; failures are recorded, never raised."""
-        self.acting_for.add(suspension.uid)
-        try:
-            previous = self.progress.get(suspension.uid)
-            ledger = self.ledger if self.ledger is not None else Ledger()
-            settled = (
-                previous is not None
-                and previous.pod_uid == pod.uid
-                and previous.restarts == pod.restarts
-                and not previous.resend
-                and not previous.failures
-                and ledger.in_force(suspension.uid)
-            )
-            if settled:
-                assert previous is not None
-                await self._check(suspension, pod, previous)
-            else:
-                await self._stop(suspension, pod, previous)
-        except PodFailure as failure:
-            self._report_failure(suspension, pod, failure)
-        finally:
-            self.acting_for.discard(suspension.uid)
+        with self.ledger.acting_for([suspension.uid]):
+            try:
+                previous = self.progress.get(suspension.uid)
+                ledger = self.ledger.or_empty()
+                settled = (
+                    previous is not None
+                    and previous.pod_uid == pod.uid
+                    and previous.restarts == pod.restarts
+                    and not previous.resend
+                    and not previous.failures
+                    and ledger.in_force(suspension.uid)
+                )
+                if settled:
+                    assert previous is not None
+                    await self._check(suspension, pod, previous)
+                else:
+                    await self._stop(suspension, pod, previous)
+            except PodFailure as failure:
+                self._report_failure(suspension, pod, failure)
 
     def _still_wanted(self, uid: str) -> bool:
         """Whether the suspension still wants this pod held: it may have changed during the last exec."""
@@ -629,11 +596,6 @@ class PodWorker:
         return pod is not None and any(
             s.uid == uid and s.targets(pod) and s.holding(now) for s in self.runtime.suspensions_of(self.namespace)
         )
-
-    def _same_pod(self, pod: PodInfo) -> bool:
-        """Whether the pod of that name is still the one this step began with (not re-created meanwhile)."""
-        current = self.runtime.pod(self.namespace, self.name)
-        return current is not None and current.uid == pod.uid == self.pod_uid
 
     async def _stop(self, suspension: SuspensionInfo, pod: PodInfo, previous: HoldProgress | None) -> None:
         """One exec: look, write the hold (new sockets, each process's state before its first hold), then STOP the
@@ -654,7 +616,7 @@ class PodWorker:
         if fresh or previous is None or previous.state is not PodState.FAILED:
             # The STOP exec waits in the pod for up to in_pod_wait_s: say meanwhile what it waits for. A retry of
             # a failed pod keeps showing the failure until it succeeds (no Stalled flapping on every retry).
-            held = self._held(uid)
+            held = self.ledger.held_by(uid)
             self._advance(
                 suspension,
                 pod,
@@ -668,13 +630,13 @@ class PodWorker:
         since = format_time(_now())
 
         async def decide(seen: ScriptReport) -> GoAhead | None:
-            if not self._same_pod(pod) or not self._still_wanted(uid):
+            if not self.ledger.same_pod(pod) or not self._still_wanted(uid):
                 return None  # let go, or another pod now: nothing written, nothing sent
             if not seen.sockets:
                 raise PodFailure(
                     FailureReason.NO_SOCKETS, f"no containerrun sockets{_filters(spec.jobs, spec.processes)}"
                 )
-            current = self.ledger if self.ledger is not None else Ledger()
+            current = self.ledger.or_empty()
             taken: Hold | None = hold
             if not current.in_force(uid):
                 taken = self._first_hold(suspension, pod, hold, seen)
@@ -689,12 +651,12 @@ class PodWorker:
             def hold_it(ledger: Ledger) -> Ledger:
                 return next_seq(take_hold(ledger, uid, taken, seen_now, since=since, assume_running=lost))
 
-            if not await self._write_ledger(pod, hold_it):
+            if not await self.ledger.write(pod, hold_it):
                 return None
             self.conflicts_due.pop(uid, None)  # the ledger has the hold now: its probe view comes from there
             running = {(s.job, s.process) for s in seen.sockets if s.running and not is_stale(s)}
-            send = tuple(pair for pair in self._held(uid) if pair in running)
-            return GoAhead(Action.STOP, self._seq(), send) if send else None
+            send = tuple(pair for pair in self.ledger.held_by(uid) if pair in running)
+            return GoAhead(Action.STOP, self.ledger.seq, send) if send else None
 
         try:
             result = await transition(
@@ -717,7 +679,7 @@ class PodWorker:
         if conflicts is not None and self.announced.get(uid, -1) != suspension.generation:
             await self._announce_conflicts(suspension, pod, conflicts, monotonic)
             return
-        if self.ledger is None or not self.ledger.in_force(uid) or not self._same_pod(pod):
+        if self.ledger.known is None or not self.ledger.known.in_force(uid) or not self.ledger.same_pod(pod):
             return  # let go while it looked, or the ledger could not be written: nothing was sent
         acted = {(s.job, s.process): s for s in (result.acted.sockets if result.acted is not None else [])}
         sockets = [acted.get((s.job, s.process), s) for s in result.look.sockets]
@@ -764,13 +726,13 @@ class PodWorker:
         container = self._hold_of(suspension, pod).container
         if container is None:
             raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {suspension.spec.container!r}")
-        held = self._held(suspension.uid)
+        held = self.ledger.held_by(suspension.uid)
         # By the filters, not the held pairs: a socket that appeared since (a process containerrun started) is
         # found too, and recorded and stopped by the next step.
         report = await look(self.runtime.executor, pod, container, suspension.spec.jobs, suspension.spec.processes)
         monotonic = time.monotonic()
         running = [s for s in report.sockets if s.running and not is_stale(s) and (s.job, s.process) in held]
-        skipped = self._skipped(suspension.uid)
+        skipped = self.ledger.skipped(suspension.uid)
         appeared = [
             s
             for s in report.sockets
@@ -789,15 +751,11 @@ class PodWorker:
             return
         await self._verified_if_stopped(suspension, pod, report.sockets, previous.started, previous.drift)
 
-    def _skipped(self, uid: str) -> set[str]:
-        hold = self.ledger.holds.get(uid) if self.ledger is not None else None
-        return set(hold.skipped) if hold is not None else set()
-
     def _settle_stop(
         self, suspension: SuspensionInfo, pod: PodInfo, sockets: Sequence[SocketReport], started: float, drift: bool
     ) -> None:
         """Processes still running after a STOP: wait for them, up to the verification deadline."""
-        held = set(self._held(suspension.uid))
+        held = set(self.ledger.held_by(suspension.uid))
         running = [(s.job, s.process) for s in sockets if s.running and not is_stale(s) and (s.job, s.process) in held]
         if not running:
             return
@@ -822,12 +780,12 @@ class PodWorker:
     ) -> None:
         """Every held process is stopped: the hold is verified at this restart count, in the ledger and the status."""
         uid = suspension.uid
-        held = set(self._held(uid))
+        held = set(self.ledger.held_by(uid))
         shown = [s for s in sockets if (s.job, s.process) in held]
         if any(s.running and not is_stale(s) for s in shown):
             return
-        skipped = sorted(self._skipped(uid))
-        if not await self._write_ledger(pod, lambda current: mark_verified(current, uid, pod.restarts)):
+        skipped = sorted(self.ledger.skipped(uid))
+        if not await self.ledger.write(pod, lambda current: mark_verified(current, uid, pod.restarts)):
             return
         if not held and skipped:
             left = names([split_key(key) for key in skipped])
@@ -902,7 +860,7 @@ class PodWorker:
                 current = take_hold(current, entry.uid, entry.hold, seen, since=since)
             return current
 
-        if await self._write_ledger(pod, record):
+        if await self.ledger.write(pod, record):
             self.reporter.event_on_pod(
                 pod,
                 "Warning",
@@ -952,7 +910,7 @@ class PodWorker:
         if progress.state is PodState.FAILED and not failure_shown(progress.failures, progress.reason):
             shown = PodState.SUSPENDING
         conflicts, restarts = self._probe_view(suspension.uid)
-        hold = self.ledger.holds.get(suspension.uid) if self.ledger is not None else None
+        hold = self.ledger.hold(suspension.uid)
         self.reporter.publish(
             suspension,
             PodRecord(
@@ -978,12 +936,11 @@ class PodWorker:
         if pod is None:
             return (), 0
         refused = self.refused.get(uid)
-        hold = self.ledger.holds.get(uid) if self.ledger is not None else None
+        hold = self.ledger.hold(uid)
         if hold is None:
             if refused is not None:
                 return refused[3], 0
             return self.conflicts_due.get(uid, ()), 0
-        assert self.ledger is not None
         pairs = [*self.ledger.held_by(uid), *(split_key(key) for key in hold.skipped)]
         conflicts = tuple(probe.describe() for probe in pod.probes.conflicts(pairs))
         restarts = sum(max(0, pod.probes.restarts_of(c) - base) for c, base in hold.restart_base.items())
@@ -994,7 +951,7 @@ class PodWorker:
         previous = self.reporter.last(suspension)
         if previous is None or previous.mode is not Mode.RESUME or previous.state is not PodState.RESUMED:
             return False
-        if previous.uid != self.pod_uid:
+        if previous.uid != self.ledger.pod_uid:
             return False
         self.reporter.retag(suspension)
         return True
@@ -1054,13 +1011,6 @@ class PodWorker:
         if failure_shown(failures, failure.reason) and not was_shown:
             self.reporter.event(suspension, "Warning", failure.reason, f"pod {pod.name}: {failure.message}")
 
-    def _held(self, uid: str) -> list[tuple[str, str]]:
-        """The (job, process) pairs this suspension holds here, by the ledger as last read or written."""
-        return self.ledger.held_by(uid) if self.ledger is not None else []
-
-    def _seq(self) -> int:
-        return self.ledger.seq if self.ledger is not None else 0
-
     def _starting_for(self, uid: str) -> bool:
         return any(uid in s.suspensions for s in self.starting)
 
@@ -1073,92 +1023,7 @@ class PodWorker:
         self.refused.clear()
         self.announced.clear()
         self.conflicts_due.clear()
-        self.ledger = None
-        self.written = None
-        self.resource_version = ""
-        self.pod_uid = ""
-        self.too_new_warned = False
-
-    # The ledger -----------------------------------------------------------------------------------------------
-
-    async def _current_ledger(self, pod: PodInfo) -> Ledger | None:
-        """Our last write, unless the index has a newer pod (someone else changed it since). A ledger that went
-        missing while our last write held something is written back (None: it was; look again)."""
-        if self.ledger is not None and _version(pod.resource_version) <= _version(self.resource_version):
-            return self.ledger
-        read = parse_ledger({HOLDS_ANNOTATION: pod.holds} if pod.holds else None)
-        self.ledger = read
-        self.resource_version = pod.resource_version
-        lost = self.written
-        if not read.empty or lost is None or lost.empty:
-            return read
-        # Removed by hand (or lost) while this operator holds processes here: what it knows beats an absent
-        # ledger, or a release would take its own STOPs for stops by hand and leave the processes stopped.
-        if await self._write_ledger(pod, lambda current: next_seq(lost) if current.empty else current):
-            self.reporter.event_on_pod(
-                pod,
-                "Warning",
-                Reason.LEDGER_RESTORED,
-                f"the hold ledger ({HOLDS_ANNOTATION}) was removed while it held "
-                f"{names([split_key(key) for key in sorted(lost.processes)]) or 'processes'}; written back",
-            )
-        return None
-
-    async def _write_ledger(self, pod: PodInfo, change: Callable[[Ledger], Ledger]) -> bool:
-        """Apply `change` to the pod's ledger and write it with optimistic concurrency, bound to the pod's uid;
-        on a conflict read the pod again and re-apply, unless it is another pod of that name now. False (and the
-        step ends) when it could not be written: nothing is done unrecorded."""
-        if self.ledger is None:
-            # After a failed write nothing is assumed: the pod as it is now is the base of the next one.
-            try:
-                fresh = await self.runtime.kube.get_pod(self.namespace, self.name)
-                metadata = fresh.get("metadata") or {}
-                if metadata.get("uid") != pod.uid:
-                    raise NotFound(f"pod {self.namespace}/{self.name} was re-created")
-                self.ledger = parse_ledger(metadata.get("annotations"))
-            except (ApiError, LedgerError) as error:
-                self._ledger_trouble(pod, error)
-                return False
-            self.resource_version = str(metadata.get("resourceVersion") or "")
-        current = self.ledger
-        version = self.resource_version or None
-        for _ in range(5):
-            new = change(current)
-            if dump_ledger(new) == dump_ledger(current) and version is not None:
-                self.ledger = new
-                return True
-            try:
-                written = await self.runtime.kube.patch_pod_metadata(
-                    self.namespace, self.name, ledger_patch(new, SUSPENDED_LABEL), version, uid=pod.uid
-                )
-            except Conflict:
-                try:
-                    fresh = await self.runtime.kube.get_pod(self.namespace, self.name)
-                    metadata = fresh.get("metadata") or {}
-                    if metadata.get("uid") != pod.uid:
-                        raise NotFound(f"pod {self.namespace}/{self.name} was re-created")
-                    current = parse_ledger(metadata.get("annotations"))
-                except (ApiError, LedgerError) as error:
-                    self._ledger_trouble(pod, error)
-                    return False
-                version = str(metadata.get("resourceVersion") or "") or None
-                continue
-            except ApiError as error:
-                self._ledger_trouble(pod, error)
-                return False
-            self.ledger = self.written = new
-            self.resource_version = str((written.get("metadata") or {}).get("resourceVersion") or "")
-            return True
-        self._ledger_trouble(pod, Conflict("the pod kept changing"))
-        return False
-
-    def _ledger_trouble(self, pod: PodInfo, error: Exception) -> None:
-        self.ledger = None  # read it again from the pod next time
-        for suspension in self.runtime.suspensions_of(self.namespace):
-            if suspension.targets(pod) and suspension.holding(_now()):
-                self._report_failure(
-                    suspension, pod, PodFailure(FailureReason.LEDGER_WRITE_FAILED, f"hold ledger: {error}")
-                )
+        self.ledger.forget()
 
 
 def _statuses(pairs: Sequence[tuple[str, str]], state: ProcessState) -> list[ProcessStatus]:
