@@ -6,7 +6,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processcontrol.api import ProcessStatus
+from processcontrol.api import ProcessState, ProcessStatus
 from processcontrol.api.reasons import FailureReason
 from processcontrol.exceptions import ExecError, ExecForbidden, ExecTimeout, PodFailure, PodGone, ScriptOutputError
 from processcontrol.ledger import Observed
@@ -220,6 +220,11 @@ def process_statuses(mode: Mode, sockets: Sequence[SocketReport], settled: bool)
         )
         for s in sockets
     ]
+
+
+def statuses(pairs: Sequence[tuple[str, str]], state: ProcessState) -> list[ProcessStatus]:
+    """The status's view of these processes, all in one state."""
+    return [ProcessStatus(job=job, process=process, state=state) for job, process in pairs]
 
 
 def count(processes: int) -> str:

@@ -15,10 +15,11 @@ from pydantic import ValidationError
 from processcontrol.api import ProcessSuspensionSpec
 from processcontrol.api.timestamps import parse_time
 from processcontrol.k8s import KubeClient, load_configuration
+from processcontrol.ledger import Hold
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
 from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.settings import ProcessControlSettings
-from processcontrol.targets import PodInfo, spec_matches_pod
+from processcontrol.targets import PodInfo, exec_container, spec_matches_pod
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -43,6 +44,16 @@ class SuspensionInfo:
     def targets(self, pod: PodInfo) -> bool:
         """Whether the pod is one of its targets (running and matching)."""
         return self.spec is not None and pod.running and spec_matches_pod(self.spec, pod.labels)
+
+    def hold_on(self, pod: PodInfo) -> Hold:
+        """The hold it takes on the pod, as the pod's ledger records it."""
+        assert self.spec is not None
+        return Hold(
+            name=self.name,
+            jobs=tuple(self.spec.jobs),
+            processes=tuple(self.spec.processes),
+            container=exec_container(pod, self.spec.container),
+        )
 
 
 def suspension_info(

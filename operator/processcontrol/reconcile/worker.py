@@ -38,9 +38,6 @@ from processcontrol.ledger import (
     Hold,
     Ledger,
     Observed,
-    adopt,
-    begin_release,
-    finish_release,
     mark_verified,
     next_seq,
     process_key,
@@ -48,7 +45,9 @@ from processcontrol.ledger import (
     take_hold,
     to_start,
 )
-from processcontrol.podexec.script import Action, ScriptReport, SocketReport, SocketResult
+from processcontrol.podexec.script import Action, ScriptReport, SocketReport
+from processcontrol.reconcile.backoff import poll_delay, retry_delay
+from processcontrol.reconcile.giving_back import GivingBack
 from processcontrol.reconcile.ledger_writer import LedgerWriter
 from processcontrol.reconcile.plan import Mode, PodRecord, reverify_spread
 from processcontrol.reconcile.pods import (
@@ -60,18 +59,15 @@ from processcontrol.reconcile.pods import (
     names,
     observed,
     process_statuses,
+    statuses,
     transition,
 )
 from processcontrol.reconcile.reporting import FAILURES_SHOWN, Reporter, failure_shown
 from processcontrol.reconcile.restarts import RestartWatch
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
-from processcontrol.targets import PodInfo, exec_container
+from processcontrol.targets import PodInfo
 
 logger = logging.getLogger(__name__)
-
-# Retries of a failed step start here and double up to the failure backoff: a new pod whose sockets are not
-# bound yet is stopped a moment later, not ten seconds later.
-FIRST_RETRY_S = 0.25
 
 
 def _now() -> datetime:
@@ -101,17 +97,6 @@ class HoldProgress:
     transition_time: datetime = field(default_factory=_now)
 
 
-@dataclass
-class Starting:
-    """Processes this worker sent START and waits to see running, on behalf of the holds it gave back."""
-
-    pairs: tuple[tuple[str, str], ...]
-    container: str
-    suspensions: dict[str, str]  # uid -> name
-    started: float
-    checked: float
-
-
 @dataclass(frozen=True)
 class Replaced:
     """A STOP was sent into a pod that was replaced under the same name meanwhile: it may have landed in the new
@@ -133,11 +118,8 @@ class PodWorker:
         self.settings = runtime.settings
         self.reporter = Reporter(runtime.board, namespace, name)
         self.progress: dict[str, HoldProgress] = {}
-        self.starting: list[Starting] = []
         self.ledger = LedgerWriter(runtime, namespace, name, self.reporter, self._report_failure)
-        self.release_failures = 0
-        self.release_checked = 0.0
-        self.resume_checks: dict[str, tuple[int, float]] = {}  # uid -> (failures in a row, when last tried)
+        self.giving_back = GivingBack(runtime, self.ledger, self.reporter)
         self.restarts = RestartWatch(
             namespace,
             self.settings.restart_loop_window_s,
@@ -198,7 +180,7 @@ class PodWorker:
     def _idle(self) -> bool:
         """Nothing held, nothing starting, no suspension wants this pod: the worker may go (a new one comes with
         the next event that concerns the pod)."""
-        return self.ledger.holds_nothing and not self.starting and not self.reporter.reported
+        return self.ledger.holds_nothing and not self.giving_back.busy and not self.reporter.reported
 
     # One step -------------------------------------------------------------------------------------------------
 
@@ -242,18 +224,20 @@ class PodWorker:
         leaving = [uid for uid, hold in ledger.holds.items() if uid not in wanted and not hold.releasing]
         pending = to_start(ledger)
         if leaving or pending:
-            due = self.release_checked + self._retry_delay(self.release_failures) - monotonic
-            if not self.release_failures or due <= 0:
+            due = self.giving_back.release_wait(monotonic)
+            if due <= 0:
                 if leaving:
-                    await self._let_go(pod, ledger, leaving, wanted, by_uid, now)
+                    released = await self.giving_back.let_go(pod, ledger, leaving, wanted, by_uid, now)
                 else:
-                    await self._give_back(pod, ledger, pending, by_uid)
+                    released = await self.giving_back.give_back(pod, ledger, pending, by_uid)
+                for uid in released:
+                    self.progress.pop(uid, None)
                 return 0.0
             waits.append(due)
-        for starting in list(self.starting):
-            due = starting.checked + self._poll_delay(starting.started, starting.checked) - monotonic
+        for starting in list(self.giving_back.starting):
+            due = self.giving_back.start_wait(starting, monotonic)
             if due <= 0:
-                await self._watch_start(pod, starting, by_uid)
+                await self.giving_back.watch_start(pod, starting, by_uid)
                 return 0.0
             waits.append(due)
 
@@ -268,261 +252,25 @@ class PodWorker:
 
         for suspension in targeting:
             uid = suspension.uid
-            if uid in wanted or uid in ledger.holds or self._starting_for(uid) or self._retag_resumed(suspension):
+            if (
+                uid in wanted
+                or uid in ledger.holds
+                or self.giving_back.starting_for(uid)
+                or self.giving_back.retag_resumed(suspension)
+            ):
                 continue
-            failures, checked = self.resume_checks.get(uid, (0, 0.0))
-            due = checked + self._retry_delay(failures) - monotonic if failures else 0.0
+            due = self.giving_back.resume_wait(uid, monotonic)
             if due <= 0:
-                await self._observe_resumed(suspension, pod)
+                await self.giving_back.observe_resumed(suspension, pod)
                 return 0.0
             waits.append(due)
         for uid in list(self.reporter.reported):
             gone = uid not in by_uid or not by_uid[uid].targets(pod)
-            if gone and uid not in ledger.holds and not self._starting_for(uid):
+            if gone and uid not in ledger.holds and not self.giving_back.starting_for(uid):
                 self.reporter.unpublish(uid)
         return min(waits) if waits else None
 
-    # Giving back ----------------------------------------------------------------------------------------------
-
-    async def _let_go(
-        self,
-        pod: PodInfo,
-        ledger: Ledger,
-        leaving: list[str],
-        wanted: dict[str, SuspensionInfo],
-        by_uid: dict[str, SuspensionInfo],
-        now: datetime,
-    ) -> None:
-        """The write-ahead of giving back, no exec: wanted holds join the processes they cover first (a hand-over
-        without a bounce), then the leaving holds are marked releasing; what no other hold keeps waits for its
-        START (`_give_back`), the rest leaves the ledger at once."""
-        since = format_time(now)
-        joining = {uid: self._hold_of(s, pod) for uid, s in wanted.items()}
-
-        def hand_over(current: Ledger) -> Ledger:
-            for uid, hold in joining.items():
-                if hold.container is not None:
-                    current = adopt(current, uid, hold, since=since)
-            return begin_release(current, leaving)
-
-        if not await self.ledger.write(pod, hand_over):
-            failure = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
-            self._fail_release(pod, leaving, by_uid, failure)
-            return
-        self._after_release(pod, ledger, by_uid, started=(), sockets=(), container="")
-
-    async def _give_back(
-        self, pod: PodInfo, ledger: Ledger, pending: tuple[tuple[str, str], ...], by_uid: dict[str, SuspensionInfo]
-    ) -> None:
-        """START what the releasing holds kept stopped and nobody else holds, in one exec whose go-ahead follows a
-        ledger write; then the processes delivered leave the ledger (and with them the holds that are done). A
-        START that could not be sent stays due and is sent again with backoff, as long as it takes."""
-        holders = sorted({uid for pair in pending for uid in ledger.processes[process_key(*pair)].holders})
-        container = next(
-            (ledger.holds[uid].container for uid in holders if ledger.holds[uid].container),
-            exec_container(pod, None),
-        )
-        if container is None:
-            failure = PodFailure(FailureReason.NO_CONTAINER, "pod has no container to exec into")
-            self._fail_release(pod, holders, by_uid, failure)
-            return
-        for uid in holders:
-            if uid in by_uid:
-                self.reporter.report(
-                    by_uid[uid],
-                    pod,
-                    PodState.RESUMING,
-                    Mode.RESUME,
-                    f"waiting for {names(pending)} to run",
-                    processes=_statuses(pending, ProcessState.STOPPED),
-                )
-        nothing_to_send: set[tuple[str, str]] = set()
-
-        async def decide(seen: ScriptReport) -> GoAhead | None:
-            current = self.ledger.known
-            if not self.ledger.same_pod(pod) or current is None:
-                return None
-            due = set(to_start(current)) & set(pending)
-            by_pair = {(s.job, s.process): s for s in seen.sockets}
-            send = []
-            for pair in sorted(due):
-                socket = by_pair.get(pair)
-                # Running, or no containerrun behind the socket (or none at all: a restarted container's
-                # containerrun starts its process by itself): nothing keeps it stopped, so nothing to send.
-                if socket is None or is_stale(socket) or socket.running:
-                    nothing_to_send.add(pair)
-                else:
-                    send.append(pair)
-            if not send or not await self.ledger.write(pod, next_seq):
-                return None
-            return GoAhead(Action.START, self.ledger.seq, tuple(send))
-
-        with self.ledger.acting_for(holders):
-            try:
-                result = await transition(
-                    self.runtime.executor,
-                    pod,
-                    container,
-                    [],
-                    [],
-                    decide,
-                    only=pending,
-                    wait_s=self.settings.in_pod_wait_s,
-                    window_s=self.settings.go_ahead_window_s,
-                )
-            except TransitionFailed as failure:
-                # Sent or not, it stays due: a START that landed is harmless to send again.
-                self._fail_release(pod, holders, by_uid, failure)
-                return
-        acted = result.acted.sockets if result.acted is not None else []
-        # A refused socket has no containerrun: nothing there keeps its process stopped any more.
-        delivered = {(s.job, s.process) for s in acted if s.result in (SocketResult.SENT, SocketResult.REFUSED)}
-        sent = result.sent.pairs if result.sent is not None else ()
-        undelivered = [pair for pair in sent if pair not in delivered]
-        done = delivered | nothing_to_send
-        before = self.ledger.known if self.ledger.known is not None else ledger
-        if done and not await self.ledger.write(pod, lambda current: finish_release(current, done)):
-            unwritten = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
-            self._fail_release(pod, holders, by_uid, unwritten)
-            return
-        if undelivered:
-            missed = PodFailure(
-                FailureReason.START_UNDELIVERED,
-                f"START not delivered to {names(undelivered)}; sent again until it is, and they stay held meanwhile",
-            )
-            self._fail_release(pod, holders, by_uid, missed, on_pod=True)
-        else:
-            self.release_failures = 0
-        started = tuple(s for s in sent if s in delivered)
-        self._after_release(pod, before, by_uid, started=started, sockets=acted, container=container)
-
-    def _after_release(
-        self,
-        pod: PodInfo,
-        before: Ledger,
-        by_uid: dict[str, SuspensionInfo],
-        *,
-        started: tuple[tuple[str, str], ...],
-        sockets: Sequence[SocketReport],
-        container: str,
-    ) -> None:
-        """Report the holds that left the ledger with the last write: an orphan's in an event on the pod, the
-        others as Resuming until what was started runs."""
-        after = self.ledger.or_empty()
-        gone = {uid: hold.name for uid, hold in before.holds.items() if uid not in after.holds}
-        for uid, name in gone.items():
-            self.progress.pop(uid, None)
-            if uid not in by_uid:
-                self.reporter.event_on_pod(
-                    pod,
-                    "Normal",
-                    Reason.ORPHAN_RELEASED,
-                    f"released the holds of suspension {name} (uid {uid}), which no longer exists"
-                    + (f"; started {names(started)}" if started else ""),
-                )
-            elif started:
-                self.reporter.report(
-                    by_uid[uid],
-                    pod,
-                    PodState.RESUMING,
-                    Mode.RESUME,
-                    f"started {names(started)}, waiting for them to run",
-                    processes=_statuses(started, ProcessState.STOPPED),
-                )
-        if started and gone:
-            monotonic = time.monotonic()
-            starting = Starting(
-                pairs=started, container=container, suspensions=gone, started=monotonic, checked=monotonic
-            )
-            # The START exec waited in the pod: usually they run already, and that report is the verification.
-            self.starting.append(starting)
-            self._settle_start(pod, starting, sockets, by_uid)
-
-    def _fail_release(
-        self,
-        pod: PodInfo,
-        holders: Sequence[str],
-        by_uid: dict[str, SuspensionInfo],
-        failure: PodFailure,
-        on_pod: bool = False,
-    ) -> None:
-        """The START could not be sent (or written down): the holds stay in the ledger, releasing, and the
-        worker tries again after a backoff; the object shows why, and so does the pod when asked to."""
-        self.release_failures += 1
-        self.release_checked = time.monotonic()
-        first = self.release_failures == 1
-        if on_pod and first:
-            self.reporter.event_on_pod(pod, "Warning", failure.reason, failure.message)
-        for uid in holders:
-            suspension = by_uid.get(uid)
-            if suspension is None:
-                continue
-            self.reporter.resume_failed(suspension, pod, failure)
-            if first:
-                self.reporter.event(
-                    suspension,
-                    "Warning",
-                    Reason.RESUME_FAILED,
-                    f"pod {pod.name}: {failure.message}; its processes stay held until they can be given back",
-                )
-
-    async def _watch_start(self, pod: PodInfo, starting: Starting, by_uid: dict[str, SuspensionInfo]) -> None:
-        """Poll until the processes started run; past the verification deadline, say which do not."""
-        starting.checked = time.monotonic()
-        try:
-            report = await look(self.runtime.executor, pod, starting.container, [], [], only=starting.pairs)
-        except PodFailure as failure:
-            if starting.checked - starting.started > self.settings.verify_timeout_s:
-                self.starting.remove(starting)
-                for uid in starting.suspensions:
-                    if uid in by_uid:
-                        self.reporter.resume_failed(by_uid[uid], pod, failure)
-            return
-        self._settle_start(pod, starting, report.sockets, by_uid)
-
-    def _settle_start(
-        self, pod: PodInfo, starting: Starting, sockets: Sequence[SocketReport], by_uid: dict[str, SuspensionInfo]
-    ) -> None:
-        """Report the processes started as running once they all are, or as late past the deadline."""
-        running = {(s.job, s.process) for s in sockets if s.running}
-        waiting = [pair for pair in starting.pairs if pair not in running]
-        chosen = [s for s in sockets if (s.job, s.process) in set(starting.pairs)]
-        timed_out = time.monotonic() - starting.started > self.settings.verify_timeout_s
-        if waiting and not timed_out:
-            return
-        self.starting.remove(starting)
-        for uid in starting.suspensions:
-            suspension = by_uid.get(uid)
-            if suspension is None:
-                continue
-            if waiting:
-                late = PodFailure(
-                    FailureReason.VERIFY_TIMEOUT,
-                    f"not running {self.settings.verify_timeout_s:g}s after START: {names(waiting)}",
-                )
-                self.reporter.resume_failed(suspension, pod, late)
-            elif suspension.targets(pod):
-                self.reporter.report(
-                    suspension,
-                    pod,
-                    PodState.RESUMED,
-                    Mode.RESUME,
-                    f"{count(len(chosen))} running",
-                    processes=process_statuses(Mode.RESUME, chosen, settled=True),
-                )
-            else:
-                self.reporter.unpublish(uid)
-
     # Holding --------------------------------------------------------------------------------------------------
-
-    def _hold_of(self, suspension: SuspensionInfo, pod: PodInfo) -> Hold:
-        assert suspension.spec is not None
-        return Hold(
-            name=suspension.name,
-            jobs=tuple(suspension.spec.jobs),
-            processes=tuple(suspension.spec.processes),
-            container=exec_container(pod, suspension.spec.container),
-        )
 
     def _seed_from_ledger(self, suspension: SuspensionInfo, pod: PodInfo, ledger: Ledger) -> None:
         """After an operator restart: a hold in force, verified at the pod's current restart count, is in force;
@@ -539,7 +287,7 @@ class PodWorker:
             state=PodState.SUSPENDED,
             started=monotonic,
             checked=monotonic,
-            processes=_statuses(held, ProcessState.STOPPED),
+            processes=statuses(held, ProcessState.STOPPED),
             message=f"{count(len(held))} stopped",
         )
 
@@ -552,20 +300,13 @@ class PodWorker:
             # a new spec (probes: Refuse changed, say) is tried at once.
             if progress.generation != suspension.generation:
                 return 0.0
-            return progress.checked + self._retry_delay(progress.failures) - monotonic
+            return progress.checked + retry_delay(self.settings, progress.failures) - monotonic
         if not ledger.in_force(suspension.uid):
             return 0.0
         if progress.state is PodState.SUSPENDED:
             interval = self.settings.reverify_interval_s * reverify_spread(pod.uid)
             return progress.checked + interval - monotonic
-        return progress.checked + self._poll_delay(progress.started, progress.checked) - monotonic
-
-    def _retry_delay(self, failures: int) -> float:
-        return min(self.settings.failure_backoff_s, FIRST_RETRY_S * 2.0 ** (failures - 1))
-
-    def _poll_delay(self, started: float, checked: float) -> float:
-        """Verification polls: quick at first, then every 2 s at most."""
-        return min(max(self.settings.verify_interval_s, (checked - started) / 2), 2.0)
+        return progress.checked + poll_delay(self.settings, progress.started, progress.checked) - monotonic
 
     async def _hold(self, suspension: SuspensionInfo, pod: PodInfo) -> None:
         """Take, keep or verify one suspension's hold; failures are recorded, never raised."""
@@ -603,7 +344,7 @@ class PodWorker:
         assert suspension.spec is not None
         spec = suspension.spec
         uid = suspension.uid
-        hold = self._hold_of(suspension, pod)
+        hold = suspension.hold_on(pod)
         container = hold.container
         if container is None:
             raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {spec.container!r}")
@@ -622,7 +363,7 @@ class PodWorker:
                 pod,
                 PodState.SUSPENDING,
                 monotonic,
-                _statuses(held, ProcessState.STOPPING),
+                statuses(held, ProcessState.STOPPING),
                 f"waiting for {names(held) or 'the processes'} to stop",
                 failures=previous.failures if previous is not None and not fresh else 0,
                 drift=drift,
@@ -723,7 +464,7 @@ class PodWorker:
         """A look at the held processes, no go-ahead: a verification poll after a STOP, or the re-check of a
         settled hold (one that runs again is stopped at once by the next step)."""
         assert suspension.spec is not None
-        container = self._hold_of(suspension, pod).container
+        container = suspension.hold_on(pod).container
         if container is None:
             raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {suspension.spec.container!r}")
         held = self.ledger.held_by(suspension.uid)
@@ -946,42 +687,6 @@ class PodWorker:
         restarts = sum(max(0, pod.probes.restarts_of(c) - base) for c, base in hold.restart_base.items())
         return conflicts, restarts
 
-    def _retag_resumed(self, suspension: SuspensionInfo) -> bool:
-        """A verified Resumed outcome answers a newer generation too (nothing to do): True when there is one."""
-        previous = self.reporter.last(suspension)
-        if previous is None or previous.mode is not Mode.RESUME or previous.state is not PodState.RESUMED:
-            return False
-        if previous.uid != self.ledger.pod_uid:
-            return False
-        self.reporter.retag(suspension)
-        return True
-
-    async def _observe_resumed(self, suspension: SuspensionInfo, pod: PodInfo) -> None:
-        """Nothing of this suspension is held here (any more): look, and report the processes as they are.
-
-        One look: after an operator restart mid-resume, or for a suspension that never held the pod, the status
-        lists what really runs instead of assuming it."""
-        assert suspension.spec is not None
-        spec = suspension.spec
-        container = exec_container(pod, spec.container)
-        try:
-            if container is None:
-                raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {spec.container!r}")
-            report = await look(self.runtime.executor, pod, container, spec.jobs, spec.processes)
-        except PodFailure as failure:
-            failures, _ = self.resume_checks.get(suspension.uid, (0, 0.0))
-            self.resume_checks[suspension.uid] = (failures + 1, time.monotonic())
-            self.reporter.resume_failed(suspension, pod, failure)
-            return
-        self.resume_checks.pop(suspension.uid, None)
-        live = [s for s in report.sockets if not is_stale(s)]
-        stopped = [(s.job, s.process) for s in live if not s.running]
-        message = f"{count(len(live) - len(stopped))} running" + (
-            f"; stopped, but not by a suspension: {names(stopped)}" if stopped else ""
-        )
-        processes = process_statuses(Mode.RESUME, report.sockets, settled=True)
-        self.reporter.report(suspension, pod, PodState.RESUMED, Mode.RESUME, message, processes=processes)
-
     def _report_failure(
         self, suspension: SuspensionInfo, pod: PodInfo, failure: PodFailure, lasting: bool = False
     ) -> None:
@@ -1011,24 +716,16 @@ class PodWorker:
         if failure_shown(failures, failure.reason) and not was_shown:
             self.reporter.event(suspension, "Warning", failure.reason, f"pod {pod.name}: {failure.message}")
 
-    def _starting_for(self, uid: str) -> bool:
-        return any(uid in s.suspensions for s in self.starting)
-
     def _forget(self) -> None:
         """The pod is gone (or replaced): it holds nothing any more."""
         self.reporter.unpublish_all()
         self.progress.clear()
-        self.starting.clear()
+        self.giving_back.forget()
         self.restarts.forget()
         self.refused.clear()
         self.announced.clear()
         self.conflicts_due.clear()
         self.ledger.forget()
-
-
-def _statuses(pairs: Sequence[tuple[str, str]], state: ProcessState) -> list[ProcessStatus]:
-    """The status's view of these processes, all in one state."""
-    return [ProcessStatus(job=job, process=process, state=state) for job, process in pairs]
 
 
 def _filters(jobs: list[str], processes: list[str]) -> str:
