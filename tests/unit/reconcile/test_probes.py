@@ -216,7 +216,7 @@ async def test_refuse_stops_nothing_in_the_pod_until_the_user_decides(
 
     # Retries of a refused pod cost no exec while nothing changes.
     api.dispatch.ensure_worker(NAMESPACE, "db-0")
-    await eventually(lambda: bool(api.dispatch.workers[(NAMESPACE, "db-0")].refused), "refusal remembered")
+    await eventually(lambda: bool(api.dispatch.workers[(NAMESPACE, "db-0")].holding.refused), "refusal remembered")
     assert len(executor.actions("db-0")) == statuses
 
     api.suspend("restore", generation=2, probes="Warn")
