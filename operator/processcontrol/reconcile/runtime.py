@@ -1,4 +1,5 @@
-"""What every handler shares (the Runtime), and operator start-up and shut-down."""
+"""What the pod workers and status daemons share (the Runtime), what they know of a suspension (SuspensionInfo),
+and operator start-up and shut-down."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """One ProcessSuspension's side: its status daemon, and its deletion.
 
-The pod workers (worker.py) do the work and report outcomes per suspension. The daemon turns those outcomes into
-the object's status, announces transitions in events, and wakes the pods when the suspension expires. Deletion
-waits until no pod's hold ledger names the suspension any more: its finalizer goes only then.
+The pod workers (worker.py) do the work and report outcomes per suspension on the runtime's OutcomeBoard; the
+daemon starts and wakes them through the dispatch (dispatch.py). It turns those outcomes into the object's status,
+announces transitions in events, and wakes the pods when the suspension expires. Deletion waits until no pod's
+hold ledger names the suspension any more: its finalizer goes only then, and the board forgets the suspension.
 """
 
 from __future__ import annotations
