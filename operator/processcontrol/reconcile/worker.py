@@ -164,6 +164,9 @@ class PodWorker:
         self.conflicts_due: dict[str, tuple[str, ...]] = {}  # found by a look, to announce before the STOP
         self.replaced: list[Replaced] = []
         self.too_new_warned = False
+        # Monotonic: an exec whose go-ahead was written ended with no report; until then it may still send, so
+        # nothing else is sent into the pod (a START must not land before a late STOP).
+        self.quiet_until = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -254,6 +257,9 @@ class PodWorker:
             await self._record_replaced(pod)
             return 0.0
 
+        quiet = self.quiet_until - time.monotonic()
+        if quiet > 0:
+            return quiet
         waits: list[float] = []
         self.restarts.track(pod, {uid: s.name for uid, s in wanted.items()}, ledger)
         loop_wait = await self._check_restart_loops(pod, wanted, ledger)
@@ -359,7 +365,8 @@ class PodWorker:
             self._fail_release(pod, holders, by_uid, failure)
             return
         for uid in holders:
-            if uid in by_uid:
+            # A retry keeps showing why it failed until it succeeds (no Stalled flapping on every retry).
+            if uid in by_uid and not self.release_failures:
                 self._report(
                     by_uid[uid],
                     pod,
@@ -378,9 +385,10 @@ class PodWorker:
             send = []
             for pair in sorted(due):
                 socket = by_pair.get(pair)
-                # Running, or no containerrun behind the socket (or none at all: a restarted container's
-                # containerrun starts its process by itself): nothing keeps it stopped, so nothing to send.
-                if socket is None or is_stale(socket) or socket.running:
+                # No containerrun behind the socket (or none at all: a restarted container's containerrun starts
+                # its process by itself): nothing keeps it stopped. Otherwise START, whatever the sentinel says:
+                # it lags (a STOP queued or still under way), and containerrun ignores a START to what runs.
+                if socket is None or is_stale(socket):
                     nothing_to_send.add(pair)
                 else:
                     send.append(pair)
@@ -403,6 +411,7 @@ class PodWorker:
             )
         except TransitionFailed as failure:
             # Sent or not, it stays due: a START that landed is harmless to send again.
+            self.quiet_until = max(self.quiet_until, failure.quiet_after)
             self._fail_release(pod, holders, by_uid, failure)
             return
         finally:
@@ -694,8 +703,10 @@ class PodWorker:
             if not await self._write_ledger(pod, hold_it):
                 return None
             self.conflicts_due.pop(uid, None)  # the ledger has the hold now: its probe view comes from there
-            running = {(s.job, s.process) for s in seen.sockets if s.running and not is_stale(s)}
-            send = tuple(pair for pair in self._held(uid) if pair in running)
+            # Every held process with a containerrun, whatever its sentinel says: it lags (a containerrun just
+            # restarted may not have written it yet), and containerrun ignores a STOP to what is stopped.
+            live = {(s.job, s.process) for s in seen.sockets if not is_stale(s)}
+            send = tuple(pair for pair in self._held(uid) if pair in live)
             return GoAhead(Action.STOP, self._seq(), send) if send else None
 
         try:
@@ -710,6 +721,7 @@ class PodWorker:
                 window_s=self.settings.go_ahead_window_s,
             )
         except TransitionFailed as failure:
+            self.quiet_until = max(self.quiet_until, failure.quiet_after)
             if failure.sent is not None:
                 self._note_replaced(pod, uid, hold, failure.sent)
             raise
