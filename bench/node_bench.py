@@ -250,9 +250,10 @@ def main() -> int:
         "machine": {"cores": os.cpu_count(), "load_average_start": [round(x, 2) for x in os.getloadavg()]},
         "variant": "node",
     }
+    node = realnode.RealNode(state_dir())
+    node.check_host()
     subprocess.run(["bash", str(ROOT / "hack" / "build-node.sh")], check=True, capture_output=True)
     built = images.ensure()
-    node = realnode.RealNode(state_dir())
     began = time.monotonic()
     node.up([built[name].archive for name in ("pause", "operator", "workload")])
     record["node_up_s"] = round(time.monotonic() - began, 1)

@@ -203,6 +203,18 @@ def stop_group(record: ProcessRecord, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def mount_points_under(root: Path) -> list[str]:
+    """The mount points at or below root."""
+    prefix = str(root.resolve()).rstrip("/")
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # Field 5 is the mount point, with octal escapes for spaces and the like.
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point == prefix or point.startswith(prefix + "/"):
+            points.append(point)
+    return points
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     """The last lines of a log file."""
     try:
