@@ -117,9 +117,12 @@ controlplane: $(STAMP) ## Build (cached) and start the local control plane: etcd
 controlplane-down: $(STAMP) ## Stop the local control plane and the fake pods' host processes
 	$(PY) -m harness.controlplane down
 
+# Each run records a new dated file under bench/; UPDATE=1 also replaces the committed latest.* (bench/recording.py).
+LATEST = $(if $(UPDATE),--update-latest)
+
 .PHONY: bench
 bench: deps-local $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun
-	$(PY) bench/suspend_bench.py --quick
+	$(PY) bench/suspend_bench.py --quick $(LATEST)
 
 .PHONY: bench-node
 bench-node: deps-node $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99 through the kubelet; N=10,50 vs seed loop, xargs+ncat
@@ -127,7 +130,7 @@ bench-node: deps-node $(STAMP) ## Benchmark on the real node (root, ~10 min): ex
 
 .PHONY: bench-full
 bench-full: deps-local $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 3 repeats, 20 restarts at N=200, footprint (1,000 pods)
-	$(PY) bench/suspend_bench.py --full
+	$(PY) bench/suspend_bench.py --full $(LATEST)
 
 .PHONY: bench-footprint
 bench-footprint: $(STAMP) ## Operator RSS and CPU, ~10 min: 1,000 pods watched (100 with real processes), 100 suspensions
@@ -135,4 +138,4 @@ bench-footprint: $(STAMP) ## Operator RSS and CPU, ~10 min: 1,000 pods watched (
 
 .PHONY: soak
 soak: $(STAMP) ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
-	$(PY) bench/soak_faults.py
+	$(PY) bench/soak_faults.py $(LATEST)
