@@ -30,4 +30,3 @@ def test_a_run_of_a_recorded_day_gets_a_new_name(tmp_path: Path) -> None:
     assert second == tmp_path / "2026-11-30-quick-2.json"
     second.write_text("{}\n")
     assert new_record(day, "quick", tmp_path) == tmp_path / "2026-11-30-quick-3.json"
-
