@@ -66,7 +66,7 @@ if ! $root; then
   exit 1
 fi
 
-log="$(mktemp /tmp/processcontrol-deps.XXXXXX.log)"
+log="$(mktemp -t processcontrol-deps.XXXXXX.log)"
 echo "deps: installing ${need[*]} (apt-get, about a minute; log $log)" >&2
 start=$SECONDS
 # The lock timeout: another apt-get (or a second make) may be installing at the same moment.

@@ -60,7 +60,9 @@ class Machine:
     def env(self, uid: int) -> dict[str, str]:
         (self.stub / "bin" / "id").write_text(f"#!/bin/sh\necho {uid}\n")
         (self.stub / "bin" / "id").chmod(0o755)
-        return {**os.environ, "STUB": str(self.stub), "PATH": f"{self.stub / 'bin'}:{os.environ['PATH']}"}
+        path = f"{self.stub / 'bin'}:{os.environ['PATH']}"
+        # TMPDIR: apt-get's log (kept when it fails) goes to the test's directory.
+        return {**os.environ, "STUB": str(self.stub), "PATH": path, "TMPDIR": str(self.stub)}
 
     def install(self, *packages: str) -> None:
         with (self.stub / "installed").open("a") as db:
@@ -160,6 +162,8 @@ def test_as_root_a_failed_install_shows_apt_gets_error(machine: Machine) -> None
     assert done.returncode == 1
     assert "deps: apt-get failed" in done.stderr
     assert "E: Unable to locate package lua5.1" in done.stderr
+    [log] = machine.stub.glob("processcontrol-deps.*.log")
+    assert f"the last lines of {log}:" in done.stderr
 
 
 @pytest.mark.parametrize("target", TARGETS)
