@@ -26,6 +26,7 @@ import pytest
 from harness import fakepods
 from harness.base import pids_with_env, wait_until
 from harness.cluster import Cluster
+from harness.operator import OPERATOR_NAMESPACE, SERVICE_ACCOUNT
 from harness.reliability import FINALIZER, assert_converged, wait_gone
 
 MYSQL = "pxc-mysql/mysql"
@@ -104,9 +105,14 @@ def containerrun_pid(cluster: Cluster, pod: str, job_process: str) -> int:
     return record.pid
 
 
+# Only the operator's ServiceAccount may write the ledger (the admission policy in deploy/admission/): a person who
+# must edit it by hand does it the documented break-glass way, as the operator (docs/operations.md, Security model).
+AS_OPERATOR = f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
+
+
 def annotate_ledger(cluster: Cluster, pod: str, value: dict[str, Any]) -> None:
     """What a person (or another tool) does: kubectl annotate --overwrite with a ledger of their own."""
-    cluster.kubectl("annotate", "pod", pod, "--overwrite", f"{HOLDS}={json.dumps(value)}")
+    cluster.kubectl("annotate", AS_OPERATOR, "pod", pod, "--overwrite", f"{HOLDS}={json.dumps(value)}")
 
 
 def uid_of(cluster: Cluster, kind: str, name: str) -> str:
@@ -375,7 +381,7 @@ def test_5_a_ledger_removed_by_hand_while_held_is_written_back(cluster: Cluster)
     cluster.wait("restore")
     before = ledger(cluster, pods[0])
 
-    cluster.kubectl("annotate", "pod", pods[0], f"{HOLDS}-")
+    cluster.kubectl("annotate", AS_OPERATOR, "pod", pods[0], f"{HOLDS}-")
     wait_until(lambda: pod_events(cluster, pods[0], "LedgerRestored"), 60, "a LedgerRestored event on the pod")
     restored = wait_until(lambda: ledger(cluster, pods[0]), 30, "the ledger written back")
     assert restored["holds"].keys() == before["holds"].keys(), restored
@@ -398,7 +404,7 @@ def test_5_a_ledger_lost_while_the_operator_was_down_counts_what_is_stopped_as_h
     cluster.wait("restore")
     cluster.operator.stop()
     try:
-        cluster.kubectl("annotate", "pod", pods[0], f"{HOLDS}-")
+        cluster.kubectl("annotate", AS_OPERATOR, "pod", pods[0], f"{HOLDS}-")
         assert label(cluster, pods[0]) == "true"
     finally:
         cluster.operator.start()
