@@ -27,6 +27,13 @@ class ProcessControlSettings(BaseSettings):
         description="How long one STOP or START exec waits inside the pod for the processes to get there before it "
         "reports: most pods are verified by that one exec; the rest by status probes until verify_timeout_s.",
     )
+    go_ahead_window_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="An exec acts only on a go-ahead it receives this long after it started; later, or without one, "
+        "it sends nothing (a timed-out or orphaned exec never acts late).",
+    )
     verify_interval_s: float = Field(default=0.25, gt=0, description="First delay between verification polls.")
     reverify_interval_s: float = Field(
         default=300.0,
