@@ -284,3 +284,26 @@ def test_an_excluded_namespace_is_not_acted_on(cluster: Cluster) -> None:
         for pod in ignored:
             fakepods.stop_pod_processes(UNWATCHED_NAMESPACE, pod)
             kubectl("delete", "pod", pod, "-n", UNWATCHED_NAMESPACE, "--wait=false", check=False)
+
+
+def test_the_operators_token_is_refused_exec_and_pod_writes_in_an_excluded_namespace(control_plane: Path) -> None:
+    # RBAC cannot leave kube-system out of the ClusterRoleBinding; the policy refuses the token there.
+    name = f"excluded-{uuid.uuid4().hex[:6]}"
+    manifest = pod_manifest(name)
+    manifest["metadata"]["namespace"] = "kube-system"  # type: ignore[index]
+    kubectl("apply", "-f", "-", input_text=json.dumps(manifest))
+    try:
+        message = "the processcontrol operator does not exec into or write pods of the namespace kube-system"
+        for args in (("exec", name, "--", "true"), ("annotate", "pod", name, f"{HOLDS}={LEDGER}")):
+            result = kubectl("--as", OPERATOR, "-n", "kube-system", *args, check=False)
+            assert result.returncode != 0
+            assert "ValidatingAdmissionPolicy 'processcontrol-excluded-namespaces'" in result.stderr, result.stderr
+            assert message in result.stderr
+        # Elsewhere the exec is admitted (it then fails at kwok: this pod runs nothing).
+        fakepods.ensure_namespace(UNWATCHED_NAMESPACE)
+        kubectl("apply", "-f", "-", input_text=json.dumps(pod_manifest(name)))
+        result = kubectl("--as", OPERATOR, "-n", UNWATCHED_NAMESPACE, "exec", name, "--", "true", check=False)
+        assert "ValidatingAdmissionPolicy" not in result.stderr and "forbidden" not in result.stderr.lower()
+    finally:
+        kubectl("delete", "pod", name, "-n", "kube-system", "--wait=false", check=False)
+        kubectl("delete", "pod", name, "-n", UNWATCHED_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)

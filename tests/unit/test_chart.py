@@ -183,13 +183,31 @@ def test_aggregated_roles_value_renders_the_objects_of_deploy_aggregated_roles()
 def test_admission_policy_names_the_release_service_account() -> None:
     objects = chart.template("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops-sa",
                              release="pc", namespace="ops")  # fmt: skip
-    policy = one(objects, "ValidatingAdmissionPolicy")
-    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
-    assert (variables["operatorNamespace"], variables["operatorAccount"]) == ("'ops'", "'ops-sa'")
-    assert policy["metadata"]["name"] == "pc-processcontrol-pod-ledger"
-    assert one(objects, "ValidatingAdmissionPolicyBinding")["spec"]["policyName"] == "pc-processcontrol-pod-ledger"
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
+    assert set(policies) == {"pc-processcontrol-pod-ledger", "pc-processcontrol-excluded-namespaces"}
+    for policy in policies.values():
+        variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+        assert (variables["operatorNamespace"], variables["operatorAccount"]) == ("'ops'", "'ops-sa'")
+    bindings = {o["spec"]["policyName"] for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert bindings == set(policies)
     off = chart.template("--set", "admissionPolicy.enabled=false")
     assert not [o for o in off if o["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def excluded_in_policy(objects: list[Manifest]) -> list[str]:
+    """The namespaces the excluded-namespaces policy refuses the operator's token in (a CEL list literal)."""
+    (policy,) = [o for o in objects if o["kind"] == "ValidatingAdmissionPolicy" and "excluded" in o["metadata"]["name"]]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    result: list[str] = json.loads(variables["excludedNamespaces"])
+    return result
+
+
+def test_the_excluded_namespaces_policy_follows_the_setting() -> None:
+    # Unset: the operator's own default; set (even to none): exactly the setting, as the operator reads it.
+    assert excluded_in_policy(chart.template()) == list(ProcessControlSettings().excluded_namespaces)
+    listed = chart.template("--set", "settings.excluded_namespaces={kube-system,kube-public}")
+    assert excluded_in_policy(listed) == ["kube-system", "kube-public"]
+    assert excluded_in_policy(chart.template("--set-json", "settings.excluded_namespaces=[]")) == []
 
 
 def test_network_policy_follows_the_metrics_values() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import yaml
 
 from harness.testing import missing
 from processcontrol.api.crd import build_crd
+from processcontrol.reconcile.settings import ProcessControlSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -99,6 +101,8 @@ def test_default_install_renders() -> None:
             "NetworkPolicy",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     crd = one(manifests, "CustomResourceDefinition", "processsuspensions.processcontrol.dev")
@@ -160,12 +164,19 @@ def test_namespaced_install_renders_without_cluster_wide_pod_rights() -> None:
     assert one(manifests, "ServiceAccount", "processcontrol")["metadata"]["namespace"] == "processcontrol-system"
 
 
+POLICIES = ("processcontrol-pod-ledger", "processcontrol-excluded-namespaces")
+
+
 def identity_of(manifests: list[Manifest]) -> str:
-    """The ServiceAccount the admission policy treats as the operator, from its two literal variables."""
-    policy = one(manifests, "ValidatingAdmissionPolicy", "processcontrol-pod-ledger")
-    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
-    namespace, account = (variables[k].strip("'") for k in ("operatorNamespace", "operatorAccount"))
-    return f"{namespace}/{account}"
+    """The ServiceAccount the admission policies treat as the operator, from their two literal variables."""
+    identities = set()
+    for name in POLICIES:
+        policy = one(manifests, "ValidatingAdmissionPolicy", name)
+        variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+        namespace, account = (variables[k].strip("'") for k in ("operatorNamespace", "operatorAccount"))
+        identities.add(f"{namespace}/{account}")
+    (identity,) = identities
+    return identity
 
 
 @pytest.mark.parametrize("variant", [DEPLOY, DEPLOY / "namespaced"], ids=["cluster", "namespaced"])
@@ -183,9 +194,19 @@ def test_every_install_has_the_admission_policy_for_its_operator(variant: Path) 
         {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}
     ]
     assert [v.get("reason") for v in policy["validations"]] == ["Forbidden", "Forbidden"]
-    binding = one(manifests, "ValidatingAdmissionPolicyBinding", "processcontrol-pod-ledger")["spec"]
     # Every namespace, denying: no matchResources that could leave one out, no audit-only mode.
-    assert binding == {"policyName": "processcontrol-pod-ledger", "validationActions": ["Deny"]}
+    for name in POLICIES:
+        binding = one(manifests, "ValidatingAdmissionPolicyBinding", name)["spec"]
+        assert binding == {"policyName": name, "validationActions": ["Deny"]}
+    # The namespaces the token is refused in are those the operator excludes (the Deployment keeps the default).
+    excluded = one(manifests, "ValidatingAdmissionPolicy", "processcontrol-excluded-namespaces")["spec"]
+    assert excluded["matchConstraints"]["resourceRules"][1] == {
+        "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CONNECT"], "resources": ["pods/exec"]
+    }  # fmt: skip
+    variables = {v["name"]: v["expression"] for v in excluded["variables"]}
+    assert json.loads(variables["excludedNamespaces"]) == list(ProcessControlSettings().excluded_namespaces)
+    env = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "PROCESSCONTROL_EXCLUDED_NAMESPACES" not in {e["name"] for e in env}
 
 
 def test_an_overlay_that_moves_the_operator_moves_its_identity_with_the_documented_replacements(
