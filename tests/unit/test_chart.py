@@ -172,6 +172,10 @@ def test_namespaced_scope_grants_each_listed_namespace_and_watches_only_those() 
     assert [c["metadata"]["name"] for c in cluster_roles] == ["processcontrol-discovery"]
     resources = {r for rule in cluster_roles[0]["rules"] for r in rule["resources"]}
     assert resources == {"namespaces", "customresourcedefinitions"}
+    # The admission policies bind exactly the served namespaces.
+    for binding in (o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"):
+        (expression,) = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+        assert expression == {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["cf-db", "cf-api"]}
 
 
 def test_aggregated_roles_value_renders_the_objects_of_deploy_aggregated_roles() -> None:

@@ -194,9 +194,21 @@ def test_every_install_has_the_admission_policy_for_its_operator(variant: Path) 
         {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}
     ]
     assert [v.get("reason") for v in policy["validations"]] == ["Forbidden", "Forbidden"]
-    # Every namespace, denying: no matchResources that could leave one out, no audit-only mode.
+    # Denying, no audit-only mode; cluster-wide every namespace, namespaced exactly those the operator serves (where
+    # another install's operator may write its own ledger elsewhere).
+    args = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["args"]
+    served = [arg.removeprefix("--namespace=") for arg in args if arg.startswith("--namespace=")]
     for name in POLICIES:
         binding = one(manifests, "ValidatingAdmissionPolicyBinding", name)["spec"]
+        assert binding.pop("matchResources", None) == (
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": served}]
+                }
+            }
+            if served
+            else None
+        )
         assert binding == {"policyName": name, "validationActions": ["Deny"]}
     # The namespaces the token is refused in are those the operator excludes (the Deployment keeps the default).
     excluded = one(manifests, "ValidatingAdmissionPolicy", "processcontrol-excluded-namespaces")["spec"]
