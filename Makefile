@@ -82,6 +82,16 @@ test: deps lint typecheck unit e2e e2e-node ## Everything CI runs: lint, type ch
 IMAGE ?= ghcr.io/processcontrol/processcontrol:0.1.0
 BASE_IMAGE ?= python:3.11-slim
 
+# The operator image's dependencies, pinned with their hashes (the Dockerfile installs them with --require-hashes):
+# pyproject.toml's dependencies and its build backend, for Python 3.11 on any platform. uv only runs here.
+UV_VERSION ?= 0.13.9
+
+.PHONY: lock
+lock: $(STAMP) ## Regenerate requirements.lock (the image's dependencies, with hashes) from pyproject.toml, with uv
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	echo 'setuptools>=77' | $(VENV)/bin/uv pip compile pyproject.toml - --generate-hashes --universal \
+	  --python-version 3.11 --custom-compile-command 'make lock' --quiet -o requirements.lock
+
 .PHONY: image
 image: ## Build the operator image with docker (IMAGE=..., BASE_IMAGE=... any Python >= 3.11 base)
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .

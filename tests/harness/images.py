@@ -109,7 +109,8 @@ def images() -> dict[str, Image]:
     base = Image("base", f"docker.io/local/processcontrol-base:{base.key}", base.key)
     pause_key = _key("pause-v1", paths=[pause_binary(), ROOT / "hack/images/pause/Dockerfile"])
     pause = Image("pause", "docker.io/local/pause:dev", pause_key)
-    operator_paths = [ROOT / p for p in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")]
+    operator_files = ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml", "README.md")
+    operator_paths = [ROOT / p for p in operator_files]
     operator_key = _key("operator-v1", base.key, paths=[*operator_paths, ROOT / "operator/processcontrol"])
     operator = Image("operator", "docker.io/local/processcontrol:dev", operator_key)
     workload_key = _key("workload-v1", operator_key, paths=[ROOT / "hack/images/kubecf-like/Dockerfile"])
