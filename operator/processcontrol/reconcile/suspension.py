@@ -194,16 +194,21 @@ async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.Dae
                 await _gather_outcomes(daemon, wake, stopped, runtime.settings.status_interval_s)
                 if stopped:
                     break
-            waiter = asyncio.ensure_future(wake.wait())
-            stopper = asyncio.ensure_future(stopped.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+            await _woken_or_stopped(wake, stopped, wait)
     finally:
         if runtime.wakeups.get(key) is wake:
             del runtime.wakeups[key]
+
+
+async def _woken_or_stopped(wake: asyncio.Event, stopped: kopf.DaemonStopped, within_s: float | None) -> None:
+    """Wait for an outcome, kopf's stop, or the timeout, whichever comes first."""
+    waiter = asyncio.ensure_future(wake.wait())
+    stopper = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        stopper.cancel()
 
 
 async def _gather_outcomes(
@@ -219,13 +224,7 @@ async def _gather_outcomes(
             wake.clear()
             if daemon.done_now():
                 break
-        waiter = asyncio.ensure_future(wake.wait())
-        stopper = asyncio.ensure_future(stopped.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        await _woken_or_stopped(wake, stopped, remaining)
     if woken:
         wake.set()  # what arrived meanwhile is the next publish's
 
