@@ -393,9 +393,10 @@ STOP | START) ;;
 esac
 e go $a $2
 shift 2
-# F: nothing is sent after this (ms of uptime), however slow the sending: the operator may give up on this exec
-# and act otherwise once the window and this grace (script.SEND_GRACE_S) have passed since it saw the look.
-[ "$E" ] && F=$((E + 2000))
+# F: nothing is sent after this (ms of uptime), however slow the sending: the grace (script.SEND_GRACE_S) counts
+# from the go-ahead's arrival (t, read just above), which was within the window of the look the operator saw, so
+# the operator may act otherwise once window + grace have passed since it saw the look.
+[ "$E" ] && F=$((t + 10000))
 # O: the pairs the go-ahead names, one a line, framed by newlines. P keeps only those; S gets all of them.
 O=$N
 for x; do
