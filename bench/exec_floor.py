@@ -40,7 +40,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import suspend_bench as sb  # bench/ is this script's directory, on sys.path as for any script
+import recording  # bench/ is this script's directory, on sys.path as for any script
+import suspend_bench as sb
 from harness import fakepods
 from harness import operator as harness  # the operator as a process
 from harness.base import kubeconfig_path
@@ -234,7 +235,7 @@ def main() -> int:
     for name, c in local.items():
         lines.append(f"{name:<16} {c['wall_ms_per_pod']:>7.1f}ms {c['cpu_ms_per_pod']:>7.1f}ms")
     print("\n".join(lines))
-    out = sb.BENCH / "results" / f"exec-floor-{datetime.now(UTC):%Y-%m-%d}-n{args.pods}.json"
+    out = recording.new_record(datetime.now(UTC), f"exec-floor-n{args.pods}")
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(out)
     return 0

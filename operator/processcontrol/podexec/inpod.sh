@@ -77,19 +77,23 @@ T='	'
 N='
 '
 
-# Batch senders, argv = PAYLOAD SOCKET...; an empty PAYLOAD connects only (the STATUS probe). They print
-# SOCKET<tab>sent or SOCKET<tab>ERRNO per socket; a send blocked by a full receive queue times out after 1 s.
+# Batch senders, argv = PAYLOAD DEADLINE SOCKET...; an empty PAYLOAD connects only (the look's probe). They print
+# SOCKET<tab>sent or SOCKET<tab>ERRNO per socket; a send blocked by a full receive queue times out after 1 s. Past
+# DEADLINE (ms of uptime; 0: none) nothing more is sent (ERRNO 62, ETIME): see F below.
 # Linux numbers keep them short (containers are Linux): AF_UNIX 1, SOCK_DGRAM 2, sockaddr_un = u16 family + path;
 # SOL_SOCKET 1, SO_SNDTIMEO 21 (x86, arm, s390x; elsewhere setsockopt fails and the send has no timeout).
 PY='import socket,sys
-p,*q=sys.argv[1:]
+p,d,*q=sys.argv[1:]
 for f in q:
  s=socket.socket(1,2);s.settimeout(1)
- try:s.connect(f);p and s.send(p.encode()+b"\n");e="sent"
+ try:
+  if p and int(d) and float(open("/proc/uptime").read().split()[0])*1000>int(d):raise OSError(62,"")
+  s.connect(f);p and s.send(p.encode()+b"\n");e="sent"
  except OSError as x:e=x.errno
  print(f,e,sep="\t")'
-PL='($p,@q)=@ARGV;for(@q){socket$s,1,2,0;setsockopt$s,1,21,pack"l!l!",1,0;
-print"$_\t",connect($s,pack"Sa*",1,$_)&&(!length$p||send$s,"$p\n",0)?sent:0+$!,"\n"}'
+PL='($p,$d,@q)=@ARGV;for(@q){socket$s,1,2,0;setsockopt$s,1,21,pack"l!l!",1,0;
+open U,"/proc/uptime";<U>=~/^(\d+)\.(\d+)/;
+print"$_\t",length$p&&$d&&$1*1e3+"0.$2"*1e3>$d?62:connect($s,pack"Sa*",1,$_)&&(!length$p||send$s,"$p\n",0)?sent:0+$!,"\n"}'
 
 case $M.$W in
 *[!0-9.]* | .* | *. | *.*.*) false ;;
@@ -177,6 +181,10 @@ EOF
 # text; LC_ALL=C keeps it unlocalised), else SOCKET<tab>2.
 y() {
 	_r=sent
+	if [ "$pl" ] && [ "$F" ] && now && [ $t -gt $F ]; then
+		printf '%s\t62\n' "$1"
+		return
+	fi
 	_o=$(x "$1" 2>&1) || case $_o in
 	*efused* | *EFUSED*) _r=111 ;;
 	*) _r=2 ;;
@@ -288,8 +296,8 @@ r() {
 		IFS=$X
 		case $m in
 		none) o= ;;
-		perl) o=$(perl -e "$PL" -- "$pl" "$@") ;;
-		p*) o=$("$pc" -I -S -c "$PY" "$pl" "$@") ;;
+		perl) o=$(perl -e "$PL" -- "$pl" "${F:-0}" "$@") ;;
+		p*) o=$("$pc" -I -S -c "$PY" "$pl" "${F:-0}" "$@") ;;
 		*)
 			o=$(
 				k=0
@@ -385,6 +393,10 @@ STOP | START) ;;
 esac
 e go $a $2
 shift 2
+# F: nothing is sent after this (ms of uptime), however slow the sending: the grace (script.SEND_GRACE_S) counts
+# from the go-ahead's arrival (t, read just above), which was within the window of the look the operator saw, so
+# the operator may act otherwise once window + grace have passed since it saw the look.
+[ "$E" ] && F=$((t + 10000))
 # O: the pairs the go-ahead names, one a line, framed by newlines. P keeps only those; S gets all of them.
 O=$N
 for x; do

@@ -121,6 +121,10 @@ class Outcome(BaseModel):
 
 # The line that ends the look: the script now waits for its go-ahead.
 READY = f"{PREFIX}\tready\t"
+# A script sends nothing later than this after its go-ahead arrived (inpod.sh's F): an exec whose outcome is unknown
+# (its go-ahead written, no report) can have no effect once window + grace have passed since its look came. Long
+# enough for a slow sender to start (a loaded or throttled container), short enough to wait out after a failure.
+SEND_GRACE_S = 10.0
 
 
 def build_command(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import random
@@ -118,25 +119,46 @@ class ExecCall:
 class StreamHandle:
     """Lets the event loop close an attempt's websocket from outside its thread (on timeout or cancellation)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop | None = None, context: contextvars.Context | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._closer: Callable[[], None] | None = None
         self.closed = False
         self.loop = loop  # where a dialogue's answer is decided
+        # The caller's context vars, which the answer runs with (kopf's, for its events): the exec's thread has none.
+        self.context = context
         self.answered = False  # an answer was written: the attempt must not be repeated
         self.error: BaseException | None = None  # what the answer raised: the caller's, re-raised after the exec
 
     def ask(self, dialogue: Dialogue, stdout: str, timeout_s: float) -> str:
         """From the exec's thread: the dialogue's answer, decided on the event loop ('' when it decided nothing or
         the attempt was given up meanwhile). Marks the handle answered before the caller writes it."""
-        assert self.loop is not None, "a dialogue needs the event loop the attempt runs on"
+        loop = self.loop
+        assert loop is not None, "a dialogue needs the event loop the attempt runs on"
         if self.closed:
             return ""
-        future: Future[str | None] = asyncio.run_coroutine_threadsafe(dialogue.answer(stdout), self.loop)
+        future: Future[str | None] = Future()
+        tasks: list[asyncio.Task[str | None]] = []
+
+        def settle(task: asyncio.Task[str | None]) -> None:
+            if task.cancelled():
+                future.cancel()
+            elif (error := task.exception()) is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(task.result())
+
+        def start() -> None:
+            task = loop.create_task(dialogue.answer(stdout), context=self.context)
+            tasks.append(task)
+            task.add_done_callback(settle)
+
+        loop.call_soon_threadsafe(start)
         try:
             answer = future.result(timeout=max(0.0, timeout_s))
         except FutureTimeout:
-            future.cancel()
+            loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
             return ""
         except BaseException as error:  # the answer's own failure, not the exec's: never retried as one
             self.error = error
@@ -454,7 +476,7 @@ class KubernetesPodExecutor:
         call = ExecCall(namespace, pod, container, tuple(command), self.timeout_s, dialogue)
         attempt = 0
         while True:
-            handle = StreamHandle(asyncio.get_running_loop())
+            handle = StreamHandle(asyncio.get_running_loop(), contextvars.copy_context())
             try:
                 result = await self._attempt(call, handle)
             except ExecError as error:

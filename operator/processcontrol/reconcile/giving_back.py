@@ -126,7 +126,8 @@ class GivingBack:
             self._fail_release(pod, holders, by_uid, failure)
             return []
         for uid in holders:
-            if uid in by_uid:
+            # A retry keeps showing why it failed until it succeeds (no Stalled flapping on every retry).
+            if uid in by_uid and not self.release_failures:
                 self.reporter.report(
                     by_uid[uid],
                     pod,
@@ -146,9 +147,10 @@ class GivingBack:
             send = []
             for pair in sorted(due):
                 socket = by_pair.get(pair)
-                # Running, or no containerrun behind the socket (or none at all: a restarted container's
-                # containerrun starts its process by itself): nothing keeps it stopped, so nothing to send.
-                if socket is None or is_stale(socket) or socket.running:
+                # No containerrun behind the socket (or none at all: a restarted container's containerrun starts
+                # its process by itself): nothing keeps it stopped. Otherwise START, whatever the sentinel says:
+                # it lags (a STOP queued or still under way), and containerrun ignores a START to what runs.
+                if socket is None or is_stale(socket):
                     nothing_to_send.add(pair)
                 else:
                     send.append(pair)
@@ -171,6 +173,7 @@ class GivingBack:
                 )
             except TransitionFailed as failure:
                 # Sent or not, it stays due: a START that landed is harmless to send again.
+                self.ledger.in_doubt(failure)
                 self._fail_release(pod, holders, by_uid, failure)
                 return []
         acted = result.acted.sockets if result.acted is not None else []

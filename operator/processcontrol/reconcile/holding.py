@@ -225,8 +225,10 @@ class Holding:
             if not await self.ledger.write(pod, hold_it):
                 return None
             self.conflicts_due.pop(uid, None)  # the ledger has the hold now: its probe view comes from there
-            running = {(s.job, s.process) for s in seen.sockets if s.running and not is_stale(s)}
-            send = tuple(pair for pair in self.ledger.held_by(uid) if pair in running)
+            # Every held process with a containerrun, whatever its sentinel says: it lags (a containerrun just
+            # restarted may not have written it yet), and containerrun ignores a STOP to what is stopped.
+            live = {(s.job, s.process) for s in seen.sockets if not is_stale(s)}
+            send = tuple(pair for pair in self.ledger.held_by(uid) if pair in live)
             return GoAhead(Action.STOP, self.ledger.seq, send) if send else None
 
         try:
@@ -241,6 +243,7 @@ class Holding:
                 window_s=self.settings.go_ahead_window_s,
             )
         except TransitionFailed as failure:
+            self.ledger.in_doubt(failure)
             if failure.sent is not None:
                 self._note_replaced(pod, uid, hold, failure.sent)
             raise

@@ -23,7 +23,7 @@ from processcontrol.ledger import (
     parse_ledger,
     split_key,
 )
-from processcontrol.reconcile.pods import names
+from processcontrol.reconcile.pods import TransitionFailed, names
 from processcontrol.reconcile.reporting import Reporter
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
 from processcontrol.targets import PodInfo
@@ -58,6 +58,13 @@ class LedgerWriter:
         # something for them that the ledger does not show yet, so their deletion must wait.
         self._acting: set[str] = set()
         self.too_new_warned = False
+        # Monotonic: an exec whose go-ahead was written ended with no report; until then it may still send, so
+        # nothing else is sent into the pod (a START must not land before a late STOP).
+        self.quiet_until = 0.0
+
+    def in_doubt(self, failure: TransitionFailed) -> None:
+        """An exec failed: if its go-ahead went out, it may still act until its window and send grace end."""
+        self.quiet_until = max(self.quiet_until, failure.quiet_after)
 
     def belongs_to(self, pod: PodInfo) -> bool:
         """Whether what is known here is of this pod (or of none yet), not of one of its name that went."""

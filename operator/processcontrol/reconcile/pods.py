@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from processcontrol.exceptions import ExecError, ExecForbidden, ExecTimeout, Pod
 from processcontrol.ledger import Observed
 from processcontrol.podexec.script import (
     READY,
+    SEND_GRACE_S,
     Action,
     Outcome,
     ScriptError,
@@ -80,11 +82,13 @@ class Transition:
 
 
 class TransitionFailed(PodFailure):
-    """An exec failed; `sent` says whether its go-ahead had been written (then it may have acted)."""
+    """An exec failed; `sent` says whether its go-ahead had been written (then it may have acted, or still act,
+    until `quiet_after`, monotonic: its window and send grace since its look came)."""
 
-    def __init__(self, failure: PodFailure, sent: GoAhead | None) -> None:
+    def __init__(self, failure: PodFailure, sent: GoAhead | None, quiet_after: float = 0.0) -> None:
         super().__init__(failure.reason, failure.message)
         self.sent = sent
+        self.quiet_after = quiet_after if sent is not None else 0.0
 
 
 async def look(
@@ -119,8 +123,12 @@ async def transition(
     usable report."""
     sent: list[GoAhead] = []
     refused: list[PodFailure] = []
+    # The script started before its look came, so it sends nothing after this (its window and grace).
+    quiet_after = time.monotonic() + window_s + SEND_GRACE_S
 
     async def answer(stdout: str) -> str | None:
+        nonlocal quiet_after
+        quiet_after = time.monotonic() + window_s + SEND_GRACE_S
         try:
             seen = parse_output(stdout, look_only=True).look
         except ScriptOutputError as error:
@@ -147,7 +155,8 @@ async def transition(
     try:
         outcome = await _exec(executor, pod, container, command, Dialogue(READY, answer))
     except PodFailure as failure:
-        raise TransitionFailed(refused[0] if refused else failure, sent[0] if sent else None) from failure
+        go = sent[0] if sent else None
+        raise TransitionFailed(refused[0] if refused else failure, go, quiet_after) from failure
     if refused:
         raise TransitionFailed(refused[0], None)
     go = sent[0] if sent else None
@@ -161,6 +170,7 @@ async def transition(
         raise TransitionFailed(
             PodFailure(FailureReason.SCRIPT_FAILED, f"the in-pod script acted on {outcome.action} {outcome.seq}"),
             go,
+            quiet_after,
         )
     return Transition(look=outcome.look, sent=go, acted=outcome.acted)
 

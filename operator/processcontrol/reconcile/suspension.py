@@ -24,7 +24,7 @@ from processcontrol.exceptions import ApiError
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
 from processcontrol.reconcile.dispatch import Dispatch
-from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, intent_of
+from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, final_state, intent_of
 from processcontrol.reconcile.runtime import Logger, SuspensionInfo, suspension_info
 from processcontrol.targets import select_targets
 
@@ -65,6 +65,9 @@ class StatusDaemon:
         self.written: dict[str, Any] | None = None
         self.last_intent: Intent | None = None
         self.started = time.monotonic()
+        # What the last write counted: the targets, and whether they were all done then.
+        self.targets: tuple[str, ...] = ()
+        self.all_done = False
 
     async def publish(self) -> float | None:
         """Write the status the outcomes show; return seconds until it must be looked at again."""
@@ -92,6 +95,8 @@ class StatusDaemon:
         self._metrics(intent, status, records)
         if not await self._write(status):
             return WRITE_RETRY_S
+        self.targets = tuple(p.name for p in targets)
+        self.all_done = bool(targets) and status.counts is not None and status.counts.done == len(targets)
         self.runtime.board.status_shown(self.namespace, self.name, records)
         waits = []
         if intent.mode is Mode.SUSPEND and status.expires_at is not None:
@@ -100,6 +105,22 @@ class StatusDaemon:
             # The workers learn of the expiry from the index; make sure they look once it has the new time.
             waits.append(0.5)
         return max(0.0, min(waits)) if waits else None
+
+    def done_now(self) -> bool:
+        """The last pod got there since the last write: worth a write at once (Ready is what users wait for),
+        instead of at the end of the status interval."""
+        if self.all_done or not self.targets or self.last_intent is None:
+            return False
+        records = self.runtime.board.records(self.namespace, self.name)
+        goal = final_state(self.last_intent.mode)
+        generation = self.body.metadata.get("generation")
+        return all(
+            (r := records.get(pod)) is not None
+            and r.state is goal
+            and r.mode is self.last_intent.mode
+            and r.generation == generation
+            for pod in self.targets
+        )
 
     def _metrics(self, intent: Intent, status: ProcessSuspensionStatus, records: dict[str, PodRecord]) -> None:
         suspended = (
@@ -172,16 +193,39 @@ async def run_status_daemon(dispatch: Dispatch, body: kopf.Body, stopped: kopf.D
             # kopf asks the daemon to stop: one that does not exit at once holds a deletion up for its
             # cancellation backoff.
             if wait is None or wait > 0:
-                await stopped.wait(runtime.settings.status_interval_s)
+                await _gather_outcomes(daemon, wake, stopped, runtime.settings.status_interval_s)
                 if stopped:
                     break
-            waiter = asyncio.ensure_future(wake.wait())
-            stopper = asyncio.ensure_future(stopped.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+            await _woken_or_stopped(wake, stopped, wait)
+
+
+async def _woken_or_stopped(wake: asyncio.Event, stopped: kopf.DaemonStopped, within_s: float | None) -> None:
+    """Wait for an outcome, kopf's stop, or the timeout, whichever comes first."""
+    waiter = asyncio.ensure_future(wake.wait())
+    stopper = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        stopper.cancel()
+
+
+async def _gather_outcomes(
+    daemon: StatusDaemon, wake: asyncio.Event, stopped: kopf.DaemonStopped, interval_s: float
+) -> None:
+    """Let the outcomes of many pods gather for one write per interval, unless the last of them arrives: then the
+    write goes at once."""
+    deadline = time.monotonic() + interval_s
+    woken = False
+    while not stopped and (remaining := deadline - time.monotonic()) > 0:
+        if wake.is_set():
+            woken = True
+            wake.clear()
+            if daemon.done_now():
+                break
+        await _woken_or_stopped(wake, stopped, remaining)
+    if woken:
+        wake.set()  # what arrived meanwhile is the next publish's
 
 
 def pods_holding(dispatch: Dispatch, namespace: str, uid: str) -> list[str]:

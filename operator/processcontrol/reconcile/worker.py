@@ -146,6 +146,9 @@ class PodWorker:
             await self.holding.record_replaced(pod)
             return 0.0
 
+        quiet = self.ledger.quiet_until - time.monotonic()
+        if quiet > 0:
+            return quiet
         waits: list[float] = []
         self.restarts.track(pod, {uid: s.name for uid, s in wanted.items()}, ledger)
         loop_wait = await self.restarts.check_loops(pod, wanted, ledger, self.holding.publish)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import random
@@ -455,6 +456,23 @@ async def test_the_answer_is_decided_on_the_event_loop_and_written_once() -> Non
     assert answers.threads == [threading.get_ident()]  # the loop's thread (may write to the API), not the exec's
     assert once.written == [GO]
     assert once.handles[0].answered
+
+
+CALLER = contextvars.ContextVar[str]("CALLER")
+
+
+async def test_the_answer_runs_with_the_callers_context_vars() -> None:
+    """kopf.event reads kopf's context vars: an answer that posts an event (a probe conflict, a ledger write that
+    failed) must run with the worker's, not the exec thread's empty context (seen on the real node)."""
+    seen: list[str] = []
+
+    async def answer(stdout: str) -> str | None:
+        seen.append(CALLER.get("none"))
+        return GO
+
+    CALLER.set("the pod worker")
+    await executor(Conversing(), retries=0).run("ns", "p", "c", ["sh"], Dialogue(READY, answer))
+    assert seen == ["the pod worker"]
 
 
 @pytest.mark.parametrize(

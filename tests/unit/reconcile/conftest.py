@@ -12,7 +12,6 @@ import contextlib
 import copy
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from typing import Any
 import kopf
 import pytest
 
+from harness.base import kill_marked
+from harness.fakepods import CONTAINER_ENV
 from processcontrol.api import INSTANCE_GROUP_LABEL, SUSPENDED_LABEL
 from processcontrol.exceptions import ApiError, Conflict, ExecError, ExecTimeout, NotFound
 from processcontrol.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
@@ -48,8 +49,13 @@ class FakePod:
     base: Path
     runners: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    def container(self, job: str, process: str) -> str:
+        """The environment entry every process of this container carries (containerrun and its main process)."""
+        return f"{CONTAINER_ENV}={self.base}/{job}/{process}"
+
     def start(self, job: str, process: str) -> None:
         sock = self.base / "data" / job / f"{process}_containerrun.sock"
+        name, value = self.container(job, process).split("=", 1)
         self.runners[(job, process)] = subprocess.Popen(
             [
                 *(str(CONTAINERRUN), "--job-name", job, "--process-name", process, "--base-dir", str(self.base)),
@@ -57,6 +63,7 @@ class FakePod:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, name: value},
         )
         deadline = time.monotonic() + 20
         while not (sock.is_socket() and self.running(job, process)):
@@ -64,22 +71,11 @@ class FakePod:
             time.sleep(0.02)
 
     def restart(self, job: str, process: str) -> None:
-        """A container restart: containerrun and its process killed (the whole container goes), then containerrun
-        started again, its process running."""
-        child = self.pid(job, process)
-        self.runners[(job, process)].kill()
+        """A container restart: everything in the container killed (containerrun and its main process, which runs
+        in a session of its own), containerrun started again, its process running."""
+        kill_marked(self.container(job, process))
         self.runners[(job, process)].wait()
-        if child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child, signal.SIGKILL) if os.getpgid(child) == child else os.kill(child, signal.SIGKILL)
         self.start(job, process)
-
-    def pid(self, job: str, process: str) -> int | None:
-        """The pid containerrun wrote for its process, if it runs."""
-        path = self.base / "sys" / "run" / "bpm" / job / f"{process}.pid"
-        with contextlib.suppress(OSError, ValueError):
-            return int(path.read_text().strip())
-        return None
 
     def send(self, job: str, process: str, command: str) -> None:
         """What a person does with `processcontrol send` inside the pod."""
@@ -97,9 +93,11 @@ class FakePod:
         return {key: self.running(*key) for key in self.runners}
 
     def close(self) -> None:
-        for runner in self.runners.values():
+        for (job, process), runner in self.runners.items():
             runner.terminate()
             runner.wait(10)
+            # A main process the test left stopped-but-not-gone, or one containerrun did not wait for.
+            kill_marked(self.container(job, process))
 
 
 class LocalExecutor:

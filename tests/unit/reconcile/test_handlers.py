@@ -431,3 +431,28 @@ async def test_delete_resumes_then_releases_the_finalizer(operator: Operator) ->
     await until(lambda: "Released" in api.event_reasons(), "the Released event")
     for pod in PODS:
         assert "processcontrol.dev/holds" not in api.pod(pod)["metadata"].get("annotations", {})
+
+
+@pytest.fixture
+def kubecf_excluded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROCESSCONTROL_EXCLUDED_NAMESPACES names the operator's namespace (requested before `operator`)."""
+    monkeypatch.setenv("PROCESSCONTROL_EXCLUDED_NAMESPACES", f"kube-system,{NAMESPACE}")
+
+
+async def test_an_excluded_namespace_is_watched_but_never_acted_on(kubecf_excluded: None, operator: Operator) -> None:
+    api, executor = operator.api, operator.executor
+    await api.post(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}", json=suspension_body())
+    # kopf has the object (its watch delivered it), and a second later, when a watched namespace would long be
+    # Ready (the other tests), nothing has happened: no finalizer, no status, no exec, no ledger, no label.
+    await until(lambda: any(r.action == kmock.action.WATCH and r.resource and r.resource.plural == PLURAL
+                            for r in list(api)), "kopf watches the suspensions")  # fmt: skip
+    await asyncio.sleep(1.5)
+    suspension = api.suspension()
+    assert FINALIZER not in (suspension["metadata"].get("finalizers") or [])
+    assert not suspension.get("status")
+    assert executor.calls == []
+    for pod in PODS:
+        metadata = api.pod(pod)["metadata"]
+        assert "processcontrol.dev/holds" not in metadata.get("annotations", {})
+        assert SUSPENDED_LABEL not in metadata.get("labels", {})
+    assert api.writes(plural="pods") == []
