@@ -356,5 +356,9 @@ class GivingBack:
         return any(uid in s.suspensions for s in self.starting)
 
     def forget(self) -> None:
-        """The pod is gone (or replaced): nothing it started is watched any more."""
+        """The pod is gone (or replaced): nothing it started is watched any more, and a new pod of its name gets
+        its first try at once (the old pod's failures are not its own)."""
         self.starting.clear()
+        self.release_failures = 0
+        self.release_checked = 0.0
+        self.resume_checks.clear()

@@ -221,3 +221,4 @@ class LedgerWriter:
         self.resource_version = ""
         self.pod_uid = ""
         self.too_new_warned = False
+        # quiet_until stays: an exec in doubt went by the pod's name and may act in the new pod of that name.
