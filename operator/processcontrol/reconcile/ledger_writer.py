@@ -172,6 +172,7 @@ class LedgerWriter:
             new = change(current)
             if dump_ledger(new) == dump_ledger(current) and version is not None:
                 self.known = new
+                self.resource_version = version  # after a conflict: the version just read, not the stale one
                 return True
             try:
                 written = await self.runtime.kube.patch_pod_metadata(
