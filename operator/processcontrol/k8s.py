@@ -71,6 +71,15 @@ def context_namespace(kubeconfig: str | None = None, context: str | None = None)
     return str(namespace) if namespace else None
 
 
+def context_names(kubeconfig: str | None = None) -> list[str]:
+    """The names of the kubeconfig's contexts."""
+    try:
+        contexts, _ = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise ProcessControlError(f"kubeconfig: {error}") from error
+    return [str(c["name"]) for c in contexts if c.get("name")]
+
+
 def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
     """A client for the CLI; a broken or missing kubeconfig becomes one clear error."""
     try:
@@ -189,6 +198,14 @@ class KubeClient:
         if not username:
             raise ApiError("selfsubjectreview: the API server named no user")
         return str(username)
+
+    async def list_namespaces(self) -> list[str]:
+        """The names of every namespace."""
+        api = self._api
+        result: dict[str, Any] = await self._call(
+            "namespaces", lambda: api.sanitize_for_serialization(self._core.list_namespace())
+        )
+        return [str(item["metadata"]["name"]) for item in result.get("items") or []]
 
     async def namespace_exists(self, name: str) -> bool | None:
         """Whether a namespace exists; None when these credentials may not tell (no `get` on namespaces)."""

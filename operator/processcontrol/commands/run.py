@@ -375,7 +375,10 @@ def describe(args: argparse.Namespace) -> int:
             obj = await _with_crd_check(client, client.get_suspension(namespace, args.name), namespace)
         finally:
             client.close()
-        print(render.describe(obj, datetime.now(UTC)))
+        if args.output in ("yaml", "json"):
+            print(render.dump([obj], args.output, single=True))
+        else:
+            print(render.describe(obj, datetime.now(UTC)))
         return EXIT_OK
 
     return execute(work)
