@@ -37,8 +37,9 @@ PLUGIN = "kubectl-processcontrol"
 # kubectl's completion of a plugin runs this executable with the words typed so far (kubectl >= 1.26).
 PLUGIN_COMPLETION = "kubectl_complete-processcontrol"
 COMPLETE = "__complete"
-# The flags every cluster command takes, also before the command in the plugin (`kubectl processcontrol -n NS get`).
-CLUSTER_FLAGS = ("namespace", "context", "kubeconfig", "all_namespaces")
+# The cluster flags not given anywhere: the subcommands' are SUPPRESSed (so that an absent one does not overwrite
+# the same flag given before the command, in the plugin), and a subcommand's own default (the operator's -n) wins.
+CLUSTER_DEFAULTS = {"namespace": None, "context": None, "kubeconfig": None, "all_namespaces": False}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_operator(subparsers)
     _add_suspension_commands(subparsers)
     _add_completion(subparsers, "processcontrol")
+    parser.set_defaults(**CLUSTER_DEFAULTS)
     return parser
 
 
@@ -66,10 +68,11 @@ def build_plugin_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _cluster_flags(parser, top_level=True)
-    parser.add_argument("-A", "--all-namespaces", action="store_true", default=None, help="every namespace (get only)")
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (get only)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_suspension_commands(subparsers)
     _add_completion(subparsers, PLUGIN)
+    parser.set_defaults(**CLUSTER_DEFAULTS)
     return parser
 
 
@@ -84,12 +87,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     if words[:1] == [COMPLETE]:
         return _print_completions(parser, words[1:])
     args = parser.parse_args(words)
-    # Cluster flags not given anywhere (the subcommands' are SUPPRESSed, so as not to overwrite the plugin's
-    # top-level ones): as argparse would have defaulted them.
-    for name in CLUSTER_FLAGS:
-        if getattr(args, name, None) is None:
-            setattr(args, name, False if name == "all_namespaces" else None)
-    if args.all_namespaces and args.command not in ("get", "completion"):
+    if args.all_namespaces and args.command in ("suspend", "resume", "describe"):
         parser.error(f"-A/--all-namespaces applies to get only, not to {args.command}: use -n")
     return handler(args)(args)
 

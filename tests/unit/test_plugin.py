@@ -57,6 +57,18 @@ def test_all_namespaces_before_or_after_get_and_nowhere_else(
     assert "-A/--all-namespaces applies to get only, not to describe" in capsys.readouterr().err
 
 
+def test_the_operators_own_all_namespaces_flag_is_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[argparse.Namespace] = []
+
+    def keep(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 0
+
+    monkeypatch.setattr(cli, "handler", lambda args: keep)
+    assert cli.main(["operator", "-A"]) == 0
+    assert seen[0].all_namespaces is True and seen[0].namespace == []
+
+
 def test_the_plugin_has_the_cluster_commands_only() -> None:
     assert set(completion._subcommands(cli.build_plugin_parser())) == {
         "suspend", "resume", "get", "describe", "completion"
