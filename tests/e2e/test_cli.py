@@ -387,6 +387,7 @@ def test_selector_filters_reason_duration_and_name(cluster: Cluster) -> None:
         "reason": "agent upgrade, OPS-99",
         "duration": "1h",
         "probes": "Warn",
+        "requestedBy": obj["spec"]["requestedBy"],  # the admin's name: test_suspend_wait_get_describe_... checks it
     }
     status = obj["status"]
     assert status["expiresAt"] > status["suspendedAt"]
