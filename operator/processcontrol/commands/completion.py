@@ -13,6 +13,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from processcontrol.k8s import KubeClient
 
 # Flags whose value is a name from the cluster or the kubeconfig.
 _NAMESPACE, _CONTEXT = ("-n", "--namespace"), ("--context",)
@@ -155,25 +159,31 @@ def _contexts(before: Sequence[str]) -> list[str]:
 
 def _lookup(what: str, before: Sequence[str]) -> list[str]:
     """Names from the cluster the words name (--kubeconfig, --context, -n); none when it cannot be reached soon."""
+    # Imported and connected before the clock starts: the time limit is for the cluster's answer, not for
+    # importing the client on a busy machine (that took more than the whole limit under load).
+    from processcontrol import k8s
+
     try:
-        return asyncio.run(asyncio.wait_for(_ask(what, before), LOOKUP_TIMEOUT_S))
+        client = k8s.connect(_flag_value(before, ("--kubeconfig",)), _flag_value(before, _CONTEXT))
     except Exception:
         return []
+    try:
+        return asyncio.run(asyncio.wait_for(_ask(client, what, before), LOOKUP_TIMEOUT_S))
+    except Exception:
+        return []
+    finally:
+        client.close()
 
 
-async def _ask(what: str, before: Sequence[str]) -> list[str]:
+async def _ask(client: KubeClient, what: str, before: Sequence[str]) -> list[str]:
     from processcontrol import k8s
     from processcontrol.api import INSTANCE_GROUP_LABEL
 
+    if what == "namespaces":
+        return await client.list_namespaces()
     kubeconfig, context = _flag_value(before, ("--kubeconfig",)), _flag_value(before, _CONTEXT)
-    client = k8s.connect(kubeconfig, context)
-    try:
-        if what == "namespaces":
-            return await client.list_namespaces()
-        namespace = _flag_value(before, _NAMESPACE) or k8s.context_namespace(kubeconfig, context) or "default"
-        if what == "suspensions":
-            return [str(o["metadata"]["name"]) for o in await client.list_suspensions(namespace)]
-        labels = [(p.get("metadata") or {}).get("labels") or {} for p in await client.list_pods(namespace)]
-        return [str(label[INSTANCE_GROUP_LABEL]) for label in labels if INSTANCE_GROUP_LABEL in label]
-    finally:
-        client.close()
+    namespace = _flag_value(before, _NAMESPACE) or k8s.context_namespace(kubeconfig, context) or "default"
+    if what == "suspensions":
+        return [str(o["metadata"]["name"]) for o in await client.list_suspensions(namespace)]
+    labels = [(p.get("metadata") or {}).get("labels") or {} for p in await client.list_pods(namespace)]
+    return [str(label[INSTANCE_GROUP_LABEL]) for label in labels if INSTANCE_GROUP_LABEL in label]
