@@ -33,6 +33,15 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler = Callable[[argparse.Namespace], int]
 
 
+PLUGIN = "kubectl-processcontrol"
+# kubectl's completion of a plugin runs this executable with the words typed so far (kubectl >= 1.26).
+PLUGIN_COMPLETION = "kubectl_complete-processcontrol"
+COMPLETE = "__complete"
+# The cluster flags not given anywhere: the subcommands' are SUPPRESSed (so that an absent one does not overwrite
+# the same flag given before the command, in the plugin), and a subcommand's own default (the operator's -n) wins.
+CLUSTER_DEFAULTS = {"namespace": None, "context": None, "kubeconfig": None, "all_namespaces": False}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -44,6 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_socket_commands(subparsers)
     _add_operator(subparsers)
     _add_suspension_commands(subparsers)
+    _add_completion(subparsers, "processcontrol")
+    parser.set_defaults(**CLUSTER_DEFAULTS)
+    return parser
+
+
+def build_plugin_parser() -> argparse.ArgumentParser:
+    """The parser of `kubectl processcontrol`: the cluster commands only, with kubectl's flags before or after them."""
+    parser = argparse.ArgumentParser(
+        prog="kubectl processcontrol",
+        description="Suspend and resume containerrun processes in Kubernetes pods (the processcontrol CLI as a "
+        "kubectl plugin).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _cluster_flags(parser, top_level=True)
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (get only)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_suspension_commands(subparsers)
+    _add_completion(subparsers, PLUGIN)
+    parser.set_defaults(**CLUSTER_DEFAULTS)
     return parser
 
 
@@ -53,10 +82,69 @@ def handler(args: argparse.Namespace) -> Handler:
     return cast(Handler, getattr(importlib.import_module(module), function))
 
 
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == [COMPLETE]:
+        return _print_completions(parser, words[1:])
+    args = parser.parse_args(words)
+    if args.all_namespaces and args.command in ("suspend", "resume", "describe"):
+        parser.error(f"-A/--all-namespaces applies to get only, not to {args.command}: use -n")
+    return handler(args)(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
-    args = build_parser().parse_args(argv)
-    return handler(args)(args)
+    return _run(build_parser(), argv)
+
+
+def kubectl_main(argv: Sequence[str] | None = None) -> int:
+    """`kubectl processcontrol`: kubectl runs the executable kubectl-processcontrol with the words after its name."""
+    return _run(build_plugin_parser(), argv)
+
+
+def kubectl_complete(argv: Sequence[str] | None = None) -> int:
+    """`kubectl_complete-processcontrol WORD... CURRENT`: kubectl's completion of the plugin, in cobra's format
+    (one candidate a line, then `:4`, cobra's ShellCompDirectiveNoFileComp)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    from processcontrol.commands.completion import candidates
+
+    for candidate in candidates(build_plugin_parser(), words or [""]):
+        print(candidate)
+    print(":4")
+    return 0
+
+
+def _print_completions(parser: argparse.ArgumentParser, words: list[str]) -> int:
+    from processcontrol.commands.completion import candidates
+
+    for candidate in candidates(parser, words or [""]):
+        print(candidate)
+    return 0
+
+
+# processcontrol completion ------------------------------------------------------------------------------------
+
+
+def _add_completion(subparsers: Subparsers, program: str) -> None:
+    parser = subparsers.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description=f"Print a script that completes {program}'s commands, flags, namespaces, contexts and "
+        "suspension names in bash, zsh or fish.\n\n"
+        "examples:\n"
+        f"  source <({program} completion bash)                  # bash, this shell\n"
+        f'  {program} completion zsh > "${{fpath[1]}}/_{program}"   # zsh, every new shell\n'
+        f"  {program} completion fish > ~/.config/fish/completions/{program}.fish"
+        + (
+            "\n\n`kubectl processcontrol ...` is completed by kubectl's own completion (kubectl completion bash),\n"
+            f"through the executable {PLUGIN_COMPLETION} installed next to {PLUGIN}."
+            if program == PLUGIN
+            else ""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    parser.set_defaults(handler="processcontrol.commands.completion:print_script", program=program)
 
 
 # processcontrol crd -------------------------------------------------------------------------------------------
@@ -153,11 +241,21 @@ def _add_operator(subparsers: Subparsers) -> None:
 # processcontrol suspend | resume | get | describe: the imperative side for incidents, as flux suspend/resume --
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _cluster_flags(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
     group = parser.add_argument_group("cluster")
-    group.add_argument("-n", "--namespace", help="the namespace (default: the kube context's, else default)")
-    group.add_argument("--context", help="the kubeconfig context to use (default: the current one)")
-    group.add_argument("--kubeconfig", help="the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    # SUPPRESS on the subcommands: an absent flag there must not overwrite the same flag given before the command.
+    default = None if top_level else argparse.SUPPRESS
+    group.add_argument(
+        "-n", "--namespace", default=default, help="the namespace (default: the kube context's, else default)"
+    )
+    group.add_argument("--context", default=default, help="the kubeconfig context to use (default: the current one)")
+    group.add_argument(
+        "--kubeconfig", default=default, help="the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+    )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    _cluster_flags(parser)
 
 
 def _wait(parser: argparse.ArgumentParser, what: str) -> None:
@@ -235,7 +333,7 @@ def _add_suspension_commands(subparsers: Subparsers) -> None:
         "List ProcessSuspensions with the columns of `kubectl get processsuspensions`.",
     )
     get.add_argument("name", nargs="?", metavar="NAME", help="only this one")
-    get.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    get.add_argument("-A", "--all-namespaces", action="store_true", default=argparse.SUPPRESS, help="every namespace")
     get.add_argument("-o", "--output", choices=("wide", "yaml", "json"), help="more columns, or the whole objects")
     _common(get)
     get.set_defaults(handler="processcontrol.commands.run:get", parser=get)
@@ -248,6 +346,9 @@ def _add_suspension_commands(subparsers: Subparsers) -> None:
         "processes, their state and pid.",
     )
     describe.add_argument("name", metavar="NAME", help="the ProcessSuspension")
+    describe.add_argument(
+        "-o", "--output", choices=("yaml", "json"), help="the whole object instead, as get -o prints it"
+    )
     _common(describe)
     describe.set_defaults(handler="processcontrol.commands.run:describe", parser=describe)
 

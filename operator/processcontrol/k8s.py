@@ -71,6 +71,15 @@ def context_namespace(kubeconfig: str | None = None, context: str | None = None)
     return str(namespace) if namespace else None
 
 
+def context_names(kubeconfig: str | None = None) -> list[str]:
+    """The names of the kubeconfig's contexts."""
+    try:
+        contexts, _ = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise ProcessControlError(f"kubeconfig: {error}") from error
+    return [str(c["name"]) for c in contexts if c.get("name")]
+
+
 def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
     """A client for the CLI; a broken or missing kubeconfig becomes one clear error."""
     try:
@@ -93,6 +102,7 @@ class KubeClient:
         self._api = kubernetes.client.ApiClient(configuration)
         self._core = kubernetes.client.CoreV1Api(self._api)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
+        self._authentication = kubernetes.client.AuthenticationV1Api(self._api)
 
     async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a client method in a thread; API and connection errors become ours."""
@@ -175,6 +185,38 @@ class KubeClient:
         )
         return list(result.get("items") or [])
 
+    async def whoami(self) -> str:
+        """The username the API server authenticates these credentials as (a SelfSubjectReview, which every
+        authenticated user may create): what `processcontrol suspend` records as the requester."""
+        api = self._api
+        review = kubernetes.client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+        result: dict[str, Any] = await self._call(
+            "selfsubjectreview",
+            lambda: api.sanitize_for_serialization(self._authentication.create_self_subject_review(review)),
+        )
+        username = ((result.get("status") or {}).get("userInfo") or {}).get("username")
+        if not username:
+            raise ApiError("selfsubjectreview: the API server named no user")
+        return str(username)
+
+    async def list_namespaces(self) -> list[str]:
+        """The names of every namespace."""
+        api = self._api
+        result: dict[str, Any] = await self._call(
+            "namespaces", lambda: api.sanitize_for_serialization(self._core.list_namespace())
+        )
+        return [str(item["metadata"]["name"]) for item in result.get("items") or []]
+
+    async def namespace_exists(self, name: str) -> bool | None:
+        """Whether a namespace exists; None when these credentials may not tell (no `get` on namespaces)."""
+        try:
+            await self._call(f"namespace {name}", self._core.read_namespace, name)
+        except NotFound:
+            return False
+        except Forbidden:
+            return None
+        return True
+
     async def suspensions_served(self) -> bool:
         """Whether the API server serves ProcessSuspensions: False when the CRD is not installed."""
         try:
@@ -217,6 +259,13 @@ class KubeClient:
             name,
         )
         return result
+
+    async def find_suspension(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One ProcessSuspension, or None when there is none of that name (or no CRD: the next call says so)."""
+        try:
+            return await self.get_suspension(namespace, name)
+        except NotFound:
+            return None
 
     async def list_suspensions(self, namespace: str | None) -> list[dict[str, Any]]:
         """The ProcessSuspensions of a namespace, or of every namespace (None)."""

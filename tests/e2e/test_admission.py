@@ -8,6 +8,7 @@ the operator never acts on the ledgers these tests write in its name.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -307,3 +308,155 @@ def test_the_operators_token_is_refused_exec_and_pod_writes_in_an_excluded_names
     finally:
         kubectl("delete", "pod", name, "-n", "kube-system", "--wait=false", check=False)
         kubectl("delete", "pod", name, "-n", UNWATCHED_NAMESPACE, "--wait=false", "--ignore-not-found", check=False)
+
+
+# --- who asked: spec.requestedBy bound to the requesting user (deploy/admission/requester.yaml) ----------------------
+
+REQUESTER_POLICY = "ValidatingAdmissionPolicy 'processcontrol-requester'"
+FLUX = f"system:serviceaccount:{UNWATCHED_NAMESPACE}:flux"
+ARGO = f"system:serviceaccount:{UNWATCHED_NAMESPACE}:argo"
+SUSPENSION_WRITER = f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: psus-writer, namespace: {UNWATCHED_NAMESPACE}}}
+rules:
+  - apiGroups: [processcontrol.dev]
+    resources: [processsuspensions]
+    verbs: [get, list, create, patch, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: psus-writer, namespace: {UNWATCHED_NAMESPACE}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: psus-writer}}
+subjects:
+  - {{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}}
+  - {{kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}}
+  - {{kind: ServiceAccount, name: flux, namespace: {UNWATCHED_NAMESPACE}}}
+  - {{kind: ServiceAccount, name: argo, namespace: {UNWATCHED_NAMESPACE}}}
+"""
+
+
+def suspension_manifest(name: str, requested_by: dict[str, str] | None, **spec: object) -> str:
+    body: dict[str, object] = {"instanceGroup": "database", "reason": "requester test", **spec}
+    if requested_by is not None:
+        body["requestedBy"] = requested_by
+    return json.dumps(
+        {
+            "apiVersion": "processcontrol.dev/v1alpha1",
+            "kind": "ProcessSuspension",
+            "metadata": {"name": name, "namespace": UNWATCHED_NAMESPACE},
+            "spec": body,
+        }
+    )
+
+
+@pytest.fixture
+def writers(control_plane: Path) -> Iterator[str]:
+    """alice, bob and two GitOps accounts that may write suspensions in the unwatched namespace; a name prefix."""
+    fakepods.ensure_namespace(UNWATCHED_NAMESPACE)
+    for account in ("flux", "argo"):
+        kubectl("create", "serviceaccount", account, "-n", UNWATCHED_NAMESPACE, check=False)
+    kubectl("apply", "-f", "-", input_text=SUSPENSION_WRITER)
+    prefix = f"who-{uuid.uuid4().hex[:4]}"
+    wait_until(
+        lambda: as_user("bob", "auth", "can-i", "create", "processsuspensions.processcontrol.dev")[0] == 0,
+        30,
+        "the Role to take effect",
+    )
+    yield prefix
+    for name in kubectl("get", "psus", "-n", UNWATCHED_NAMESPACE, "-o", "name").stdout.split():
+        if name.split("/")[-1].startswith(prefix):
+            kubectl("delete", name, "-n", UNWATCHED_NAMESPACE, "--wait=false", check=False)
+
+
+def columns(table: str) -> dict[str, str]:
+    """The cells of a one-row kubectl table by header, cut where each header starts (cells may hold spaces)."""
+    header, row = table.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    return {
+        name: row[start : (starts[i + 1] if i + 1 < len(starts) else None)].strip()
+        for i, (name, start) in enumerate(zip(names, starts, strict=True))
+    }
+
+
+def requester_refused(user: str, *args: str, input_text: str | None = None) -> str:
+    code, stderr = as_user(user, *args, input_text=input_text)
+    assert code != 0, f"{user}: kubectl {' '.join(args)} was allowed"
+    assert REQUESTER_POLICY in stderr, stderr
+    return stderr
+
+
+def test_a_requester_forged_by_another_user_is_refused(writers: str) -> None:
+    name = f"{writers}-a"
+    # bob may create suspensions (the same object naming himself passes below): what refuses is the policy.
+    stderr = requester_refused("bob", "create", "-f", "-", input_text=suspension_manifest(name, {"username": "alice"}))
+    assert "spec.requestedBy must name the user who sends the request, as the API server authenticated it: bob" in (
+        stderr
+    )
+    # Nor may he claim to be a GitOps controller recording alice.
+    requester_refused(
+        "bob", "create", "-f", "-", input_text=suspension_manifest(name, {"username": "alice", "via": "bob"})
+    )
+    allowed("alice", "create", "-f", "-", input_text=suspension_manifest(name, {"username": "alice"}))
+
+    # Once recorded it stays: bob may change the reason, not who asked (the CRD's rule), nor remove it.
+    allowed("bob", "patch", "psus", name, "--type=merge", "-p", '{"spec": {"reason": "bob was here"}}')
+    code, stderr = as_user(
+        "bob", "patch", "psus", name, "--type=merge", "-p", '{"spec": {"requestedBy": {"username": "bob"}}}'
+    )
+    assert code != 0 and "requestedBy cannot be changed or removed" in stderr, stderr
+    code, stderr = as_user(
+        "bob", "patch", "psus", name, "--type=json", "-p", '[{"op": "remove", "path": "/spec/requestedBy"}]'
+    )
+    assert code != 0 and "requestedBy cannot be changed or removed" in stderr, stderr
+
+    # Resumed, then suspended again by bob: a new suspension, his name, and only his.
+    allowed("alice", "patch", "psus", name, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    resuspend_as_alice = '{"spec": {"suspend": true, "requestedBy": {"username": "alice"}}}'
+    requester_refused("bob", "patch", "psus", name, "--type=merge", "-p", resuspend_as_alice)
+    allowed(
+        "bob",
+        "patch",
+        "psus",
+        name,
+        "--type=merge",
+        "-p",
+        '{"spec": {"suspend": true, "requestedBy": {"username": "bob"}}}',
+    )
+    got = json.loads(kubectl("get", "psus", name, "-n", UNWATCHED_NAMESPACE, "-o", "json").stdout)
+    assert got["spec"]["requestedBy"] == {"username": "bob"}
+
+    # A suspension that records nobody is admitted (kubectl apply of a manifest without it).
+    allowed("bob", "create", "-f", "-", input_text=suspension_manifest(f"{writers}-none", None))
+
+
+@pytest.fixture
+def flux_is_a_delegate(control_plane: Path) -> Iterator[None]:
+    """The requester policy configured as docs/api.md says, with the flux account as a delegate; restored after."""
+    policy = json.loads(kubectl("get", "validatingadmissionpolicy", "processcontrol-requester", "-o", "json").stdout)
+    variables = policy["spec"]["variables"]
+    index = next(i for i, v in enumerate(variables) if v["name"] == "delegates")
+    original = variables[index]["expression"]
+    patch = [{"op": "replace", "path": f"/spec/variables/{index}/expression", "value": json.dumps([FLUX])}]
+    kubectl("patch", "validatingadmissionpolicy", "processcontrol-requester", "--type=json", "-p", json.dumps(patch))
+    yield
+    patch[0]["value"] = original
+    kubectl("patch", "validatingadmissionpolicy", "processcontrol-requester", "--type=json", "-p", json.dumps(patch))
+
+
+def test_a_gitops_account_is_shown_as_configured(writers: str, flux_is_a_delegate: None) -> None:
+    name = f"{writers}-git"
+    # flux, a delegate, applies a manifest in which alice wrote her name: recorded with flux as via.
+    alice_via_flux = suspension_manifest(name, {"username": "alice", "via": FLUX})
+    wait_until(lambda: as_user(FLUX, "create", "-f", "-", input_text=alice_via_flux)[0] == 0, 30, "the policy change")
+    cells = columns(kubectl("get", "psus", name, "-n", UNWATCHED_NAMESPACE, "-o", "wide").stdout)
+    assert (cells["REQUESTER"], cells["VIA"]) == ("alice", FLUX), cells
+    # Without via, a delegate's record would read as alice's own: refused.
+    requester_refused(FLUX, "create", "-f", "-", input_text=suspension_manifest(f"{name}-x", {"username": "alice"}))
+    # argo is no delegate: it is shown as itself, or records nobody.
+    requester_refused(
+        ARGO, "create", "-f", "-", input_text=suspension_manifest(f"{name}-y", {"username": "alice", "via": ARGO})
+    )
+    allowed(ARGO, "create", "-f", "-", input_text=suspension_manifest(f"{name}-argo", {"username": ARGO}))
+    assert columns(kubectl("get", "psus", f"{name}-argo", "-n", UNWATCHED_NAMESPACE).stdout)["REQUESTER"] == ARGO

@@ -238,12 +238,15 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
     assert all(cluster.all_states(others, BOTH).values())
 
     obj = cluster.get("psus", "database")
-    # probes: Warn is the CRD's default, filled in by the API server.
+    admin = json.loads(cluster.kubectl("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]["username"]
+    # probes: Warn is the CRD's default, filled in by the API server; requestedBy is who the API server saw, as
+    # the CLI asked it (a SelfSubjectReview): nobody typed it.
     assert obj["spec"] == {
         "instanceGroup": "database",
         "suspend": True,
         "reason": "restoring from backup, OPS-1234",
         "probes": "Warn",
+        "requestedBy": {"username": admin},
     }
     fields = json.loads(cluster.kubectl("get", "psus", "database", "-o", "json", "--show-managed-fields").stdout)
     assert [m["manager"] for m in fields["metadata"]["managedFields"] if m["operation"] == "Apply"] == [
@@ -252,8 +255,8 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
 
     # get: the CRD's columns, in the namespace given, in every namespace, and one by name.
     got = ok(cli("get", "-n", ns)).splitlines()
-    assert got[0].split() == ["NAME", "SUSPEND", "READY", "PODS", "REASON", "AGE"]
-    assert got[1].split()[:4] == ["database", "true", "True", "2/2"]
+    assert got[0].split() == ["NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE"]
+    assert got[1].split()[:6] == ["database", "true", "True", "2/2", "Suspended", admin]
     assert "restoring from backup, OPS-1234" in got[1]
     by_name = ok(cli("get", "database", "-n", ns)).splitlines()
     assert [row.split()[:-1] for row in by_name] == [row.split()[:-1] for row in got], "the same, but for AGE"
@@ -261,9 +264,16 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
     assert everywhere[0].split()[:2] == ["NAMESPACE", "NAME"]
     assert [ns, "database", "true", "True", "2/2"] in [row.split()[:5] for row in everywhere[1:]]
     wide = ok(cli("get", "-n", ns, "-o", "wide")).splitlines()
-    assert wide[0].split() == ["NAME", "SUSPEND", "READY", "PODS", "REASON", "AGE", "TARGET", "EXPIRES", "STATUS"]
+    assert wide[0].split() == [
+        "NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE", "TARGET", "EXPIRES", "VIA",
+        "MESSAGE",
+    ]  # fmt: skip
     assert "instance group database" in wide[1]
-    assert wide[1].endswith("Suspended: 2/2 pods suspended, verified")
+    assert wide[1].endswith("2/2 pods suspended, verified")
+    # kubectl get shows the same from the CRD's printer columns.
+    header, row = cluster.kubectl("get", "psus", "database").stdout.splitlines()
+    assert header.split() == ["NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE"]
+    assert row.split()[:6] == ["database", "true", "True", "2/2", "Suspended", admin]
     as_json = json.loads(ok(cli("get", "-n", ns, "-o", "json")))
     assert as_json["kind"] == "List"
     [item] = as_json["items"]
@@ -278,6 +288,7 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
     described = ok(cli("describe", "database", "-n", ns))
     assert re.search(r"^Target:\s+instance group database$", described, re.M)
     assert re.search(r"^Reason:\s+restoring from backup, OPS-1234$", described, re.M)
+    assert re.search(rf"^Requested By:\s+{re.escape(admin)}$", described, re.M)
     assert re.search(r"^Pods:\s+2/2 suspended$", described, re.M)
     assert re.search(r"^Generation:\s+1 \(observed: 1\)$", described, re.M)
     assert re.search(r"^\s+Ready\s+True\s+Suspended\s+\d+s\s+2/2 pods suspended, verified$", described, re.M)
@@ -298,6 +309,10 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
     obj = cluster.get("psus", "database")
     assert obj["spec"]["suspend"] is False
     assert ok(cli("get", "-n", ns)).splitlines()[1].split()[:4] == ["database", "false", "True", "2/2"]
+    # The operator's events about it name who asked.
+    events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=database", "-o", "json")
+    messages = {e["reason"]: e["message"] for e in json.loads(events.stdout)["items"]}
+    assert messages["Suspending"].endswith(f"(reason: restoring from backup, OPS-1234; requested by {admin})")
 
     # Suspending again flips it back (the CLI applies suspend: true explicitly).
     out = ok(cli("suspend", "database", "-n", ns, "--wait", "--timeout", "60s"))
@@ -372,6 +387,7 @@ def test_selector_filters_reason_duration_and_name(cluster: Cluster) -> None:
         "reason": "agent upgrade, OPS-99",
         "duration": "1h",
         "probes": "Warn",
+        "requestedBy": obj["spec"]["requestedBy"],  # the admin's name: test_suspend_wait_get_describe_... checks it
     }
     status = obj["status"]
     assert status["expiresAt"] > status["suspendedAt"]
@@ -439,12 +455,17 @@ def test_stalled_and_no_sockets_exit_1(cluster: Cluster) -> None:
     result = cli("suspend", "webapp", "-n", ns, "--wait")
     assert result.returncode == 1, result
     assert result.stdout.splitlines()[-1] == "webapp: stalled (NoMatchingPods): no running pod matches the target"
-    assert ok(cli("get", "webapp", "-n", ns, "-o", "wide")).splitlines()[1].split()[:4] == [
+    assert ok(cli("get", "webapp", "-n", ns, "-o", "wide")).splitlines()[1].split()[:5] == [
         "webapp",
         "true",
         "False",
         "0/0",
+        "NoMatchingPods",
     ]
+    # kubectl itself says why, from the CRD's printer columns.
+    header, row = cluster.kubectl("get", "psus", "webapp").stdout.splitlines()
+    cells = dict(zip(header.split(), row.split(), strict=False))
+    assert (cells["READY"], cells["PODS"], cells["STATUS"]) == ("False", "0/0", "NoMatchingPods"), row
 
     [pod] = cluster.group("database", pods=1)
     for jp in BOTH:
@@ -475,6 +496,66 @@ def test_not_found_and_invalid_arguments(cluster: Cluster) -> None:
         assert result.returncode == 2, (args, result)
         assert result.stderr.startswith("error: "), result.stderr
     assert cluster.kubectl("get", "psus", "-o", "name").stdout.strip() == "", "nothing was sent"
+
+
+def test_a_namespace_that_does_not_exist_says_so(cluster: Cluster) -> None:
+    for args in (["describe", "database"], ["get", "database"], ["get"], ["resume", "database"], ["suspend", "x"]):
+        result = cli(*args, "-n", "nosuchns")
+        assert result.returncode == 5, (args, result)
+        assert result.stderr == (
+            "error: not found: namespace nosuchns does not exist (kubectl get namespaces lists them)\n"
+        ), (args, result.stderr)
+
+
+def test_the_cli_records_the_user_the_api_server_saw(cluster: Cluster) -> None:
+    """A ServiceAccount that may write suspensions: its own name is recorded, and bob's patch cannot change it."""
+    ns = cluster.namespace
+    cluster.kubectl("create", "serviceaccount", "oncall")
+    cluster.kubectl("create", "role", "psus-writer", "--verb=get,list,create,patch", "--resource=processsuspensions")
+    cluster.kubectl("create", "rolebinding", "oncall-writes", "--role=psus-writer", f"--serviceaccount={ns}:oncall")
+    kubeconfig = service_account_kubeconfig(namespace=ns, account="oncall")
+    account = f"system:serviceaccount:{ns}:oncall"
+    wait_until(lambda: cli("get", "-n", ns, kubeconfig=kubeconfig).returncode == 0, 10, "the Role to take effect")
+    ok(cli("suspend", "webapp", "-n", ns, "--reason", "who asked", kubeconfig=kubeconfig))
+    assert cluster.get("psus", "webapp")["spec"]["requestedBy"] == {"username": account}
+    assert re.search(rf"^Requested By:\s+{re.escape(account)}$", ok(cli("describe", "webapp", "-n", ns)), re.M)
+    # The admin changes the reason with the CLI: the suspension is still the one oncall asked for.
+    ok(cli("suspend", "webapp", "-n", ns, "--reason", "longer"))
+    assert cluster.get("psus", "webapp")["spec"]["requestedBy"] == {"username": account}
+    # Resumed, then suspended again by the admin: a new suspension, a new requester.
+    ok(cli("resume", "webapp", "-n", ns))
+    ok(cli("suspend", "webapp", "-n", ns))
+    assert cluster.get("psus", "webapp")["spec"]["requestedBy"]["username"] != account
+
+
+def plugin_env(cluster: Cluster) -> dict[str, str]:
+    """kubectl's environment with the installed plugin on PATH, as `pip install` leaves it in a venv."""
+    return dict(os.environ, KUBECONFIG=str(kubeconfig_path()), PATH=f"{PROCESSCONTROL.parent}:{os.environ['PATH']}")
+
+
+def test_kubectl_finds_and_runs_the_plugin(cluster: Cluster) -> None:
+    ns = cluster.namespace
+    env = plugin_env(cluster)
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kubectl", *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+
+    listed = kubectl("plugin", "list")
+    assert str(PROCESSCONTROL.parent / "kubectl-processcontrol") in listed.stdout, listed
+    cluster.group("database", pods=1)
+    out = ok(kubectl("processcontrol", "suspend", "database", "-n", ns, "--reason", "plugin", "--wait"))
+    assert "database: 1/1 pods suspended and verified" in out
+    got = ok(kubectl("processcontrol", "get", "-n", ns)).splitlines()
+    assert got[1].split()[:5] == ["database", "true", "True", "1/1", "Suspended"]
+    # kubectl's flags before the command too, and -o for describe.
+    described = json.loads(ok(kubectl("processcontrol", "-n", ns, "describe", "database", "-o", "json")))
+    assert described["status"]["summary"] == "1/1"
+    everywhere = ok(kubectl("processcontrol", "get", "-A")).splitlines()
+    assert [ns, "database"] in [row.split()[:2] for row in everywhere[1:]]
+    # kubectl's own completion of the plugin asks kubectl_complete-processcontrol (kubectl >= 1.26).
+    completed = kubectl("__complete", "processcontrol", "describe", "-n", ns, "")
+    assert completed.stdout.splitlines()[0] == "database", completed
+    ok(kubectl("processcontrol", "resume", "database", "-n", ns, "--delete", "--wait"))
 
 
 def test_forbidden(cluster: Cluster) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 from harness import fakepods
@@ -30,8 +31,11 @@ def test_suspend_verify_and_resume_by_suspend_false(cluster: Cluster) -> None:
     assert all(cluster.all_states(others, BOTH).values())
 
     table = cluster.kubectl("get", "psus", "restore").stdout.splitlines()
-    assert table[0].split() == ["NAME", "SUSPEND", "READY", "PODS", "REASON", "AGE"]
-    assert table[1].split()[:4] == ["restore", "true", "True", "3/3"]
+    assert table[0].split() == ["NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE"]
+    # Applied with kubectl, which records nobody as the requester: an empty REQUESTER.
+    starts = [m.start() for m in re.finditer(r"\S+", table[0])]
+    cells = [table[1][a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    assert cells[:6] == ["restore", "true", "True", "3/3", "Suspended", ""]
     assert "restoring from backup, OPS-1234" in table[1]
 
     status = cluster.get("psus", "restore")["status"]

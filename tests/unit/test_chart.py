@@ -188,14 +188,35 @@ def test_admission_policy_names_the_release_service_account() -> None:
     objects = chart.template("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops-sa",
                              release="pc", namespace="ops")  # fmt: skip
     policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
-    assert set(policies) == {"pc-processcontrol-pod-ledger", "pc-processcontrol-excluded-namespaces"}
-    for policy in policies.values():
+    assert set(policies) == {
+        "pc-processcontrol-pod-ledger",
+        "pc-processcontrol-excluded-namespaces",
+        "pc-processcontrol-requester",
+    }
+    for name in ("pc-processcontrol-pod-ledger", "pc-processcontrol-excluded-namespaces"):
+        policy = policies[name]
         variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
         assert (variables["operatorNamespace"], variables["operatorAccount"]) == ("'ops'", "'ops-sa'")
     bindings = {o["spec"]["policyName"] for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"}
     assert bindings == set(policies)
     off = chart.template("--set", "admissionPolicy.enabled=false")
     assert not [o for o in off if o["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def requester_delegates(objects: list[Manifest]) -> list[str]:
+    """The usernames the requester policy lets record someone else (a CEL list literal)."""
+    (policy,) = [
+        o for o in objects if o["kind"] == "ValidatingAdmissionPolicy" and "requester" in o["metadata"]["name"]
+    ]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    result: list[str] = json.loads(variables["delegates"])
+    return result
+
+
+def test_the_requester_policy_lists_the_delegates_of_the_values() -> None:
+    assert requester_delegates(chart.template()) == []
+    flux = "system:serviceaccount:flux-system:kustomize-controller"
+    assert requester_delegates(chart.template("--set", f"admissionPolicy.requesterDelegates={{{flux}}}")) == [flux]
 
 
 def excluded_in_policy(objects: list[Manifest]) -> list[str]:

@@ -69,7 +69,9 @@ def test_an_operator_side_command_imports_its_dependencies_only_when_it_runs(tmp
 def test_every_subcommand_names_a_handler_that_exists() -> None:
     parser = build_parser()
     (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(subcommands.choices) == {"crd", "send", "status", "operator", "suspend", "resume", "get", "describe"}
+    assert set(subcommands.choices) == {
+        "crd", "send", "status", "operator", "suspend", "resume", "get", "describe", "completion"
+    }  # fmt: skip
     for name, subparser in subcommands.choices.items():
         args = argparse.Namespace(handler=subparser.get_default("handler"))
         assert callable(handler(args)), name

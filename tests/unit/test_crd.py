@@ -144,16 +144,33 @@ def test_status_keeps_kopf_bookkeeping() -> None:
 def test_printer_columns() -> None:
     (version,) = build_crd()["spec"]["versions"]
     columns = {column["name"]: column for column in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Suspend", "Ready", "Pods", "Reason", "Age", "Expires"]
+    assert list(columns) == [
+        "Suspend",
+        "Ready",
+        "Pods",
+        "Status",
+        "Requester",
+        "Reason",
+        "Age",
+        "Expires",
+        "Via",
+        "Message",
+    ]
     assert columns["Suspend"]["jsonPath"] == ".spec.suspend"
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Pods"]["jsonPath"] == ".status.summary"
     assert columns["Reason"]["jsonPath"] == ".spec.reason"
+    # Why it is not Ready, in the default view: the Ready condition's reason (its message with -o wide).
+    assert columns["Status"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert columns["Message"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].message'
+    assert columns["Requester"]["jsonPath"] == ".spec.requestedBy.username"
+    assert columns["Via"]["jsonPath"] == ".spec.requestedBy.via"
+    assert {c["name"] for c in PRINTER_COLUMNS if c.get("priority") == 1} == {"Expires", "Via", "Message"}
     assert columns["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     assert columns["Expires"]["jsonPath"] == ".status.expiresAt"
     assert columns["Expires"]["priority"] == 1  # -o wide only
     assert columns["Expires"]["type"] == "string"  # a date column shows a future time as <invalid>
-    assert all("priority" not in column for column in PRINTER_COLUMNS[:5])
+    assert all("priority" not in column for column in PRINTER_COLUMNS[:7])
 
 
 def test_rules_name_only_fields_that_exist() -> None:
@@ -165,7 +182,11 @@ def test_rules_name_only_fields_that_exist() -> None:
 
 
 def test_every_target_field_is_immutable() -> None:
-    transition = [rule for rule in SPEC_RULES if "oldSelf" in rule["rule"] and "probes" not in rule["rule"]]
+    transition = [
+        rule
+        for rule in SPEC_RULES
+        if "oldSelf" in rule["rule"] and "probes" not in rule["rule"] and "requestedBy" not in rule["rule"]
+    ]
     fields = {re.search(r"oldSelf\.(\w+)", rule["rule"]).group(1) for rule in transition}  # type: ignore[union-attr]
     assert fields == {"instanceGroup", "selector", "jobs", "processes", "container"}
     for rule in transition:

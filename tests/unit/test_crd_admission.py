@@ -198,6 +198,38 @@ def test_probes_may_change_only_from_refuse(old: str | None, new: str | None, ad
         ]
 
 
+ALICE = {"username": "alice"}
+BOB = {"username": "bob"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "admitted"),
+    [
+        ({"requestedBy": ALICE}, {"requestedBy": ALICE, "reason": "changed"}, True),
+        ({"requestedBy": ALICE}, {"requestedBy": ALICE, "suspend": False}, True),  # a resume keeps who asked
+        ({"requestedBy": ALICE}, {"requestedBy": BOB}, False),
+        ({"requestedBy": ALICE}, {}, False),  # removed
+        ({}, {"requestedBy": BOB}, False),  # added to a suspension in force
+        ({"requestedBy": ALICE}, {"requestedBy": {"username": "alice", "via": "flux"}}, False),
+        # A new suspension of the same object: the one who suspends again is the new requester.
+        ({"requestedBy": ALICE, "suspend": False}, {"requestedBy": BOB, "suspend": True}, True),
+        ({"requestedBy": ALICE, "suspend": False}, {"requestedBy": BOB}, True),  # suspend defaults to true
+        ({"suspend": False}, {"requestedBy": BOB, "suspend": True}, True),
+        ({"requestedBy": ALICE, "suspend": False}, {"requestedBy": BOB, "suspend": False}, False),
+    ],
+)
+def test_the_requester_stays_except_when_suspending_again(
+    old: dict[str, Any], new: dict[str, Any], admitted: bool
+) -> None:
+    errors = admit(openapi_schema(), manifest(instanceGroup="db", **new), old=manifest(instanceGroup="db", **old))
+    assert (errors == []) is admitted, errors
+    if not admitted:
+        assert errors == [
+            ".spec: Invalid value: requestedBy cannot be changed or removed, except by an update that suspends "
+            "again (suspend from false to true)"
+        ]
+
+
 def test_models_and_crd_agree_on_the_examples() -> None:
     for path in EXAMPLES:
         for document in yaml.safe_load_all(path.read_text()):

@@ -99,10 +99,7 @@ def test_default_install_renders() -> None:
             "ClusterRoleBinding",
             "Deployment",
             "NetworkPolicy",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicyBinding",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicyBinding",
+            *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3,
         ]
     )
     crd = one(manifests, "CustomResourceDefinition", "processsuspensions.processcontrol.dev")
@@ -198,7 +195,7 @@ def test_every_install_has_the_admission_policy_for_its_operator(variant: Path) 
     # another install's operator may write its own ledger elsewhere).
     args = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["args"]
     served = [arg.removeprefix("--namespace=") for arg in args if arg.startswith("--namespace=")]
-    for name in POLICIES:
+    for name in (*POLICIES, "processcontrol-requester"):
         binding = one(manifests, "ValidatingAdmissionPolicyBinding", name)["spec"]
         assert binding.pop("matchResources", None) == (
             {
@@ -210,6 +207,17 @@ def test_every_install_has_the_admission_policy_for_its_operator(variant: Path) 
             else None
         )
         assert binding == {"policyName": name, "validationActions": ["Deny"]}
+    # Who asked: the suspensions themselves, never their status (the operator's); nobody may record someone else.
+    requester = one(manifests, "ValidatingAdmissionPolicy", "processcontrol-requester")["spec"]
+    assert requester["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": ["processcontrol.dev"],
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["processsuspensions"],
+        }
+    ]
+    assert {v["name"]: v["expression"] for v in requester["variables"]}["delegates"] == "[]"
     # The namespaces the token is refused in are those the operator excludes (the Deployment keeps the default).
     excluded = one(manifests, "ValidatingAdmissionPolicy", "processcontrol-excluded-namespaces")["spec"]
     assert excluded["matchConstraints"]["resourceRules"][1] == {

@@ -53,6 +53,9 @@ _KEPT = frozenset(
 _DROPPED = frozenset({"title"})
 
 IMMUTABLE_MESSAGE = "{field} is immutable: delete and recreate to change the target"
+REQUESTER_MESSAGE = (
+    "requestedBy cannot be changed or removed, except by an update that suspends again (suspend from false to true)"
+)
 
 # The CEL rules on `spec`. Each says in its message what a person must do. Rules on optional fields sit
 # on `spec` and compare has() on both sides, because a rule on the field itself is not evaluated when the
@@ -104,6 +107,17 @@ SPEC_RULES: list[dict[str, str]] = [
             " || (has(oldSelf.probes) && oldSelf.probes == 'Refuse')"
         ),
         "message": "probes can only be changed from Refuse: delete and recreate to change it",
+    },
+    {
+        # Who asked stays who asked; a new suspension of the same object (suspend from false to true) has a new
+        # requester. Whose name it may be is the admission policy processcontrol-requester's to check: CEL in a
+        # CRD cannot see who sends the request.
+        "rule": (
+            "(has(self.requestedBy) == has(oldSelf.requestedBy)"
+            " && (!has(self.requestedBy) || self.requestedBy == oldSelf.requestedBy))"
+            " || ((has(self.suspend) ? self.suspend : true) && !(has(oldSelf.suspend) ? oldSelf.suspend : true))"
+        ),
+        "message": REQUESTER_MESSAGE,
     },
 ]
 
@@ -161,6 +175,18 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Pods in the requested state out of the target pods.",
     },
     {
+        "name": "Status",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Why Ready is what it is: Suspended, Suspending, NoMatchingPods, NoSockets, ...",
+    },
+    {
+        "name": "Requester",
+        "type": "string",
+        "jsonPath": ".spec.requestedBy.username",
+        "description": "Who asked, as the API server saw it (see Via).",
+    },
+    {
         "name": "Reason",
         "type": "string",
         "jsonPath": ".spec.reason",
@@ -179,6 +205,20 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "priority": 1,
         "jsonPath": ".status.expiresAt",
         "description": "When the suspension ends by itself.",
+    },
+    {
+        "name": "Via",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".spec.requestedBy.via",
+        "description": "The GitOps account that recorded the requester on their behalf, if one did.",
+    },
+    {
+        "name": "Message",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+        "description": "The Ready condition's message.",
     },
 ]
 

@@ -95,6 +95,31 @@ class LabelSelector(_Model):
         return self
 
 
+# A Kubernetes username as the API server authenticated it (`system:serviceaccount:NS:NAME`, an OIDC subject, a
+# certificate's CN): Kubernetes bounds none of these, so the bound is ours, generous for any real identity.
+Username = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class RequestedBy(_Model):
+    """Who asked for the suspension, as the API server saw the request (the admission policy
+    processcontrol-requester binds it to `request.userInfo`)."""
+
+    username: Username = Field(
+        description=(
+            "The user who created the suspension (or suspended it again), as the API server authenticated the "
+            "request: the admission policy refuses any other name, unless via names a GitOps account allowed "
+            "to record someone else."
+        )
+    )
+    via: Username | None = Field(
+        default=None,
+        description=(
+            "Set only when the object was written by an account that records someone else (a GitOps "
+            "controller listed in the admission policy's delegates): that account's username."
+        ),
+    )
+
+
 class ProcessSuspensionSpec(_Model):
     """What to suspend: the target pods, optionally narrowed to jobs and processes, and for how long."""
 
@@ -149,6 +174,14 @@ class ProcessSuspensionSpec(_Model):
             "once the process stops and makes the kubelet restart the container. Warn: stop it anyway, report the "
             "conflict and count the restarts (re-stopped each time). Skip: leave those processes running and say "
             "so. Refuse: stop nothing in such a pod until probes is changed (only Refuse may be changed)."
+        ),
+    )
+
+    requested_by: RequestedBy | None = Field(
+        default=None,
+        description=(
+            "Who asked, as the API server saw it; the processcontrol CLI records it. It cannot be changed, except "
+            "by an update that suspends again (suspend from false to true), and then only to the one who does."
         ),
     )
 

@@ -96,32 +96,46 @@ def goal(obj: Mapping[str, Any]) -> str:
     return "resumed" if (obj.get("spec") or {}).get("suspend") is False or expired else "suspended"
 
 
+def requester(spec: Mapping[str, Any]) -> str:
+    """Who asked, as recorded: `alice`, `alice (via system:serviceaccount:flux-system:kustomize-controller)`."""
+    recorded = spec.get("requestedBy") or {}
+    if not recorded.get("username"):
+        return NONE
+    via = f" (via {recorded['via']})" if recorded.get("via") else ""
+    return f"{recorded['username']}{via}"
+
+
 def _get_row(obj: Mapping[str, Any], now: datetime, wide: bool, all_namespaces: bool) -> list[str]:
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     ready = condition(obj, "Ready")
+    recorded = spec.get("requestedBy") or {}
     row = [meta.get("namespace", "")] if all_namespaces else []
     row += [
         meta.get("name", ""),
         "true" if spec.get("suspend", True) else "false",
         ready["status"] if ready else "-",
         status.get("summary") or "-",
+        # Why Ready is what it is: a group that matches nothing says NoMatchingPods here, not only 0/0.
+        (ready.get("reason") or "-") if ready else "-",
+        recorded.get("username") or "-",
         spec.get("reason") or "",
         age(meta.get("creationTimestamp"), now),
     ]
     if wide:
-        message = f"{ready.get('reason', '')}: {ready.get('message', '')}" if ready else "waiting for the operator"
-        row += [target(spec), status.get("expiresAt") or "-", message]
+        message = ready.get("message", "") if ready else "waiting for the operator"
+        row += [target(spec), status.get("expiresAt") or "-", recorded.get("via") or "-", message]
     return row
 
 
 def get_table(
     objects: Sequence[Mapping[str, Any]], now: datetime, wide: bool = False, all_namespaces: bool = False
 ) -> str:
-    """`processcontrol get`: the CRD's printer columns (NAME SUSPEND READY PODS REASON AGE), plus more with -o wide."""
+    """`processcontrol get`: the CRD's printer columns (NAME SUSPEND READY PODS STATUS REQUESTER REASON AGE), plus
+    more with -o wide."""
     headers = ["NAMESPACE"] if all_namespaces else []
-    headers += ["NAME", "SUSPEND", "READY", "PODS", "REASON", "AGE"]
+    headers += ["NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE"]
     if wide:
-        headers += ["TARGET", "EXPIRES", "STATUS"]
+        headers += ["TARGET", "EXPIRES", "VIA", "MESSAGE"]
     rows = [_get_row(o, now, wide, all_namespaces) for o in objects]
     return table(headers, rows)
 
@@ -179,6 +193,7 @@ def describe(obj: Mapping[str, Any], now: datetime) -> str:
         ("Processes", ", ".join(spec.get("processes") or []) or "<all>"),
         ("Suspend", "true" if spec.get("suspend", True) else "false"),
         ("Reason", spec.get("reason") or NONE),
+        ("Requested By", requester(spec)),
         ("Duration", spec.get("duration") or NONE),
     ]
     if spec.get("container"):
@@ -215,12 +230,16 @@ def describe(obj: Mapping[str, Any], now: datetime) -> str:
     else:
         lines.append(f"  {NONE} (the operator has not written a status yet)")
     lines += ["", "Pods:", pods_table(obj, "  ")]
-    probed = [p for p in status.get("pods") or [] if p.get("probeConflicts") or p.get("restarts")]
+    probed = [p for p in status.get("pods") or [] if p.get("probeConflicts")]
     if probed:
         lines += ["", "Probe conflicts (a stopped process fails these; the kubelet restarts its container):"]
-        for pod in probed:
-            restarts = f" (restarts while suspended: {pod['restarts']})" if pod.get("restarts") else ""
-            lines.append(f"  {pod.get('name', '')}: {'; '.join(pod.get('probeConflicts') or [])}{restarts}")
+        lines += [f"  {pod.get('name', '')}: {'; '.join(pod['probeConflicts'])}" for pod in probed]
+    # A restart has many causes besides a probe (an OOM kill, a crash, a node problem): its own block, so that it
+    # never reads as a probe conflict.
+    restarted = [p for p in status.get("pods") or [] if p.get("restarts")]
+    if restarted:
+        lines += ["", "Restarts (of targeted containers since the suspension took hold; each is stopped again):"]
+        lines += [f"  {pod.get('name', '')}: {pod['restarts']}" for pod in restarted]
     listed, counts = len(status.get("pods") or []), status.get("counts") or {}
     if counts.get("targets", 0) + counts.get("releasing", 0) > listed:
         lines.append(

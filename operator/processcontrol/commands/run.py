@@ -48,10 +48,13 @@ class Client(Protocol):
     async def suspensions_served(self) -> bool: ...
     async def apply_suspension(self, body: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]: ...
     async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]: ...
+    async def find_suspension(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def list_suspensions(self, namespace: str | None) -> list[dict[str, Any]]: ...
     async def list_pods(self, namespace: str) -> list[dict[str, Any]]: ...
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> dict[str, Any]: ...
     async def delete_suspension(self, namespace: str, name: str) -> None: ...
+    async def whoami(self) -> str: ...
+    async def namespace_exists(self, name: str) -> bool | None: ...
     def close(self) -> None: ...
 
 
@@ -100,8 +103,9 @@ def execute(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return EXIT_INTERRUPTED
 
 
-async def _with_crd_check(client: Client, call: Awaitable[Any]) -> Any:
-    """Await a call; a 404 becomes CrdNotInstalled when the API server does not serve our resource at all."""
+async def _with_crd_check(client: Client, call: Awaitable[Any], namespace: str | None = None) -> Any:
+    """Await a call; a 404 becomes CrdNotInstalled when the API server does not serve our resource at all, and says
+    so when the namespace does not exist (the API server's own 404 names only the object)."""
     try:
         return await call
     except NotFound as error:
@@ -113,7 +117,19 @@ async def _with_crd_check(client: Client, call: Awaitable[Any]) -> Any:
             raise CrdNotInstalled(
                 f"the ProcessSuspension CRD is not installed in this cluster: {INSTALL_HINT}"
             ) from error
+        if namespace is not None:
+            await _check_namespace(client, namespace)
         raise
+
+
+async def _check_namespace(client: Client, namespace: str) -> None:
+    """NotFound naming the namespace when it does not exist; nothing when it does or we may not tell."""
+    try:
+        exists = await client.namespace_exists(namespace)
+    except ApiError:
+        return
+    if exists is False:
+        raise NotFound(f"not found: namespace {namespace} does not exist (kubectl get namespaces lists them)")
 
 
 def _timeout_s(text: str) -> float:
@@ -227,6 +243,26 @@ async def _note_probe_conflicts(args: argparse.Namespace, body: dict[str, Any]) 
             )
 
 
+async def requested_by(client: Client, namespace: str, name: str) -> dict[str, Any] | None:
+    """spec.requestedBy for an apply: the user the API server authenticates us as (a SelfSubjectReview), or, on an
+    object whose suspension is in force, who asked for it then (the API server refuses a change). None: not
+    recorded, with a note on stderr saying why."""
+    try:
+        existing = await client.find_suspension(namespace, name)
+    except Forbidden:
+        existing = None
+    if existing is not None:
+        spec = existing.get("spec") or {}
+        if spec.get("suspend", True):
+            recorded = spec.get("requestedBy")
+            return dict(recorded) if recorded else None
+    try:
+        return {"username": await client.whoami()}
+    except ApiError as error:
+        print(f"note: the requester is not recorded: {error}", file=sys.stderr, flush=True)
+        return None
+
+
 def suspend(args: argparse.Namespace) -> int:
     """processcontrol suspend."""
 
@@ -251,8 +287,11 @@ def suspend(args: argparse.Namespace) -> int:
             return EXIT_OK
         client = connect(args)
         try:
-            applied = await _with_crd_check(client, client.apply_suspension(body))
             namespace = body["metadata"]["namespace"]
+            requester = await requested_by(client, namespace, name)
+            if requester is not None:
+                body["spec"]["requestedBy"] = requester
+            applied = await _with_crd_check(client, client.apply_suspension(body), namespace)
             generation = int(applied["metadata"].get("generation") or 1)
             print(f"processsuspension.processcontrol.dev/{name} serverside-applied in {namespace}", flush=True)
             if not args.wait:
@@ -274,13 +313,13 @@ def resume(args: argparse.Namespace) -> int:
         try:
             namespace = namespace_of(args)
             if args.delete:
-                await _with_crd_check(client, client.delete_suspension(namespace, args.name))
+                await _with_crd_check(client, client.delete_suspension(namespace, args.name), namespace)
                 print(f'processsuspension.processcontrol.dev "{args.name}" deleted in {namespace}', flush=True)
                 if not args.wait:
                     return EXIT_OK
                 print(f"waiting up to {args.timeout} for the operator to resume and release it", flush=True)
                 return await wait_deleted(client, namespace, args.name, timeout_s)
-            patched = await _with_crd_check(client, client.set_suspend(namespace, args.name, False))
+            patched = await _with_crd_check(client, client.set_suspend(namespace, args.name, False), namespace)
             generation = int(patched["metadata"].get("generation") or 1)
             print(
                 f"processsuspension.processcontrol.dev/{args.name} resumed (suspend: false) in {namespace}", flush=True
@@ -305,9 +344,11 @@ def get(args: argparse.Namespace) -> int:
             if args.name:
                 if namespace is None:
                     raise InvalidArguments("a NAME needs a namespace: use -n instead of -A")
-                objects = [await _with_crd_check(client, client.get_suspension(namespace, args.name))]
+                objects = [await _with_crd_check(client, client.get_suspension(namespace, args.name), namespace)]
             else:
                 objects = await _with_crd_check(client, client.list_suspensions(namespace))
+                if not objects and namespace is not None:
+                    await _check_namespace(client, namespace)
         finally:
             client.close()
         if not objects:
@@ -330,10 +371,14 @@ def describe(args: argparse.Namespace) -> int:
     async def work() -> int:
         client = connect(args)
         try:
-            obj = await _with_crd_check(client, client.get_suspension(namespace_of(args), args.name))
+            namespace = namespace_of(args)
+            obj = await _with_crd_check(client, client.get_suspension(namespace, args.name), namespace)
         finally:
             client.close()
-        print(render.describe(obj, datetime.now(UTC)))
+        if args.output in ("yaml", "json"):
+            print(render.dump([obj], args.output, single=True))
+        else:
+            print(render.describe(obj, datetime.now(UTC)))
         return EXIT_OK
 
     return execute(work)

@@ -167,7 +167,12 @@ class StatusDaemon:
 
     def _reason_suffix(self) -> str:
         reason = self.body.spec.get("reason")
-        return f" (reason: {reason})" if reason else ""
+        recorded = self.body.spec.get("requestedBy") or {}
+        notes = [f"reason: {reason}"] if reason else []
+        if recorded.get("username"):
+            via = f" via {recorded['via']}" if recorded.get("via") else ""
+            notes.append(f"requested by {recorded['username']}{via}")
+        return f" ({'; '.join(notes)})" if notes else ""
 
     def _event(self, type_: str, reason: str, message: str) -> None:
         kopf.event(self.body, type=type_, reason=reason, message=message[:1000])

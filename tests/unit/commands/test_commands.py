@@ -27,6 +27,10 @@ class FakeClient:
         self.fail: dict[str, Exception] = {}
         self.closed = False
         self.pods: list[dict[str, Any]] = []
+        self.username = "alice"
+        # What find_suspension sees before an apply: nothing, unless a test puts an object here.
+        self.existing: dict[str, Any] | None = None
+        self.namespaces = {"kubecf", "default"}
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -69,6 +73,20 @@ class FakeClient:
         self.calls.append(("delete", (namespace, name)))
         self._check("delete")
 
+    async def find_suspension(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("find", (namespace, name)))
+        return self.existing
+
+    async def whoami(self) -> str:
+        self.calls.append(("whoami", None))
+        self._check("whoami")
+        return self.username
+
+    async def namespace_exists(self, name: str) -> bool | None:
+        self.calls.append(("namespace_exists", name))
+        self._check("namespace_exists")
+        return name in self.namespaces
+
     def close(self) -> None:
         self.closed = True
 
@@ -103,18 +121,69 @@ def test_suspend_applies_the_validated_object(client: FakeClient, capsys: pytest
     code = main(["suspend", "database", "-n", "kubecf", "--jobs", "pxc-mysql", "--reason", "restore", "--name", "db"])
     assert code == 0
     assert client.calls == [
+        ("find", ("kubecf", "db")),
+        ("whoami", None),
         (
             "apply",
             {
                 "apiVersion": "processcontrol.dev/v1alpha1",
                 "kind": "ProcessSuspension",
                 "metadata": {"name": "db", "namespace": "kubecf"},
-                "spec": {"instanceGroup": "database", "jobs": ["pxc-mysql"], "suspend": True, "reason": "restore"},
+                "spec": {
+                    "instanceGroup": "database",
+                    "jobs": ["pxc-mysql"],
+                    "suspend": True,
+                    "reason": "restore",
+                    # Who the API server authenticates us as, not typed by anyone.
+                    "requestedBy": {"username": "alice"},
+                },
             },
-        )
+        ),
     ]
     assert client.closed
     assert capsys.readouterr().out == "processsuspension.processcontrol.dev/db serverside-applied in kubecf\n"
+
+
+def applied_requester(client: FakeClient) -> Any:
+    assert client.applied is not None
+    return client.applied["spec"].get("requestedBy")
+
+
+def test_suspending_a_suspension_in_force_keeps_who_asked(client: FakeClient) -> None:
+    # bob changes the reason of alice's suspension: the API server would refuse another name, and the
+    # suspension is still the one alice asked for.
+    client.username = "bob"
+    client.existing = {"spec": {"instanceGroup": "database", "suspend": True, "requestedBy": {"username": "alice"}}}
+    assert main(["suspend", "database", "-n", "kubecf", "--reason", "longer"]) == 0
+    assert applied_requester(client) == {"username": "alice"}
+    assert ("whoami", None) not in client.calls
+    # One recorded by nobody stays unrecorded.
+    client.existing = {"spec": {"instanceGroup": "database", "suspend": True}}
+    assert main(["suspend", "database", "-n", "kubecf"]) == 0
+    assert applied_requester(client) is None
+
+
+def test_suspending_again_after_a_resume_records_the_new_requester(client: FakeClient) -> None:
+    client.username = "bob"
+    client.existing = {"spec": {"instanceGroup": "database", "suspend": False, "requestedBy": {"username": "alice"}}}
+    assert main(["suspend", "database", "-n", "kubecf"]) == 0
+    assert applied_requester(client) == {"username": "bob"}
+
+
+def test_a_failed_self_subject_review_suspends_without_a_requester(
+    client: FakeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.fail["whoami"] = ApiError("selfsubjectreview: HTTP 404 Not Found")
+    assert main(["suspend", "database", "-n", "kubecf"]) == 0
+    assert applied_requester(client) is None
+    assert capsys.readouterr().err == "note: the requester is not recorded: selfsubjectreview: HTTP 404 Not Found\n"
+
+
+def test_dry_run_records_no_requester(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    # A manifest for Git: whoever applies it (a GitOps controller) is the requester, not who rendered it.
+    assert main(["suspend", "database", "-n", "kubecf", "--dry-run"]) == 0
+    assert "requestedBy" not in capsys.readouterr().out
+    assert ("whoami", None) not in client.calls
 
 
 def test_suspend_wait_shows_progress_then_the_summary(
@@ -273,7 +342,7 @@ def test_get_lists_and_prints_the_table(client: FakeClient, capsys: pytest.Captu
     assert main(["get", "-A"]) == 0
     assert ("list", None) in client.calls
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "SUSPEND", "READY", "PODS", "REASON", "AGE"]
+    assert lines[0].split() == ["NAMESPACE", "NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE"]
     assert lines[1].split()[:5] == ["kubecf", "restore-db", "true", "True", "3/3"]
     assert lines[2].split()[:5] == ["kubecf", "restore-db", "false", "False", "1/3"]
 
@@ -287,6 +356,41 @@ def test_get_one_as_json(client: FakeClient, capsys: pytest.CaptureFixture[str])
 def test_get_nothing(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["get", "-n", "kubecf"]) == 0
     assert capsys.readouterr().err == "No resources found in kubecf namespace.\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["describe", "database"],
+        ["get", "database"],
+        ["get"],
+        ["resume", "database"],
+        ["resume", "database", "--delete"],
+        ["suspend", "database"],
+    ],
+)
+def test_a_namespace_that_does_not_exist_says_so(
+    client: FakeClient, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    missing = NotFound("not found: processsuspension nosuchns/database")
+    client.answers = [missing]
+    client.fail = {"apply": missing, "set_suspend": missing, "delete": missing}
+    assert main([*args, "-n", "nosuchns"]) == 5
+    assert capsys.readouterr().err == (
+        "error: not found: namespace nosuchns does not exist (kubectl get namespaces lists them)\n"
+    )
+
+
+def test_a_missing_object_in_an_existing_namespace_is_named(
+    client: FakeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [NotFound("not found: processsuspension kubecf/nope")]
+    assert main(["describe", "nope", "-n", "kubecf"]) == 5
+    assert capsys.readouterr().err == "error: not found: processsuspension kubecf/nope\n"
+    # Where we may not read namespaces, the object's own 404 is all there is to say.
+    client.fail["namespace_exists"] = Forbidden("forbidden: namespaces")
+    assert main(["describe", "nope", "-n", "nosuchns"]) == 5
+    assert capsys.readouterr().err == "error: not found: processsuspension kubecf/nope\n"
 
 
 def test_describe(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:

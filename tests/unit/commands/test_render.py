@@ -49,11 +49,12 @@ def test_get_table_has_the_printer_columns() -> None:
     objects = [scenario("suspended"), scenario("suspending"), scenario("new")]
     objects[1]["metadata"]["name"] = "api"
     objects[2]["metadata"]["name"] = "fresh"
+    objects[0]["spec"]["requestedBy"] = {"username": "alice"}
     assert render.get_table(objects, NOW).splitlines() == [
-        "NAME         SUSPEND   READY   PODS   REASON                                   AGE",
-        "restore-db   true      True    3/3    restoring from backup, ticket OPS-1234   30m",
-        "api          true      False   1/3    restoring from backup, ticket OPS-1234   30m",
-        "fresh        true      -       -      restoring from backup, ticket OPS-1234   30m",
+        "NAME         SUSPEND   READY   PODS   STATUS       REQUESTER   REASON                                   AGE",
+        "restore-db   true      True    3/3    Suspended    alice       restoring from backup, ticket OPS-1234   30m",
+        "api          true      False   1/3    Suspending   -           restoring from backup, ticket OPS-1234   30m",
+        "fresh        true      -       -      -            -           restoring from backup, ticket OPS-1234   30m",
     ]
 
 
@@ -61,11 +62,20 @@ def test_wide_and_all_namespaces_add_columns() -> None:
     obj = scenario("stalled.no-matching-pods")
     lines = render.get_table([obj], NOW, wide=True, all_namespaces=True).splitlines()
     assert lines[0].split() == [
-        "NAMESPACE", "NAME", "SUSPEND", "READY", "PODS", "REASON", "AGE", "TARGET", "EXPIRES", "STATUS",
+        "NAMESPACE", "NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE", "TARGET", "EXPIRES",
+        "VIA", "MESSAGE",
     ]  # fmt: skip
     assert lines[1].startswith("kubecf ")
     assert "instance group databse" in lines[1]
-    assert lines[1].endswith("NoMatchingPods: no running pod matches the target")
+    assert lines[1].endswith("no running pod matches the target")
+
+
+def test_get_says_why_a_suspension_is_not_ready() -> None:
+    # A group that matches nothing: READY False and PODS 0/0 alone do not say why; STATUS does.
+    obj = scenario("stalled.no-matching-pods")
+    header, row = render.get_table([obj], NOW).splitlines()
+    cells = dict(zip(header.split(), row.split(), strict=False))
+    assert (cells["READY"], cells["PODS"], cells["STATUS"]) == ("False", "0/0", "NoMatchingPods")
 
 
 def test_selector_targets_read_in_kubectl_syntax() -> None:
@@ -125,6 +135,33 @@ def test_describe_shows_why_a_pod_failed() -> None:
     failed = next(line for line in text.splitlines() if line.strip().startswith("database-2"))
     assert failed.split()[:5] == ["database-2", "Failed", "-", "-", "-"]
     assert failed.endswith("no containerrun sockets matching jobs=pxc-mysql in container pxc-mysql")
+
+
+def test_describe_shows_restarts_on_their_own_not_as_a_probe_conflict() -> None:
+    # A container restarted (say, OOM-killed) in a pod without any probe conflict.
+    obj = scenario("suspended")
+    obj["status"]["pods"][0]["restarts"] = 1
+    text = render.describe(obj, NOW)
+    assert "Probe conflicts" not in text
+    assert "\nRestarts (of targeted containers since the suspension took hold; each is stopped again):\n" in text
+    assert "\n  database-0: 1\n" in text + "\n"
+    # With a conflict too, each in its block.
+    obj["status"]["pods"][0]["probeConflicts"] = ["pxc-mysql-mysql: livenessProbe tcpSocket :3306"]
+    blocks = render.describe(obj, NOW).split("\n\n")
+    (probes,) = [b for b in blocks if b.startswith("Probe conflicts")]
+    (restarts,) = [b for b in blocks if b.startswith("Restarts")]
+    assert probes.splitlines()[1:] == ["  database-0: pxc-mysql-mysql: livenessProbe tcpSocket :3306"]
+    assert restarts.splitlines()[1:] == ["  database-0: 1"]
+
+
+def test_describe_shows_who_asked() -> None:
+    obj = scenario("suspended")
+    assert "Requested By:  <none>" in render.describe(obj, NOW)
+    obj["spec"]["requestedBy"] = {"username": "alice"}
+    assert "Requested By:  alice\n" in render.describe(obj, NOW)
+    flux = "system:serviceaccount:flux-system:kustomize-controller"
+    obj["spec"]["requestedBy"] = {"username": "alice", "via": flux}
+    assert f"Requested By:  alice (via {flux})\n" in render.describe(obj, NOW)
 
 
 def test_describe_without_status() -> None:

@@ -96,6 +96,13 @@ class Cluster(kmock.KubernetesEmulator):
             and (plural is None or (r.resource is not None and r.resource.plural == plural))
         ]
 
+    def event_messages(self) -> dict[str, str]:
+        return {
+            r.data.get("reason", ""): r.data.get("message", "")
+            for r in list(self)
+            if r.method == kmock.method.POST and r.resource is not None and r.resource.plural == "events"
+        }
+
     def event_reasons(self) -> list[str]:
         return [
             r.data.get("reason", "")
@@ -149,7 +156,7 @@ def suspension_body() -> dict[str, Any]:
             "generation": 1,
             "creationTimestamp": "2026-01-01T00:00:00Z",
         },
-        "spec": {"instanceGroup": "db", "suspend": True, "reason": "backup"},
+        "spec": {"instanceGroup": "db", "suspend": True, "reason": "backup", "requestedBy": {"username": "alice"}},
     }
 
 
@@ -388,6 +395,10 @@ async def test_create_adds_finalizer_stops_verifies_and_reports(operator: Operat
         assert set(ledger["holds"]) == {"uid-suspension"}, "the hold is written down on the pod"
     await until(lambda: "Suspended" in api.event_reasons(), "the Suspended event")
     assert "Suspending" in api.event_reasons()
+    # The events about the suspension say why and who asked.
+    messages = api.event_messages()
+    assert messages["Suspending"] == "Suspending processes (reason: backup; requested by alice)"
+    assert messages["Suspended"].endswith(" (reason: backup; requested by alice)")
 
 
 async def test_a_container_restart_stops_that_pod_again(operator: Operator) -> None:
