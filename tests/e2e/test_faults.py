@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import signal
 import time
 import uuid
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,13 @@ from harness.base import kubectl, wait_until
 from harness.cluster import Cluster
 from harness.operator import DEPLOY, E2E_OPERATOR_ENV, OPERATOR_NAMESPACE, OperatorProcess, service_account_kubeconfig
 from harness.reliability import (
-    EXCUSED_WINDOWS,
     SESSION_LOG_OFFSET,
     assert_converged,
     forbidden_lines,
     kill_trial,
     log_offset,
     restart_component,
+    revoked_exec,
     wait_gone,
 )
 
@@ -349,24 +347,11 @@ def test_exec_grant_revoked_after_the_stop_holds_deletion_until_it_can_resume(cl
     pods = cluster.group("database", pods=2)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore")
-    original = json.loads(kubectl("get", "clusterrole", "processcontrol", "-o", "json").stdout)
-    revoked = copy.deepcopy(original)
-    revoked["rules"] = [r for r in revoked["rules"] if "pods/exec" not in r["resources"]]
-    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
-        revoked["metadata"].pop(key, None)
-    kubectl("replace", "-f", "-", input_text=json.dumps(revoked))
-    revoked_at = datetime.now()
-    try:
+    with revoked_exec():
         cluster.kubectl("delete", "psus", "restore", "--wait=false")
         wait_until(lambda: "ResumeFailed" in {e["reason"] for e in cluster.events("restore")}, 60, "ResumeFailed")
         # Held up: the object and its finalizer stay, the processes are still (rightly) stopped.
         assert cluster.get("psus", "restore")["metadata"]["finalizers"] == ["processcontrol.dev/resume"]
         assert not any(cluster.all_states(pods, BOTH).values())
-    finally:
-        restored = copy.deepcopy(original)
-        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
-            restored["metadata"].pop(key, None)
-        kubectl("replace", "-f", "-", input_text=json.dumps(restored))
-        EXCUSED_WINDOWS.append((revoked_at, datetime.now() + timedelta(seconds=5)))
     wait_gone(cluster, "restore", 120)
     assert_converged(cluster, pods, BOTH, None, stopped=False)
