@@ -21,7 +21,8 @@ job/process filters, probe policy, duration of seconds, `suspend`), patched (`su
 `probes` from Refuse: the API server keeps the rest) and deleted, re-created under a name used before; pods
 relabelled, created, deleted and re-created under the same name; containers restarted; processes stopped and
 started by hand where nothing holds them; waiting. A step may carry a fault
-(`FAULTS`), which lands a moment after the step's request, while the operator acts on it: the operator SIGKILLed
+(`FAULTS`), which lands a moment after the step's request, while the operator acts on it, or, for one that lasts,
+begins a moment before it, so that the request goes out during the fault: the operator SIGKILLed
 and started again, kube-apiserver restarted, a containerrun frozen (SIGSTOP) and thawed, every exec into a pod
 slowed past the exec timeout, the operator's exec grant revoked for a while, a container restarted. Every fault
 ends within its step; after the step the checker (harness.promise) reads the truth and waits up to the repair time.
@@ -162,6 +163,10 @@ class Model:
     base: dict[tuple[str, str, str], Base] = field(default_factory=dict)
     # Suspensions deleted since the last step that settled: their objects may still be there (finalizer).
     deleting: set[str] = field(default_factory=set)
+    # The suspension the last step created or changed: people go on with what they just did.
+    recent: str | None = None
+    # Whether the last step waited to settle.
+    settled: bool = True
 
     @classmethod
     def initial(cls) -> Model:
@@ -224,7 +229,7 @@ class Model:
 
     def fault_valid(self, step: Step) -> bool:
         """Whether the step's fault can land: its pod exists before the request and is still there when the fault
-        lands (a slowed pod's exec settings must outlive the request: it is not the pod the request re-creates)."""
+        lands."""
         fault = step.fault
         if fault is None or "pod" not in fault:
             return True
@@ -234,11 +239,14 @@ class Model:
         touched = step.args.get("pod") == pod
         if step.action == "delete-pod" and touched:
             return False
-        return not (fault["kind"] == "slow-exec" and step.action == "recreate-pod" and touched)
+        # A frozen containerrun of a pod that the request re-creates would be another process when thawed.
+        return not (fault["kind"] == "freeze" and step.action == "recreate-pod" and touched)
 
     def apply(self, step: Step) -> None:
         """What the step does to the model (the action, then its fault)."""
         a = step.args
+        if step.action in ("create-suspension", "patch-suspension"):
+            self.recent = a["name"]
         if step.action == "create-suspension":
             self.suspensions[a["name"]] = dict(a["spec"])
         elif step.action == "patch-suspension":
@@ -270,6 +278,7 @@ class Model:
             self.base[(a["pod"], *_pair(a["process"]))] = Base.RUNNING
         if step.fault and step.fault["kind"] == "restart-container":
             self._restarted(step.fault["pod"], step.fault["process"])
+        self.settled = step.settle
         if step.settle:
             # The check after a settled step waits until deleted suspensions are gone (or reports that they hang).
             self.deleting.clear()
@@ -308,16 +317,16 @@ ACTIONS = {
 FAULTS = {
     "kill-operator": 5,
     "restart-apiserver": 2,
-    "freeze": 4,
-    "slow-exec": 4,
+    "freeze": 5,
+    "slow-exec": 6,
     "revoke-exec": 3,
     "restart-container": 4,
 }
-FAULT_CHANCE = 0.35
+FAULT_CHANCE = 0.45
 # Steps that may be followed by the next request at once (a person's STOP or START waits for a settled cluster:
 # only then is it sure that nothing holds the process, not even a release still under way).
 QUICK = frozenset({"create-suspension", "patch-suspension", "delete-suspension", "relabel-pod", "restart-container"})
-QUICK_CHANCE = 0.35
+QUICK_CHANCE = 0.45
 EXEC_TIMEOUT_S = 10.0  # the e2e operator settings' (harness.operator.E2E_OPERATOR_ENV): a slow exec outlasts it
 
 
@@ -348,7 +357,7 @@ MUTABLE = frozenset({"suspend", "duration", "reason", "probes"})
 
 def _patch(rng: random.Random, spec: Mapping[str, Any]) -> dict[str, Any]:
     """A merge patch that changes one thing (null removes a field)."""
-    kinds = ["suspend", "suspend", "suspend", "duration", "duration", "reason"]
+    kinds = ["suspend", "suspend", "suspend", "suspend", "duration", "duration", "reason"]
     if spec.get("probes") == "Refuse":
         kinds += ["probes", "probes"]
     kind = rng.choice(kinds)
@@ -368,6 +377,9 @@ def _action(rng: random.Random, model: Model, action: str) -> Step:
         return Step(action, {"name": name, "spec": _spec(rng)})
     if action in ("patch-suspension", "delete-suspension"):
         name = rng.choice(sorted(model.suspensions))
+        # People go on with what they just did, the more so when they did not wait for it to settle.
+        if model.recent in model.suspensions and rng.random() < (0.85 if model.deleting or not model.settled else 0.6):
+            name = model.recent
         if action == "delete-suspension":
             return Step(action, {"name": name})
         return Step(action, {"name": name, "patch": _patch(rng, model.suspensions[name])})
@@ -389,28 +401,37 @@ def _action(rng: random.Random, model: Model, action: str) -> Step:
     return Step("wait", {"seconds": _seconds(rng, 2, 20)})
 
 
-def _fault(rng: random.Random, pods: Sequence[str]) -> dict[str, Any]:
+# Faults that last a while: the request may go out while they last (`lead`) or they may begin after it.
+WINDOWS = frozenset({"kill-operator", "freeze", "revoke-exec", "slow-exec"})
+
+
+def _fault(rng: random.Random, pods: Sequence[str], preferred: Sequence[str]) -> dict[str, Any]:
+    """A fault; one that concerns a pod mostly concerns one of `preferred` (those the step's suspension targets:
+    a fault where nothing happens finds nothing)."""
     kind = rng.choices(list(FAULTS), weights=list(FAULTS.values()))[0]
     # Mostly within the first second after the request, while the operator acts on it.
     fault: dict[str, Any] = {"kind": kind, "delay": round(rng.choice([0.0, 0.1, 0.3]) + rng.uniform(0, 1.2), 1)}
     if kind in ("freeze", "restart-container", "slow-exec"):
-        pod = rng.choice(sorted(pods))
+        pod = rng.choice(sorted(preferred) if preferred and rng.random() < 0.7 else sorted(pods))
         fault["pod"] = pod
         if kind != "slow-exec":
             fault["process"] = rng.choice(processes_of(pod))
     if kind == "kill-operator":
-        fault["down"] = _seconds(rng, 0, 3)
+        fault["down"] = _seconds(rng, 0, 6)
     elif kind == "restart-apiserver":
         fault["down"] = _seconds(rng, 1, 4)
     elif kind == "freeze":
         # Longer than the verification timeout (20 s in the e2e settings) now and then.
         fault["down"] = rng.choice([3.0, 8.0, 25.0, 45.0])
     elif kind == "slow-exec":
-        fault["delay"] = 0.0  # the pod is slowed before the request goes out
         fault["sleep"] = _seconds(rng, EXEC_TIMEOUT_S + 1, EXEC_TIMEOUT_S + 6)
-        fault["down"] = _seconds(rng, 5, 20)
+        fault["down"] = _seconds(rng, 3, 20)
     elif kind == "revoke-exec":
         fault["down"] = _seconds(rng, 3, 20)
+    # A slowed pod is slowed before the request goes out (else the request's execs would be gone already).
+    if kind == "slow-exec" or (kind in WINDOWS and rng.random() < 0.5):
+        fault["lead"] = round(rng.uniform(0.2, max(0.4, fault["down"] * 0.7)), 1)
+        del fault["delay"]
     return fault
 
 
@@ -434,7 +455,10 @@ def generate(rng: random.Random, model: Model) -> Step:
         step = _action(rng, model, action)
         step.settle = not (action in QUICK and rng.random() < QUICK_CHANCE)
         if rng.random() < FAULT_CHANCE and model.pods:
-            step.fault = _fault(rng, sorted(model.pods))
+            name = step.args.get("name", model.recent)
+            spec = model.suspensions.get(name or "") or step.args.get("spec") or {}
+            preferred = [pod for pod, labels in sorted(model.pods.items()) if spec and selects(spec, labels)]
+            step.fault = _fault(rng, sorted(model.pods), preferred)
             if not model.fault_valid(step):
                 step.fault = None
         return step
@@ -589,16 +613,23 @@ class Runner:
         """Carry out one step (its fault included), update the model, and check."""
         self.log(f"step: {step}")
         began = time.monotonic()
-        self.hints.requests.append(time.time())
         fault = step.fault or {}
-        if fault.get("kind") == "slow-exec":
-            directory = self.work / f"slow-{len(self.slowed)}"
-            self.slowed.append(directory)
-            self.cluster.restrict_exec_path(fault["pod"], slow_shell(directory, fault["sleep"]))
-        self._act(step)
-        self.model.apply(step)
-        if fault:
-            self._fault(fault)
+        lead = float(fault.get("lead", 0.0))
+        with contextlib.ExitStack() as during:
+            if lead:
+                # The request goes out while the fault lasts: it begins `lead` seconds before.
+                during.enter_context(self._fault(fault))
+                self._pause(lead)
+            self.hints.requests.append(time.time())
+            self._act(step)
+            self.model.apply(step)
+            if lead:
+                self._pause(max(0.0, fault["down"] - lead))
+        if fault and not lead:
+            # The fault lands `delay` seconds after the request, while the operator acts on it.
+            self._pause(fault["delay"])
+            with self._fault(fault):
+                self._pause(fault["down"] if fault["kind"] in WINDOWS else 0.0)
         violations = self.checker.converge() if step.settle else self.checker.glance()
         self.settled = step.settle
         if self.operator.process is None or self.operator.process.poll() is not None:
@@ -673,33 +704,45 @@ class Runner:
 
     # Faults -------------------------------------------------------------------------------------------------------
 
-    def _fault(self, fault: Mapping[str, Any]) -> None:
+    @contextlib.contextmanager
+    def _fault(self, fault: Mapping[str, Any]) -> Iterator[None]:
+        """The fault from its beginning to its end (a restart is over when it begins)."""
         kind = fault["kind"]
-        self._pause(fault["delay"])
         if kind == "kill-operator":
             self.operator.kill()
-            self._pause(fault["down"])
-            self.operator.start()
-        elif kind == "restart-apiserver":
-            restart_component("kube-apiserver", down_s=fault["down"])
+            try:
+                yield
+            finally:
+                self.operator.start()
         elif kind == "freeze":
             record = fakepods.container_process(self.ns, fault["pod"], fakepods.JobProcess.parse(fault["process"]))
             if record is not None:
                 os.kill(record.pid, signal.SIGSTOP)
-                try:
-                    self._pause(fault["down"])
-                finally:
-                    os.kill(record.pid, signal.SIGCONT)
+            try:
+                yield
+            finally:
+                if record is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(record.pid, signal.SIGCONT)
         elif kind == "revoke-exec":
             with revoked_exec():
-                self._pause(fault["down"])
+                yield
+        elif kind == "slow-exec":
+            directory = self.work / f"slow-{len(self.slowed)}"
+            self.slowed.append(directory)
+            self.cluster.restrict_exec_path(fault["pod"], slow_shell(directory, fault["sleep"]))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(ControlPlaneError):  # the request may have deleted the pod meanwhile
+                    self.cluster.restrict_exec_path(fault["pod"], None)
+        elif kind == "restart-apiserver":
+            restart_component("kube-apiserver", down_s=fault["down"])
+            yield
         elif kind == "restart-container":
             fakepods.restart_container(self.ns, fault["pod"], fault["process"])
             self.hints.disturbed = time.time()
-        elif kind == "slow-exec":
-            self._pause(fault["down"])
-            with contextlib.suppress(ControlPlaneError):  # the request may have deleted the pod meanwhile
-                self.cluster.restrict_exec_path(fault["pod"], None)
+            yield
 
     def close(self) -> None:
         """Stop the slowed execs still sleeping in their pods."""

@@ -10,7 +10,8 @@ believes:
 - every pod's ledger names only live suspensions' holds that cover its processes, and no pod keeps the suspended
   label without a hold (nor lacks it while a live hold keeps a process stopped);
 - no status says Ready for a generation whose intent is not in force at that moment;
-- a deleted suspension is gone within a bound once its pods can be reached.
+- a deleted suspension is gone within a bound once its pods can be reached;
+- a duration runs out when it has passed since the first effect (not before, and not only once a STOP verifies).
 
 "Live" is read from the objects: the suspension exists, is not being deleted, says `suspend: true`, has not run out
 of its `duration`, and targets the pod (instance group or selector) and the process (its `jobs`/`processes`
@@ -404,7 +405,7 @@ class Violation:
 
 # Clauses broken at one moment that no later repair makes right (a false Ready was declared), and the rest, which
 # the system has the repair time to put right.
-INSTANT = frozenset({"ready-declared-not-in-force", "held-started"})
+INSTANT = frozenset({"ready-declared-not-in-force", "held-started", "expiry-early", "expiry-late"})
 
 
 class Checker:
@@ -432,6 +433,7 @@ class Checker:
         self.previous: tuple[Truth, dict[tuple[str, Pair], set[tuple[str, float]]]] | None = None
         # Violations that no repair undoes, seen by a read outside converge() (while a fault lasts, say).
         self.pending: list[Violation] = []
+        self.expiry_reported: set[tuple[str, float, str]] = set()
 
     # Reading ------------------------------------------------------------------------------------------------------
 
@@ -456,7 +458,33 @@ class Checker:
                 seen = self.first_effect.get(suspension.uid)
                 if suspension.uid in ledger[1] and (seen is None or seen[0] != run):
                     self.first_effect[suspension.uid] = (run, truth.at)
-        return self._started_while_held(truth)
+        return self._started_while_held(truth) + self._expiry(truth)
+
+    def _expiry(self, truth: Truth) -> list[Violation]:
+        """A duration counts from the suspension's first effect: the `expiresAt` the operator shows may not come
+        before the request plus the duration, and must be there, at the latest the first hold seen plus the
+        duration plus the slack, once that moment has passed (it may never wait for a STOP to be verified)."""
+        wrong = []
+        for suspension in truth.suspensions.values():
+            duration = suspension.spec.get("duration")
+            if not duration or suspension.deleting or suspension.spec.get("suspend", True) is False:
+                continue
+            seconds = parse_duration(str(duration)).total_seconds()
+            run = self._run_start(suspension)
+            expires = _epoch(suspension.status.get("expiresAt"))
+            seen = self.first_effect.get(suspension.uid)
+            latest = seen[1] + seconds + self.limits.expiry_slack_s if seen and seen[0] == run else None
+            problem = None
+            if expires is not None and expires < run + seconds - 1:
+                problem = "early", f"expiresAt {suspension.status['expiresAt']}, before the request + {duration}"
+            elif latest is not None and truth.at > latest and (expires is None or expires > latest):
+                when = datetime.fromtimestamp(seen[1]).strftime("%H:%M:%S") if seen else "?"
+                shown = suspension.status.get("expiresAt") or "no expiresAt"
+                problem = "late", f"first hold seen at {when}, {duration} later is long past, status shows {shown}"
+            if problem is not None and (suspension.uid, run, problem[0]) not in self.expiry_reported:
+                self.expiry_reported.add((suspension.uid, run, problem[0]))
+                wrong.append(Violation(f"expiry-{problem[0]}", suspension.name, problem[1]))
+        return wrong
 
     def _held_by(self, truth: Truth) -> dict[tuple[str, Pair], set[tuple[str, float]]]:
         """(pod uid, process) -> the live suspensions (uid, run) that hold it at this read."""

@@ -435,3 +435,25 @@ def test_a_start_sent_for_the_request_just_before_the_hold_is_a_race_not_a_viola
     # Not held at the earlier read (the pod was not targeted): nothing to say.
     checker.observe_truth(truth(s, pod("db-0", {MYSQL: R}, group="api"), at=T0 + 31))
     assert checker.observe_truth(started(truth(s, held, at=T0 + 40), "db-0", MYSQL, T0 + 13, T0 + 25, T0 + 35)) == []
+
+
+def test_a_duration_may_neither_run_out_before_it_passed_nor_wait_for_a_verified_stop() -> None:
+    checker = Checker("ns", None, limits=Limits(expiry_slack_s=5))  # type: ignore[arg-type]
+    start = datetime(2027, 1, 15, 8, 0, 0, tzinfo=UTC).timestamp()
+    checker.hints.started["s"] = start
+    held = pod("db-0", {MYSQL: S}, holds={"s": [MYSQL]})
+    waiting = suspension("s", duration="10s", status=ready("Suspending", status="False"))
+    # The hold is seen at once; the STOP never verifies, so the operator shows no expiresAt.
+    assert checker.observe_truth(truth(waiting, held, at=start + 1)) == []
+    assert checker.observe_truth(truth(waiting, held, at=start + 15)) == []
+    late = checker.observe_truth(truth(waiting, held, at=start + 17))
+    assert [v.kind for v in late] == ["expiry-late"]
+    assert checker.observe_truth(truth(waiting, held, at=start + 18)) == []  # said once
+    early = suspension("e", duration="10s", status={"expiresAt": "2027-01-15T08:00:05Z"})
+    checker.hints.started["e"] = start
+    assert [v.kind for v in checker.observe_truth(truth(early, at=start + 2))] == ["expiry-early"]
+    # Counted from a moment within the bounds: nothing to say.
+    fine = suspension("f", duration="10s", status={"expiresAt": "2027-01-15T08:00:12Z"})
+    checker.hints.started["f"] = start
+    checker.first_effect["f"] = (start, start + 1)
+    assert checker.observe_truth(truth(fine, at=start + 30)) == []
