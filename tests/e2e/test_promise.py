@@ -1,0 +1,105 @@
+"""The promise, checked by a machine (issue 23): random operations and faults against the real control plane.
+
+`test_random_steps_and_faults_keep_the_promise` runs one seeded episode (harness.chaos): suspensions created,
+patched and deleted, pods relabelled, deleted and re-created, containers restarted, processes stopped and started by
+hand, with the operator killed, kube-apiserver restarted, containerruns frozen, execs slowed past their timeout and
+the exec grant revoked while the operator acts; after every step the checker (harness.promise) reads the truth
+from outside and waits up to the repair time. A failure prints the seed and the step list; `make soak
+SEED=... STEPS=...` runs long ones and shrinks what it finds, `bench/soak_promise.py --replay FILE` replays one.
+
+The other tests show that the checker sees each kind of broken promise on the real plane, so that its silence in
+the random run means something.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from harness import fakepods
+from harness.chaos import run_in_fresh_namespace
+from harness.cluster import Cluster
+from harness.operator import OperatorProcess
+from harness.promise import Base, Checker, Hints, HostProcesses, Limits
+
+# Fixed, so that CI's run is the same run everywhere; about 3-4 minutes on 2 cores.
+SEED = int(os.environ.get("PROCESSCONTROL_PROMISE_SEED", "23"))
+STEPS = int(os.environ.get("PROCESSCONTROL_PROMISE_STEPS", "16"))
+MYSQL = "pxc-mysql/mysql"
+AGENT = "pxc-mysql/galera-agent"
+
+
+@pytest.mark.timeout(1800)
+def test_random_steps_and_faults_keep_the_promise(operator: OperatorProcess) -> None:
+    outcome = run_in_fresh_namespace(operator, Limits(), lambda runner: runner.episode(SEED, STEPS))
+    report = outcome.report()
+    print(report)
+    replay = json.dumps(outcome.as_json())
+    assert not outcome.violations, f"{report}\nreplay: bench/soak_promise.py --replay FILE with FILE:\n{replay}"
+
+
+def quick(cluster: Cluster, hints: Hints | None = None) -> Checker:
+    """A checker with a short repair time: these tests break the promise on purpose and wait for the verdict."""
+    return Checker(cluster.namespace, HostProcesses(), Limits(repair_s=8), hints or Hints())
+
+
+def test_the_checker_sees_a_stopped_process_nothing_holds_and_a_held_one_that_runs(cluster: Cluster) -> None:
+    pods = cluster.group("db", pods=1)
+    hints = Hints()
+    checker = quick(cluster, hints)
+    assert checker.converge() == []
+    # Stopped by hand, and the checker not told: a process left stopped that nothing holds.
+    cluster.send(pods[0], AGENT, "STOP")
+    assert [v.kind for v in checker.converge()] == ["unheld-stopped"]
+    hints.base[(pods[0], "pxc-mysql", "galera-agent")] = Base.STOPPED
+    hints.disturbed = time.time()
+    assert checker.converge() == []
+
+    cluster.apply(cluster.suspension("restore", instanceGroup="db", processes=["mysql"]))
+    cluster.wait("restore")
+    assert checker.converge() == []
+    # With the operator away, a restarted container runs its process again: held, and running.
+    cluster.operator.kill()
+    try:
+        fakepods.restart_container(cluster.namespace, pods[0], MYSQL)
+        hints.disturbed = time.time()
+        found = {v.kind for v in checker.converge()}
+        assert "held-running" in found, found
+    finally:
+        cluster.operator.start()
+    assert checker.converge(timeout=90) == []
+
+
+def test_the_checker_sees_a_ready_that_was_false_when_written_and_a_hold_nothing_owns(cluster: Cluster) -> None:
+    pods = cluster.group("db", pods=1)
+    cluster.apply(cluster.suspension("restore", instanceGroup="db", suspend=False))
+    cluster.wait("restore")
+    checker = quick(cluster, Hints(disturbed=time.time() - 30))
+    assert checker.converge() == []
+    cluster.operator.kill()
+    try:
+        # What a broken operator would write: Suspended for this generation, while everything runs.
+        generation = cluster.get("psus", "restore")["metadata"]["generation"]
+        cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ready = {"type": "Ready", "status": "True", "reason": "Suspended", "message": "forged"}
+        condition = {**ready, "lastTransitionTime": now, "observedGeneration": generation + 1}
+        status = {"status": {"observedGeneration": generation + 1, "conditions": [condition]}}
+        cluster.kubectl("patch", "psus", "restore", "--subresource=status", "--type=merge", "-p", json.dumps(status))
+        assert [v.kind for v in checker.converge()] == ["ready-declared-not-in-force"]
+        # A ledger naming a suspension that does not exist, and the label with it.
+        cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+        ledger = {"v": 1, "holds": {"no-such-uid": {"name": "gone"}}, "processes": {}}
+        cluster.kubectl("annotate", "pod", pods[0], f"processcontrol.dev/holds={json.dumps(ledger)}")
+        cluster.kubectl("label", "pod", pods[0], "processcontrol.dev/suspended=true")
+        found = {v.kind for v in checker.converge()}
+        assert {"ledger-dead-hold", "label-without-hold"} <= found, found
+        cluster.kubectl("annotate", "pod", pods[0], "processcontrol.dev/holds-")
+        cluster.kubectl("label", "pod", pods[0], "processcontrol.dev/suspended-")
+    finally:
+        cluster.operator.start()
+    assert checker.converge(timeout=90) == []
