@@ -1,4 +1,4 @@
-"""Soak: the long variant of tests/e2e/test_faults.py's fault scenarios (`make soak`, not part of CI).
+"""Soak: the long variant of tests/e2e/test_faults.py's fault scenarios (`make soak-faults`, not part of CI).
 
     .venv/bin/python bench/soak_faults.py                       # 20 kill trials, 5 apiserver and 5 etcd restarts
     .venv/bin/python bench/soak_faults.py --kill-trials 50 --restarts 10 --pods 30 --seed 1000

@@ -2,7 +2,7 @@
 pods deleted or hanging in the middle of an exec, crash-looping containers, a namespaced install without exec rights.
 
 Each scenario ends with the same check (reliability.check_state): every process that should be stopped is stopped,
-every other one runs, status says so, and no finalizer or label is left behind. The long variant is `make soak`.
+every other one runs, status says so, and no finalizer or label is left behind. The long variant is `make soak-faults`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_operator_sigkilled_while_suspending_resuming_and_deleting_converges(clu
     since = log_offset(cluster.operator.log_path)
     failures = []
     for seed in CI_SEEDS:
-        # Kills while suspending and while resuming; the soak (make soak) also kills while deleting.
+        # Kills while suspending and while resuming; the soak (make soak-faults) also kills while deleting.
         trial = kill_trial(cluster, pods, [MYSQL], seed, kill_deleting=False)
         print(trial.as_json())
         failures += [f"seed {seed} {phase}: {w}" for phase, wrong in trial.wrong.items() for w in wrong]
