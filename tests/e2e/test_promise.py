@@ -90,7 +90,7 @@ def test_the_checker_sees_a_ready_that_was_false_when_written_and_a_hold_nothing
         condition = {**ready, "lastTransitionTime": now, "observedGeneration": generation + 1}
         status = {"status": {"observedGeneration": generation + 1, "conditions": [condition]}}
         cluster.kubectl("patch", "psus", "restore", "--subresource=status", "--type=merge", "-p", json.dumps(status))
-        assert [v.kind for v in checker.converge()] == ["ready-declared-not-in-force"]
+        assert [v.kind for v in checker.converge()] == ["ready-not-in-force"]
         # A ledger naming a suspension that does not exist, and the label with it.
         cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":false}}')
         ledger = {"v": 1, "holds": {"no-such-uid": {"name": "gone"}}, "processes": {}}

@@ -18,7 +18,8 @@ The world of one episode (`WORLD`): kubecf-like pods of two instance groups with
 of them in a container with a liveness probe (so that `probes` matters), and up to three of four suspensions at
 once. The steps (`ACTIONS`) are a user's and the cluster's: suspensions created (instance group or selector,
 job/process filters, probe policy, duration of seconds, `suspend`), patched (`suspend`, `duration`, `reason`, and
-`probes` from Refuse: the API server keeps the rest) and deleted, re-created under a name used before; pods
+`probes` from Refuse: the API server keeps the rest), deleted, renamed (the new one applied, then the old one
+pruned, as a GitOps sync does), re-created under a name used before; pods
 relabelled, created, deleted and re-created under the same name; containers restarted; processes stopped and
 started by hand where nothing holds them; waiting. A step may carry a fault
 (`FAULTS`), which lands a moment after the step's request, while the operator acts on it, or, for one that lasts,
@@ -214,6 +215,9 @@ class Model:
             return "probes" not in a["patch"] or spec.get("probes") == "Refuse"
         if step.action == "delete-suspension":
             return a["name"] in self.suspensions
+        if step.action == "rename-suspension":
+            taken = a["to"] in self.suspensions or a["to"] in self.deleting
+            return a["name"] in self.suspensions and not taken
         if step.action == "create-pod":
             return a["pod"] in self.absent_pods()
         if step.action in ("delete-pod", "recreate-pod", "relabel-pod"):
@@ -259,6 +263,10 @@ class Model:
         elif step.action == "delete-suspension":
             del self.suspensions[a["name"]]
             self.deleting.add(a["name"])
+        elif step.action == "rename-suspension":
+            self.suspensions[a["to"]] = self.suspensions.pop(a["name"])
+            self.deleting.add(a["name"])
+            self.recent = a["to"]
         elif step.action == "relabel-pod":
             if a["value"] is None:
                 self.pods[a["pod"]].pop(a["key"], None)
@@ -305,6 +313,7 @@ ACTIONS = {
     "create-suspension": 14,
     "patch-suspension": 16,
     "delete-suspension": 9,
+    "rename-suspension": 4,
     "relabel-pod": 7,
     "create-pod": 3,
     "delete-pod": 3,
@@ -325,7 +334,16 @@ FAULTS = {
 FAULT_CHANCE = 0.45
 # Steps that may be followed by the next request at once (a person's STOP or START waits for a settled cluster:
 # only then is it sure that nothing holds the process, not even a release still under way).
-QUICK = frozenset({"create-suspension", "patch-suspension", "delete-suspension", "relabel-pod", "restart-container"})
+QUICK = frozenset(
+    {
+        "create-suspension",
+        "patch-suspension",
+        "delete-suspension",
+        "rename-suspension",
+        "relabel-pod",
+        "restart-container",
+    }
+)
 QUICK_CHANCE = 0.45
 EXEC_TIMEOUT_S = 10.0  # the e2e operator settings' (harness.operator.E2E_OPERATOR_ENV): a slow exec outlasts it
 
@@ -375,6 +393,9 @@ def _action(rng: random.Random, model: Model, action: str) -> Step:
     if action == "create-suspension":
         name = rng.choice([n for n in SUSPENSIONS if n not in model.suspensions and n not in model.deleting])
         return Step(action, {"name": name, "spec": _spec(rng)})
+    if action == "rename-suspension":
+        free = [n for n in SUSPENSIONS if n not in model.suspensions and n not in model.deleting]
+        return Step(action, {"name": rng.choice(sorted(model.suspensions)), "to": rng.choice(free)})
     if action in ("patch-suspension", "delete-suspension"):
         name = rng.choice(sorted(model.suspensions))
         # People go on with what they just did, the more so when they did not wait for it to settle.
@@ -443,6 +464,8 @@ def generate(rng: random.Random, model: Model) -> Step:
         if action == "create-suspension" and (len(model.suspensions) >= MAX_SUSPENSIONS or not free_names):
             continue
         if action in ("patch-suspension", "delete-suspension") and not model.suspensions:
+            continue
+        if action == "rename-suspension" and not (model.suspensions and free_names):
             continue
         if action in ("relabel-pod", "delete-pod", "recreate-pod", "restart-container") and not model.pods:
             continue
@@ -620,7 +643,6 @@ class Runner:
                 # The request goes out while the fault lasts: it begins `lead` seconds before.
                 during.enter_context(self._fault(fault))
                 self._pause(lead)
-            self.hints.requests.append(time.time())
             self._act(step)
             self.model.apply(step)
             if lead:
@@ -659,16 +681,31 @@ class Runner:
     def _generation(self, out: str) -> int:
         return int(json.loads(out)["metadata"].get("generation") or 0)
 
+    def _create(self, name: str, spec: Mapping[str, Any]) -> None:
+        before = time.time()
+        self.hints.requests.append(before)
+        manifest = self.cluster.suspension(name, **spec)
+        out = _retrying(
+            lambda: self.cluster.kubectl("create", "-o", "json", "-f", "-", input_text=json.dumps(manifest)),
+            f"create {name}",
+        ).stdout
+        self.hints.generations[(name, self._generation(out))] = before
+        self.hints.started[name] = before
+
+    def _delete(self, name: str) -> None:
+        self.hints.requests.append(time.time())
+        _retrying(lambda: self.cluster.kubectl("delete", "psus", name, "--wait=false"), f"delete {name}")
+
     def _act(self, step: Step) -> None:
         a, before = step.args, time.time()
+        if step.action not in ("create-suspension", "delete-suspension", "rename-suspension"):
+            self.hints.requests.append(before)
         if step.action == "create-suspension":
-            manifest = self.cluster.suspension(a["name"], **a["spec"])
-            out = _retrying(
-                lambda: self.cluster.kubectl("create", "-o", "json", "-f", "-", input_text=json.dumps(manifest)),
-                step.action,
-            ).stdout
-            self.hints.generations[(a["name"], self._generation(out))] = before
-            self.hints.started[a["name"]] = before
+            self._create(a["name"], a["spec"])
+        elif step.action == "rename-suspension":
+            # A rename in Git: the new object applied, then the old one pruned, as a GitOps sync does.
+            self._create(a["to"], self.model.suspensions[a["name"]])  # the model is changed after the request
+            self._delete(a["name"])
         elif step.action == "patch-suspension":
             patch = json.dumps({"spec": a["patch"]})
             out = _retrying(
@@ -679,7 +716,7 @@ class Runner:
             if a["patch"].get("suspend") is True:
                 self.hints.started[a["name"]] = before
         elif step.action == "delete-suspension":
-            _retrying(lambda: self.cluster.kubectl("delete", "psus", a["name"], "--wait=false"), step.action)
+            self._delete(a["name"])
         elif step.action == "relabel-pod":
             label = f"{a['key']}-" if a["value"] is None else f"{a['key']}={a['value']}"
             _retrying(lambda: self.cluster.kubectl("label", "pod", a["pod"], label, "--overwrite"), step.action)

@@ -405,7 +405,7 @@ class Violation:
 
 # Clauses broken at one moment that no later repair makes right (a false Ready was declared), and the rest, which
 # the system has the repair time to put right.
-INSTANT = frozenset({"ready-declared-not-in-force", "held-started", "expiry-early", "expiry-late"})
+INSTANT = frozenset({"ready-not-in-force", "held-started", "expiry-early", "expiry-late"})
 
 
 class Checker:
@@ -718,7 +718,7 @@ class Checker:
             if not expired and declared > self.hints.disturbed + self.limits.ready_grace_s:
                 # Declared after the outside last changed anything, and untrue now: untrue when declared.
                 when = datetime.fromtimestamp(declared).strftime("%H:%M:%S")
-                return [Violation("ready-declared-not-in-force", suspension.name, f"Ready at {when}: {problem}")]
+                return [Violation("ready-not-in-force", suspension.name, f"Ready at {when}: {problem}")]
             return [Violation("ready-stale", suspension.name, f"Ready ({reason}): {problem}")]
         if self._should_be_ready(suspension, live, truth):
             shown = f"{ready.get('status')} ({ready.get('reason')}: {ready.get('message', '')[:160]})"

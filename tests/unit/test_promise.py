@@ -220,16 +220,16 @@ def test_ready_declared_after_the_last_outside_change_while_not_in_force_cannot_
     running = pod("db-0", {MYSQL: R}, holds={"s": [MYSQL]})
     declared_late = suspension("s", status=ready("Suspended", at=T0 + 5))
     hints = Hints(disturbed=T0 - 30)
-    assert "ready-declared-not-in-force" in judge(declared_late, running, hints=hints)
+    assert "ready-not-in-force" in judge(declared_late, running, hints=hints)
     # Declared before a container restart made the process run: stale, which the operator has time to repair.
     assert "ready-stale" in judge(declared_late, running, hints=Hints(disturbed=T0 + 4))
     # A Ready of the previous generation says nothing about this one.
     older = suspension("s", generation=2, status=ready("Suspended", generation=1, at=T0 + 5))
-    assert "ready-declared-not-in-force" not in judge(older, running, hints=hints)
+    assert "ready-not-in-force" not in judge(older, running, hints=hints)
     # A request that made the generation counts as the moment it was declared at the earliest.
     kept = suspension("s", generation=2, status=ready("Suspended", generation=2, at=T0 - 60))
     hints.generations[("s", 2)] = T0
-    assert "ready-declared-not-in-force" in judge(kept, running, hints=hints)
+    assert "ready-not-in-force" in judge(kept, running, hints=hints)
 
 
 def test_ready_must_come_where_the_intent_can_be_verified() -> None:
@@ -242,7 +242,7 @@ def test_ready_must_come_where_the_intent_can_be_verified() -> None:
     assert judge(resumed, pod("db-0", {MYSQL: R})) == []
     stopped_since = Hints(disturbed=T0 - 30)
     assert judge(resumed, pod("db-0", {MYSQL: S}), hints=stopped_since) == [
-        "ready-declared-not-in-force",
+        "ready-not-in-force",
         "unheld-stopped",
     ]
 
@@ -320,7 +320,7 @@ def test_converge_returns_a_false_ready_at_once() -> None:
     false_ready = reader([truth(s, pod("db-0", {MYSQL: R}, holds={"s": [MYSQL]}))])
     checker = Checker("ns", None, Limits(repair_s=60), Hints(disturbed=T0 - 30), reader=lambda: next(false_ready))  # type: ignore[arg-type]
     found = checker.converge()
-    assert kinds(found) == ["ready-declared-not-in-force"]
+    assert kinds(found) == ["ready-not-in-force"]
     assert checker.reads == 1
 
 
