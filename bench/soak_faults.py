@@ -37,9 +37,8 @@ os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-soak")
 
 from harness import fakepods  # noqa: E402
 from harness import operator as harness  # noqa: E402 - the operator as a process (was hack/harness.py)
-from harness.base import kubectl, state_dir  # noqa: E402
+from harness.base import kubectl  # noqa: E402
 from harness.cluster import Cluster  # noqa: E402
-from harness.operator import E2E_OPERATOR_ENV as OPERATOR_ENV  # noqa: E402 - the e2e tests' settings
 from harness.reliability import check_state, kill_trial, restart_component, wait_gone  # noqa: E402
 
 JOB = "pxc-mysql/mysql"
@@ -92,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100, help="first seed; trial i uses seed + i")
     args = parser.parse_args(argv)
 
-    harness.ensure_control_plane()
-    harness.install()
-    operator = harness.OperatorProcess(
-        harness.service_account_kubeconfig(),
-        env=OPERATOR_ENV,
-        log_path=state_dir() / "logs" / "operator-soak.log",
-    ).start()
+    operator = harness.start_soak_operator("operator-soak.log")
     namespace = f"soak-{uuid.uuid4().hex[:5]}"
     fakepods.ensure_namespace(namespace)
     cluster = Cluster(namespace, operator)

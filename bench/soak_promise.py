@@ -31,10 +31,8 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-soak")
 
-from harness import operator as harness  # noqa: E402
-from harness.base import state_dir  # noqa: E402
 from harness.chaos import Outcome, Runner, Step, run_in_fresh_namespace, shrink  # noqa: E402
-from harness.operator import E2E_OPERATOR_ENV  # noqa: E402
+from harness.operator import OperatorProcess, start_soak_operator  # noqa: E402
 from harness.promise import Limits  # noqa: E402
 
 
@@ -51,13 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     limits = Limits(repair_s=args.repair)
-    harness.ensure_control_plane()
-    harness.install()
-    operator = harness.OperatorProcess(
-        harness.service_account_kubeconfig(),
-        env=E2E_OPERATOR_ENV,
-        log_path=state_dir() / "logs" / "operator-promise.log",
-    ).start()
+    operator = start_soak_operator("operator-promise.log")
     try:
         if args.replay:
             return replay(operator, limits, args.replay, args.violation)
@@ -66,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         operator.stop()
 
 
-def replay(operator: harness.OperatorProcess, limits: Limits, path: Path, index: int) -> int:
+def replay(operator: OperatorProcess, limits: Limits, path: Path, index: int) -> int:
     """Run a recorded step list once more, as it is (steps that make no sense any more are skipped)."""
     record = json.loads(path.read_text())
     found = record["violations"][index] if "episodes" in record else record
@@ -76,7 +68,7 @@ def replay(operator: harness.OperatorProcess, limits: Limits, path: Path, index:
     return 1 if outcome.violations else 0
 
 
-def soak(operator: harness.OperatorProcess, limits: Limits, args: argparse.Namespace) -> int:
+def soak(operator: OperatorProcess, limits: Limits, args: argparse.Namespace) -> int:
     started, total = time.monotonic(), 0
     episodes: list[dict[str, Any]] = []
     violations: list[dict[str, Any]] = []
