@@ -345,6 +345,7 @@ QUICK = frozenset(
     }
 )
 QUICK_CHANCE = 0.45
+REVISE_CHANCE = 0.5
 EXEC_TIMEOUT_S = 10.0  # the e2e operator settings' (harness.operator.E2E_OPERATOR_ENV): a slow exec outlasts it
 
 
@@ -446,7 +447,8 @@ def _fault(rng: random.Random, pods: Sequence[str], preferred: Sequence[str]) ->
         fault["down"] = rng.choice([3.0, 8.0, 25.0, 45.0])
     elif kind == "slow-exec":
         fault["sleep"] = _seconds(rng, EXEC_TIMEOUT_S + 1, EXEC_TIMEOUT_S + 6)
-        fault["down"] = _seconds(rng, 3, 20)
+        # Mostly over before the exec times out: what follows goes out fast, and the slowed exec lands after it.
+        fault["down"] = _seconds(rng, 2, EXEC_TIMEOUT_S) if rng.random() < 0.7 else _seconds(rng, 10, 20)
     elif kind == "revoke-exec":
         fault["down"] = _seconds(rng, 3, 20)
     # A slowed pod is slowed before the request goes out (else the request's execs would be gone already).
@@ -460,6 +462,10 @@ def generate(rng: random.Random, model: Model) -> Step:
     """The next step for this model: an action drawn by weight among those valid, maybe with a fault."""
     while True:
         action = rng.choices(list(ACTIONS), weights=list(ACTIONS.values()))[0]
+        if not model.settled and model.recent in model.suspensions and rng.random() < REVISE_CHANCE:
+            # Not waiting for a change to settle, people mostly take it back or go further with it (a GitOps sync
+            # flipping between two revisions does too).
+            action = rng.choice(["patch-suspension", "patch-suspension", "delete-suspension", "rename-suspension"])
         free_names = [n for n in SUSPENSIONS if n not in model.suspensions and n not in model.deleting]
         if action == "create-suspension" and (len(model.suspensions) >= MAX_SUSPENSIONS or not free_names):
             continue
