@@ -419,7 +419,7 @@ def _action(rng: random.Random, model: Model, action: str) -> Step:
         return Step(action, {"pod": pod, "process": rng.choice(processes_of(pod))})
     if action in ("stop-by-hand", "start-by-hand"):
         pod, jp = rng.choice(model.free(Base.RUNNING if action == "stop-by-hand" else Base.STOPPED))
-        return Step(action, {"pod": pod, "process": jp})
+        return Step(action, {"pod": pod, "process": jp, "tool": rng.choice(["processcontrol", "nc"])})
     return Step("wait", {"seconds": _seconds(rng, 2, 20)})
 
 
@@ -737,7 +737,8 @@ class Runner:
         elif step.action == "restart-container":
             fakepods.restart_container(self.ns, a["pod"], a["process"])
         elif step.action in ("stop-by-hand", "start-by-hand"):
-            self.cluster.send(a["pod"], a["process"], "STOP" if step.action == "stop-by-hand" else "START")
+            command = "STOP" if step.action == "stop-by-hand" else "START"
+            self.cluster.send(a["pod"], a["process"], command, a.get("tool", "processcontrol"))
         elif step.action == "wait":
             self._pause(a["seconds"])
         if step.action in ("relabel-pod", "create-pod", "delete-pod", "recreate-pod", "restart-container") or (

@@ -109,10 +109,15 @@ class Cluster:
             entry["local"]["envs"] = envs + ([{"name": "PATH", "value": path}] if path is not None else [])
         self.kubectl("replace", "-f", "-", input_text=json.dumps(exec_obj))
 
-    def send(self, pod: str, job_process: str, command: str) -> None:
-        """What a person does inside the pod: `processcontrol send STOP <socket>`."""
+    def send(self, pod: str, job_process: str, command: str, tool: str = "processcontrol") -> None:
+        """What a person does inside the pod: `processcontrol send STOP <socket>`, or the seed's
+        `echo STOP | nc -w 1 -uU <socket>` (OpenBSD netcat)."""
         socket = fakepods.socket_path(self.namespace, pod, fakepods.JobProcess.parse(job_process))
-        subprocess.run([str(PROCESSCONTROL), "send", command, str(socket)], check=True, capture_output=True)
+        if tool == "nc":
+            argv, given = ["nc", "-w", "1", "-uU", str(socket)], f"{command}\n"
+        else:
+            argv, given = [str(PROCESSCONTROL), "send", command, str(socket)], None
+        subprocess.run(argv, input=given, text=True, check=True, capture_output=True)
 
 
 def slow_shell(directory: Path, seconds: float) -> str:
