@@ -687,7 +687,9 @@ class Checker:
             ledger = ledger_of(pod)
             if ledger is not None and ledger[1].get(suspension.uid):
                 return f"{pod.name}'s ledger still holds for it"
-            for pair in sorted(held_pairs({**suspension.spec, "probes": "Warn"}, pod)):
+            # Another suspension's hold, live or still being given back (it expired, say), is that one's business.
+            others = {pair for pairs in (ledger[1].values() if ledger else ()) for pair in pairs}
+            for pair in sorted(held_pairs({**suspension.spec, "probes": "Warn"}, pod) - others):
                 if self._holders(pod, pair, truth, alive, Live.LIVE) or self._holders(
                     pod, pair, truth, alive, Live.UNSURE
                 ):

@@ -247,6 +247,17 @@ def test_ready_must_come_where_the_intent_can_be_verified() -> None:
     ]
 
 
+def test_resumed_is_about_the_suspensions_own_holds_not_those_another_gives_back() -> None:
+    resumed = suspension("r", suspend=False, generation=2, status=ready("Resumed", generation=2, at=T0 + 5))
+    expired = suspension("x", suspend=False, status=ready("Resuming", status="False"))
+    before = Hints(disturbed=T0 - 30)
+    # The process r covered is stopped because x's hold is still being given back: x's clause, not r's Ready.
+    giving_back = pod("db-0", {MYSQL: S}, holds={"x": [MYSQL]})
+    assert judge(resumed, expired, giving_back, hints=before) == ["ledger-dead-hold", "not-ready", "unheld-stopped"]
+    # Stopped with no hold anywhere (a STOP that landed after the START): r said Resumed while it was not.
+    assert judge(resumed, pod("db-0", {MYSQL: S}), hints=before) == ["ready-not-in-force", "unheld-stopped"]
+
+
 def test_a_deleted_suspension_must_be_gone() -> None:
     gone = suspension("s", deleting=True)
     assert judge(gone, pod("db-0", {MYSQL: R})) == ["deletion-stuck"]
