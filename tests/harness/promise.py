@@ -463,7 +463,8 @@ class Checker:
     def _expiry(self, truth: Truth) -> list[Violation]:
         """A duration counts from the suspension's first effect: the `expiresAt` the operator shows may not come
         before the request plus the duration, and must be there, at the latest the first hold seen plus the
-        duration plus the slack, once that moment has passed (it may never wait for a STOP to be verified)."""
+        duration (or the request that set it, if later) plus the slack, once that moment has passed (it may never
+        wait for a STOP to be verified)."""
         wrong = []
         for suspension in truth.suspensions.values():
             duration = suspension.spec.get("duration")
@@ -473,7 +474,9 @@ class Checker:
             run = self._run_start(suspension)
             expires = _epoch(suspension.status.get("expiresAt"))
             seen = self.first_effect.get(suspension.uid)
-            latest = seen[1] + seconds + self.limits.expiry_slack_s if seen and seen[0] == run else None
+            # A duration set (or changed) later runs out at once if it has passed already: from that request on.
+            changed = self.hints.generations.get((suspension.name, suspension.generation), 0.0)
+            latest = max(seen[1] + seconds, changed) + self.limits.expiry_slack_s if seen and seen[0] == run else None
             problem = None
             if expires is not None and expires < run + seconds - 1:
                 problem = "early", f"expiresAt {suspension.status['expiresAt']}, before the request + {duration}"

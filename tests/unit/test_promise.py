@@ -460,6 +460,13 @@ def test_a_duration_may_neither_run_out_before_it_passed_nor_wait_for_a_verified
     late = checker.observe_truth(truth(waiting, held, at=start + 17))
     assert [v.kind for v in late] == ["expiry-late"]
     assert checker.observe_truth(truth(waiting, held, at=start + 18)) == []  # said once
+    # A duration set long after the first hold runs out at once: counted from that request, not before.
+    later = suspension("l", generation=3, duration="10s", status=ready("Suspended", generation=2))
+    checker.hints.started["l"] = start
+    checker.first_effect["l"] = (start, start + 1)
+    checker.hints.generations[("l", 3)] = start + 100
+    assert checker.observe_truth(truth(later, at=start + 101)) == []
+    assert [v.kind for v in checker.observe_truth(truth(later, at=start + 106))] == ["expiry-late"]
     early = suspension("e", duration="10s", status={"expiresAt": "2027-01-15T08:00:05Z"})
     checker.hints.started["e"] = start
     assert [v.kind for v in checker.observe_truth(truth(early, at=start + 2))] == ["expiry-early"]
