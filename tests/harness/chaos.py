@@ -12,7 +12,8 @@ each step here takes seconds against a live cluster and its outcome depends on t
 
 Shrinking (`ddmin`) is Zeller's delta debugging over the step list, bounded in time: each candidate is replayed in
 a fresh namespace, steps that make no sense any more (patching a suspension that the shorter list never created)
-are dropped by the model, and a candidate counts when it breaks the same clause again.
+are dropped by the model, and a candidate counts when it breaks the same clause again; then each remaining fault
+is left out in turn (`simplify`).
 
 The world of one episode (`WORLD`): kubecf-like pods of two instance groups with real containerrun processes, one
 of them in a container with a liveness probe (so that `probes` matters), and up to three of four suspensions at
@@ -888,8 +889,29 @@ def shrink(
         replay = run_in_fresh_namespace(operator, limits, lambda r: r.run(candidate, outcome.seed), log)
         return bool(kinds & {v.kind for v in replay.violations})
 
+    deadline = time.monotonic() + budget_s
     smallest = ddmin(outcome.steps, fails, budget_s, log)
-    if len(smallest) == len(outcome.steps):
+    smallest = simplify(smallest, fails, deadline - time.monotonic(), log)
+    if [s.as_json() for s in smallest] == [s.as_json() for s in outcome.steps]:
         return outcome
     again = run_in_fresh_namespace(operator, limits, lambda r: r.run(smallest, outcome.seed), log)
     return again if kinds & {v.kind for v in again.violations} else outcome
+
+
+def simplify(
+    steps: Sequence[Step],
+    fails: Callable[[list[Step]], bool],
+    budget_s: float,
+    log: Callable[[str], None] = print,
+) -> list[Step]:
+    """After ddmin: each fault left out in turn, kept out when the list still fails without it."""
+    deadline = time.monotonic() + budget_s
+    current = list(steps)
+    for index, step in enumerate(current):
+        if step.fault is None or time.monotonic() >= deadline:
+            continue
+        candidate = [*current[:index], Step(step.action, step.args, None, step.settle), *current[index + 1 :]]
+        log(f"shrink: trying step {index + 1} without its {step.fault['kind']}")
+        if fails(candidate):
+            current = candidate
+    return current

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness import chaos
-from harness.chaos import Model, Step, ddmin, generate, generate_steps
+from harness.chaos import Model, Step, ddmin, generate, generate_steps, simplify
 from harness.promise import (
     HOLDS_ANNOTATION,
     Base,
@@ -475,3 +475,16 @@ def test_a_duration_may_neither_run_out_before_it_passed_nor_wait_for_a_verified
     checker.hints.started["f"] = start
     checker.first_effect["f"] = (start, start + 1)
     assert checker.observe_truth(truth(fine, at=start + 30)) == []
+
+
+def test_simplify_leaves_out_the_faults_that_do_not_matter() -> None:
+    kill = {"kind": "kill-operator", "delay": 0.1, "down": 1.0}
+    slow = {"kind": "slow-exec", "pod": "db-1", "sleep": 12.0, "down": 3.0, "lead": 0.5}
+    steps = [Step("wait", {"seconds": 1}, kill), Step("wait", {"seconds": 2}, slow, settle=False)]
+
+    def fails(candidate: list[Step]) -> bool:
+        return any(s.fault is not None and s.fault["kind"] == "slow-exec" for s in candidate)
+
+    found = simplify(steps, fails, budget_s=30, log=lambda _: None)
+    assert [s.fault for s in found] == [None, slow]
+    assert [s.settle for s in found] == [True, False]
