@@ -31,8 +31,10 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-soak")
 
+from harness.base import ControlPlaneError  # noqa: E402
 from harness.chaos import Outcome, Runner, Step, run_in_fresh_namespace, shrink  # noqa: E402
-from harness.operator import OperatorProcess, start_soak_operator  # noqa: E402
+from harness.fakepods import FakePodError  # noqa: E402
+from harness.operator import HarnessError, OperatorProcess, start_soak_operator  # noqa: E402
 from harness.promise import Limits  # noqa: E402
 
 
@@ -83,7 +85,14 @@ def soak(operator: OperatorProcess, limits: Limits, args: argparse.Namespace) ->
         def play(runner: Runner, seed: int = seed, count: int = count) -> Outcome:
             return runner.episode(seed, count)
 
-        outcome = run_in_fresh_namespace(operator, limits, play)
+        try:
+            outcome = run_in_fresh_namespace(operator, limits, play)
+        except (ControlPlaneError, FakePodError, HarnessError) as error:
+            # The harness, not the operator: say so, and go on with the next episode.
+            print(f"episode {index} could not run: {error}", flush=True)
+            episodes.append({"seed": seed, "error": str(error)})
+            index += 1
+            continue
         print(outcome.report(), flush=True)
         by_action, by_fault = outcome.counts()
         actions.update(by_action)
@@ -99,7 +108,9 @@ def soak(operator: OperatorProcess, limits: Limits, args: argparse.Namespace) ->
                 print("--- shrunk:\n" + shrunk.report(), flush=True)
             violations.append(entry)
         index += 1
+        record(args, limits, started, total, episodes, violations, actions, faults)
 
+    out = record(args, limits, started, total, episodes, violations, actions, faults)
     seconds = time.monotonic() - started
     print(f"\npromise soak: seed {args.seed}, {total} steps in {len(episodes)} episodes, {seconds / 60:.0f} min")
     print("steps by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(actions.items())))
@@ -110,22 +121,36 @@ def soak(operator: OperatorProcess, limits: Limits, args: argparse.Namespace) ->
         print(f"\n[{number}] seed {entry['seed']}: " + "; ".join(best["violations"]))
         for i, step in enumerate(best["steps"], 1):
             print(f"   {i:>3}. {Step.from_json(step)}")
-    record = {
+    print(f"\nrecorded in {out}")
+    return 1 if violations else 0
+
+
+def record(
+    args: argparse.Namespace,
+    limits: Limits,
+    started: float,
+    total: int,
+    episodes: list[dict[str, Any]],
+    violations: list[dict[str, Any]],
+    actions: Counter[str],
+    faults: Counter[str],
+) -> Path:
+    """Write the run so far (after each episode, so that an interrupted soak keeps what it found)."""
+    data = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": args.seed,
         "steps": total,
-        "minutes": round(seconds / 60, 1),
+        "minutes": round((time.monotonic() - started) / 60, 1),
         "limits": vars(limits),
         "stepsByKind": dict(sorted(actions.items())),
         "faultsByKind": dict(sorted(faults.items())),
         "episodes": episodes,
         "violations": violations,
     }
-    out = args.output or RESULTS / f"promise-{datetime.now(UTC):%Y-%m-%d}-seed{args.seed}.json"
+    out: Path = args.output or RESULTS / f"promise-{datetime.now(UTC):%Y-%m-%d}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"\nrecorded in {out}")
-    return 1 if violations else 0
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    return out
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the exec grant revoked while the operator acts; after every step the checker (ha
 from outside and waits up to the repair time. A failure prints the seed and the step list; `make soak
 SEED=... STEPS=...` runs long ones and shrinks what it finds, `bench/soak_promise.py --replay FILE` replays one.
 
+`test_sequences_found_before_keep_the_promise` replays the shrunk sequences that broke the promise before (FOUND).
 The other tests show that the checker sees each kind of broken promise on the real plane, so that its silence in
 the random run means something.
 """
@@ -17,11 +18,12 @@ import json
 import os
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from harness import fakepods
-from harness.chaos import run_in_fresh_namespace
+from harness.chaos import Step, run_in_fresh_namespace
 from harness.cluster import Cluster
 from harness.operator import OperatorProcess
 from harness.promise import Base, Checker, Hints, HostProcesses, Limits
@@ -31,6 +33,8 @@ SEED = int(os.environ.get("PROCESSCONTROL_PROMISE_SEED", "23"))
 STEPS = int(os.environ.get("PROCESSCONTROL_PROMISE_STEPS", "16"))
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"
+DEPLOYMENT = fakepods.LABEL_DEPLOYMENT
+NOT_DB = {"key": fakepods.LABEL_INSTANCE_GROUP, "operator": "NotIn", "values": ["db"]}
 
 
 @pytest.mark.timeout(1800)
@@ -40,6 +44,65 @@ def test_random_steps_and_faults_keep_the_promise(operator: OperatorProcess) -> 
     print(report)
     replay = json.dumps(outcome.as_json())
     assert not outcome.violations, f"{report}\nreplay: bench/soak_promise.py --replay FILE with FILE:\n{replay}"
+
+
+# Sequences that broke the promise on the operator of 2026-12-01 (before issue 22's fenced transitions), each as
+# `make soak` shrank it (or, the last one, as written after issue 22's case 3); replayed as they are, they are that
+# issue's regression tests from outside. Each runs in about half a minute.
+FOUND: dict[str, list[dict[str, Any]]] = {
+    # A START sent for s0's release, slowed past the exec timeout, lands after s2 took hold and said Ready (seed 504).
+    "late-start-after-a-new-hold": [
+        {
+            "action": "create-suspension",
+            "args": {"name": "s0", "spec": {"instanceGroup": "db", "processes": ["forwarder"]}},
+            "fault": {"kind": "restart-container", "delay": 1.1, "pod": "api-0", "process": "log-cache/forwarder"},
+        },
+        {
+            "action": "delete-suspension",
+            "args": {"name": "s0"},
+            "fault": {"kind": "slow-exec", "pod": "db-1", "sleep": 12.1, "down": 12.8, "lead": 3.1},
+            "settle": False,
+        },
+        {
+            "action": "create-suspension",
+            "args": {"name": "s2", "spec": {"probes": "Skip", "selector": {"matchLabels": {DEPLOYMENT: "kubecf"}}}},
+        },
+    ],
+    # A rename (s3 applied, s0 pruned): s0's give-back STARTs a process s3 holds (seed 508).
+    "rename-starts-what-the-new-one-holds": [
+        {
+            "action": "create-suspension",
+            "args": {"name": "s0", "spec": {"probes": "Skip", "selector": {"matchExpressions": [NOT_DB]}}},
+            "fault": {"kind": "revoke-exec", "delay": 1.0, "down": 7.8},
+            "settle": False,
+        },
+        {
+            "action": "rename-suspension",
+            "args": {"name": "s0", "to": "s3"},
+            "fault": {"kind": "slow-exec", "pod": "api-0", "sleep": 12.8, "down": 4.8, "lead": 1.7},
+            "settle": False,
+        },
+    ],
+    # A STOP slowed past the exec timeout lands after the release's START: stopped, nothing holds it.
+    "late-stop-after-the-release": [
+        {
+            "action": "create-suspension",
+            "args": {"name": "s0", "spec": {"instanceGroup": "api", "processes": ["forwarder"]}},
+            "fault": {"kind": "slow-exec", "pod": "api-0", "sleep": 14.0, "down": 4.0, "lead": 0.3},
+            "settle": False,
+        },
+        {"action": "patch-suspension", "args": {"name": "s0", "patch": {"suspend": False}}},
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOUND))
+@pytest.mark.timeout(600)
+def test_sequences_found_before_keep_the_promise(operator: OperatorProcess, name: str) -> None:
+    steps = [Step.from_json(step) for step in FOUND[name]]
+    outcome = run_in_fresh_namespace(operator, Limits(), lambda runner: runner.run(steps))
+    assert len(outcome.steps) == len(steps), f"steps skipped: {outcome.skipped}"
+    assert not outcome.violations, outcome.report()
 
 
 def quick(cluster: Cluster, hints: Hints | None = None) -> Checker:

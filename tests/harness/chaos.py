@@ -49,7 +49,7 @@ from typing import Any
 from harness import fakepods
 from harness.base import ControlPlaneError, kubectl, state_dir
 from harness.cluster import Cluster, slow_shell
-from harness.operator import OperatorProcess
+from harness.operator import HarnessError, OperatorProcess
 from harness.promise import Base, Checker, Hints, HostProcesses, Limits, Violation, covers, describe, selects
 from harness.reliability import restart_component, revoked_exec
 from processcontrol.api import INSTANCE_GROUP_LABEL
@@ -806,7 +806,8 @@ def fresh_namespace(operator: OperatorProcess, prefix: str = "promise") -> Itera
     """A namespace of its own for one episode or replay; afterwards its suspensions go (their finalizers removed
     when a broken run keeps them), then its pods' processes and the namespace."""
     namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    fakepods.ensure_namespace(namespace)
+    # Right after kube-apiserver restarts, kube-controller-manager can take minutes to create the ServiceAccount.
+    fakepods.ensure_namespace(namespace, timeout=300)
     try:
         yield Cluster(namespace, operator)
     finally:
@@ -886,7 +887,11 @@ def shrink(
     kinds = {v.kind for v in outcome.violations}
 
     def fails(candidate: list[Step]) -> bool:
-        replay = run_in_fresh_namespace(operator, limits, lambda r: r.run(candidate, outcome.seed), log)
+        try:
+            replay = run_in_fresh_namespace(operator, limits, lambda r: r.run(candidate, outcome.seed), log)
+        except (ControlPlaneError, fakepods.FakePodError, HarnessError) as error:
+            log(f"shrink: the replay could not run ({error}): counted as not failing")
+            return False
         return bool(kinds & {v.kind for v in replay.violations})
 
     deadline = time.monotonic() + budget_s

@@ -396,14 +396,14 @@ def wait_for_sockets(
 # --- pods ----------------------------------------------------------------------------------------------------------
 
 
-def ensure_namespace(namespace: str, state: Path | None = None) -> None:
+def ensure_namespace(namespace: str, state: Path | None = None, timeout: float = 60.0) -> None:
     """Create the namespace if needed and wait for its default ServiceAccount (pods are rejected until then)."""
     if kubectl("get", "namespace", namespace, state=state, check=False).returncode != 0:
         kubectl("create", "namespace", namespace, state=state, check=False)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while kubectl("get", "serviceaccount", "default", "-n", namespace, state=state, check=False).returncode != 0:
         if time.monotonic() > deadline:
-            raise FakePodError(f"no default ServiceAccount in namespace {namespace} after 60s")
+            raise FakePodError(f"no default ServiceAccount in namespace {namespace} after {timeout:.0f}s")
         time.sleep(0.2)
 
 
