@@ -47,8 +47,8 @@ def test_random_steps_and_faults_keep_the_promise(operator: OperatorProcess) -> 
 
 
 # Sequences that broke the promise on the operator of 2026-12-01 (before issue 22's fenced transitions), each as
-# `make soak` shrank it (or, the last one, as written after issue 22's case 3); replayed as they are, they are that
-# issue's regression tests from outside. Each runs in about half a minute.
+# `make soak` shrank it, or as written by hand where said; replayed as they are, they are regression tests from
+# outside. Each runs in about half a minute.
 FOUND: dict[str, list[dict[str, Any]]] = {
     # A START sent for s0's release, slowed past the exec timeout, lands after s2 took hold and said Ready (seed 504).
     "late-start-after-a-new-hold": [
@@ -83,7 +83,15 @@ FOUND: dict[str, list[dict[str, Any]]] = {
             "settle": False,
         },
     ],
-    # A STOP slowed past the exec timeout lands after the release's START: stopped, nothing holds it.
+    # The duration of an expired suspension removed: one status round says Ready/Expired for the new generation,
+    # whose intent is to suspend (seed 509, shrunk by hand).
+    "duration-removed-after-expiry": [
+        {"action": "create-suspension", "args": {"name": "s3", "spec": {"instanceGroup": "db", "duration": "6s"}}},
+        {"action": "wait", "args": {"seconds": 15}},
+        {"action": "patch-suspension", "args": {"name": "s3", "patch": {"duration": None}}},
+    ],
+    # A STOP slowed past the exec timeout lands after the release's START: stopped, nothing holds it (written by
+    # hand after issue 22's case 3).
     "late-stop-after-the-release": [
         {
             "action": "create-suspension",
