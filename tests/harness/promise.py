@@ -403,8 +403,8 @@ class Violation:
         return f"{self.kind}: {self.subject}: {self.detail}"
 
 
-# Clauses broken at one moment that no later repair makes right (a false Ready was declared), and the rest, which
-# the system has the repair time to put right.
+# Clauses that, once broken, no later repair makes right (a Ready that was not true, a held process that ran, a
+# duration counted from the wrong moment); the others, the system has the repair time to put right.
 INSTANT = frozenset({"ready-not-in-force", "held-started", "expiry-early", "expiry-late"})
 
 
