@@ -3,7 +3,9 @@
 # copies only that virtualenv onto the same slim Python base, so no compiler, pip cache or source is shipped.
 #
 # BASE_IMAGE: any image with Python >= 3.11 as `python3` (with venv) and groupadd/useradd, e.g. a Debian 12 base
-# built locally where no registry is reachable (tests/harness/images.py builds one with mmdebstrap).
+# built locally where no registry is reachable (tests/harness/images.py builds one with mmdebstrap). A published
+# build pins it by digest, so that a retagged base cannot change what is shipped:
+#   make image BASE_IMAGE=python:3.11-slim@sha256:<digest>      (docker buildx imagetools inspect python:3.11-slim)
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
@@ -11,10 +13,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/processcontrol
 WORKDIR /src
-# Only what the package build needs: the source root and its metadata.
+# The dependencies and the build backend exactly as requirements.lock pins them (`make lock`): pip refuses any file
+# whose hash is not in the lock, and any package the lock does not list. A layer of its own, kept while only the
+# source changes.
+COPY requirements.lock ./
+RUN /opt/processcontrol/bin/pip install --no-compile --require-hashes --no-deps -r requirements.lock
+# Then the package itself, with the locked setuptools and nothing fetched: no build isolation, no dependencies.
 COPY pyproject.toml README.md ./
 COPY operator/processcontrol ./operator/processcontrol
-RUN /opt/processcontrol/bin/pip install --no-compile . \
+RUN /opt/processcontrol/bin/pip install --no-compile --no-deps --no-build-isolation . \
  && /opt/processcontrol/bin/python -m compileall -q /opt/processcontrol/lib
 
 FROM ${BASE_IMAGE}

@@ -20,6 +20,20 @@ $(STAMP): pyproject.toml tests/harness/pyproject.toml
 .PHONY: install
 install: $(STAMP) ## Create .venv with the package and the test harness (tests/harness, both editable), test and lint tools
 
+# The Debian packages a target needs are checked first, before it builds or starts anything (hack/deps.sh): as root
+# what is missing is installed, otherwise the target stops with the one apt-get line to run.
+.PHONY: deps
+deps: ## Install the Debian packages every tier needs, when missing (root; otherwise prints the command)
+	@hack/deps.sh local node
+
+.PHONY: deps-local
+deps-local: ## The same for the local tiers only: nc, ncat, socat, perl, python3, lua5.1
+	@hack/deps.sh local
+
+.PHONY: deps-node
+deps-node: ## The same for the real node only (root): docker.io, containerd, runc, CNI plugins, iptables, ...
+	@hack/deps.sh node
+
 .PHONY: lint
 lint: $(STAMP) ## ruff: lint and format check
 	$(VENV)/bin/ruff check operator tests bench hack
@@ -43,7 +57,7 @@ go-container-run: ## Build (cached) the Go original container-run from ../shared
 	hack/build-container-run.sh --optional >/dev/null
 
 .PHONY: unit
-unit: $(STAMP) helm go-container-run ## Unit tests: no cluster, real processes and sockets
+unit: deps-local $(STAMP) helm go-container-run ## Unit tests: no cluster, real processes and sockets
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: demo
@@ -55,25 +69,35 @@ demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control pl
 	$(PY) hack/demo.py down
 
 .PHONY: e2e
-e2e: $(STAMP) helm go-container-run ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
-	$(PY) -m pytest tests/e2e -q
+e2e: deps-local $(STAMP) helm go-container-run ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
+	$(PY) -m pytest tests/e2e -v
 
 .PHONY: e2e-node
-e2e-node: $(STAMP) ## End-to-end tests on a real node (kubelet, containerd, runc), the operator as a pod (root)
-	$(PY) -m pytest tests/node -q
+e2e-node: deps-node $(STAMP) ## End-to-end tests on a real node (kubelet, containerd, runc), the operator as a pod (root)
+	$(PY) -m pytest tests/node -v
 
 .PHONY: test
-test: lint typecheck unit e2e e2e-node ## Everything CI runs: lint, type check, unit, e2e and real-node tests
+test: deps lint typecheck unit e2e e2e-node ## Everything CI runs: lint, type check, unit, e2e and real-node tests (root)
 
 IMAGE ?= ghcr.io/processcontrol/processcontrol:0.1.0
 BASE_IMAGE ?= python:3.11-slim
+
+# The operator image's dependencies, pinned with their hashes (the Dockerfile installs them with --require-hashes):
+# pyproject.toml's dependencies and its build backend, for Python 3.11 on any platform. uv only runs here.
+UV_VERSION ?= 0.13.9
+
+.PHONY: lock
+lock: $(STAMP) ## Regenerate requirements.lock (the image's dependencies, with hashes) from pyproject.toml, with uv
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	echo 'setuptools>=77' | $(VENV)/bin/uv pip compile pyproject.toml - --generate-hashes --universal \
+	  --python-version 3.11 --custom-compile-command 'make lock' --quiet -o requirements.lock
 
 .PHONY: image
 image: ## Build the operator image with docker (IMAGE=..., BASE_IMAGE=... any Python >= 3.11 base)
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
 
 .PHONY: demo-node
-demo-node: $(STAMP) ## The demo on a real node: kubelet + containerd, images built here, the operator as a pod (root)
+demo-node: deps-node $(STAMP) ## The demo on a real node: kubelet + containerd, images built here, the operator as a pod (root)
 	$(PY) hack/demo_node.py up
 
 .PHONY: demo-node-down
@@ -103,17 +127,20 @@ controlplane: $(STAMP) ## Build (cached) and start the local control plane: etcd
 controlplane-down: $(STAMP) ## Stop the local control plane and the fake pods' host processes
 	$(PY) -m harness.controlplane down
 
+# Each run records a new dated file under bench/; UPDATE=1 also replaces the committed latest.* (bench/recording.py).
+LATEST = $(if $(UPDATE),--update-latest)
+
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun
-	$(PY) bench/suspend_bench.py --quick
+bench: deps-local $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun
+	$(PY) bench/suspend_bench.py --quick $(LATEST)
 
 .PHONY: bench-node
-bench-node: $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99 through the kubelet; N=10,50 vs seed loop, xargs+ncat
+bench-node: deps-node $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99 through the kubelet; N=10,50 vs seed loop, xargs+ncat
 	$(PY) bench/node_bench.py --sizes 10,50
 
 .PHONY: bench-full
-bench-full: $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 3 repeats, 20 restarts at N=200, footprint (1,000 pods)
-	$(PY) bench/suspend_bench.py --full
+bench-full: deps-local $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 3 repeats, 20 restarts at N=200, footprint (1,000 pods)
+	$(PY) bench/suspend_bench.py --full $(LATEST)
 
 .PHONY: bench-footprint
 bench-footprint: $(STAMP) ## Operator RSS and CPU, ~10 min: 1,000 pods watched (100 with real processes), 100 suspensions
@@ -128,4 +155,4 @@ soak: $(STAMP) ## Promise soak (not in CI; SEED=, STEPS=, ~10 s a step): random 
 
 .PHONY: soak-faults
 soak-faults: $(STAMP) ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
-	$(PY) bench/soak_faults.py
+	$(PY) bench/soak_faults.py $(LATEST)

@@ -45,7 +45,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-bench")
 
-import suspend_bench as sb  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
+import recording  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
+import suspend_bench as sb  # noqa: E402
 from harness import controlplane, fakepods  # noqa: E402
 from harness import operator as harness  # noqa: E402 - the operator as a process
 
@@ -259,9 +260,8 @@ def main() -> int:
     print()
     for t in fp["targets"]:
         print(f"- {t['target']}: {t['measured']} ({'met' if t['met'] else 'MISSED'})")
-    sb.RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "".join(f"-{k.lower()}{v}" for k, v in operator_env.items())
-    path = sb.RESULTS / f"{started:%Y-%m-%d}-footprint{suffix}.json"
+    path = recording.new_record(started, f"footprint{suffix}")
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"recorded in {path}")
     return 0

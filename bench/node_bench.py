@@ -11,7 +11,8 @@
    script (`xargs -P16 kubectl exec ... ncat --send-only`) plus the same verifying pass. Resume likewise.
    Sentinels are read on the host, in the pods' emptyDir volumes under the kubelet's root: exact and cheap.
 
-Results: a table on stdout and bench/results/<date>-node.json (with the machine's load before and after).
+Results: a table on stdout and a new bench/results/<date>-node.json (bench/recording.py; with the machine's load before
+and after).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-node-bench")
 
+import recording  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
 from harness import images, realnode  # noqa: E402
 from harness.base import kubeconfig_path, state_dir  # noqa: E402
 from harness.base import kubectl as admin_kubectl  # noqa: E402
@@ -43,15 +44,17 @@ from harness.workload import LABEL_INSTANCE_GROUP, PROCESSES, instance_group  # 
 NAMESPACE = "bench"
 GROUP = "bench"
 CONTAINER = PROCESSES[0].container
-# The seed's nc loop and xargs + ncat, on these pods.
-BASELINES = Baselines(NAMESPACE, CONTAINER)
-seed_loop = BASELINES.seed_loop
-parallel_script = BASELINES.parallel_script
 WAIT_S = 600
 
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+# The seed's nc loop and xargs + ncat, on these pods.
+BASELINES = Baselines(NAMESPACE, CONTAINER, report=say)
+seed_loop = BASELINES.seed_loop
+parallel_script = BASELINES.parallel_script
 
 
 def kubectl(*args: str, input_text: str | None = None, timeout: float = WAIT_S + 60) -> str:
@@ -250,9 +253,10 @@ def main() -> int:
         "machine": {"cores": os.cpu_count(), "load_average_start": [round(x, 2) for x in os.getloadavg()]},
         "variant": "node",
     }
+    node = realnode.RealNode(state_dir())
+    node.check_host()
     subprocess.run(["bash", str(ROOT / "hack" / "build-node.sh")], check=True, capture_output=True)
     built = images.ensure()
-    node = realnode.RealNode(state_dir())
     began = time.monotonic()
     node.up([built[name].archive for name in ("pause", "operator", "workload")])
     record["node_up_s"] = round(time.monotonic() - began, 1)
@@ -288,8 +292,7 @@ def main() -> int:
             record["sizes"][str(count)] = result
     finally:
         record["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-        RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"{started.date().isoformat()}-{args.name}.json"
+        out = recording.new_record(started, args.name)
         out.write_text(json.dumps(record, indent=2) + "\n")
         if not args.keep:
             node.down(quiet=True)

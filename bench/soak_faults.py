@@ -14,7 +14,8 @@ operator as in the e2e tests (its ServiceAccount and deploy/'s RBAC, the e2e set
 
 After each phase the common check (reliability.check_state) counts the wrong states: a process running that should
 be stopped or the reverse, status not saying so, a label or finalizer left behind. The result must be 0 everywhere.
-Prints a table and writes bench/soak_results/latest.json (every trial: seed, kill moments, wrong states, seconds).
+Prints a table and writes a new bench/soak_results/<date>-soak.json (every trial: seed, kill moments, wrong states,
+seconds); bench/soak_results/latest.json only with --update-latest (`make soak-faults UPDATE=1`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "soak_results"
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-soak")
 
+import recording  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
 from harness import fakepods  # noqa: E402
 from harness import operator as harness  # noqa: E402 - the operator as a process (was hack/harness.py)
 from harness.base import kubectl  # noqa: E402
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=5, help="trials per component (kube-apiserver, etcd)")
     parser.add_argument("--pods", type=int, default=30)
     parser.add_argument("--seed", type=int, default=100, help="first seed; trial i uses seed + i")
+    parser.add_argument("--update-latest", action="store_true", help="also replace the committed latest.json")
     args = parser.parse_args(argv)
 
     operator = harness.start_soak_operator("operator-soak.log")
@@ -127,14 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{scenario:<28} {entry['trials']:>6} {entry['wrong']:>13}")
     total_wrong = sum(e["wrong"] for e in table.values())
     print(f"\n{len(rows)} trials in {time.monotonic() - started:.0f}s, {total_wrong} wrong states")
-    RESULTS.mkdir(exist_ok=True)
+    now = datetime.now(UTC)
     record = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": now.isoformat(timespec="seconds"),
         "pods": args.pods,
         "summary": table,
         "trials": rows,
     }
-    (RESULTS / "latest.json").write_text(json.dumps(record, indent=1) + "\n")
+    path = recording.new_record(now, "soak", RESULTS)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    if args.update_latest:
+        (RESULTS / "latest.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"recorded in {path}")
     return 1 if total_wrong else 0
 
 

@@ -25,7 +25,8 @@ otherwise) with kwok pods backed by real `containerrun` processes (harness.fakep
    (`processcontrol_exec_seconds_count`), how many execs each pod cost per suspend and per resume.
 
 The operator runs with default settings (only PROCESSCONTROL_METRICS_PORT is set, by harness.operator).
-Results: a table on stdout, bench/results/<date>-<variant>.json, bench/results/latest.json and latest.md.
+Results: a table on stdout and a new bench/results/<date>-<variant>.json (bench/recording.py); bench/results/latest.json
+and latest.md only with --update-latest (`make bench UPDATE=1`).
 """
 
 from __future__ import annotations
@@ -50,26 +51,24 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
 # Our own control plane, apart from the e2e tests' and the demo's.
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-bench")
 
 import containerrun_bench  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
+import recording  # noqa: E402
 from harness import controlplane, fakepods  # noqa: E402
 from harness import operator as harness  # noqa: E402 - the operator as a process (was hack/harness.py)
 from harness.base import kubectl as admin_kubectl  # noqa: E402
 from harness.base import state_dir  # noqa: E402
 from harness.baselines import KWOK_DATA, Baselines, exec_floor  # noqa: E402
 
+RESULTS = recording.RESULTS
+
 NAMESPACE = "bench"
 GROUP = "bench"
 IDLE_NAMESPACE = "bench-idle"
 JOBS = fakepods.parse_jobs("pxc-mysql/mysql,pxc-mysql/galera-agent")
 CONTAINER = JOBS[0].container
-# The seed's nc loop and xargs + ncat, on these pods.
-BASELINES = Baselines(NAMESPACE, CONTAINER, KWOK_DATA)
-seed_loop = BASELINES.seed_loop
-parallel_script = BASELINES.parallel_script
 WAIT_TIMEOUT_S = 600
 
 
@@ -79,6 +78,12 @@ def progress(result: dict[str, float]) -> str:
 
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# The seed's nc loop and xargs + ncat, on these pods.
+BASELINES = Baselines(NAMESPACE, CONTAINER, KWOK_DATA, report=say)
+seed_loop = BASELINES.seed_loop
+parallel_script = BASELINES.parallel_script
 
 
 def kubectl(*args: str, input_text: str | None = None, timeout: float = WAIT_TIMEOUT_S + 60) -> str:
@@ -519,15 +524,10 @@ def run_containerrun(rounds: int, burst: int) -> dict[str, Any]:
     }
 
 
-def dated_path(started: datetime, variant: str) -> Path:
-    return RESULTS / f"{started:%Y-%m-%d}-{variant}.json"
-
-
-def checkpoint(record: dict[str, Any], started: datetime) -> None:
+def checkpoint(record: dict[str, Any], path: Path) -> None:
     """What is measured so far, so that a run cut short still leaves its numbers (marked partial)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
     partial = {**record, "partial": True}
-    dated_path(started, record["variant"]).write_text(json.dumps(partial, indent=2) + "\n")
+    path.write_text(json.dumps(partial, indent=2) + "\n")
 
 
 # --- main ----------------------------------------------------------------------------------------------------------
@@ -550,7 +550,9 @@ def main() -> int:
     parser.add_argument("--restarts", type=int, help="container restarts for drift repair")
     parser.add_argument("--no-footprint", action="store_true")
     parser.add_argument("--keep", action="store_true", help="leave the control plane and the pods up")
-    parser.add_argument("--no-latest", action="store_true", help="do not overwrite results/latest.*")
+    parser.add_argument(
+        "--update-latest", action="store_true", help="also replace the committed results/latest.json and latest.md"
+    )
     args = parser.parse_args()
     full = args.variant == "full"
     variant_name = args.variant or "quick"
@@ -560,6 +562,7 @@ def main() -> int:
     restarts = args.restarts or (20 if full else 10)
 
     started = datetime.now(UTC)
+    dated = recording.new_record(started, variant_name)
     record: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
         "variant": variant_name,
@@ -632,10 +635,10 @@ def main() -> int:
                     "load_average": [round(x, 2) for x in os.getloadavg()],
                 }
             )
-            checkpoint(record, started)
+            checkpoint(record, dated)
         say(f"drift repair: {restarts} container restarts under a suspension of {len(pods)} pods")
         record["drift"] = {"pods": len(pods), **drift(pods, restarts)}
-        checkpoint(record, started)
+        checkpoint(record, dated)
         if full and not args.no_footprint:
             import footprint_bench  # it imports this module
 
@@ -643,7 +646,7 @@ def main() -> int:
                 pods = grow_group(100)
             # 1,000 pods watched in all: the real ones of the group plus API-only ones.
             record["footprint"] = footprint_bench.measure(operator, pods, 1000, 100, 60)
-            checkpoint(record, started)
+            checkpoint(record, dated)
         say("containerrun: 200 STOP/START rounds, 10,000-datagram burst")
         record["containerrun"] = run_containerrun(200, 10_000)
     finally:
@@ -659,10 +662,8 @@ def main() -> int:
     record["targets"] = targets(record)
     text = table(record)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    dated = dated_path(started, variant_name)
     dated.write_text(json.dumps(record, indent=2) + "\n")
-    if not args.no_latest:
+    if args.update_latest:
         (RESULTS / "latest.json").write_text(json.dumps(record, indent=2) + "\n")
         m = record["machine"]
         header = (

@@ -1,4 +1,5 @@
-"""`make demo`: processcontrol working from nothing on a local control plane; `make demo-down` removes it all."""
+"""`make demo`: processcontrol working from nothing on a local control plane; `make demo-down` removes it all
+(processes and state directory; the built binaries stay cached)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ Stop everything with: make demo-down"""
 
 
 def down() -> int:
-    """Stop the operator, the fake pods' processes and the control plane."""
+    """Stop the operator, the fake pods' processes and the control plane; remove the state directory."""
     pid_file = operator_pid_file()
     if pid_file.exists():
         pid = int(pid_file.read_text().strip())
@@ -104,7 +105,10 @@ def down() -> int:
         pid_file.unlink()
     stopped = fakepods.stop_all_host_processes()
     print(f"stopped {stopped} containerrun processes")
-    return controlplane.main(["down"])
+    cp = controlplane.ControlPlane(state_dir())
+    cp.down()
+    cp.remove()
+    return 0
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ installed from deploy/ (only the image changed) and running as a pod, a kubecf-l
 processes are real programs in real containers, and a verified suspension seen with `ps` inside a container.
 
     hack/demo_node.py up      # builds (cached) binaries and images, starts everything, suspends `web`
-    hack/demo_node.py down    # stops everything and removes what the node made
+    hack/demo_node.py down    # stops everything and removes its state directory (binaries and images stay cached)
 
 Needs root (containerd, mounts, iptables, a bridge). State: ${PROCESSCONTROL_STATE:-/tmp/processcontrol-node-demo}.
 """
@@ -18,7 +18,7 @@ import sys
 import time
 
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-node-demo")
-from harness import images, realnode
+from harness import controlplane, images, realnode
 from harness.base import ROOT, ControlPlaneError, kubeconfig_path, kubectl, state_dir
 from harness.workload import PROCESSES, instance_group
 
@@ -35,9 +35,10 @@ def show(title: str, *args: str) -> None:
 def up() -> int:
     """Everything, then one suspension."""
     start = time.monotonic()
+    node = realnode.RealNode(state_dir())
+    node.check_host()
     subprocess.run(["bash", str(ROOT / "hack" / "build-node.sh")], check=True)
     built = images.ensure()
-    node = realnode.RealNode(state_dir())
     node.up([built[name].archive for name in ("pause", "operator", "workload")])
     kubectl("apply", "-k", str(ROOT / "hack" / "realnode-overlay"))
     operator = ("deployment/processcontrol", "-n", "processcontrol-system")
@@ -74,6 +75,7 @@ def main(argv: list[str]) -> int:
             return 1
     if argv[1:] == ["down"]:
         realnode.RealNode(state_dir()).down()
+        controlplane.ControlPlane(state_dir()).remove()
         return 0
     print(__doc__)
     return 2

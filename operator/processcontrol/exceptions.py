@@ -61,6 +61,10 @@ class LedgerError(ProcessControlError):
     """A pod's hold ledger annotation cannot be read; nothing is done to that pod until it is fixed."""
 
 
+class LedgerTooNew(LedgerError):
+    """A pod's hold ledger has a newer format than this operator knows; nothing is done to that pod."""
+
+
 class PodFailure(ProcessControlError):
     """A pod cannot be brought to the requested state: a reason (CamelCase, for status and events) and a message."""
 

@@ -6,9 +6,11 @@ The official client is synchronous; every call runs in a worker thread so the ev
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes
@@ -78,10 +80,16 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeCl
 
 
 class KubeClient:
-    """The few API calls the operator and CLI make, as coroutines."""
+    """The few API calls the operator and CLI make, as coroutines, in a thread pool of their own.
 
-    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+    `concurrency` calls run at once (and as many pooled connections): every exec waiting for its go-ahead waits
+    for a ledger write here, so the loop's default pool (cores + 4 threads) and the client's default connection
+    pool would make the execs queue behind each other's writes."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, concurrency: int = 8) -> None:
         self.configuration = configuration
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
         self._api = kubernetes.client.ApiClient(configuration)
         self._core = kubernetes.client.CoreV1Api(self._api)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
@@ -89,7 +97,9 @@ class KubeClient:
     async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a client method in a thread; API and connection errors become ours."""
         try:
-            return await asyncio.to_thread(method, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, functools.partial(method, *args, **kwargs)
+            )
         except ApiException as error:
             raise translate(error, what) from error
         except urllib3.exceptions.HTTPError as error:
@@ -123,13 +133,21 @@ class KubeClient:
         return result
 
     async def patch_pod_metadata(
-        self, namespace: str, name: str, metadata: Mapping[str, Any], resource_version: str | None
+        self,
+        namespace: str,
+        name: str,
+        metadata: Mapping[str, Any],
+        resource_version: str | None,
+        uid: str | None = None,
     ) -> dict[str, Any]:
         """Merge-patch a pod's metadata; with a resourceVersion the API server answers 409 (`Conflict`) when the
-        pod changed since it was read, so a read-modify-write never overwrites another writer."""
+        pod changed since it was read, so a read-modify-write never overwrites another writer. With a uid the
+        patch applies to that pod only, never to another one created under the same name (a precondition)."""
         body: dict[str, Any] = {"metadata": dict(metadata)}
         if resource_version is not None:
             body["metadata"]["resourceVersion"] = resource_version
+        if uid is not None:
+            body["metadata"]["uid"] = uid
         api = self._api
         result: dict[str, Any] = await self._call(
             f"metadata of pod {namespace}/{name}",
@@ -246,5 +264,6 @@ class KubeClient:
         )
 
     def close(self) -> None:
-        """Release connections."""
+        """Release connections and threads."""
         self._api.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -234,6 +234,20 @@ def _namespaced_install(tag: str, granted: str, no_exec: str) -> tuple[str, list
     return account, objects
 
 
+def _admission_for(account: str) -> str:
+    """deploy/admission/'s policies naming `account` as the operator, as an install of that account ships them.
+
+    The policies are cluster-scoped and name one operator: applied, they replace deploy/'s until
+    `kubectl apply -k deploy/admission/` puts those back."""
+    rendered = kubectl("kustomize", str(DEPLOY / "admission")).stdout
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    for doc in docs:
+        for variable in doc["spec"].get("variables", []):
+            if variable["name"] == "operatorAccount":
+                variable["expression"] = f"'{account}'"
+    return yaml.safe_dump_all(docs)
+
+
 NS_SYSTEM = OPERATOR_NAMESPACE
 
 
@@ -249,6 +263,8 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
     main = cluster.operator
     main_since = SESSION_LOG_OFFSET  # this session's whole log of the operator with deploy/'s grants
     main.stop()  # only the namespaced operator acts in this test
+    # Its pod writes are admitted once the policies name its account (deploy/'s operator is stopped meanwhile).
+    kubectl("apply", "-f", "-", input_text=_admission_for(account))
     namespaced = OperatorProcess(
         service_account_kubeconfig(namespace=NS_SYSTEM, account=account),
         args=("--namespace", granted, "--namespace", no_exec),
@@ -295,6 +311,7 @@ def test_namespaced_install_without_exec_rights_reports_forbidden_and_never_cras
                 fakepods.stop_pod_processes(ns, pod.removeprefix("pod/"))
             kubectl("delete", "namespace", ns, "--wait=false", check=False)
         kubectl("delete", "-f", "-", "--ignore-not-found", input_text=manifest, check=False)
+        kubectl("apply", "-k", str(DEPLOY / "admission"))
         main.start()
     # The operator with deploy/'s grants never needed more: not one authorization failure in its log.
     assert forbidden_lines(main.log_path, main_since) == []

@@ -19,6 +19,6 @@ Layers, each importing only those above it in this list, never one below:
     images        the real node's images (base, realnode)
     workload      the real node's kubecf-like instance group (realnode)
     chart         the Helm chart next to deploy/ (base)
-    testing       pytest: a missing prerequisite skips with its reason, and fails in CI
+    testing       pytest: a missing prerequisite skips with its reason, and fails in CI; no process left (base)
     baselines     what the benchmarks compare against: the seed's nc loop and xargs+ncat (base)
 """

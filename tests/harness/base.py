@@ -99,20 +99,36 @@ def pid_alive(pid: int) -> bool:
     return _start_time(pid) is not None
 
 
-def pids_with_env(entry: str) -> set[int]:
-    """Live processes whose environment has this exact `NAME=value` entry: a process we started with a marker
-    and everything it started in turn (children inherit the environment)."""
-    needle = entry.encode()
+def pids_with_env(*entries: str) -> set[int]:
+    """Live processes whose environment has one of these exact `NAME=value` entries: a process we started with a
+    marker and everything it started in turn (children inherit the environment)."""
+    needles = {entry.encode() for entry in entries}
     pids = set()
     for proc in os.scandir("/proc"):
         if proc.name.isdigit():
             try:
                 with open(f"/proc/{proc.name}/environ", "rb") as environ:
-                    if needle in environ.read().split(b"\0"):
+                    if not needles.isdisjoint(environ.read().split(b"\0")):
                         pids.add(int(proc.name))
             except OSError:
                 continue
     return {pid for pid in pids if pid_alive(pid)}
+
+
+def kill_marked(*entries: str, timeout: float = 5.0) -> int:
+    """SIGKILL every process whose environment has one of these `NAME=value` entries, as a container runtime kills a
+    whole container, and wait until they are gone; return how many there were. A process that left its parent's
+    session (containerrun's main process does) survives a kill of the group it was started in, but not this."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    # Again until none is left: one may have forked between the scan and its kill.
+    while entries and (pids := pids_with_env(*entries)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed |= pids
+        time.sleep(0.02)
+    return len(killed)
 
 
 def socket_inodes(pid: int) -> set[int]:
@@ -185,6 +201,18 @@ def stop_group(record: ProcessRecord, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and record.alive():
         time.sleep(0.05)
+
+
+def mount_points_under(root: Path) -> list[str]:
+    """The mount points at or below root."""
+    prefix = str(root.resolve()).rstrip("/")
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # Field 5 is the mount point, with octal escapes for spaces and the like.
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point == prefix or point.startswith(prefix + "/"):
+            points.append(point)
+    return points
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

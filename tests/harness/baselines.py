@@ -10,7 +10,7 @@ import os
 import shlex
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from harness.base import kubeconfig_path
@@ -21,6 +21,8 @@ NCAT_SCRIPT = (
     'echo {cmd} | ncat --send-only --unixsock --udp "$sock"; done'
 )
 PARALLELISM = 16
+# The seed loop takes about 2 s per pod: a line every this many pods, so that a person can follow its minutes.
+PROGRESS_EVERY = 10
 # Where the sockets are: a kubecf pod's /var/vcap/data; a kwok pod's base directory, which its Exec passes in.
 VCAP_DATA = "/var/vcap/data"
 KWOK_DATA = '"$CONTAINERRUN_BASE_DIR"/data'
@@ -38,11 +40,14 @@ class Baselines:
     namespace: str
     container: str
     data: str = VCAP_DATA
+    # Where the seed loop reports how far it is (a benchmark's own line printer).
+    report: Callable[[str], None] = print
 
     def seed_loop(self, pods: Sequence[str], command: str) -> None:
         """The seed's procedure: one kubectl exec per pod, one after the other, `nc -w 1` per socket."""
         script = SEED_SCRIPT.format(data=self.data, cmd=command)
-        for pod in pods:
+        began = time.monotonic()
+        for done, pod in enumerate(pods, 1):
             subprocess.run(
                 ["kubectl", "exec", "-n", self.namespace, pod, "-c", self.container, "--", "sh", "-c", script],
                 env=kube_env(),
@@ -50,6 +55,8 @@ class Baselines:
                 capture_output=True,
                 timeout=120,
             )
+            if done % PROGRESS_EVERY == 0 and done < len(pods):
+                self.report(f"  seed loop {command}: {done}/{len(pods)} pods, {time.monotonic() - began:.0f}s")
 
     def parallel_script(self, pods: Sequence[str], command: str) -> None:
         """What a careful operator scripts: xargs -P 16 kubectl exec, ncat --send-only."""

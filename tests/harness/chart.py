@@ -103,9 +103,11 @@ def normalize(obj: Manifest) -> Manifest:
     _strip(out["metadata"].get("labels"))
     spec = out.get("spec")
     if isinstance(spec, dict):
-        selector = spec.get("selector")
-        if isinstance(selector, dict):
-            _strip(selector.get("matchLabels"))
+        # A workload's selector, a NetworkPolicy's podSelector.
+        for field in ("selector", "podSelector"):
+            selector = spec.get(field)
+            if isinstance(selector, dict):
+                _strip(selector.get("matchLabels"))
         pod_meta = spec.get("template", {}).get("metadata") if isinstance(spec.get("template"), dict) else None
         if isinstance(pod_meta, dict):
             _strip(pod_meta.get("labels"))

@@ -34,6 +34,7 @@ KEPT = (
     "maxLength",
     "pattern",
     "enum",
+    "items",
 )
 
 

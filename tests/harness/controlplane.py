@@ -20,6 +20,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +40,7 @@ from harness.base import (
     kubeconfig_path,
     kubectl,
     log_tail,
+    mount_points_under,
     spawn,
     state_dir,
     stop_group,
@@ -276,6 +278,8 @@ class ControlPlane:
         self.pids = root / "pids"
         self.kubeconfig = root / "kubeconfig"
         self.ports_file = root / "ports.json"
+        # The previous run's logs, next to the state directory (up() starts it afresh).
+        self.prev_logs = root.parent / f"{root.name}-logs.prev"
 
     def pid_file(self, component: str) -> Path:
         """Pid file of a component."""
@@ -351,9 +355,8 @@ class ControlPlane:
         with step("fresh state directory, certificates and kubeconfig"):
             # Keep the previous logs for post-mortems; everything else starts fresh.
             if self.logs.exists():
-                prev = self.root.parent / f"{self.root.name}-logs.prev"
-                shutil.rmtree(prev, ignore_errors=True)
-                shutil.move(self.logs, prev)
+                shutil.rmtree(self.prev_logs, ignore_errors=True)
+                shutil.move(self.logs, self.prev_logs)
             for child in ("etcd-data", "pki", "pids", "pods", "v", "kubeconfig", "ports.json"):
                 path = self.root / child
                 if path.is_dir():
@@ -542,6 +545,32 @@ class ControlPlane:
         if not quiet:
             log(f"down in {time.monotonic() - total:.1f}s (logs kept in {self.logs})")
         return 0
+
+    def remove(self) -> None:
+        """After down(): remove the state directory (whatever the control plane, the fake pods, a real node and its
+        image builds put there) and the previous logs next to it. Only below the temporary directory, where every
+        default state lives: one chosen elsewhere with PROCESSCONTROL_STATE may hold more than ours. Never across a
+        mount point."""
+        paths = [p for p in (self.root, self.prev_logs) if p.exists()]
+        if not paths:
+            return
+        temp = Path(tempfile.gettempdir()).resolve()
+        root = self.root.resolve()
+        if root == temp or not root.is_relative_to(temp):
+            log(f"kept {self.root}: not below {temp}, so it may hold more than this control plane's state")
+            return
+        mounted = mount_points_under(root)
+        if mounted:
+            log(f"kept {self.root}: {mounted[0]} is still mounted")
+            return
+        size = sum((Path(d) / f).lstat().st_size for path in paths for d, _, files in os.walk(path) for f in files)
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+        left = [str(p) for p in paths if p.exists()]
+        if left:
+            log(f"could not remove all of {', '.join(left)}")
+        else:
+            log(f"removed {', '.join(map(str, paths))} ({size / 1e6:.0f} MB)")
 
     # -- status --
 

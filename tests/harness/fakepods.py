@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.base import ROOT, ControlPlaneError, ProcessRecord, kubectl, spawn, state_dir, stop_group
+from harness.base import ROOT, ControlPlaneError, ProcessRecord, kill_marked, kubectl, spawn, state_dir, stop_group
 
 # The control plane's kwok node: the fake pods are bound to it (there is no scheduler).
 NODE_NAME = "kwok-node-0"
@@ -49,6 +49,10 @@ LABEL_AZ_INDEX = "quarks.cloudfoundry.org/az-index"
 LABEL_FAKE = "processcontrol.dev/fake-pod"
 DEPLOYMENT = "kubecf"
 DEFAULT_COMMAND = ("sleep", "100000")
+# In the environment of every process of a fake container (its value: the container's pid file): containerrun starts
+# its main process in a session of its own, so killing containerrun's process group would leave that process to
+# init, where a real container's death takes everything in it. Stopping a container kills what carries its entry.
+CONTAINER_ENV = "PROCESSCONTROL_FAKE_CONTAINER"
 
 
 class FakePodError(Exception):
@@ -310,8 +314,9 @@ def start_container(
         ]
     argv_file.parent.mkdir(parents=True, exist_ok=True)
     argv_file.write_text(json.dumps(argv))
-    env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(base))
-    return spawn(argv, container_log(namespace, pod, jp, state), _record_file(namespace, pod, jp, state), env=env)
+    record_file = _record_file(namespace, pod, jp, state)
+    env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(base), **{CONTAINER_ENV: str(record_file)})
+    return spawn(argv, container_log(namespace, pod, jp, state), record_file, env=env)
 
 
 def container_process(namespace: str, pod: str, jp: JobProcess, state: Path | None = None) -> ProcessRecord | None:
@@ -323,26 +328,33 @@ def container_process(namespace: str, pod: str, jp: JobProcess, state: Path | No
 def stop_container(
     namespace: str, pod: str, jp: JobProcess, state: Path | None = None, sig: signal.Signals = signal.SIGKILL
 ) -> None:
-    """Kill the container's process group (SIGKILL by default, like a crashed/OOM-killed container)."""
-    record = ProcessRecord.read(_record_file(namespace, pod, jp, state))
+    """Kill the container's process group (SIGKILL by default, like a crashed/OOM-killed container), then whatever
+    else of the container is left."""
+    record_file = _record_file(namespace, pod, jp, state)
+    record = ProcessRecord.read(record_file)
     if record is None:
         return
     if sig == signal.SIGKILL:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(record.pid, signal.SIGKILL)
     stop_group(record)
+    kill_marked(f"{CONTAINER_ENV}={record_file}")
 
 
 def stop_pod_processes(namespace: str, pod: str, state: Path | None = None) -> int:
     """Stop every host process group of one pod; returns how many ran."""
     count = 0
-    for pid_file in sorted(_run_dir(namespace, pod, state).glob("*.pid")):
+    pid_files = sorted(_run_dir(namespace, pod, state).glob("*.pid"))
+    for pid_file in pid_files:
         record = ProcessRecord.read(pid_file)
         if record is None:
             continue
         if record.alive():
             count += 1
         stop_group(record)
+    # What outlived its containerrun (killed at stop_group's timeout): the main process, in a session of its own.
+    kill_marked(*(f"{CONTAINER_ENV}={pid_file}" for pid_file in pid_files))
+    for pid_file in pid_files:
         pid_file.unlink(missing_ok=True)
     return count
 

@@ -13,8 +13,9 @@ Images, each keyed by a hash of its inputs (an input changes -> a new key -> a r
   python:3.11-slim for users).
 - `workload`: hack/images/kubecf-like/Dockerfile on top of the operator image (containerrun under tini).
 
-Archives live in ${PROCESSCONTROL_CACHE:-~/.cache/processcontrol}/images/. Building needs Debian's docker.io: a
-private dockerd (its own socket, data root in the cache, no bridge, no iptables rules) runs only while building.
+Archives live in ${PROCESSCONTROL_CACHE:-~/.cache/processcontrol}/images/. Building needs Debian's docker.io (and
+mmdebstrap for the base; `make deps-node` installs both): a private dockerd (its own socket, data root in the
+cache, no bridge, no iptables rules) runs only while building.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def images() -> dict[str, Image]:
     base = Image("base", f"docker.io/local/processcontrol-base:{base.key}", base.key)
     pause_key = _key("pause-v1", paths=[pause_binary(), ROOT / "hack/images/pause/Dockerfile"])
     pause = Image("pause", "docker.io/local/pause:dev", pause_key)
-    operator_paths = [ROOT / p for p in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")]
+    operator_files = ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml", "README.md")
+    operator_paths = [ROOT / p for p in operator_files]
     operator_key = _key("operator-v1", base.key, paths=[*operator_paths, ROOT / "operator/processcontrol"])
     operator = Image("operator", "docker.io/local/processcontrol:dev", operator_key)
     workload_key = _key("workload-v1", operator_key, paths=[ROOT / "hack/images/kubecf-like/Dockerfile"])
@@ -140,8 +142,6 @@ class Docker:
 
     def start(self) -> None:
         """Start dockerd and wait for it to answer."""
-        if shutil.which("dockerd") is None:
-            raise ImageError("dockerd not found: install Debian's docker.io (apt-get install docker.io)")
         self.stop_stale()
         unmount_under(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -199,8 +199,6 @@ class Docker:
 
 def build_base(docker: Docker, image: Image) -> None:
     """mmdebstrap a minbase Debian with Python and import it."""
-    if shutil.which("mmdebstrap") is None:
-        raise ImageError("mmdebstrap not found: apt-get install mmdebstrap")
     with tempfile.TemporaryDirectory(prefix="pc-base-") as tmp:
         tarball = Path(tmp) / "rootfs.tar"
         argv = ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}"]
@@ -265,6 +263,16 @@ def ensure(only: list[str] | None = None) -> dict[str, Image]:
     if not missing:
         log("all cached: " + ", ".join(f"{n} {all_images[n].key}" for n in sorted(wanted)))
         return all_images
+    # Every tool the builds need, checked before the first one starts.
+    tools = {"docker": "docker.io", "dockerd": "docker.io"} | (
+        {"mmdebstrap": "mmdebstrap"} if "base" in missing else {}
+    )
+    packages = sorted({package for tool, package in tools.items() if shutil.which(tool) is None})
+    if packages:
+        raise ImageError(
+            f"building {', '.join(missing)} needs the Debian packages {' '.join(packages)}: make deps-node installs "
+            f"them (apt-get install -y {' '.join(packages)})"
+        )
     docker = Docker()
     builders: dict[str, Callable[[], None]] = {
         "base": lambda: build_base(docker, all_images["base"]),

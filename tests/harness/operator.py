@@ -22,6 +22,9 @@ DEPLOY = ROOT / "deploy"
 OPERATOR_NAMESPACE = "processcontrol-system"
 SERVICE_ACCOUNT = "processcontrol"
 PROCESSCONTROL = Path(sys.executable).parent / "processcontrol"
+# A namespace the e2e operator excludes (PROCESSCONTROL_EXCLUDED_NAMESPACES): where tests write ledgers in the
+# operator's name without the operator acting on them, and where an excluded namespace is tested.
+UNWATCHED_NAMESPACE = "e2e-unwatched"
 # The operator's settings in the e2e tests and the soak: short intervals so that drift, retries and expiry show
 # within a test's patience.
 E2E_OPERATOR_ENV = {
@@ -29,6 +32,7 @@ E2E_OPERATOR_ENV = {
     "PROCESSCONTROL_FAILURE_BACKOFF_S": "2",
     "PROCESSCONTROL_VERIFY_TIMEOUT_S": "20",
     "PROCESSCONTROL_EXEC_TIMEOUT_S": "10",
+    "PROCESSCONTROL_EXCLUDED_NAMESPACES": f"kube-system,{UNWATCHED_NAMESPACE}",
 }
 
 

@@ -39,6 +39,7 @@ from harness.base import (
     free_ports,
     kubectl,
     log_tail,
+    mount_points_under,
     spawn,
     state_dir,
     stop_group,
@@ -59,7 +60,19 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 COMPONENTS = ("containerd", "kubelet", "kube-proxy", "kube-scheduler")
 # A machine-wide claim on the bridge and the KUBE-* chains, naming the state directory that holds them.
 OWNER_FILE = Path("/run/processcontrol-realnode.owner")
-HOST_TOOLS = ("containerd", "ctr", "runc", "iptables", "ip6tables", "ip", "conntrack", "mount", "umount")
+# The node's host tools and the Debian package of each (hack/deps.sh's node group installs them all).
+HOST_TOOLS = {
+    "containerd": "containerd",
+    "ctr": "containerd",
+    "runc": "runc",
+    "iptables": "iptables",
+    "ip6tables": "iptables",
+    "ip": "iproute2",
+    "conntrack": "conntrack",
+    "mount": "mount",
+    "umount": "mount",
+}
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 
 
 class NodeError(Exception):
@@ -74,6 +87,14 @@ step = PROGRESS.step
 def binary(name: str) -> Path:
     """kubelet, kube-proxy, kube-scheduler from hack/build-node.sh."""
     return cache_dir() / f"k8s-{K8S_VERSION}" / "bin" / name
+
+
+def teardown(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str] | None:
+    """Run a host tool to remove something, unchecked; None when the tool is not installed: then the node never ran
+    here and there is nothing of its kind to remove."""
+    if shutil.which(argv[0]) is None:
+        return None
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -98,20 +119,15 @@ class NodePorts:
 
 def unmount_under(root: Path) -> int:
     """Unmount every mount point at or below root, deepest first (lazily when busy); return how many."""
-    prefix = str(root.resolve()).rstrip("/")
     count = 0
     for _ in range(5):
-        points = []
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            # Field 5 is the mount point, with octal escapes for spaces and the like.
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == prefix or point.startswith(prefix + "/"):
-                points.append(point)
+        points = mount_points_under(root)
         if not points:
             break
         for point in sorted(set(points), key=len, reverse=True):
-            if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            done = teardown("umount", point)
+            if done is not None and done.returncode != 0:
+                teardown("umount", "-l", point)
             count += 1
     return count
 
@@ -199,20 +215,24 @@ class RealNode:
         log(f"node {NODE_NAME} up in {time.monotonic() - start:.1f}s (state {self.root})")
 
     def preflight(self) -> None:
-        """What the node needs from the machine, each missing piece named."""
-        if os.geteuid() != 0:
-            raise NodeError("must run as root (containerd, mounts, iptables, bridge)")
-        missing = [t for t in HOST_TOOLS if shutil.which(t) is None]
-        if missing:
-            raise NodeError(
-                f"missing host tools {missing}: apt-get install containerd runc iptables conntrack iproute2"
-            )
-        plugins = [p for p in ("bridge", "host-local", "loopback", "portmap") if not (CNI_BIN / p).exists()]
-        if plugins:
-            raise NodeError(f"missing CNI plugins {plugins} in {CNI_BIN}: apt-get install containernetworking-plugins")
+        """What the node needs, each missing piece named: the machine's part, then the binaries built for it."""
+        self.check_host()
         absent = [str(binary(b)) for b in ("kubelet", "kube-proxy", "kube-scheduler") if not binary(b).exists()]
         if absent:
             raise NodeError(f"missing binaries {absent}: run hack/build-node.sh")
+
+    def check_host(self) -> None:
+        """What the node needs from the machine, all missing packages in one message: before anything is built."""
+        if os.geteuid() != 0:
+            raise NodeError("must run as root (containerd, mounts, iptables, bridge)")
+        packages = {package for tool, package in HOST_TOOLS.items() if shutil.which(tool) is None}
+        if any(not (CNI_BIN / plugin).exists() for plugin in CNI_PLUGINS):
+            packages.add("containernetworking-plugins")
+        if packages:
+            raise NodeError(
+                f"missing Debian packages {' '.join(sorted(packages))}: make deps-node installs them "
+                f"(apt-get install -y {' '.join(sorted(packages))})"
+            )
         if not (CGROUP_ROOT / "memory").is_dir() and not (CGROUP_ROOT / "cgroup.controllers").exists():
             raise NodeError(f"no cgroup hierarchy at {CGROUP_ROOT}")
         if not Path("/proc/filesystems").read_text().count("overlay"):
@@ -469,7 +489,7 @@ state = "{root / "state"}"
         # With containerd gone (a killed run), the pods' namespaces are known only as unused CNI namespaces.
         netns = sorted(set(netns) | set(self.orphan_netns()))
         for ns in netns:
-            subprocess.run(["umount", str(ns)], capture_output=True, check=False)
+            teardown("umount", str(ns))
             ns.unlink(missing_ok=True)
         unmounted = unmount_under(self.root) if self.root.exists() else 0
         remove_log_links(self.pod_logs)
@@ -481,7 +501,7 @@ state = "{root / "state"}"
             chains = remove_chains()
             self.remove_cgroups()
             if Path(f"/sys/class/net/{BRIDGE}").exists():
-                sh("ip", "link", "delete", BRIDGE, check=False)
+                teardown("ip", "link", "delete", BRIDGE)
         if self.root.exists():
             keep = self.state / "node-logs.prev"
             shutil.rmtree(keep, ignore_errors=True)
@@ -511,7 +531,7 @@ state = "{root / "state"}"
 
     def sandbox_netns(self) -> list[Path]:
         """The network namespaces containerd made for our pods (asked while it still runs)."""
-        if not self.sock.exists():
+        if not self.sock.exists() or shutil.which("ctr") is None:
             return self.orphan_netns()
         found: set[Path] = set()
         result = self.ctr("containers", "ls", "-q", check=False, timeout=20)
@@ -622,8 +642,8 @@ def remove_chains() -> int:
     removed = 0
     for tool in ("iptables", "ip6tables"):
         for table in ("nat", "filter", "mangle"):
-            result = subprocess.run([tool, "-w", "-t", table, "-S"], capture_output=True, text=True, check=False)
-            if result.returncode != 0:
+            result = teardown(tool, "-w", "-t", table, "-S")
+            if result is None or result.returncode != 0:
                 continue
             ours = []
             for line in result.stdout.splitlines():
@@ -634,14 +654,12 @@ def remove_chains() -> int:
                 elif line.startswith("-A ") and not pattern.match(parts[1]) and "-j" in parts:
                     target = parts[parts.index("-j") + 1]
                     if pattern.match(target):
-                        subprocess.run([tool, "-w", "-t", table, "-D", *parts[1:]], capture_output=True, check=False)
+                        teardown(tool, "-w", "-t", table, "-D", *parts[1:])
             for chain in ours:
-                subprocess.run([tool, "-w", "-t", table, "-F", chain], capture_output=True, check=False)
+                teardown(tool, "-w", "-t", table, "-F", chain)
             for chain in ours:
-                if (
-                    subprocess.run([tool, "-w", "-t", table, "-X", chain], capture_output=True, check=False).returncode
-                    == 0
-                ):
+                done = teardown(tool, "-w", "-t", table, "-X", chain)
+                if done is not None and done.returncode == 0:
                     removed += 1
     return removed
 

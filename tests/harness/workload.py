@@ -57,6 +57,14 @@ LIVENESS: dict[str, dict[str, object]] = {
 # A `perl` that never returns, first on PATH: the in-pod script's first sender, so its STOP hangs in this container.
 HANG_SETUP = "mkdir -p /hang && printf '#!/bin/sh\\nexec sleep 100000\\n' >/hang/perl && chmod +x /hang/perl"
 HANG_PATH = "/hang:/opt/processcontrol/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# slow_look: perl, the in-pod script's prober and sender, waits this long first when it only probes (its first
+# argument after `--`, its 4th, is the empty payload), so a look that probes a stopped process takes that long.
+SLOW_LOOK_S = 17
+
+
+def _slow_look_setup(seconds: int) -> str:
+    wrapper = f'#!/bin/sh\\n[ -z "$4" ] && sleep {seconds}\\nexec /usr/bin/perl "$@"\\n'
+    return f"mkdir -p /hang && printf '{wrapper}' >/hang/perl && chmod +x /hang/perl"
 
 
 def instance_group(
@@ -66,10 +74,12 @@ def instance_group(
     group: str | None = None,
     hang_exec: bool = False,
     liveness: Mapping[str, Mapping[str, object]] | None = None,
+    slow_look: bool = False,
 ) -> dict[str, object]:
     """The StatefulSet (pods NAME-0..N-1 on the real node; nothing pulled), in instance group `group` (default:
     NAME; several StatefulSets may share one). hang_exec: every exec into its first process container hangs.
-    liveness: a liveness probe per process container name (see LIVENESS)."""
+    slow_look: a look into it that probes takes SLOW_LOOK_S. liveness: a liveness probe per process container name
+    (see LIVENESS)."""
     labels = {
         LABEL_INSTANCE_GROUP: group or name,
         "quarks.cloudfoundry.org/deployment-name": "kubecf",
@@ -99,8 +109,9 @@ def instance_group(
         }
         if liveness and process.container in liveness:
             container["livenessProbe"] = dict(liveness[process.container])
-        if hang_exec and index == 0:
-            container["args"] = ["sh", "-c", f'{HANG_SETUP} && exec "$@"', "sh", *args]
+        if (hang_exec or slow_look) and index == 0:
+            setup = HANG_SETUP if hang_exec else _slow_look_setup(SLOW_LOOK_S)
+            container["args"] = ["sh", "-c", f'{setup} && exec "$@"', "sh", *args]
             container["env"] = [{"name": "PATH", "value": HANG_PATH}]
         containers.append(container)
     return {

@@ -24,12 +24,16 @@ os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-node")
 @pytest.fixture(scope="session")
 def real_node() -> Iterator[realnode.RealNode]:
     """Binaries and images (cached), then the control plane and the node; all of it stopped at the end."""
+    node = realnode.RealNode(state_dir())
+    try:
+        node.check_host()
+    except realnode.NodeError as exc:
+        pytest.fail(f"real node: {exc}", pytrace=False)
     subprocess.run(["bash", str(ROOT / "hack" / "build-node.sh")], check=True)
     try:
         built = images.ensure()
     except images.ImageError as exc:
         pytest.fail(f"images: {exc}", pytrace=False)
-    node = realnode.RealNode(state_dir())
     try:
         node.up([built[name].archive for name in ("pause", "operator", "workload")])
     except realnode.NodeError as exc:

@@ -172,6 +172,65 @@ def test_namespaced_scope_grants_each_listed_namespace_and_watches_only_those() 
     assert [c["metadata"]["name"] for c in cluster_roles] == ["processcontrol-discovery"]
     resources = {r for rule in cluster_roles[0]["rules"] for r in rule["resources"]}
     assert resources == {"namespaces", "customresourcedefinitions"}
+    # The admission policies bind exactly the served namespaces.
+    for binding in (o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"):
+        (expression,) = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+        assert expression == {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["cf-db", "cf-api"]}
+
+
+def test_aggregated_roles_value_renders_the_objects_of_deploy_aggregated_roles() -> None:
+    kustomized = chart.kustomize(chart.DEPLOY) + chart.kustomize(chart.DEPLOY / "aggregated-roles")
+    problems = chart.differences(chart.template("--set", "aggregatedRoles.enabled=true"), kustomized)
+    assert problems == [], "\n".join(problems)
+
+
+def test_admission_policy_names_the_release_service_account() -> None:
+    objects = chart.template("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops-sa",
+                             release="pc", namespace="ops")  # fmt: skip
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
+    assert set(policies) == {"pc-processcontrol-pod-ledger", "pc-processcontrol-excluded-namespaces"}
+    for policy in policies.values():
+        variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+        assert (variables["operatorNamespace"], variables["operatorAccount"]) == ("'ops'", "'ops-sa'")
+    bindings = {o["spec"]["policyName"] for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert bindings == set(policies)
+    off = chart.template("--set", "admissionPolicy.enabled=false")
+    assert not [o for o in off if o["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def excluded_in_policy(objects: list[Manifest]) -> list[str]:
+    """The namespaces the excluded-namespaces policy refuses the operator's token in (a CEL list literal)."""
+    (policy,) = [o for o in objects if o["kind"] == "ValidatingAdmissionPolicy" and "excluded" in o["metadata"]["name"]]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    result: list[str] = json.loads(variables["excludedNamespaces"])
+    return result
+
+
+def test_the_excluded_namespaces_policy_follows_the_setting() -> None:
+    # Unset: the operator's own default; set (even to none): exactly the setting, as the operator reads it.
+    assert excluded_in_policy(chart.template()) == list(ProcessControlSettings().excluded_namespaces)
+    listed = chart.template("--set", "settings.excluded_namespaces={kube-system,kube-public}")
+    assert excluded_in_policy(listed) == ["kube-system", "kube-public"]
+    assert excluded_in_policy(chart.template("--set-json", "settings.excluded_namespaces=[]")) == []
+
+
+def test_network_policy_follows_the_metrics_values() -> None:
+    peers = [{"namespaceSelector": {"matchLabels": {"team": "obs"}}, "podSelector": {"matchLabels": {"app": "prom"}}}]
+    custom = one(chart.template("--set-json", f"networkPolicy.metricsFrom={json.dumps(peers)}"), "NetworkPolicy")
+    assert custom["spec"]["ingress"] == [{"from": peers, "ports": [{"port": "metrics", "protocol": "TCP"}]}]
+    # No metrics port: nothing may reach the pod at all (the kubelet's probes come from the node).
+    assert one(chart.template("--set", "metrics.enabled=false"), "NetworkPolicy")["spec"]["ingress"] == []
+    assert not [o for o in chart.template("--set", "networkPolicy.enabled=false") if o["kind"] == "NetworkPolicy"]
+
+
+def test_a_list_setting_becomes_the_comma_separated_environment_the_operator_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    objects = chart.template("--set", "settings.excluded_namespaces={kube-system,kube-public}")
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert env["PROCESSCONTROL_EXCLUDED_NAMESPACES"] == "kube-system,kube-public"
+    monkeypatch.setenv("PROCESSCONTROL_EXCLUDED_NAMESPACES", env["PROCESSCONTROL_EXCLUDED_NAMESPACES"])
+    assert ProcessControlSettings().excluded_namespaces == ("kube-system", "kube-public")
 
 
 @pytest.mark.parametrize(
@@ -194,6 +253,9 @@ def test_namespaced_scope_grants_each_listed_namespace_and_watches_only_those() 
         (("--set", "serviceAccount.create=false"), "at '/serviceAccount/name': minLength: got 0, want 1"),
         (("--set", "resources.limits.memory=lots"), "at '/resources/limits/memory': 'lots' does not match pattern"),
         (("--set", "replicas=2"), "additional properties 'replicas' not allowed"),
+        (("--set", "settings.excluded_namespaces={Kube_System}"), "'Kube_System' does not match pattern"),
+        (("--set-json", "networkPolicy.metricsFrom=[{}]"), "at '/networkPolicy/metricsFrom/0': minProperties"),
+        (("--set", "admissionPolicy.enabled=maybe"), "at '/admissionPolicy/enabled': got string, want boolean"),
     ],
 )
 def test_bad_values_fail_with_a_message(values: tuple[str, ...], message: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from processcontrol.cli import build_parser, handler
+from processcontrol.cli import build_parser, handler, main
 
 # Run in a fresh interpreter: which modules did the command import, beyond what the interpreter had at start?
 IMPORTS_OF = """
@@ -73,3 +73,25 @@ def test_every_subcommand_names_a_handler_that_exists() -> None:
     for name, subparser in subcommands.choices.items():
         args = argparse.Namespace(handler=subparser.get_default("handler"))
         assert callable(handler(args)), name
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "named"),
+    [
+        ({}, ["--namespace", "kubecf", "--namespace", "kube-system"], "kube-system"),
+        ({"PROCESSCONTROL_EXCLUDED_NAMESPACES": "kube-system,cf-db"}, ["-n", "cf-db"], "cf-db"),
+    ],
+)
+def test_the_operator_refuses_to_watch_an_excluded_namespace(
+    env: dict[str, str],
+    argv: list[str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Before kopf starts: a suspension there would otherwise wait for a status that never comes.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["operator", *argv]) == 2
+    error = capsys.readouterr().err
+    assert f"--namespace {named}: excluded by PROCESSCONTROL_EXCLUDED_NAMESPACES" in error

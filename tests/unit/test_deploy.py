@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from harness.testing import missing
 from processcontrol.api.crd import build_crd
+from processcontrol.reconcile.settings import ProcessControlSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -62,7 +66,9 @@ CRD_WATCH = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "wa
 def test_crd_kustomization_uses_the_generated_crd() -> None:
     assert load(DEPLOY / "crd/kustomization.yaml")[0]["resources"] == ["../../crds"]
     assert load(ROOT / "crds/kustomization.yaml")[0]["resources"] == ["processsuspensions.yaml"]
-    assert load(DEPLOY / "kustomization.yaml")[0]["resources"] == ["crd", "rbac", "manager"]
+    kustomization = load(DEPLOY / "kustomization.yaml")[0]
+    assert kustomization["resources"] == ["crd", "rbac", "manager", "admission"]
+    assert kustomization["components"] == ["components/operator-identity"]
 
 
 def test_cluster_role_is_exactly_what_the_operator_needs() -> None:
@@ -85,7 +91,19 @@ def test_default_install_renders() -> None:
     manifests = render(DEPLOY)
     kinds = sorted(m["kind"] for m in manifests)
     assert kinds == sorted(
-        ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"]
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "NetworkPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ]
     )
     crd = one(manifests, "CustomResourceDefinition", "processsuspensions.processcontrol.dev")
     assert crd == build_crd()
@@ -144,3 +162,109 @@ def test_namespaced_install_renders_without_cluster_wide_pod_rights() -> None:
     assert LIVENESS in args
     assert one(manifests, "CustomResourceDefinition", "processsuspensions.processcontrol.dev") == build_crd()
     assert one(manifests, "ServiceAccount", "processcontrol")["metadata"]["namespace"] == "processcontrol-system"
+
+
+POLICIES = ("processcontrol-pod-ledger", "processcontrol-excluded-namespaces")
+
+
+def identity_of(manifests: list[Manifest]) -> str:
+    """The ServiceAccount the admission policies treat as the operator, from their two literal variables."""
+    identities = set()
+    for name in POLICIES:
+        policy = one(manifests, "ValidatingAdmissionPolicy", name)
+        variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+        namespace, account = (variables[k].strip("'") for k in ("operatorNamespace", "operatorAccount"))
+        identities.add(f"{namespace}/{account}")
+    (identity,) = identities
+    return identity
+
+
+@pytest.mark.parametrize("variant", [DEPLOY, DEPLOY / "namespaced"], ids=["cluster", "namespaced"])
+def test_every_install_has_the_admission_policy_for_its_operator(variant: Path) -> None:
+    manifests = render(variant)
+    account = one(manifests, "ServiceAccount", "processcontrol")
+    assert identity_of(manifests) == f"{account['metadata']['namespace']}/processcontrol"
+    assert one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["serviceAccountName"] == (
+        "processcontrol"
+    )
+    policy = one(manifests, "ValidatingAdmissionPolicy", "processcontrol-pod-ledger")["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    # The pod itself, on create and update: never a subresource (the kubelet's status, exec, eviction) or a delete.
+    assert policy["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}
+    ]
+    assert [v.get("reason") for v in policy["validations"]] == ["Forbidden", "Forbidden"]
+    # Denying, no audit-only mode; cluster-wide every namespace, namespaced exactly those the operator serves (where
+    # another install's operator may write its own ledger elsewhere).
+    args = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["args"]
+    served = [arg.removeprefix("--namespace=") for arg in args if arg.startswith("--namespace=")]
+    for name in POLICIES:
+        binding = one(manifests, "ValidatingAdmissionPolicyBinding", name)["spec"]
+        assert binding.pop("matchResources", None) == (
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": served}]
+                }
+            }
+            if served
+            else None
+        )
+        assert binding == {"policyName": name, "validationActions": ["Deny"]}
+    # The namespaces the token is refused in are those the operator excludes (the Deployment keeps the default).
+    excluded = one(manifests, "ValidatingAdmissionPolicy", "processcontrol-excluded-namespaces")["spec"]
+    assert excluded["matchConstraints"]["resourceRules"][1] == {
+        "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CONNECT"], "resources": ["pods/exec"]
+    }  # fmt: skip
+    variables = {v["name"]: v["expression"] for v in excluded["variables"]}
+    assert json.loads(variables["excludedNamespaces"]) == list(ProcessControlSettings().excluded_namespaces)
+    env = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "PROCESSCONTROL_EXCLUDED_NAMESPACES" not in {e["name"] for e in env}
+
+
+def test_an_overlay_that_moves_the_operator_moves_its_identity_with_the_documented_replacements(
+    tmp_path: Path,
+) -> None:
+    # An overlay with its own `namespace:` needs the component's replacements itself (the component runs before
+    # the overlay's namespace): with them the policy names the moved account, without them the old one.
+    replacements = load(DEPLOY / "components/operator-identity/kustomization.yaml")[0]["replacements"]
+    base = os.path.relpath(DEPLOY, tmp_path / "with")
+    for name, extra in (("with", {"replacements": replacements}), ("without", {})):
+        (tmp_path / name).mkdir()
+        overlay = {"resources": [base], "namespace": "ops"} | extra
+        (tmp_path / name / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    assert identity_of(render(tmp_path / "with")) == "ops/processcontrol"
+    assert identity_of(render(tmp_path / "without")) == "processcontrol-system/processcontrol"
+
+
+def test_aggregated_roles_are_opt_in_and_aggregate_into_view_and_edit() -> None:
+    assert not [m for m in render(DEPLOY) if m["metadata"]["name"].endswith(("-view", "-edit"))]
+    manifests = render(DEPLOY / "aggregated-roles")
+    view = one(manifests, "ClusterRole", "processcontrol-view")
+    edit = one(manifests, "ClusterRole", "processcontrol-edit")
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert {k for k in edit["metadata"]["labels"] if k.startswith("rbac.")} == {
+        "rbac.authorization.k8s.io/aggregate-to-edit",
+        "rbac.authorization.k8s.io/aggregate-to-admin",
+    }
+    assert rules_of(view) == {
+        ("processcontrol.dev", "processsuspensions"): {"get", "list", "watch"},
+        ("processcontrol.dev", "processsuspensions/status"): {"get", "list", "watch"},
+    }
+    # Writing a suspension, never its status (the operator's) nor anything else.
+    assert rules_of(edit) == {
+        ("processcontrol.dev", "processsuspensions"): {"get", "list", "watch", "create", "patch", "update", "delete"}
+    }
+
+
+def test_network_policy_admits_only_the_metrics_port_of_the_operator() -> None:
+    manifests = render(DEPLOY)
+    policy = one(manifests, "NetworkPolicy", "processcontrol")
+    pod = one(manifests, "Deployment", "processcontrol")["spec"]["template"]
+    assert policy["metadata"]["namespace"] == "processcontrol-system"
+    labels = pod["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in policy["spec"]["podSelector"]["matchLabels"].items())
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert "metrics" in {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]

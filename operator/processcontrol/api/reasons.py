@@ -20,8 +20,10 @@ class FailureReason(StrEnum):
     NO_SOCKETS = "NoSockets"  # no containerrun socket (matching the filters), or no containerrun data directory
     NO_CONTAINER = "NoContainer"
     LEDGER_UNREADABLE = "LedgerUnreadable"
+    LEDGER_TOO_NEW = "LedgerTooNew"  # written by a newer operator: nothing is done here until one runs
     LEDGER_WRITE_FAILED = "LedgerWriteFailed"
     VERIFY_TIMEOUT = "VerifyTimeout"  # the processes did not get to the requested state in time
+    START_UNDELIVERED = "StartUndelivered"  # a START could not be sent: it is sent again until it is
     POD_FAILED = "PodFailed"  # a failure recorded without a reason
     PROBE_CONFLICT = "ProbeConflict"  # probes: Refuse, and a stopped process would fail its container's probe
 
@@ -54,5 +56,6 @@ class Reason(StrEnum):
     RESUSPENDED = "Resuspended"
     ORPHAN_RELEASED = "OrphanReleased"
     RESUME_FAILED = "ResumeFailed"
+    LEDGER_RESTORED = "LedgerRestored"  # a pod's ledger went missing while this operator held processes there
     # Shown by the CLI while the operator has not answered the generation it wrote.
     NOT_OBSERVED = "NotObserved"

@@ -1,8 +1,9 @@
 """The in-pod script: the command line that runs it, and the parser of what it prints.
 
-The script (`inpod.sh`, shipped as package data) is sent with exec as `sh -c SCRIPT processcontrol ACTION JOBS
-PROCESSES WAIT_MS ONLY`. Spec values travel only as positional arguments, so they never become shell code. Its
-output format is documented at the top of `inpod.sh`; `parse_output` is the only reader of it.
+The script (`inpod.sh`, shipped as package data) is sent with exec as `sh -c SCRIPT processcontrol JOBS PROCESSES
+WAIT_MS WINDOW_MS ONLY`: it reports what it sees, then waits for its go-ahead (`go_ahead`) on stdin. Spec values
+travel only as positional arguments and that line, so they never become shell code. Its output format is
+documented at the top of `inpod.sh`; `parse_output` is the only reader of it.
 
 What is sent is `COMPACT_SCRIPT`, the readable source without comment lines, blank lines and indentation: it
 rides in the exec URL of every exec (and so in API-server audit logs and under proxies' header limits), where
@@ -70,18 +71,25 @@ _ERRORS: frozenset[str] = frozenset(ScriptError)
 
 
 class Action(StrEnum):
-    """What the script does with each socket."""
+    """What a go-ahead tells the script to send."""
 
     STOP = "STOP"
     START = "START"
-    STATUS = "STATUS"
+
+
+class Idle(StrEnum):
+    """Why the script sent nothing (its `idle` line): no go-ahead, one after the window, or a malformed one."""
+
+    EOF = "eof"
+    WINDOW = "window"
+    INVALID = "invalid"
 
 
 class SocketReport(BaseModel):
     """One containerrun socket as the script saw it.
 
-    `running` is the sentinel at the end of the exec (after the send and the in-pod wait); `was_running` is the
-    sentinel before anything was sent (for STATUS the two are the same reading).
+    `running` is the sentinel at the end (after the send and the in-pod wait); `was_running` is the sentinel
+    before anything was sent (in the look the two are the same reading).
     """
 
     job: str
@@ -93,7 +101,7 @@ class SocketReport(BaseModel):
 
 
 class ScriptReport(BaseModel):
-    """Everything one run of the script reported."""
+    """One part of the script's report: the look (before any go-ahead), or what a go-ahead did."""
 
     sockets: list[SocketReport]
     tool: str | None
@@ -101,41 +109,67 @@ class ScriptReport(BaseModel):
     error_detail: str = ""
 
 
+class Outcome(BaseModel):
+    """Everything one run of the script reported: the look, and what it did with its go-ahead."""
+
+    look: ScriptReport
+    action: Action | None = None  # the go-ahead it acted on, None when it sent nothing
+    seq: int | None = None
+    acted: ScriptReport | None = None
+    idle: Idle | None = None
+
+
+# The line that ends the look: the script now waits for its go-ahead.
+READY = f"{PREFIX}\tready\t"
+# A script sends nothing later than this after its go-ahead arrived (inpod.sh's F): an exec whose outcome is unknown
+# (its go-ahead written, no report) can have no effect once window + grace have passed since its look came. Long
+# enough for a slow sender to start (a loaded or throttled container), short enough to wait out after a failure.
+SEND_GRACE_S = 10.0
+
+
 def build_command(
-    action: Action,
     jobs: Sequence[str],
     processes: Sequence[str],
     *,
     only: Sequence[tuple[str, str]] | None = None,
     wait_s: float = 0.0,
+    window_s: float = 0.0,
 ) -> list[str]:
     """Return the exec command that runs the script.
 
-    Empty `jobs`/`processes` mean all. `only`, when given, restricts the action to these (job, process) pairs
-    (still filtered by `jobs`/`processes`); an empty `only` acts on nothing. `wait_s` (STOP/START): how long the
-    script waits in the pod for the sentinels to reach the target before it reports.
+    Empty `jobs`/`processes` mean all. `only`, when given, restricts the look to these (job, process) pairs
+    (still filtered by `jobs`/`processes`); an empty `only` looks at nothing. `wait_s`: how long the script waits
+    in the pod after a STOP/START for the sentinels to reach the target. `window_s`: how long after its start a
+    go-ahead still counts (an exec without one sends nothing).
     """
-    if not math.isfinite(wait_s) or wait_s < 0:
-        raise ValueError(f"wait_s must be a finite number >= 0, not {wait_s!r}")
-    if only is None:
-        selected = "*"
-    else:
-        for job, process in only:
-            if UNSELECTABLE.search(job) or UNSELECTABLE.search(process):
-                raise ValueError(f"cannot select {job!r}/{process!r}: empty, or with '/', a tab or a newline")
-        selected = "\n".join(f"{job}/{process}" for job, process in only)
-    wait_ms = round(wait_s * 1000)
+    for name, value in (("wait_s", wait_s), ("window_s", window_s)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
+    selected = "*" if only is None else "\n".join(_pair(job, process) for job, process in only)
     return [
         "sh",
         "-c",
         COMPACT_SCRIPT,
         SCRIPT_NAME,
-        str(action),
         ",".join(jobs),
         ",".join(processes),
-        str(wait_ms),
+        str(round(wait_s * 1000)),
+        str(round(window_s * 1000)),
         selected,
     ]
+
+
+def _pair(job: str, process: str) -> str:
+    if UNSELECTABLE.search(job) or UNSELECTABLE.search(process):
+        raise ValueError(f"cannot select {job!r}/{process!r}: empty, or with '/', a tab or a newline")
+    return f"{job}/{process}"
+
+
+def go_ahead(action: Action, seq: int, pairs: Sequence[tuple[str, str]]) -> str:
+    """The line that tells a waiting script to send `action` to these sockets, decided from ledger write `seq`."""
+    if seq < 0:
+        raise ValueError(f"seq must be >= 0, not {seq}")
+    return "\t".join([str(action), str(seq), *(_pair(job, process) for job, process in pairs)]) + "\n"
 
 
 def _parse_socket(fields: list[str]) -> SocketReport | None:
@@ -161,41 +195,79 @@ def _parse_socket(fields: list[str]) -> SocketReport | None:
     )
 
 
-def parse_output(stdout: str) -> ScriptReport:
+class _Part:
+    """The lines of one part of the report as they are read."""
+
+    def __init__(self) -> None:
+        self.sockets: list[SocketReport] = []
+        self.tool: str | None = None
+        self.error: ScriptError | None = None
+        self.error_detail = ""
+
+    def close(self, count: int, line: str) -> ScriptReport:
+        if count != len(self.sockets):
+            raise ScriptOutputError(f"the in-pod script reported {len(self.sockets)} sockets but {line!r} says {count}")
+        # A stable order keeps status writes and progress lines from changing when nothing else did.
+        self.sockets.sort(key=lambda s: (s.job, s.process))
+        return ScriptReport(sockets=self.sockets, tool=self.tool, error=self.error, error_detail=self.error_detail)
+
+
+def parse_output(stdout: str, *, look_only: bool = False) -> Outcome:
     """Parse the script's stdout; unknown lines are skipped.
 
-    Raises `ScriptOutputError` when the report does not end with its terminator line (`PCTL1 end COUNT`), or its
-    count disagrees with the socket lines: a truncated report is an error, not a shorter list.
+    Raises `ScriptOutputError` when a part does not end with its terminator line (`ready COUNT` after the look,
+    `end COUNT` at the end), or a count disagrees with the socket lines: a truncated report is an error, not a
+    shorter list. `look_only`: parse up to the ready line (what the operator decides the go-ahead from).
     """
-    sockets: list[SocketReport] = []
-    tool: str | None = None
-    error: ScriptError | None = None
-    error_detail = ""
-    end: int | None = None
+    part = _Part()
+    look: ScriptReport | None = None
+    outcome: Outcome | None = None
+    action: Action | None = None
+    seq: int | None = None
+    idle: Idle | None = None
     for raw in stdout.splitlines():
         fields = raw.rstrip("\r").split("\t")
         if len(fields) < 2 or fields[0] != PREFIX:
             continue
-        if end is not None:
+        if outcome is not None:
             raise ScriptOutputError(f"the in-pod script printed after its end line: {raw[:200]!r}")
-        kind = fields[1]
+        kind, count = fields[1], fields[2] if len(fields) == 3 and fields[2].isdigit() else None
         if kind == "socket":
             report = _parse_socket(fields)
             if report is None:
                 raise ScriptOutputError(f"the in-pod script printed a malformed socket line: {raw[:200]!r}")
-            sockets.append(report)
+            part.sockets.append(report)
         elif kind == "tool" and len(fields) == 3:
-            tool = None if fields[2] == "none" else fields[2]
+            part.tool = None if fields[2] == "none" else fields[2]
         elif kind == "error" and len(fields) >= 3 and fields[2] in _ERRORS:
-            error = ScriptError(fields[2])
-            error_detail = "\t".join(fields[3:])
-        elif kind == "end" and len(fields) == 3 and fields[2].isdigit():
-            end = int(fields[2])
-    if end is None:
+            part.error = ScriptError(fields[2])
+            part.error_detail = "\t".join(fields[3:])
+        elif kind == "ready" and count is not None and look is None:
+            look = part.close(int(count), raw)
+            if look_only:
+                return Outcome(look=look)
+            part = _Part()
+        elif kind == "go" and look is not None and len(fields) == 4 and fields[2] in _ACTIONS and fields[3].isdigit():
+            action, seq = Action(fields[2]), int(fields[3])
+        elif kind == "idle" and len(fields) == 3 and fields[2] in _IDLE:
+            idle = Idle(fields[2])
+        elif kind == "end" and count is not None:
+            ended = part.close(int(count), raw)
+            if look is None and ended.error is None:
+                # The watchdog ended the script in its look (slower than its window): what it saw so far is not
+                # everything there is, so it is no look at all (read as one, a pod would have no processes).
+                raise ScriptOutputError(f"the in-pod script ended before its look was complete ({idle or 'no ready'})")
+            if look is None:  # an error before the look (no data directory)
+                outcome = Outcome(look=ended)
+            elif idle is not None or action is not None:
+                outcome = Outcome(look=look, idle=idle, action=action, seq=seq, acted=ended if action else None)
+            else:
+                raise ScriptOutputError("the in-pod script ended without saying what it did with its go-ahead")
+    if outcome is None:
         excerpt = stdout[-200:] if stdout else "(empty)"
         raise ScriptOutputError(f"the in-pod script's report has no end line (truncated?): {excerpt!r}")
-    if end != len(sockets):
-        raise ScriptOutputError(f"the in-pod script reported {len(sockets)} sockets but its end line says {end}")
-    # A stable order keeps status writes and progress lines from changing when nothing else did.
-    sockets.sort(key=lambda s: (s.job, s.process))
-    return ScriptReport(sockets=sockets, tool=tool, error=error, error_detail=error_detail)
+    return outcome
+
+
+_ACTIONS: frozenset[str] = frozenset(Action)
+_IDLE: frozenset[str] = frozenset(Idle)

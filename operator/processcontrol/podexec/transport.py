@@ -12,9 +12,12 @@ synchronous, so every exec runs in a worker thread of its own pool and the event
 - Bounded in memory: stdout and stderr together are read up to `max_output_bytes` (1 MiB by default), frame by
   frame; a container that floods its output fails that exec with `ExecOutputTooLarge` and the stream is closed.
   (`WSClient.run_forever` would keep everything, twice: per channel and in its `_all` capture.)
+- Asking before acting: with a `Dialogue`, stdin is open; when the command prints its prompt line, the answer
+  (decided on the event loop, which may write to the API first) is written to its stdin. The in-pod script
+  sends nothing without one (podexec/inpod.sh).
 - Retried: only failures that may pass (connection errors, HTTP 429 and 5xx, and optionally timeouts) are
-  retried, with exponential backoff and jitter. STOP, START and STATUS are idempotent, so a retry after a
-  command that did run is harmless.
+  retried, with exponential backoff and jitter, and never once an answer was written: what the command did
+  with it is then the caller's to find out.
 
 The blocking single attempt (`ExecOnce`) is injectable, so the policy above is tested without a cluster.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import random
@@ -31,8 +35,9 @@ import select
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,10 +69,21 @@ class ExecResult:
     duration_s: float
 
 
+@dataclass(frozen=True)
+class Dialogue:
+    """An exec that asks before it acts: once its stdout has a line starting with `prompt`, `answer` gets the
+    stdout so far and returns what to write to its stdin (None: nothing; the command gets an empty line)."""
+
+    prompt: str
+    answer: Callable[[str], Coroutine[Any, Any, str | None]]
+
+
 class PodExecutor(Protocol):
     """Runs a command in a container of a pod; raises `ExecError` subclasses when it cannot."""
 
-    async def run(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecResult: ...
+    async def run(
+        self, namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+    ) -> ExecResult: ...
 
 
 class ExecUnavailable(ExecFailed):
@@ -93,6 +109,7 @@ class ExecCall:
     container: str
     command: tuple[str, ...]
     timeout_s: float
+    dialogue: Dialogue | None = None
 
     @property
     def what(self) -> str:
@@ -102,10 +119,59 @@ class ExecCall:
 class StreamHandle:
     """Lets the event loop close an attempt's websocket from outside its thread (on timeout or cancellation)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop | None = None, context: contextvars.Context | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._closer: Callable[[], None] | None = None
         self.closed = False
+        self.loop = loop  # where a dialogue's answer is decided
+        # The caller's context vars, which the answer runs with (kopf's, for its events): the exec's thread has none.
+        self.context = context
+        self.answered = False  # an answer was written: the attempt must not be repeated
+        self.error: BaseException | None = None  # what the answer raised: the caller's, re-raised after the exec
+
+    def ask(self, dialogue: Dialogue, stdout: str, timeout_s: float) -> str:
+        """From the exec's thread: the dialogue's answer, decided on the event loop ('' when it decided nothing or
+        the attempt was given up meanwhile). Marks the handle answered before the caller writes it."""
+        loop = self.loop
+        assert loop is not None, "a dialogue needs the event loop the attempt runs on"
+        if self.closed:
+            return ""
+        future: Future[str | None] = Future()
+        tasks: list[asyncio.Task[str | None]] = []
+
+        def settle(task: asyncio.Task[str | None]) -> None:
+            if task.cancelled():
+                future.cancel()
+            elif (error := task.exception()) is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(task.result())
+
+        def start() -> None:
+            task = loop.create_task(dialogue.answer(stdout), context=self.context)
+            tasks.append(task)
+            task.add_done_callback(settle)
+
+        loop.call_soon_threadsafe(start)
+        try:
+            answer = future.result(timeout=max(0.0, timeout_s))
+        except FutureTimeout:
+            loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
+            return ""
+        except BaseException as error:  # the answer's own failure, not the exec's: never retried as one
+            self.error = error
+            return ""
+        if not answer:
+            return ""
+        with self._lock:
+            # Marked before it is written, under the lock `close` takes: a caller that gave up either sees it
+            # answered (and never retries) or closed the stream first (and nothing is written).
+            if self.closed:
+                return ""
+            self.answered = True
+        return answer
 
     def attach(self, closer: Callable[[], None]) -> None:
         """Register how to close the stream; closes it at once if the caller already gave up."""
@@ -267,7 +333,7 @@ class KubernetesExec:
                 call.namespace,
                 container=call.container,
                 command=list(call.command),
-                stdin=False,
+                stdin=call.dialogue is not None,
                 stdout=True,
                 stderr=True,
                 tty=False,
@@ -279,7 +345,7 @@ class KubernetesExec:
         handle.attach(ws.close)
         try:
             try:
-                channels, finished = self._read(ws.sock, deadline, call)
+                channels, finished = self._read(ws, deadline, call, handle)
             except ExecError:
                 raise
             except Exception as error:
@@ -294,14 +360,19 @@ class KubernetesExec:
         returncode = _exit_status(status, call)
         return ExecResult(stdout, stderr, returncode, time.monotonic() - started)
 
-    def _read(self, sock: Any, deadline: float, call: ExecCall) -> tuple[dict[int, bytearray], bool]:
-        """Read frames until the server closes the stream (True) or the deadline passes (False).
+    def _read(
+        self, ws: Any, deadline: float, call: ExecCall, handle: StreamHandle
+    ) -> tuple[dict[int, bytearray], bool]:
+        """Read frames until the server closes the stream (True) or the deadline passes (False); answer the
+        dialogue's prompt on the way.
 
         One frame at a time, counting output as it comes: `WSClient.update` drains every frame already
         available before it returns, so a fast flood would grow without bound inside one call.
         """
+        sock = ws.sock
         channels: dict[int, bytearray] = {c: bytearray() for c in CHANNELS}
         output = 0
+        asked = call.dialogue is None
         while True:
             buffered = isinstance(sock.sock, ssl.SSLSocket) and sock.sock.pending()
             if not buffered:
@@ -328,6 +399,12 @@ class KubernetesExec:
             elif len(channels[channel]) + len(payload) > self.max_output_bytes:
                 raise ExecOutputTooLarge(f"{call.what}: the exit status is larger than {self.max_output_bytes} bytes")
             channels[channel] += payload
+            if not asked and channel == STDOUT_CHANNEL and prompted(channels[channel], call.dialogue):
+                asked = True
+                assert call.dialogue is not None
+                stdout = channels[channel].decode("utf-8", "replace")
+                answer = handle.ask(call.dialogue, stdout, deadline - time.monotonic())
+                ws.write_stdin(answer or "\n")
 
     def close(self) -> None:
         with self._lock:
@@ -392,26 +469,34 @@ class KubernetesPodExecutor:
             return True
         return self.retry_timeouts and isinstance(error, ExecTimeout)
 
-    async def run(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecResult:
+    async def run(
+        self, namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+    ) -> ExecResult:
         """Run `command` in the container; raise ExecForbidden, PodGone, ExecTimeout or ExecFailed."""
-        call = ExecCall(namespace, pod, container, tuple(command), self.timeout_s)
+        call = ExecCall(namespace, pod, container, tuple(command), self.timeout_s, dialogue)
         attempt = 0
         while True:
+            handle = StreamHandle(asyncio.get_running_loop(), contextvars.copy_context())
             try:
-                return await self._attempt(call)
+                result = await self._attempt(call, handle)
             except ExecError as error:
-                if attempt >= self.retries or not self._retryable(error):
+                if handle.error is not None:
+                    raise handle.error from error
+                if attempt >= self.retries or not self._retryable(error) or handle.answered:
                     raise
                 delay = self.backoff(attempt)
                 logger.info(f"{error}; retry {attempt + 1}/{self.retries} in {delay:.2f}s")
                 attempt += 1
                 # The semaphore is not held while waiting: other pods go ahead.
                 await asyncio.sleep(delay)
+                continue
+            if handle.error is not None:
+                raise handle.error
+            return result
 
-    async def _attempt(self, call: ExecCall) -> ExecResult:
+    async def _attempt(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
         async with self._limit():
             loop = asyncio.get_running_loop()
-            handle = StreamHandle()
             started = time.monotonic()
             future = loop.run_in_executor(self._pool, self._exec_once, call, handle)
             # Retrieve a late outcome of an abandoned attempt, so it is never logged as "never retrieved".
@@ -445,6 +530,15 @@ class KubernetesPodExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._kubernetes_exec is not None:
             self._kubernetes_exec.close()
+
+
+def prompted(stdout: bytes | bytearray, dialogue: Dialogue | None) -> bool:
+    """Whether the output so far has the dialogue's prompt as a whole line."""
+    if dialogue is None:
+        return False
+    prompt = dialogue.prompt.encode()
+    start = 0 if stdout.startswith(prompt) else stdout.find(b"\n" + prompt)
+    return start >= 0 and stdout.find(b"\n", start + 1) >= 0
 
 
 def _bound_websocket_handshake(timeout_s: float) -> None:

@@ -25,6 +25,12 @@ PodIndex = kopf.Index[tuple[str, str], PodInfo]
 SuspensionsIndex = kopf.Index[str, SuspensionInfo]
 
 
+def _watched(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """Outside the excluded namespaces (kube-system by default): there, suspensions and pods are not seen at all."""
+    runtime: Runtime = memo.runtime
+    return (namespace or "") not in runtime.settings.excluded_namespaces
+
+
 def _runtime(memo: kopf.Memo, pods: PodsIndex, pod: PodIndex, suspensions: SuspensionsIndex) -> Runtime:
     """The shared runtime, with live views of the indexes (kopf hands them to handlers only)."""
     runtime: Runtime = memo.runtime
@@ -46,25 +52,25 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await stop_runtime(memo.runtime)
 
 
-@kopf.index("pods", id="pods")
+@kopf.index("pods", id="pods", when=_watched)
 def pods_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, PodInfo]:
     """Every pod by namespace, summarised: targets, restarts and hold ledgers without listing the API."""
     return {namespace or "": pod_info_from_body(body)}
 
 
-@kopf.index("pods", id="pod")
+@kopf.index("pods", id="pod", when=_watched)
 def pod_by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], PodInfo]:
     """Every pod by (namespace, name): what a pod worker looks up at each step."""
     return {(namespace or "", name): pod_info_from_body(body)}
 
 
-@kopf.index(*RESOURCE, id="suspensions")
+@kopf.index(*RESOURCE, id="suspensions", when=_watched)
 def suspensions_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, SuspensionInfo]:
     """Every suspension by namespace: what the pod workers act on."""
     return {namespace or "": info_of(body)}
 
 
-@kopf.on.event("pods", id="pod-changed")  # type: ignore[arg-type]
+@kopf.on.event("pods", id="pod-changed", when=_watched)  # type: ignore[arg-type]
 async def pod_changed(
     namespace: str | None,
     name: str,
@@ -85,7 +91,7 @@ async def pod_changed(
         runtime.ensure_worker(namespace, name)
 
 
-@kopf.on.event(*RESOURCE, id="suspension-changed")  # type: ignore[arg-type]
+@kopf.on.event(*RESOURCE, id="suspension-changed", when=_watched)  # type: ignore[arg-type]
 async def suspension_changed(
     namespace: str | None,
     name: str,
@@ -102,7 +108,7 @@ async def suspension_changed(
     runtime.wake(namespace or "", name)
 
 
-@kopf.daemon(*RESOURCE, id="status", cancellation_backoff=1.0, cancellation_timeout=10.0)  # type: ignore[arg-type]
+@kopf.daemon(*RESOURCE, id="status", when=_watched, cancellation_backoff=1.0, cancellation_timeout=10.0)  # type: ignore[arg-type]
 async def keep_status(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -119,7 +125,7 @@ async def keep_status(
 
 # No retry limit: the finalizer must stay while any pod holds processes for this suspension (an exec grant
 # revoked, a pod that cannot be reached); each attempt says in an event which pods and why.
-@kopf.on.delete(*RESOURCE, id="release", retries=None, backoff=1.0)  # type: ignore[arg-type]
+@kopf.on.delete(*RESOURCE, id="release", when=_watched, retries=None, backoff=1.0)  # type: ignore[arg-type]
 async def release(
     body: kopf.Body,
     memo: kopf.Memo,

@@ -1,14 +1,19 @@
 """The hold ledger: what this operator stopped in a pod, for whom, and what to give back.
 
-It lives on the pod itself, as the annotation `processcontrol.dev/holds` (JSON), written before the first STOP and
-changed only after a START was delivered. So it survives operator restarts, moves with the pod (a pod that is gone
-holds nothing) and scales with pods, not with the size of a suspension's status. A person reads it with
-`kubectl get pod -o yaml`.
+It lives on the pod itself, as the annotation `processcontrol.dev/holds` (JSON). Every STOP and START is decided
+from it and written there before it is sent: a STOP's hold (with each process's state before the first hold), a
+START's `releasing` mark. `seq` counts those writes, and each go-ahead names the one it was decided from. So it
+survives operator restarts, moves with the pod (a pod that is gone holds nothing) and scales with pods, not with
+the size of a suspension's status. A person reads it with `kubectl get pod -o yaml`.
 
-    {"v": 1,
+    {"v": 1, "seq": 4,
      "holds": {"<suspension uid>": {"name": "restore-db", "jobs": [], "processes": [], "container": "c",
-                                    "verifiedRestarts": 0}},
+                                    "since": "2026-12-01T10:00:00Z", "verifiedRestarts": 0}},
      "processes": {"pxc-mysql/mysql": {"holders": ["<suspension uid>"], "wasRunning": true}}}
+
+It evolves within one `v`: fields an older reader does not know are kept when it writes and ignored when it reads,
+so only additions whose absence reads as the old meaning are made that way. A change an older operator would
+misread bumps `v`; an operator that meets a newer `v` acts on nothing there (`LedgerTooNew`).
 
 Everything here is pure: the pod worker reads, transforms and writes ledgers; nothing here does I/O.
 """
@@ -18,19 +23,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from processcontrol.api import GROUP
-from processcontrol.exceptions import LedgerError
+from processcontrol.exceptions import LedgerError, LedgerTooNew
 
 HOLDS_ANNOTATION = f"{GROUP}/holds"
+# The ledger format this operator writes and understands.
+LEDGER_VERSION = 1
 
 
 class _LedgerModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    # extra="allow": what a newer operator added within this `v` survives this one's writes.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True)
 
 
 class Hold(_LedgerModel):
@@ -48,6 +56,10 @@ class Hold(_LedgerModel):
     restart_base: dict[str, int] = Field(default_factory=dict)
     # Processes its filter selects that it leaves running (probes: Skip), as job/process.
     skipped: tuple[str, ...] = ()
+    # When the hold was first written here: a `duration` runs from the first hold on any pod.
+    since: str | None = None
+    # Being given back: its START is due or on its way. A releasing hold never counts as in force.
+    releasing: bool = False
 
     def covers(self, job: str, process: str) -> bool:
         """Whether the hold's filter selects this socket (empty filter = everything)."""
@@ -64,7 +76,8 @@ class HeldProcess(_LedgerModel):
 class Ledger(_LedgerModel):
     """Every hold on one pod."""
 
-    v: Literal[1] = 1
+    v: int = LEDGER_VERSION
+    seq: int = 0  # bumped by every write a go-ahead is decided from
     holds: dict[str, Hold] = Field(default_factory=dict)
     processes: dict[str, HeldProcess] = Field(default_factory=dict)
 
@@ -72,6 +85,22 @@ class Ledger(_LedgerModel):
     def empty(self) -> bool:
         """Nothing held: the annotation can go."""
         return not self.holds and not self.processes
+
+    @model_validator(mode="after")
+    def _holders_are_holds(self) -> Ledger:
+        for key, entry in self.processes.items():
+            job, _, process = key.partition("/")
+            if not job or not process or "/" in process:
+                raise ValueError(f"process key {key!r} is not job/process")
+            unknown = [uid for uid in entry.holders if uid not in self.holds]
+            if unknown or not entry.holders:
+                raise ValueError(f"process {key} is held by {unknown or 'nobody'}, which holds nothing here")
+        return self
+
+    def in_force(self, uid: str) -> bool:
+        """Whether the suspension holds something here that is not being given back."""
+        hold = self.holds.get(uid)
+        return hold is not None and not hold.releasing
 
     def held_by(self, uid: str) -> list[tuple[str, str]]:
         """The (job, process) pairs this suspension holds here."""
@@ -96,9 +125,19 @@ def parse_ledger(annotations: Mapping[str, str] | None) -> Ledger:
     if not raw:
         return Ledger()
     try:
-        return Ledger.model_validate(json.loads(raw))
+        data = json.loads(raw)
+        version = data.get("v") if isinstance(data, dict) else None
+        if isinstance(version, int) and version > LEDGER_VERSION:
+            raise LedgerTooNew(
+                f"annotation {HOLDS_ANNOTATION} has format v{version}; this operator knows v{LEDGER_VERSION} "
+                "and acts on nothing in this pod until a newer operator runs"
+            )
+        ledger = Ledger.model_validate(data)
     except (ValueError, ValidationError) as error:
         raise LedgerError(f"annotation {HOLDS_ANNOTATION} is not a valid hold ledger: {error}") from error
+    if ledger.v < LEDGER_VERSION:
+        raise LedgerError(f"annotation {HOLDS_ANNOTATION} has format v{ledger.v}, which no operator wrote")
+    return ledger
 
 
 def dump_ledger(ledger: Ledger) -> str | None:
@@ -117,24 +156,35 @@ class Observed:
     running: bool
 
 
-def take_hold(ledger: Ledger, uid: str, hold: Hold, observed: Iterable[Observed]) -> Ledger:
-    """Record `uid`'s hold and the state of each socket it covers before the first hold of it.
+def next_seq(ledger: Ledger) -> Ledger:
+    """The ledger as a write a go-ahead will be decided from: its `seq` is the go-ahead's."""
+    return ledger.model_copy(update={"seq": ledger.seq + 1})
+
+
+def take_hold(
+    ledger: Ledger, uid: str, hold: Hold, observed: Iterable[Observed], *, since: str, assume_running: bool = False
+) -> Ledger:
+    """Record `uid`'s hold (in force again if it was being given back) and the state of each socket it covers
+    before the first hold of it; `assume_running` records every new one as running before (the ledger was lost
+    while this operator held them: starting one that was stopped by hand beats leaving one stopped for good).
 
     A process already held keeps the state from before its first hold: a second suspension must not mistake
     the first one's stop for the process's own state."""
-    holds = dict(ledger.holds)
-    previous = holds.get(uid)
-    holds[uid] = hold.model_copy(update={"verified_restarts": previous.verified_restarts if previous else None})
-    if previous is not None:
-        # More sockets for a hold already taken: it keeps its restart baseline and what it leaves running.
-        holds[uid] = holds[uid].model_copy(
+    previous = ledger.holds.get(uid)
+    if previous is None:
+        taken = hold.model_copy(update={"since": since, "releasing": False, "verified_restarts": None})
+    else:
+        # More sockets for a hold already taken: it keeps its restart baseline, what it leaves running, and when
+        # it began. Taken back from releasing, it is not verified any more.
+        taken = previous.model_copy(
             update={
                 "restart_base": {**hold.restart_base, **previous.restart_base},
                 "skipped": tuple(sorted({*previous.skipped, *hold.skipped})),
+                "since": previous.since or since,
+                "releasing": False,
+                "verified_restarts": None if previous.releasing else previous.verified_restarts,
             }
         )
-    if previous is not None and (previous.jobs, previous.processes) != (hold.jobs, hold.processes):
-        holds[uid] = holds[uid].model_copy(update={"verified_restarts": None})
     processes = dict(ledger.processes)
     for socket in observed:
         if not hold.covers(socket.job, socket.process):
@@ -142,49 +192,77 @@ def take_hold(ledger: Ledger, uid: str, hold: Hold, observed: Iterable[Observed]
         key = process_key(socket.job, socket.process)
         entry = processes.get(key)
         if entry is None:
-            processes[key] = HeldProcess(holders=(uid,), was_running=socket.running)
+            processes[key] = HeldProcess(holders=(uid,), was_running=socket.running or assume_running)
         elif uid not in entry.holders:
             processes[key] = entry.model_copy(update={"holders": tuple(sorted((*entry.holders, uid)))})
-    return ledger.model_copy(update={"holds": holds, "processes": processes})
+    return _settled(ledger.model_copy(update={"holds": {**ledger.holds, uid: taken}, "processes": processes}))
+
+
+def adopt(ledger: Ledger, uid: str, hold: Hold, *, since: str) -> Ledger:
+    """A hand-over: `uid` joins the holders of every process held here that its filter covers, with no exec (they
+    are stopped already). Written before the old holds are given back, a process covered throughout never runs."""
+    held = [Observed(*split_key(key), running=False) for key in ledger.processes]
+    return take_hold(ledger, uid, hold, held, since=since)
 
 
 def mark_verified(ledger: Ledger, uid: str, restarts: int) -> Ledger:
     """Note that `uid`'s stop was verified at this container restart count."""
     hold = ledger.holds.get(uid)
-    if hold is None or hold.verified_restarts == restarts:
+    if hold is None or hold.releasing or hold.verified_restarts == restarts:
         return ledger
     holds = {**ledger.holds, uid: hold.model_copy(update={"verified_restarts": restarts})}
     return ledger.model_copy(update={"holds": holds})
 
 
-@dataclass(frozen=True)
-class Release:
-    """What letting go of some holds means for one pod."""
+def begin_release(ledger: Ledger, uids: Iterable[str]) -> Ledger:
+    """The write-ahead of giving back: these holds are releasing (never in force again unless taken back). A
+    process another hold covers leaves them at once; one that was stopped before its first hold is left stopped;
+    the others wait for their START (`to_start`)."""
+    leaving = set(uids)
+    holds = {
+        uid: hold.model_copy(update={"releasing": True, "verified_restarts": None}) if uid in leaving else hold
+        for uid, hold in ledger.holds.items()
+    }
+    return _settled(ledger.model_copy(update={"holds": holds}))
 
-    ledger: Ledger  # the ledger once the STARTs below were delivered
-    to_start: tuple[tuple[str, str], ...]  # processes whose last hold goes and that ran before their first
 
-
-def release(ledger: Ledger, uids: Iterable[str]) -> Release:
-    """Drop the holds of `uids`.
-
-    A process still held by anyone stays stopped; one whose last hold goes returns to its state before the
-    first hold."""
-    dropping = set(uids)
-    holds = {uid: hold for uid, hold in ledger.holds.items() if uid not in dropping}
-    processes: dict[str, HeldProcess] = {}
-    to_start: list[tuple[str, str]] = []
-    for key, entry in sorted(ledger.processes.items()):
-        job, process = split_key(key)
-        holders = tuple(uid for uid in entry.holders if uid not in dropping)
-        if holders:
-            processes[key] = entry.model_copy(update={"holders": holders})
-        elif entry.was_running:
-            to_start.append((job, process))
-    return Release(
-        ledger=ledger.model_copy(update={"holds": holds, "processes": processes}),
-        to_start=tuple(to_start),
+def to_start(ledger: Ledger) -> tuple[tuple[str, str], ...]:
+    """The processes whose every holder is releasing: each ran before its first hold and waits for its START."""
+    return tuple(
+        split_key(key)
+        for key, entry in sorted(ledger.processes.items())
+        if all(ledger.holds[uid].releasing for uid in entry.holders)
     )
+
+
+def finish_release(ledger: Ledger, given_back: Iterable[tuple[str, str]]) -> Ledger:
+    """These processes got their START (or have no containerrun that could keep them stopped): they leave the
+    ledger, and with them every releasing hold that holds nothing any more."""
+    done = {process_key(job, process) for job, process in given_back}
+    processes = {
+        key: entry for key, entry in ledger.processes.items() if key not in done or not _releasing(ledger, entry)
+    }
+    return _settled(ledger.model_copy(update={"processes": processes}))
+
+
+def _releasing(ledger: Ledger, entry: HeldProcess) -> bool:
+    return all(ledger.holds[uid].releasing for uid in entry.holders)
+
+
+def _settled(ledger: Ledger) -> Ledger:
+    """Apply the rules of giving back: a releasing holder leaves every process another hold keeps; a process
+    only releasing holds keep goes when it was stopped before the first hold (nothing to start); a releasing hold
+    that holds nothing goes."""
+    processes: dict[str, HeldProcess] = {}
+    for key, entry in sorted(ledger.processes.items()):
+        keeping = tuple(uid for uid in entry.holders if not ledger.holds[uid].releasing)
+        if keeping:
+            processes[key] = entry if keeping == entry.holders else entry.model_copy(update={"holders": keeping})
+        elif entry.was_running:
+            processes[key] = entry
+    named = {uid for entry in processes.values() for uid in entry.holders}
+    holds = {uid: hold for uid, hold in ledger.holds.items() if not hold.releasing or uid in named}
+    return ledger.model_copy(update={"holds": holds, "processes": processes})
 
 
 def holders_in(annotations: Mapping[str, str] | None) -> tuple[str, ...] | None:

@@ -65,6 +65,7 @@ class PodRecord:
     probe_conflicts: tuple[str, ...] = ()  # probes.ContainerProbe.describe() of each conflicting probe
     restarts: int = 0  # of the targeted containers since the hold was taken
     restart_loop: str = ""  # set while they loop: which container, how often, the kubelet's reason
+    held_since: datetime | None = None  # when the suspension's hold here was first written (its ledger says)
 
 
 def intent_of(spec: ProcessSuspensionSpec, status: ProcessSuspensionStatus, now: datetime) -> Intent:
@@ -169,8 +170,13 @@ def build_status(
     all_done = bool(targets) and done == len(targets)
 
     suspended_at = previous.suspended_at
-    if intent.mode is Mode.SUSPEND and done and suspended_at is None:
-        suspended_at = format_time(now)
+    if intent.mode is Mode.SUSPEND and suspended_at is None:
+        # A duration runs from the first effect on any pod: the first hold written, even one never verified.
+        first = min((r.held_since for r in records.values() if r.held_since is not None), default=None)
+        if first is not None:
+            suspended_at = format_time(first)
+        elif done:
+            suspended_at = format_time(now)
     if intent.reason == Reason.RESUME_REQUESTED:
         suspended_at = None
     expires_at = None

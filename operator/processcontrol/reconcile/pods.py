@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from processcontrol.api import ProcessStatus
 from processcontrol.api.reasons import FailureReason
 from processcontrol.exceptions import ExecError, ExecForbidden, ExecTimeout, PodFailure, PodGone, ScriptOutputError
 from processcontrol.podexec.script import (
+    READY,
+    SEND_GRACE_S,
     Action,
+    Outcome,
     ScriptError,
     ScriptReport,
     SocketReport,
     SocketResult,
     build_command,
+    go_ahead,
     parse_output,
 )
-from processcontrol.podexec.transport import PodExecutor
+from processcontrol.podexec.transport import Dialogue, PodExecutor
 from processcontrol.reconcile.ledger import Observed
 from processcontrol.reconcile.metrics import observe_exec
 from processcontrol.reconcile.plan import Mode, process_state
@@ -30,6 +37,7 @@ SHOWN_AT_ONCE = frozenset(
         FailureReason.NO_CONTAINER,
         FailureReason.NO_SENDER_TOOL,
         FailureReason.LEDGER_UNREADABLE,
+        FailureReason.LEDGER_TOO_NEW,
         FailureReason.EXEC_TIMEOUT,
         FailureReason.VERIFY_TIMEOUT,
         FailureReason.PROBE_CONFLICT,
@@ -47,33 +55,149 @@ def _error_reason(error: ExecError) -> FailureReason:
     return FailureReason.EXEC_FAILED
 
 
-async def run_script(
+# The tools the script tries, in its order (inpod.sh).
+NO_TOOL_TRIED = "perl,python3,processcontrol,ncat,nc,socat"
+
+
+@dataclass(frozen=True)
+class GoAhead:
+    """What the operator tells a waiting script to do, decided from ledger write `seq`."""
+
+    action: Action
+    seq: int
+    pairs: tuple[tuple[str, str], ...]
+
+
+# Given the look, write the ledger and say what to send (None: nothing).
+Decide = Callable[[ScriptReport], Coroutine[Any, Any, GoAhead | None]]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One exec of the script: what it saw, what it was told, and what it did."""
+
+    look: ScriptReport
+    sent: GoAhead | None  # the go-ahead written to the exec (None: it was told nothing and sent nothing)
+    acted: ScriptReport | None  # what the go-ahead did, per socket it names
+
+
+class TransitionFailed(PodFailure):
+    """An exec failed; `sent` says whether its go-ahead had been written (then it may have acted, or still act,
+    until `quiet_after`, monotonic: its window and send grace since its look came)."""
+
+    def __init__(self, failure: PodFailure, sent: GoAhead | None, quiet_after: float = 0.0) -> None:
+        super().__init__(failure.reason, failure.message)
+        self.sent = sent
+        self.quiet_after = quiet_after if sent is not None else 0.0
+
+
+async def look(
     executor: PodExecutor,
     pod: PodInfo,
     container: str,
-    action: Action,
     jobs: Sequence[str],
     processes: Sequence[str],
     *,
     only: Sequence[tuple[str, str]] | None = None,
-    wait_s: float = 0.0,
 ) -> ScriptReport:
-    """One exec of the in-pod script (see `build_command` for `only` and `wait_s`); raises `PodFailure` with a
-    reason when it gives no usable report."""
-    command = build_command(action, jobs, processes, only=only, wait_s=wait_s)
+    """One exec that only looks (no go-ahead: it sends nothing); raises `PodFailure` with a reason."""
+    command = build_command(jobs, processes, only=only)
+    outcome = await _exec(executor, pod, container, command, None)
+    return outcome.look
+
+
+async def transition(
+    executor: PodExecutor,
+    pod: PodInfo,
+    container: str,
+    jobs: Sequence[str],
+    processes: Sequence[str],
+    decide: Decide,
+    *,
+    wait_s: float,
+    window_s: float,
+    only: Sequence[tuple[str, str]] | None = None,
+) -> Transition:
+    """One exec per transition: the script looks, `decide` writes the ledger and names the go-ahead, the script
+    sends it and waits in the pod, then reports. Raises `TransitionFailed` (with what was sent) when it gives no
+    usable report."""
+    sent: list[GoAhead] = []
+    refused: list[PodFailure] = []
+    # The script started before its look came, so it sends nothing after this (its window and grace).
+    quiet_after = time.monotonic() + window_s + SEND_GRACE_S
+
+    async def answer(stdout: str) -> str | None:
+        nonlocal quiet_after
+        quiet_after = time.monotonic() + window_s + SEND_GRACE_S
+        try:
+            seen = parse_output(stdout, look_only=True).look
+        except ScriptOutputError as error:
+            refused.append(PodFailure(FailureReason.SCRIPT_FAILED, f"the in-pod script's look: {error}"))
+            return None
+        try:
+            _raise_script_error(seen, container)
+            if seen.tool is None and seen.sockets:
+                # Checked before anything is written: a hold this image could never give back is never taken.
+                raise PodFailure(
+                    FailureReason.NO_SENDER_TOOL,
+                    f"no tool to send datagrams in container {container}; tried {NO_TOOL_TRIED}",
+                )
+            go = await decide(seen)
+        except PodFailure as failure:
+            refused.append(failure)
+            return None
+        if go is None:
+            return None
+        sent.append(go)
+        return go_ahead(go.action, go.seq, go.pairs)
+
+    command = build_command(jobs, processes, only=only, wait_s=wait_s, window_s=window_s)
     try:
-        result = await executor.run(pod.namespace, pod.name, container, command)
+        outcome = await _exec(executor, pod, container, command, Dialogue(READY, answer))
+    except PodFailure as failure:
+        go = sent[0] if sent else None
+        raise TransitionFailed(refused[0] if refused else failure, go, quiet_after) from failure
+    if refused:
+        raise TransitionFailed(refused[0], None)
+    go = sent[0] if sent else None
+    if go is not None and outcome.action is None:
+        # Told, but it sent nothing: the go-ahead came after its window (a slow ledger write).
+        raise TransitionFailed(
+            PodFailure(FailureReason.EXEC_TIMEOUT, f"the go-ahead came too late ({outcome.idle}): nothing was sent"),
+            None,
+        )
+    if go is not None and (outcome.action, outcome.seq) != (go.action, go.seq):
+        raise TransitionFailed(
+            PodFailure(FailureReason.SCRIPT_FAILED, f"the in-pod script acted on {outcome.action} {outcome.seq}"),
+            go,
+            quiet_after,
+        )
+    return Transition(look=outcome.look, sent=go, acted=outcome.acted)
+
+
+async def _exec(
+    executor: PodExecutor, pod: PodInfo, container: str, command: list[str], dialogue: Dialogue | None
+) -> Outcome:
+    try:
+        result = await executor.run(pod.namespace, pod.name, container, command, dialogue)
     except ExecError as error:
         observe_exec(0.0, ok=False, reason=_error_reason(error))
         raise PodFailure(_error_reason(error), str(error)) from error
     observe_exec(result.duration_s, ok=True)
     try:
-        report = parse_output(result.stdout)
+        outcome = parse_output(result.stdout)
     except ScriptOutputError as error:
         detail = (result.stderr or result.stdout).strip()[-300:]
         raise PodFailure(
             FailureReason.SCRIPT_FAILED, f"the in-pod script failed (exit {result.returncode}): {detail}"
         ) from error
+    _raise_script_error(outcome.look, container)
+    if outcome.acted is not None:
+        _raise_script_error(outcome.acted, container)
+    return outcome
+
+
+def _raise_script_error(report: ScriptReport, container: str) -> None:
     if report.error == ScriptError.NO_SENDER_TOOL:
         raise PodFailure(
             FailureReason.NO_SENDER_TOOL,
@@ -83,7 +207,6 @@ async def run_script(
         raise PodFailure(
             FailureReason.NO_SOCKETS, f"no containerrun data directory {report.error_detail} in container {container}"
         )
-    return report
 
 
 def is_stale(socket: SocketReport) -> bool:

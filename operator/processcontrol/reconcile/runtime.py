@@ -197,7 +197,8 @@ async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) ->
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     logger.info(f"processcontrol settings: {settings.model_dump()}")
-    return Runtime(settings=settings, executor=executor, kube=KubeClient(configuration))
+    kube = KubeClient(configuration, concurrency=settings.exec_concurrency)
+    return Runtime(settings=settings, executor=executor, kube=kube)
 
 
 async def stop_runtime(runtime: Runtime) -> None:

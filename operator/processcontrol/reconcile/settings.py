@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A namespace name: a DNS-1123 label.
+Namespace = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
 
 
 class ProcessControlSettings(BaseSettings):
@@ -26,6 +31,13 @@ class ProcessControlSettings(BaseSettings):
         ge=0,
         description="How long one STOP or START exec waits inside the pod for the processes to get there before it "
         "reports: most pods are verified by that one exec; the rest by status probes until verify_timeout_s.",
+    )
+    go_ahead_window_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="An exec acts only on a go-ahead it receives this long after it started; later, or without one, "
+        "it sends nothing (a timed-out or orphaned exec never acts late).",
     )
     verify_interval_s: float = Field(default=0.25, gt=0, description="First delay between verification polls.")
     reverify_interval_s: float = Field(
@@ -53,3 +65,16 @@ class ProcessControlSettings(BaseSettings):
     )
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus metrics port; 0 disables.")
     finalizer: str = Field(default="processcontrol.dev/resume", description="Finalizer that resumes on deletion.")
+    # NoDecode: the environment variable is a comma-separated list (kube-system,kube-public), not JSON.
+    excluded_namespaces: Annotated[tuple[Namespace, ...], NoDecode] = Field(
+        default=("kube-system",),
+        description="Namespaces whose suspensions and pods the operator ignores (comma-separated; empty: none).",
+    )
+
+    @field_validator("excluded_namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        """`a,b` (the environment's form) as a tuple; a list or tuple (the model's own form) as it is."""
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value

@@ -22,7 +22,7 @@ from processcontrol.api.timestamps import parse_time
 from processcontrol.exceptions import ApiError
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
-from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, intent_of
+from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, final_state, intent_of
 from processcontrol.reconcile.runtime import Logger, Runtime, SuspensionInfo, suspension_info
 from processcontrol.reconcile.targets import select_targets
 
@@ -62,6 +62,9 @@ class StatusDaemon:
         self.written: dict[str, Any] | None = None
         self.last_intent: Intent | None = None
         self.started = time.monotonic()
+        # What the last write counted: the targets, and whether they were all done then.
+        self.targets: tuple[str, ...] = ()
+        self.all_done = False
 
     async def publish(self) -> float | None:
         """Write the status the outcomes show; return seconds until it must be looked at again."""
@@ -89,6 +92,8 @@ class StatusDaemon:
         self._metrics(intent, status, records)
         if not await self._write(status):
             return WRITE_RETRY_S
+        self.targets = tuple(p.name for p in targets)
+        self.all_done = bool(targets) and status.counts is not None and status.counts.done == len(targets)
         self.runtime.status_shown(self.namespace, self.name, records)
         waits = []
         if intent.mode is Mode.SUSPEND and status.expires_at is not None:
@@ -97,6 +102,22 @@ class StatusDaemon:
             # The workers learn of the expiry from the index; make sure they look once it has the new time.
             waits.append(0.5)
         return max(0.0, min(waits)) if waits else None
+
+    def done_now(self) -> bool:
+        """The last pod got there since the last write: worth a write at once (Ready is what users wait for),
+        instead of at the end of the status interval."""
+        if self.all_done or not self.targets or self.last_intent is None:
+            return False
+        records = self.runtime.outcomes.get((self.namespace, self.name), {})
+        goal = final_state(self.last_intent.mode)
+        generation = self.body.metadata.get("generation")
+        return all(
+            (r := records.get(pod)) is not None
+            and r.state is goal
+            and r.mode is self.last_intent.mode
+            and r.generation == generation
+            for pod in self.targets
+        )
 
     def _metrics(self, intent: Intent, status: ProcessSuspensionStatus, records: dict[str, PodRecord]) -> None:
         suspended = (
@@ -170,33 +191,56 @@ async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.Dae
             # kopf asks the daemon to stop: one that does not exit at once holds a deletion up for its
             # cancellation backoff.
             if wait is None or wait > 0:
-                await stopped.wait(runtime.settings.status_interval_s)
+                await _gather_outcomes(daemon, wake, stopped, runtime.settings.status_interval_s)
                 if stopped:
                     break
-            waiter = asyncio.ensure_future(wake.wait())
-            stopper = asyncio.ensure_future(stopped.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+            await _woken_or_stopped(wake, stopped, wait)
     finally:
         if runtime.wakeups.get(key) is wake:
             del runtime.wakeups[key]
 
 
+async def _woken_or_stopped(wake: asyncio.Event, stopped: kopf.DaemonStopped, within_s: float | None) -> None:
+    """Wait for an outcome, kopf's stop, or the timeout, whichever comes first."""
+    waiter = asyncio.ensure_future(wake.wait())
+    stopper = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        stopper.cancel()
+
+
+async def _gather_outcomes(
+    daemon: StatusDaemon, wake: asyncio.Event, stopped: kopf.DaemonStopped, interval_s: float
+) -> None:
+    """Let the outcomes of many pods gather for one write per interval, unless the last of them arrives: then the
+    write goes at once."""
+    deadline = time.monotonic() + interval_s
+    woken = False
+    while not stopped and (remaining := deadline - time.monotonic()) > 0:
+        if wake.is_set():
+            woken = True
+            wake.clear()
+            if daemon.done_now():
+                break
+        await _woken_or_stopped(wake, stopped, remaining)
+    if woken:
+        wake.set()  # what arrived meanwhile is the next publish's
+
+
 def pods_holding(runtime: Runtime, namespace: str, uid: str) -> list[str]:
     """Pods whose hold ledger still names the suspension: from each worker's last write, else from the index.
     A pod whose worker is acting for it counts (a hold may be on its way), and so does a pod whose ledger cannot
-    be read when it mentions the uid at all."""
+    be read when it mentions the uid at all. A pod being deleted holds nothing: its holds go with it."""
     holding = []
     for pod in runtime.pods_of(namespace):
-        worker = runtime.workers.get((namespace, pod.name))
-        if worker is not None and uid in worker.acting_for:
-            holding.append(pod.name)
+        if pod.terminating:
             continue
-        if worker is not None and worker.ledger is not None and worker.pod_uid == pod.uid:
-            if uid in worker.ledger.holds:
+        worker = runtime.workers.get((namespace, pod.name))
+        known = worker.holds_for(uid) if worker is not None and worker.pod_uid == pod.uid else None
+        if known is not None:
+            if known:
                 holding.append(pod.name)
             continue
         holders = pod.holders

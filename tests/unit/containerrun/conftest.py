@@ -11,7 +11,6 @@ docstring, and are skipped for the Go original.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
-from harness.base import pid_alive, pids_with_env, socket_inodes, wait_until
+from harness.base import kill_marked, pid_alive, pids_with_env, socket_inodes, wait_until
 from harness.testing import missing
 from processcontrol.containerrun.protocol import Endpoint
 
@@ -227,9 +226,7 @@ class Containerrun:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for pid in marked_pids(self.token):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_marked(f"{TOKEN_VAR}={self.token}")
 
 
 Start = Callable[..., Containerrun]

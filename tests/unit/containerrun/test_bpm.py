@@ -193,7 +193,7 @@ def tool_path(tool: str, shims: Path) -> str:
         "perl": shutil.which("perl"),
     }
     source = sources[tool]
-    assert source, f"{tool} is not installed (.ci/run installs it)"
+    assert source, f"{tool} is not installed (make deps installs it)"
     (shims / ("nc" if tool == "nc-openbsd" else tool)).symlink_to(source)
     return str(shims)
 
@@ -272,7 +272,7 @@ def go_bpm_runner(base_dir: Path) -> Callable[..., subprocess.CompletedProcess[s
 
 def test_bpm_answers_as_the_go_bpm(go_implementation: Implementation, base_dir: Path, tmp_path: Path, bpm: Bpm) -> None:
     """The same calls to the Go original's bpm and ours, on the Go original: the same exit codes and output."""
-    assert shutil.which("nc"), "the Go original's bpm sends with nc (.ci/run installs netcat-openbsd)"
+    assert shutil.which("nc"), "the Go original's bpm sends with nc (make deps installs netcat-openbsd)"
     record = base_dir / "record"
     run = Containerrun(go_implementation, base_dir, "web", "nginx", recorder(record))
     try:

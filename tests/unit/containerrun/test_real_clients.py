@@ -31,7 +31,7 @@ def sh(script: str, env: dict[str, str] | None = None) -> None:
 @pytest.mark.parametrize("client", sorted(CLIENTS))
 def test_client_stops_and_starts(start: Start, client: str) -> None:
     tool = CLIENTS[client].split("|")[1].split()[0]
-    assert shutil.which(tool), f"{tool} is not installed (.ci/run installs it)"
+    assert shutil.which(tool), f"{tool} is not installed (make deps installs it)"
     run = start(["sleep", "1000"])
     pid = run.wait_running()
     sh(CLIENTS[client].format(command="STOP", sock=run.sock))

@@ -12,9 +12,19 @@ from pathlib import Path
 import pytest
 
 from harness.testing import missing
-from processcontrol.podexec.script import Action, SocketReport, build_command, parse_output
+from processcontrol.podexec.script import Action, ScriptReport, SocketReport
 
-from .conftest import Listener, Pod, make_stale_socket, run_script, tool_path, toolbox
+from .conftest import (
+    Listener,
+    Pod,
+    answering,
+    converse,
+    make_stale_socket,
+    run_script,
+    script_argv,
+    tool_path,
+    toolbox,
+)
 
 ALL_SHELLS = ["sh", "dash", "bash-posix"]
 SEND_TOOLS = ["ncat", "nc", "socat", "python3", "perl"]
@@ -179,12 +189,31 @@ def test_no_sender_tool(pod: Pod, tmp_path: Path, shell: str) -> None:
     empty.mkdir()
     run = run_script(pod.base, "STOP", path=empty, shell=shell)
     assert run.returncode == 3
-    assert run.stdout == "PCTL1\terror\tno-sender-tool\tperl,python3,processcontrol,ncat,nc,socat\nPCTL1\tend\t0\n"
+    # The look needs no tool (nothing is probed, the socket is reported as it is); the go-ahead does.
+    assert run.stdout == (
+        "PCTL1\ttool\tnone\nPCTL1\tsocket\tjob\tp\tprobed\t1\t-\t1\nPCTL1\tready\t1\n"
+        "PCTL1\tgo\tSTOP\t1\nPCTL1\terror\tno-sender-tool\tperl,python3,processcontrol,ncat,nc,socat\nPCTL1\tend\t0\n"
+    )
+    assert run.look.tool is None
+    assert run.look.error is None
     report = run.report
     assert report.error == "no-sender-tool"
     assert report.error_detail == "perl,python3,processcontrol,ncat,nc,socat"
     assert report.sockets == []
-    assert listener.received == []
+    assert listener.received_so_far() == []
+
+
+@pytest.mark.parametrize("shell", ALL_SHELLS)
+def test_a_go_ahead_naming_nothing_needs_no_sender_tool(pod: Pod, tmp_path: Path, shell: str) -> None:
+    """Nothing to send (every socket filtered out, or none named): no tool is missing."""
+    listener = pod.listen("job", "p")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = run_script(pod.base, "STOP", path=empty, shell=shell, pairs=[])
+    assert run.returncode == 0, run.stderr
+    assert run.report == ScriptReport(sockets=[], tool=None)
+    assert [(s.job, s.process) for s in run.look.sockets] == [("job", "p")]
+    assert listener.received_so_far() == []
 
 
 def test_status_without_any_tool_still_reports(pod: Pod, tmp_path: Path) -> None:
@@ -355,11 +384,17 @@ def test_running_reflects_sentinel_after_send(pod: Pod, tmp_path: Path) -> None:
     assert run_script(pod.base, "STATUS", path=bin_dir).report.sockets[0].running is True
 
 
-def test_unknown_action_is_a_usage_error(pod: Pod, tmp_path: Path) -> None:
-    run = run_script(pod.base, "QUIT", path=tmp_path)
-    assert run.returncode == 2
-    assert run.stdout == ""
-    assert "usage" in run.stderr
+@pytest.mark.parametrize(("wait_ms", "window_ms"), [("x", "5000"), ("-1", "5000"), ("0", "1.5"), ("", "")])
+def test_bad_numbers_are_a_usage_error(pod: Pod, tmp_path: Path, wait_ms: str, window_ms: str) -> None:
+    listener = pod.listen("job", "p")
+    argv = script_argv()
+    argv[-3:-1] = [wait_ms, window_ms]  # ... JOBS PROCESSES WAIT_MS WINDOW_MS ONLY
+    env = {"PATH": str(toolbox(tmp_path / "bin", ["perl"])), "CONTAINERRUN_BASE_DIR": str(pod.base)}
+    done = subprocess.run(argv, env=env, input=b"STOP\t1\tjob/p\n", capture_output=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert b"usage" in done.stderr
+    assert listener.received_so_far() == []
 
 
 @pytest.mark.parametrize("tool", SEND_TOOLS)
@@ -419,25 +454,20 @@ def test_read_only_tmp_skips_ncat_and_nc(tmp_path: Path) -> None:
     try:
         live = pod.listen("job", "p")
         bin_dir = toolbox(Path(tempfile.mkdtemp(dir=base)), ["ncat", "nc", "perl"])
-        command = ["/bin/sh", *build_command(Action.STOP, [], [])[1:]]
+        command = [*read_only_tmp, *script_argv(shell="sh")]
         env = {"PATH": str(bin_dir), "CONTAINERRUN_BASE_DIR": str(pod.base)}
 
-        def run_with_read_only_tmp() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [*read_only_tmp, *command], env=env, capture_output=True, text=True, timeout=60, check=False
-            )
-
-        done = run_with_read_only_tmp()
+        done = converse(command, env, answering(Action.STOP))
         assert done.returncode == 0, done.stderr
-        report = parse_output(done.stdout)
+        report = done.report
         assert report.tool == "perl"
         assert [s.result for s in report.sockets] == ["sent"]
         assert live.wait_for(1) == [b"STOP\n"]
 
         (bin_dir / "perl").unlink()
-        done = run_with_read_only_tmp()
+        done = converse(command, env, answering(Action.STOP))
         assert done.returncode == 3
-        assert parse_output(done.stdout).error == "no-sender-tool"
+        assert done.report.error == "no-sender-tool"
         assert "/tmp is not writable" in done.stderr
     finally:
         pod.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -15,15 +14,16 @@ from pathlib import Path
 import pytest
 
 from harness.testing import missing
-from processcontrol.podexec.script import SCRIPT, Action, ScriptReport, build_command, parse_output
+from processcontrol.podexec.script import SCRIPT, Action, Idle, Outcome, ScriptReport
 
 from .conftest import (
     PROCESSCONTROL,
-    SHELLS,
+    WINDOW_S,
     Containerrun,
     Listener,
     Pod,
     make_stale_socket,
+    run_script,
     tool_path,
     toolbox,
 )
@@ -48,7 +48,7 @@ def bin_dir_for(tool: str, directory: Path, extra: tuple[str, ...] = ()) -> Path
 
 def run(
     pod: Pod,
-    action: Action,
+    action: Action | str,
     path: Path,
     *,
     script: str | None = None,
@@ -57,15 +57,28 @@ def run(
     wait_s: float = 0.0,
     jobs: tuple[str, ...] = (),
 ) -> ScriptReport:
-    command = build_command(action, jobs, (), only=only, wait_s=wait_s)
-    if script is not None:
-        command[2] = script
-    env = {"PATH": str(path), "CONTAINERRUN_BASE_DIR": str(pod.base)}
-    done = subprocess.run(
-        [*SHELLS[shell], *command[1:]], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    """One exec: STOP/START with the go-ahead for every socket the look reported (the report of the send), or
+    STATUS (no go-ahead: the look)."""
+    done = run_script(pod.base, str(action), jobs, path=path, shell=shell, only=only, wait_s=wait_s, script=script)
     assert done.returncode == 0, done.stderr
-    return parse_output(done.stdout)
+    return done.report
+
+
+def outcome(
+    pod: Pod,
+    action: Action | str,
+    path: Path,
+    *,
+    script: str | None = None,
+    shell: str = "sh",
+    only: list[tuple[str, str]] | None = None,
+    wait_s: float = 0.0,
+) -> Outcome:
+    """Like `run`, the whole outcome: the look and what was done with the go-ahead."""
+    done = run_script(pod.base, str(action), path=path, shell=shell, only=only, wait_s=wait_s, script=script)
+    assert done.returncode == 0, done.stderr
+    assert done.report is not None  # the property checks that the go-ahead was acted on as written
+    return done.outcome
 
 
 def states(report: ScriptReport) -> dict[tuple[str, str], tuple[str, bool, bool]]:
@@ -103,7 +116,7 @@ def test_status_probes_only_stopped_sockets(pod: Pod, containerruns: Start, tmp_
     path = bin_dir_for(tool, tmp_path / "bin", ("sleep",))
     run(pod, Action.STOP, path, only=[("job", "stopped")], wait_s=10)
     assert not stopped.sentinel.exists()
-    report = run(pod, Action.STATUS, path)
+    report = run(pod, "STATUS", path)
     assert states(report) == {
         ("job", "live"): ("probed", True, True),
         ("job", "stopped"): ("probed", False, False),
@@ -147,7 +160,12 @@ def test_wait_without_fractional_sleep_never_sleeps_a_second(pod: Pod, tmp_path:
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     report = run(pod, Action.STOP, path, wait_s=10)
     assert states(report) == {("job", "slow"): ("sent", True, False)}
-    assert log.read_text().split() == [".001"]  # the one check whether fractions work; never a whole second
+    # The one check whether fractions work; never a whole second for a nap. The watchdog's sleep (the window's,
+    # whole seconds; killed once the go-ahead is in) logs too, unless it is killed before its first line.
+    naps = log.read_text().split()
+    watchdog = str(int(WINDOW_S) + 1)
+    assert [n for n in naps if n != watchdog] == [".001"]
+    assert naps.count(watchdog) <= 1
 
 
 class DelayedStop(Listener):
@@ -218,7 +236,7 @@ def test_only_selects_pairs(
 def test_only_is_still_filtered(pod: Pod, tmp_path: Path) -> None:
     for job, process in (("a", "x"), ("b", "x")):
         pod.listen(job, process)
-    report = run(pod, Action.STATUS, bin_dir_for("perl", tmp_path / "bin"), only=[("a", "x"), ("b", "x")], jobs=("b",))
+    report = run(pod, "STATUS", bin_dir_for("perl", tmp_path / "bin"), only=[("a", "x"), ("b", "x")], jobs=("b",))
     assert [(s.job, s.process) for s in report.sockets] == [("b", "x")]
 
 
@@ -287,30 +305,35 @@ os.unlink(me)
 def test_compact_form_behaves_like_the_readable_source(
     pod: Pod, containerruns: Start, tmp_path: Path, tool: str, shell: str
 ) -> None:
-    """Issue 14 item 3: what is sent is generated from inpod.sh; both forms give the same reports."""
+    """Issue 14 item 3: what is sent is generated from inpod.sh; both forms give the same looks and reports."""
     runners = [containerruns("j1", "a"), containerruns("j1", "b"), containerruns("j2", "a")]
     make_stale_socket(pod.base, "j2", "stale")
     path = bin_dir_for(tool, tmp_path / "bin", ("sleep",))
-    steps: list[tuple[Action, float, list[tuple[str, str]] | None]] = [
-        (Action.STATUS, 0, None),
-        (Action.STOP, 10, [("j1", "a"), ("j2", "a"), ("j2", "stale")]),
-        (Action.STATUS, 0, None),
-        (Action.START, 10, None),
+    steps: list[tuple[str, float, list[tuple[str, str]] | None]] = [
+        ("STATUS", 0, None),
+        ("STOP", 10, [("j1", "a"), ("j2", "a"), ("j2", "stale")]),
+        ("STATUS", 0, None),
+        ("START", 10, None),
     ]
-    seen: dict[str, list[ScriptReport]] = {"compact": [], "readable": []}
+
+    def without_pids(report: ScriptReport) -> ScriptReport:
+        # pids differ between the two rounds (START starts a new child): compare whether there is one
+        return report.model_copy(
+            update={"sockets": [s.model_copy(update={"pid": s.pid is not None}) for s in report.sockets]}
+        )
+
+    seen: dict[str, list[Outcome]] = {"compact": [], "readable": []}
     for form in ("compact", "readable"):
         for action, wait_s, only in steps:
-            report = run(
+            got = outcome(
                 pod, action, path, script=None if form == "compact" else SCRIPT, shell=shell, only=only, wait_s=wait_s
             )
-            # pids differ between the two rounds (START starts a new child): compare whether there is one
-            seen[form].append(
-                report.model_copy(
-                    update={"sockets": [s.model_copy(update={"pid": s.pid is not None}) for s in report.sockets]}
-                )
-            )
+            update = {"look": without_pids(got.look), "acted": got.acted and without_pids(got.acted)}
+            seen[form].append(got.model_copy(update=update))
     assert seen["compact"] == seen["readable"]
-    assert [len(r.sockets) for r in seen["compact"]] == [4, 3, 4, 4]
+    assert [len(o.look.sockets) for o in seen["compact"]] == [4, 3, 4, 4]
+    assert [o.acted and len(o.acted.sockets) for o in seen["compact"]] == [None, 3, None, 4]
+    assert [o.idle for o in seen["compact"]] == [Idle.EOF, None, Idle.EOF, None]
     for runner in runners:
         assert runner.sentinel.exists()
 

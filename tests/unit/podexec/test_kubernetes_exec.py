@@ -25,7 +25,9 @@ import kubernetes
 import pytest
 
 from processcontrol.exceptions import ExecFailed, ExecForbidden, ExecTimeout, PodGone
+from processcontrol.podexec.script import READY
 from processcontrol.podexec.transport import (
+    Dialogue,
     ExecOutputTooLarge,
     ExecUnavailable,
     KubernetesExec,
@@ -112,6 +114,9 @@ class Handler(socketserver.BaseRequestHandler):
         if pod == "hangs":
             time.sleep(5)
             return
+        if pod.startswith("dialogue"):
+            self.converse(conn, pod)
+            return
         if pod.startswith("flood"):
             # A container whose sh prints without end (a profile script, a broken image): 64 KiB frames of
             # stdout until the client hangs up, or 64 MiB in all.
@@ -151,6 +156,48 @@ class Handler(socketserver.BaseRequestHandler):
         conn.sendall(frame(struct.pack("!H", 1000), opcode=0x8))
         time.sleep(0.05)
 
+    def converse(self, conn: socket.socket, pod: str) -> None:
+        """The in-pod script's look, its ready line split over two frames; then one stdin frame, echoed. Pod
+        `dialogue-drop` drops the connection once it has the frame (no exit status, no close frame)."""
+        conn.sendall(frame(b"\x01PCTL1\ttool\tperl\nPCTL1\tre"))
+        time.sleep(0.05)
+        conn.sendall(frame(b"\x01ady\t0\n"))
+        conn.settimeout(5)
+        data = read_client_frame(conn)
+        with self.server.lock:
+            self.server.stdin.append(data)
+        if pod == "dialogue-drop":
+            conn.shutdown(socket.SHUT_RDWR)
+            return
+        conn.sendall(frame(b"\x01got " + data[1:]))
+        conn.sendall(frame(b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode()))
+        self.release()
+        conn.sendall(frame(struct.pack("!H", 1000), opcode=0x8))
+
+
+def read_exactly(conn: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("the client hung up")
+        data += chunk
+    return data
+
+
+def read_client_frame(conn: socket.socket) -> bytes:
+    """One websocket frame from the client (masked, as clients send them): its payload."""
+    first, second = read_exactly(conn, 2)
+    assert first & 0x0F in (0x1, 0x2), f"not a data frame: opcode {first & 0x0F}"
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", read_exactly(conn, 2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", read_exactly(conn, 8))
+    mask = read_exactly(conn, 4) if second & 0x80 else b"\0\0\0\0"
+    payload = read_exactly(conn, length)
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
 
 class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
@@ -162,6 +209,7 @@ class Server(socketserver.ThreadingTCPServer):
         self.active = 0
         self.peak = 0
         self.requests: list[tuple[str, dict[str, list[str]]]] = []
+        self.stdin: list[bytes] = []  # what the dialogue pods got on stdin (channel byte first)
 
 
 @pytest.fixture
@@ -181,7 +229,8 @@ def configuration(server: Server) -> Any:
 
 
 def make(configuration: Any, **kwargs: Any) -> KubernetesPodExecutor:
-    options: dict[str, Any] = {"max_concurrency": 8, "timeout_s": 3.0, "retries": 0, "backoff_s": 0.01}
+    # 10 s: the first exec of a run also builds the API client (1-3 s on a loaded machine); the server answers at once.
+    options: dict[str, Any] = {"max_concurrency": 8, "timeout_s": 10.0, "retries": 0, "backoff_s": 0.01}
     options.update(kwargs)
     return KubernetesPodExecutor(configuration, **options)
 
@@ -328,3 +377,89 @@ async def test_the_bound_is_configurable(configuration: Any) -> None:
             await ex.run("ns", "big-but-fine", "c", ["true"])
     finally:
         ex.close()
+
+
+# --- the dialogue over the real stream -------------------------------------------------------------------------
+
+LOOK_OUT = "PCTL1\ttool\tperl\nPCTL1\tready\t0\n"
+
+
+class Answers:
+    def __init__(self, reply: str | BaseException | None) -> None:
+        self.reply = reply
+        self.asked: list[str] = []
+
+    async def __call__(self, stdout: str) -> str | None:
+        self.asked.append(stdout)
+        if isinstance(self.reply, BaseException):
+            raise self.reply
+        return self.reply
+
+
+async def test_a_dialogue_answers_its_prompt_on_stdin(server: Server, configuration: Any) -> None:
+    """stdin is asked for; the answer waits for the whole ready line (here split over two frames) and goes out
+    once, on channel 0; the command's output after it is read as ever."""
+    answers = Answers("STOP\t7\tj/p\n")
+    ex = make(configuration, retries=3)
+    try:
+        result = await ex.run("ns", "dialogue", "c", ["sh"], Dialogue(READY, answers))
+    finally:
+        ex.close()
+    assert answers.asked == [LOOK_OUT]
+    assert server.stdin == [b"\x00STOP\t7\tj/p\n"]
+    assert result.stdout == LOOK_OUT + "got STOP\t7\tj/p\n"
+    assert result.returncode == 0
+    _, query = server.requests[0]
+    assert [v.lower() for v in query["stdin"]] == ["true"]
+
+
+async def test_no_answer_writes_an_empty_line(server: Server, configuration: Any) -> None:
+    ex = make(configuration)
+    try:
+        result = await ex.run("ns", "dialogue", "c", ["sh"], Dialogue(READY, Answers(None)))
+    finally:
+        ex.close()
+    assert server.stdin == [b"\x00\n"]
+    assert result.stdout == LOOK_OUT + "got \n"
+
+
+async def test_a_stream_lost_after_the_answer_is_not_retried(server: Server, configuration: Any) -> None:
+    """The go-ahead is out, then the connection drops: the script may have acted, so no second exec."""
+    answers = Answers("START\t2\tj/p\n")
+    ex = make(configuration, retries=3)
+    try:
+        with pytest.raises(ExecUnavailable):
+            await ex.run("ns", "dialogue-drop", "c", ["sh"], Dialogue(READY, answers))
+    finally:
+        ex.close()
+    assert len(server.requests) == 1
+    assert answers.asked == [LOOK_OUT]
+    assert server.stdin == [b"\x00START\t2\tj/p\n"]
+
+
+async def test_a_stream_lost_after_an_empty_line_is_retried(server: Server, configuration: Any) -> None:
+    """Nothing was told (an empty line): the attempt is retried as without a dialogue, and asks again."""
+    answers = Answers(None)
+    ex = make(configuration, retries=2)
+    try:
+        with pytest.raises(ExecUnavailable):
+            await ex.run("ns", "dialogue-drop", "c", ["sh"], Dialogue(READY, answers))
+    finally:
+        ex.close()
+    assert len(server.requests) == 3
+    assert answers.asked == [LOOK_OUT] * 3
+    assert server.stdin == [b"\x00\n"] * 3
+
+
+@pytest.mark.parametrize("pod", ["dialogue", "dialogue-drop"])
+async def test_an_answer_that_raises_is_reraised_not_retried(server: Server, configuration: Any, pod: str) -> None:
+    boom = RuntimeError("the ledger write failed")
+    ex = make(configuration, retries=3)
+    try:
+        with pytest.raises(RuntimeError) as caught:
+            await ex.run("ns", pod, "c", ["sh"], Dialogue(READY, Answers(boom)))
+    finally:
+        ex.close()
+    assert caught.value is boom
+    assert len(server.requests) == 1
+    assert server.stdin == [b"\x00\n"]  # the command was told nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import random
@@ -13,7 +14,9 @@ from collections.abc import Callable
 import pytest
 
 from processcontrol.exceptions import ExecError, ExecFailed, ExecForbidden, ExecTimeout, PodGone
+from processcontrol.podexec.script import READY
 from processcontrol.podexec.transport import (
+    Dialogue,
     ExecCall,
     ExecResult,
     ExecUnavailable,
@@ -22,6 +25,7 @@ from processcontrol.podexec.transport import (
     StreamHandle,
     _exit_status,
     classify_exec_error,
+    prompted,
 )
 
 CALL = ExecCall("kubecf", "database-0", "pxc-mysql", ("sh", "-c", "true"), 5.0)
@@ -395,3 +399,201 @@ def test_exit_status_of_a_command_that_never_ran() -> None:
     )
     with pytest.raises(ExecFailed, match="executable file not found"):
         _exit_status(raw, CALL)
+
+
+# --- the dialogue: asking before acting ------------------------------------------------------------------------
+
+LOOK_OUT = "PCTL1\ttool\tperl\nPCTL1\tsocket\tj\tp\tprobed\t1\t-\t1\nPCTL1\tready\t1\n"
+GO = "STOP\t1\tj/p\n"
+
+
+class Conversing:
+    """An `ExecOnce` that does what `KubernetesExec` does with a dialogue: prints the look, asks once, writes the
+    answer (an empty line for none), then ends as the next of `endings` says: an exception raised, or the output."""
+
+    def __init__(self, endings: list[Exception | None] | None = None, ask_timeout_s: float = 5.0) -> None:
+        self.endings = list(endings or [])
+        self.ask_timeout_s = ask_timeout_s
+        self.attempts = 0
+        self.written: list[str] = []
+        self.handles: list[StreamHandle] = []
+
+    def __call__(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
+        self.attempts += 1
+        self.handles.append(handle)
+        assert call.dialogue is not None
+        assert prompted(LOOK_OUT.encode(), call.dialogue)
+        answer = handle.ask(call.dialogue, LOOK_OUT, self.ask_timeout_s)
+        self.written.append(answer or "\n")
+        ending = self.endings.pop(0) if self.endings else None
+        if ending is not None:
+            raise ending
+        return ExecResult(LOOK_OUT + "PCTL1\tgo\tSTOP\t1\n", "", 0, 0.0)
+
+
+class Answers:
+    """A dialogue's answer coroutine that records what it was asked, and where it ran."""
+
+    def __init__(self, reply: str | BaseException | None = GO) -> None:
+        self.reply = reply
+        self.asked: list[str] = []
+        self.threads: list[int] = []
+
+    async def __call__(self, stdout: str) -> str | None:
+        self.asked.append(stdout)
+        self.threads.append(threading.get_ident())
+        if isinstance(self.reply, BaseException):
+            raise self.reply
+        return self.reply
+
+
+async def test_the_answer_is_decided_on_the_event_loop_and_written_once() -> None:
+    once, answers = Conversing(), Answers()
+    dialogue = Dialogue(READY, answers)
+    result = await executor(once, retries=3).run("ns", "p", "c", ["sh"], dialogue)
+    assert result.stdout.endswith("PCTL1\tgo\tSTOP\t1\n")
+    assert answers.asked == [LOOK_OUT]
+    assert answers.threads == [threading.get_ident()]  # the loop's thread (may write to the API), not the exec's
+    assert once.written == [GO]
+    assert once.handles[0].answered
+
+
+CALLER = contextvars.ContextVar[str]("CALLER")
+
+
+async def test_the_answer_runs_with_the_callers_context_vars() -> None:
+    """kopf.event reads kopf's context vars: an answer that posts an event (a probe conflict, a ledger write that
+    failed) must run with the worker's, not the exec thread's empty context (seen on the real node)."""
+    seen: list[str] = []
+
+    async def answer(stdout: str) -> str | None:
+        seen.append(CALLER.get("none"))
+        return GO
+
+    CALLER.set("the pod worker")
+    await executor(Conversing(), retries=0).run("ns", "p", "c", ["sh"], Dialogue(READY, answer))
+    assert seen == ["the pod worker"]
+
+
+@pytest.mark.parametrize(
+    ("error", "options"),
+    [(ExecUnavailable("connection reset"), {}), (ExecTimeout("slow"), {"retry_timeouts": True})],
+    ids=["unavailable", "timeout"],
+)
+async def test_a_failure_after_the_answer_was_written_is_not_retried(
+    error: ExecError, options: dict[str, object]
+) -> None:
+    """What the command did with the answer is the caller's to find out (a look): another attempt would look and
+    ask again, and might act twice."""
+    once, answers = Conversing([error]), Answers()
+    ex = executor(once, retries=3, backoff_s=0.001, **options)
+    with pytest.raises(type(error)):
+        await ex.run("ns", "p", "c", ["sh"], Dialogue(READY, answers))
+    assert once.attempts == 1
+    assert len(answers.asked) == 1
+    assert once.written == [GO]
+
+
+async def test_a_failure_before_the_prompt_is_retried() -> None:
+    asked = 0
+
+    def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
+        nonlocal asked
+        if asked == 0:
+            asked += 1
+            raise ExecUnavailable("502 before the command started")
+        assert call.dialogue is not None
+        handle.ask(call.dialogue, LOOK_OUT, 5)
+        return ok(call, handle)
+
+    answers = Answers()
+    result = await executor(once, retries=3, backoff_s=0.001).run("ns", "p", "c", ["sh"], Dialogue(READY, answers))
+    assert result.stdout == "p\n"
+    assert answers.asked == [LOOK_OUT]
+
+
+async def test_no_answer_writes_an_empty_line_and_a_failure_after_it_may_be_retried() -> None:
+    """None: the command gets an empty line (the in-pod script sends nothing on it); nothing was told, so a failed
+    attempt is retried as without a dialogue."""
+    once, answers = Conversing([ExecUnavailable("reset")]), Answers(None)
+    result = await executor(once, retries=3, backoff_s=0.001).run("ns", "p", "c", ["sh"], Dialogue(READY, answers))
+    assert result.returncode == 0
+    assert once.written == ["\n", "\n"]
+    assert once.attempts == 2
+    assert not any(handle.answered for handle in once.handles)
+
+
+@pytest.mark.parametrize("ending", [None, ExecUnavailable("reset")], ids=["exec-ok", "exec-failed"])
+async def test_an_answer_that_raises_is_reraised_and_never_retried(ending: Exception | None) -> None:
+    """The answer's failure (a ledger write refused, a bug) is the caller's, not the exec's: re-raised as it is,
+    never taken for a failed exec and retried; the command got an empty line meanwhile."""
+    boom = RuntimeError("the ledger write failed")
+    once, answers = Conversing([ending]), Answers(boom)
+    with pytest.raises(RuntimeError) as caught:
+        await executor(once, retries=3, backoff_s=0.001).run("ns", "p", "c", ["sh"], Dialogue(READY, answers))
+    assert caught.value is boom
+    if ending is not None:
+        assert caught.value.__cause__ is ending
+    assert once.attempts == 1
+    assert once.written == ["\n"]
+
+
+async def test_an_answer_slower_than_the_attempt_is_given_up() -> None:
+    cancelled = asyncio.Event()
+
+    async def never(stdout: str) -> str:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return GO
+
+    once = Conversing(ask_timeout_s=0.1)
+    result = await executor(once).run("ns", "p", "c", ["sh"], Dialogue(READY, never))
+    assert result.returncode == 0
+    assert once.written == ["\n"]
+    assert not once.handles[0].answered
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_no_answer_is_written_once_the_attempt_was_given_up() -> None:
+    handle = StreamHandle(asyncio.get_running_loop())
+    handle.close()  # timed out or cancelled meanwhile
+    answer = await asyncio.to_thread(handle.ask, Dialogue(READY, Answers()), LOOK_OUT, 5)
+    assert answer == ""
+    assert not handle.answered
+
+
+async def test_the_dialogue_reaches_the_attempt() -> None:
+    seen: list[ExecCall] = []
+
+    def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
+        seen.append(call)
+        return ok(call, handle)
+
+    dialogue = Dialogue(READY, Answers())
+    await executor(once).run("ns", "p", "c", ["sh"], dialogue)
+    await executor(once).run("ns", "p", "c", ["sh"])
+    assert [call.dialogue for call in seen] == [dialogue, None]
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        (b"", False),
+        (b"PCTL1\tready\t", False),  # not a whole line yet
+        (b"PCTL1\tready\t2", False),
+        (b"PCTL1\tready\t2\n", True),
+        (b"PCTL1\ttool\tperl\nPCTL1\tready\t0\n", True),
+        (b"PCTL1\ttool\tperl\nPCTL1\tready\t0", False),
+        (b"PCTL1\ttool\tperl\nPCTL1\tready\t0\nPCTL1\tgo\tSTOP\t1\n", True),
+        (b"say PCTL1\tready\t0\n", False),  # not at a line's start
+        (b"PCTL1\ttool\tperl\n", False),
+    ],
+)
+def test_prompted_needs_the_prompt_as_a_whole_line(stdout: bytes, expected: bool) -> None:
+    dialogue = Dialogue(READY, Answers())
+    assert prompted(stdout, dialogue) is expected
+    assert prompted(bytearray(stdout), dialogue) is expected
+    assert prompted(stdout, None) is False

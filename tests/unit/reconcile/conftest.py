@@ -8,6 +8,7 @@ server does) and suspensions. Only the Kubernetes API is replaced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 import shutil
@@ -23,9 +24,11 @@ from typing import Any
 import kopf
 import pytest
 
+from harness.base import kill_marked
+from harness.fakepods import CONTAINER_ENV
 from processcontrol.api import INSTANCE_GROUP_LABEL, SUSPENDED_LABEL
-from processcontrol.exceptions import Conflict, ExecError, NotFound
-from processcontrol.podexec.transport import ExecResult
+from processcontrol.exceptions import ApiError, Conflict, ExecError, ExecTimeout, NotFound
+from processcontrol.podexec.transport import Dialogue, ExecResult, prompted
 from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
 from processcontrol.reconcile.settings import ProcessControlSettings
@@ -45,8 +48,13 @@ class FakePod:
     base: Path
     runners: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    def container(self, job: str, process: str) -> str:
+        """The environment entry every process of this container carries (containerrun and its main process)."""
+        return f"{CONTAINER_ENV}={self.base}/{job}/{process}"
+
     def start(self, job: str, process: str) -> None:
         sock = self.base / "data" / job / f"{process}_containerrun.sock"
+        name, value = self.container(job, process).split("=", 1)
         self.runners[(job, process)] = subprocess.Popen(
             [
                 *(str(CONTAINERRUN), "--job-name", job, "--process-name", process, "--base-dir", str(self.base)),
@@ -54,6 +62,7 @@ class FakePod:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, name: value},
         )
         deadline = time.monotonic() + 20
         while not (sock.is_socket() and self.running(job, process)):
@@ -61,8 +70,9 @@ class FakePod:
             time.sleep(0.02)
 
     def restart(self, job: str, process: str) -> None:
-        """A container restart: containerrun killed and started again, its process running."""
-        self.runners[(job, process)].kill()
+        """A container restart: everything in the container killed (containerrun and its main process, which runs
+        in a session of its own), containerrun started again, its process running."""
+        kill_marked(self.container(job, process))
         self.runners[(job, process)].wait()
         self.start(job, process)
 
@@ -82,15 +92,20 @@ class FakePod:
         return {key: self.running(*key) for key in self.runners}
 
     def close(self) -> None:
-        for runner in self.runners.values():
+        for (job, process), runner in self.runners.items():
             runner.terminate()
             runner.wait(10)
+            # A main process the test left stopped-but-not-gone, or one containerrun did not wait for.
+            kill_marked(self.container(job, process))
 
 
 class LocalExecutor:
-    """Runs the exec command here, with the pod's base dir as CONTAINERRUN_BASE_DIR (what kwok's Exec does).
+    """Runs the exec command here, with the pod's base dir as CONTAINERRUN_BASE_DIR (what kwok's Exec does), stdin
+    open when the exec has a dialogue, as the websocket exec has it.
 
-    `hold[pod]`, when set, is awaited before that pod's next exec runs: a slow or hanging pod on demand."""
+    `hold[pod]`, when set, is awaited before that pod's next exec runs: a slow or hanging pod on demand.
+    `fail[pod]` fails that pod's execs. `calls` has (pod, what each exec did): the go-ahead's STOP or START, or
+    LOOK when it was told nothing."""
 
     def __init__(self, pods: Mapping[str, FakePod], path: str | None = None) -> None:
         self.pods = pods
@@ -98,25 +113,93 @@ class LocalExecutor:
         self.calls: list[tuple[str, str]] = []
         self.hold: dict[str, asyncio.Event] = {}
         self.fail: dict[str, ExecError] = {}
+        self.waiting: set[str] = set()  # pods whose exec waits at its `hold` gate
+        # pod -> seconds: its next exec times out at once for the operator, and its command starts that much later
+        # in the pod, on a stream nobody answers (a slow kubelet; kwok does not kill what an exec left running).
+        self.late: dict[str, float] = {}
+        self.stragglers: list[asyncio.Task[None]] = []
+        self.timeline: list[tuple[str, str, int]] = []  # (pod, "go STOP"/"go START", seq); the World adds writes
 
-    async def run(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecResult:
-        self.calls.append((pod, command[4]))
+    async def run(
+        self, namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+    ) -> ExecResult:
         gate = self.hold.get(pod)
         if gate is not None:
+            self.waiting.add(pod)
             await gate.wait()
+            self.waiting.discard(pod)
         if pod in self.fail:
+            self.calls.append((pod, "FAILED"))
             raise self.fail[pod]
+        if pod in self.late:
+            self.calls.append((pod, "TIMEOUT"))
+            self.stragglers.append(asyncio.create_task(self._straggle(pod, command, self.late.pop(pod))))
+            raise ExecTimeout(f"exec into {pod}: no answer")
         env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(self.pods[pod].base))
         if self.path is not None:
             env["PATH"] = self.path
         started = time.monotonic()
+        self.calls.append((pod, "EXEC"))  # what it did is known at its end
+        call = len(self.calls) - 1
         # Like kwok (Go's exec), the program is found on this process's PATH; the pod's PATH is what it sees.
         argv = [shutil.which(command[0]) or command[0], *command[1:]]
-        done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, env=env, check=False)
-        return ExecResult(done.stdout, done.stderr, done.returncode, time.monotonic() - started)
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if dialogue is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            stdout = b""
+            did = "LOOK"
+            if dialogue is not None:
+                assert process.stdin is not None
+                while not prompted(stdout, dialogue):
+                    line = await process.stdout.readline()
+                    if not line:
+                        break
+                    stdout += line
+                if prompted(stdout, dialogue):
+                    answer = await dialogue.answer(stdout.decode())
+                    if answer:
+                        did, seq = answer.split("\t")[:2]
+                        self.timeline.append((pod, f"go {did}", int(seq)))
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        process.stdin.write((answer or "\n").encode())
+                        await process.stdin.drain()
+                        process.stdin.close()
+            rest, errors = await process.communicate()
+        finally:
+            if process.returncode is None:  # cancelled (the worker stopped): the exec goes with it
+                process.kill()
+                await asyncio.shield(process.wait())
+        if call < len(self.calls) and self.calls[call] == (pod, "EXEC"):
+            self.calls[call] = (pod, did)
+        return ExecResult((stdout + rest).decode(), errors.decode(), process.returncode, time.monotonic() - started)
 
     def actions(self, pod: str) -> list[str]:
         return [action for name, action in self.calls if name == pod]
+
+    async def _straggle(self, pod: str, command: list[str], delay: float) -> None:
+        """The command of an exec its operator gave up on: it starts late, its stdin open and never written."""
+        await asyncio.sleep(delay)
+        env = dict(os.environ, CONTAINERRUN_BASE_DIR=str(self.pods[pod].base))
+        argv = [shutil.which(command[0]) or command[0], *command[1:]]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await asyncio.shield(process.wait())
 
 
 def pod_body(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -155,6 +238,11 @@ class World:
     version: int = 1
     runtime: Runtime | None = None
     events: list[dict[str, Any]] = field(default_factory=list)  # every pod's, as the kubelet posts them
+    # Shared with the executor: every ledger write (pod, "write", seq) and go-ahead, in order.
+    timeline: list[tuple[str, str, int]] = field(default_factory=list)
+    refuse_writes: set[str] = field(default_factory=set)  # pods whose metadata patches fail (an API outage)
+    on_write: Callable[[str], None] | None = None  # called with the pod's name after each patch is applied
+    before_write: Callable[[str], None] | None = None  # called before; it may raise (the write fails)
 
     def pods_of(self, namespace: str) -> list[PodInfo]:
         return [pod_info_from_body(body) for body in self.pods.values()]
@@ -182,16 +270,31 @@ class World:
         return copy.deepcopy(self.pods[name])
 
     async def patch_pod_metadata(
-        self, namespace: str, name: str, metadata: Mapping[str, Any], resource_version: str | None
+        self,
+        namespace: str,
+        name: str,
+        metadata: Mapping[str, Any],
+        resource_version: str | None,
+        uid: str | None = None,
     ) -> dict[str, Any]:
         if name not in self.pods:
             raise NotFound(f"pod {name}")
+        if self.before_write is not None:
+            self.before_write(name)
+        if name in self.refuse_writes:
+            raise ApiError(f"pod {name}: the API server is unavailable")
         meta = self.pods[name]["metadata"]
         if resource_version is not None and resource_version != meta["resourceVersion"]:
             raise Conflict(f"pod {name} changed")
+        if uid is not None and uid != meta["uid"]:
+            raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {meta['uid']}")
         _merge(meta, metadata)
         self._bump(name)
-        return copy.deepcopy(self.pods[name])
+        self.timeline.append((name, "write", self.ledger(name).seq))
+        written = copy.deepcopy(self.pods[name])
+        if self.on_write is not None:
+            self.on_write(name)
+        return written
 
     async def pod_events(self, namespace: str, pod_uid: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.events)
@@ -205,6 +308,15 @@ class World:
         self.pods[name] = pod_body(name, labels)
         self.changed(name)
 
+    def recreate(self, name: str) -> None:
+        """The pod deleted and created again under its name (a StatefulSet): a new uid, no ledger, no label."""
+        body = pod_body(name)
+        self.version += 1
+        body["metadata"]["uid"] = f"uid-{name}-{self.version}"
+        body["metadata"]["resourceVersion"] = str(self.version)
+        self.pods[name] = body
+        self.changed(name)
+
     def relabel(self, name: str, labels: Mapping[str, str | None]) -> None:
         _merge(self.pods[name]["metadata"], {"labels": dict(labels)})
         self._bump(name)
@@ -212,6 +324,18 @@ class World:
 
     def restart(self, name: str) -> None:
         self.pods[name]["status"]["containerStatuses"][0]["restartCount"] += 1
+        self._bump(name)
+        self.changed(name)
+
+    def terminate(self, name: str) -> None:
+        """The pod is being deleted (deletionTimestamp set), its containers still up."""
+        self.pods[name]["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+        self._bump(name)
+        self.changed(name)
+
+    def edit_annotations(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """A person (or a tool) changes the pod's annotations."""
+        _merge(self.pods[name]["metadata"], {"annotations": dict(annotations)})
         self._bump(name)
         self.changed(name)
 
@@ -280,6 +404,7 @@ async def world(pods: dict[str, FakePod]) -> AsyncIterator[tuple[World, LocalExe
     """The in-memory API with the two pods, and the runtime whose workers act on them."""
     made = World()
     executor = LocalExecutor(pods)
+    executor.timeline = made.timeline
     runtime = Runtime(settings=SETTINGS, executor=executor, kube=made)  # type: ignore[arg-type]
     runtime.pods_of = made.pods_of
     runtime.pod = made.pod
@@ -291,6 +416,9 @@ async def world(pods: dict[str, FakePod]) -> AsyncIterator[tuple[World, LocalExe
     for gate in executor.hold.values():
         gate.set()
     await runtime.stop_workers()
+    for straggler in executor.stragglers:
+        straggler.cancel()
+    await asyncio.gather(*executor.stragglers, return_exceptions=True)
 
 
 async def eventually(check: Callable[[], bool | Awaitable[bool]], what: str, within: float = 15.0) -> None:

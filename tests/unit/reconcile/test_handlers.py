@@ -5,7 +5,7 @@ they would to a cluster, through one kubeconfig: kopf (aiohttp, logged in by its
 discovery, watches, finalizer and events, and our `KubeClient` (the official client, urllib3) for the
 status subresource and the pod labels. Only the exec transport is replaced: a scripted fake that keeps each pod's
 processes in memory and prints what the in-pod script prints (STOP/START are sent while the process is still up;
-the next STATUS finds it gone or back, as containerrun behaves), so the operator must verify with STATUS.
+the next look finds it gone or back, as containerrun behaves), so the operator must verify with a look.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing_extensions import override
 
 import processcontrol.reconcile.handlers  # noqa: F401  (registers the handlers in kopf's default registry)
 from processcontrol.api import GROUP, INSTANCE_GROUP_LABEL, PLURAL, SUSPENDED_LABEL, VERSION
-from processcontrol.podexec.script import PREFIX, Action
-from processcontrol.podexec.transport import ExecResult
+from processcontrol.podexec.script import PREFIX
+from processcontrol.podexec.transport import Dialogue, ExecResult
 from processcontrol.reconcile import runtime as runtime_module
 
 NAMESPACE = "kubecf"
@@ -168,35 +168,50 @@ class ScriptedPod:
 class ScriptedExecutor:
     """Answers the in-pod script's command line with the lines the script prints, from in-memory process states.
 
-    STOP/START report `sent` with the process as it was (containerrun takes a moment); the next STATUS reports
-    the requested state. Every call is recorded as (pod, container, action).
+    STOP/START report `sent` with the process as it was (containerrun takes a moment); the next look reports
+    the requested state. Every call is recorded as (pod, container, what it did: STOP, START or LOOK).
     """
 
     pods: dict[str, ScriptedPod] = field(default_factory=lambda: {name: ScriptedPod() for name in PODS})
     calls: list[tuple[str, str, str]] = field(default_factory=list)
 
-    async def run(self, namespace: str, pod: str, container: str, command: list[str]) -> ExecResult:
+    async def run(
+        self, namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+    ) -> ExecResult:
         assert namespace == NAMESPACE
-        action, jobs, processes = command[4], command[5], command[6]
-        self.calls.append((pod, container, action))
+        jobs, processes, only = command[4], command[5], command[8]
         state = self.pods[pod]
-        lines = [f"{PREFIX}\ttool\tncat"]
+        for key in list(state.requested):
+            state.running[key] = state.requested.pop(key)
+        selected = []
         for job, process in PROCESSES:
             if (jobs and job not in jobs.split(",")) or (processes and process not in processes.split(",")):
                 continue
-            key = (job, process)
-            if action == Action.STATUS:
-                if key in state.requested:
-                    state.running[key] = state.requested.pop(key)
-                result = "probed"
-            else:
-                state.requested[key] = action == Action.START
-                result = "sent"
-            running = state.running[key]
+            if only != "*" and f"{job}/{process}" not in only.split("\n"):
+                continue
+            selected.append((job, process))
+        lines = [f"{PREFIX}\ttool\tncat"]
+        for job, process in selected:
+            running = state.running[(job, process)]
             pid = "4242" if running else "-"
-            # STOP/START do not change `running` here (containerrun takes a moment): it is also the state before.
-            lines.append(f"{PREFIX}\tsocket\t{job}\t{process}\t{result}\t{int(running)}\t{pid}\t{int(running)}")
-        lines.append(f"{PREFIX}\tend\t{len(lines) - 1}")
+            lines.append(f"{PREFIX}\tsocket\t{job}\t{process}\tprobed\t{int(running)}\t{pid}\t{int(running)}")
+        lines.append(f"{PREFIX}\tready\t{len(selected)}")
+        answer = await dialogue.answer("\n".join(lines) + "\n") if dialogue is not None else None
+        if not answer:
+            self.calls.append((pod, container, "LOOK"))
+            lines += [f"{PREFIX}\tidle\teof", f"{PREFIX}\tend\t0"]
+            return ExecResult("\n".join(lines) + "\n", "", 0, 0.001)
+        action, seq, *pairs = answer.rstrip("\n").split("\t")
+        self.calls.append((pod, container, action))
+        lines += [f"{PREFIX}\tgo\t{action}\t{seq}", f"{PREFIX}\ttool\tncat"]
+        sent = [pair for pair in selected if "/".join(pair) in pairs]
+        for key in sent:
+            state.requested[key] = action == "START"
+            running = state.running[key]
+            # STOP/START do not change `running` here (containerrun takes a moment): the next look sees it.
+            pid = "4242" if running else "-"
+            lines.append(f"{PREFIX}\tsocket\t{key[0]}\t{key[1]}\tsent\t{int(running)}\t{pid}\t{int(running)}")
+        lines.append(f"{PREFIX}\tend\t{len(sent)}")
         return ExecResult("\n".join(lines) + "\n", "", 0, 0.001)
 
     def restart(self, pod: str) -> None:
@@ -351,7 +366,7 @@ async def test_create_adds_finalizer_stops_verifies_and_reports(operator: Operat
     assert not any(_official_client(r) for r in finalizer_patches)
 
     for pod in PODS:
-        assert executor.actions(pod)[:3] == ["STATUS", "STOP", "STATUS"], f"{pod}: ledger, STOP, verified"
+        assert executor.actions(pod)[:2] == ["STOP", "LOOK"], f"{pod}: ledger and STOP in one exec, then verified"
         assert {container for name, container, _ in executor.calls if name == pod} == {"pxc-mysql"}
         assert all(not running for running in executor.pods[pod].running.values())
 
@@ -378,7 +393,7 @@ async def test_create_adds_finalizer_stops_verifies_and_reports(operator: Operat
 async def test_a_container_restart_stops_that_pod_again(operator: Operator) -> None:
     api, executor = operator.api, operator.executor
     await create_and_wait_suspended(operator)
-    await until(lambda: len(executor.calls) == 6, "the first execs")  # nothing more while all is quiet
+    await until(lambda: len(executor.calls) == 4, "the first execs")  # nothing more while all is quiet
     executor.calls.clear()
 
     executor.restart("db-1")
@@ -387,7 +402,7 @@ async def test_a_container_restart_stops_that_pod_again(operator: Operator) -> N
 
     await until(lambda: not any(executor.pods["db-1"].running.values()), "db-1's processes stopped again")
     await until(lambda: "Resuspended" in api.event_reasons(), "the Resuspended event")
-    assert executor.actions("db-1")[:2] == ["STOP", "STATUS"]
+    assert executor.actions("db-1")[:2] == ["STOP", "LOOK"]
     assert executor.actions("db-0") == [], "the pod that did not restart is left alone"
     assert {p["name"]: p["state"] for p in api.suspension()["status"]["pods"]} == dict.fromkeys(PODS, "Suspended")
 
@@ -400,12 +415,12 @@ async def test_delete_resumes_then_releases_the_finalizer(operator: Operator) ->
     await api.delete(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{NAME}")
 
     # kopf stops the status daemon first and may run `release` more than once (at-least-once): allow a repeated
-    # STATUS, but never a STOP.
+    # look, but never a STOP.
     await until(lambda: api.suspension().deleted, "the object gone once the finalizer is removed", within=15.0)
     for pod in PODS:
         actions = executor.actions(pod)
-        assert actions[:2] == ["START", "STATUS"], f"{pod}: START, then verified with STATUS"
-        assert set(actions) == {"START", "STATUS"}, f"{pod}: nothing but resuming after deletion: {actions}"
+        assert actions[:2] == ["START", "LOOK"], f"{pod}: START, then verified with a look"
+        assert set(actions) == {"START", "LOOK"}, f"{pod}: nothing but resuming after deletion: {actions}"
         assert all(executor.pods[pod].running.values())
         assert SUSPENDED_LABEL not in api.pod(pod)["metadata"].get("labels", {})
     last = api.suspension().last
@@ -416,3 +431,28 @@ async def test_delete_resumes_then_releases_the_finalizer(operator: Operator) ->
     await until(lambda: "Released" in api.event_reasons(), "the Released event")
     for pod in PODS:
         assert "processcontrol.dev/holds" not in api.pod(pod)["metadata"].get("annotations", {})
+
+
+@pytest.fixture
+def kubecf_excluded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROCESSCONTROL_EXCLUDED_NAMESPACES names the operator's namespace (requested before `operator`)."""
+    monkeypatch.setenv("PROCESSCONTROL_EXCLUDED_NAMESPACES", f"kube-system,{NAMESPACE}")
+
+
+async def test_an_excluded_namespace_is_watched_but_never_acted_on(kubecf_excluded: None, operator: Operator) -> None:
+    api, executor = operator.api, operator.executor
+    await api.post(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}", json=suspension_body())
+    # kopf has the object (its watch delivered it), and a second later, when a watched namespace would long be
+    # Ready (the other tests), nothing has happened: no finalizer, no status, no exec, no ledger, no label.
+    await until(lambda: any(r.action == kmock.action.WATCH and r.resource and r.resource.plural == PLURAL
+                            for r in list(api)), "kopf watches the suspensions")  # fmt: skip
+    await asyncio.sleep(1.5)
+    suspension = api.suspension()
+    assert FINALIZER not in (suspension["metadata"].get("finalizers") or [])
+    assert not suspension.get("status")
+    assert executor.calls == []
+    for pod in PODS:
+        metadata = api.pod(pod)["metadata"]
+        assert "processcontrol.dev/holds" not in metadata.get("annotations", {})
+        assert SUSPENDED_LABEL not in metadata.get("labels", {})
+    assert api.writes(plural="pods") == []

@@ -6,65 +6,125 @@ import json
 
 import pytest
 
-from processcontrol.exceptions import LedgerError
+from processcontrol.exceptions import LedgerError, LedgerTooNew
 from processcontrol.reconcile.ledger import (
     HOLDS_ANNOTATION,
     Hold,
     Ledger,
     Observed,
+    adopt,
+    begin_release,
     dump_ledger,
+    finish_release,
     holders_in,
     ledger_patch,
     mark_verified,
+    next_seq,
     parse_ledger,
-    release,
     take_hold,
+    to_start,
 )
 
 MYSQL = Observed("pxc-mysql", "mysql", True)
 AGENT = Observed("pxc-mysql", "galera-agent", True)
 ALL = Hold(name="all")
 AGENTS = Hold(name="agents", processes=("galera-agent",))
+T0 = "2026-12-01T10:00:00Z"
+T1 = "2026-12-01T11:00:00Z"
+
+
+def hold(ledger: Ledger, uid: str, h: Hold, seen: list[Observed], **kwargs: bool) -> Ledger:
+    return take_hold(ledger, uid, h, seen, since=T0, **kwargs)
+
+
+def release(ledger: Ledger, uids: list[str]) -> tuple[tuple[tuple[str, str], ...], Ledger]:
+    """What giving these holds back must START, and the ledger once those STARTs were delivered."""
+    releasing = begin_release(ledger, uids)
+    due = to_start(releasing)
+    return due, finish_release(releasing, due)
 
 
 def test_the_first_hold_records_the_state_before_it() -> None:
-    ledger = take_hold(Ledger(), "u1", ALL, [MYSQL, Observed("pxc-mysql", "galera-agent", False)])
+    ledger = hold(Ledger(), "u1", ALL, [MYSQL, Observed("pxc-mysql", "galera-agent", False)])
     assert ledger.processes["pxc-mysql/mysql"].was_running
     assert not ledger.processes["pxc-mysql/galera-agent"].was_running
+    assert ledger.holds["u1"].since == T0
     # A second suspension sees the agent stopped by the first: that is not the agent's own state.
-    later = take_hold(ledger, "u2", AGENTS, [Observed("pxc-mysql", "galera-agent", False), MYSQL])
+    later = hold(ledger, "u2", AGENTS, [Observed("pxc-mysql", "galera-agent", False), MYSQL])
     assert later.processes["pxc-mysql/galera-agent"].holders == ("u1", "u2")
     assert not later.processes["pxc-mysql/galera-agent"].was_running
     assert later.processes["pxc-mysql/mysql"].holders == ("u1",), "the filter decides what a hold covers"
 
 
 def test_the_last_hold_to_go_starts_only_what_ran_before_the_first() -> None:
-    ledger = take_hold(Ledger(), "u1", ALL, [MYSQL, AGENT])
-    ledger = take_hold(ledger, "u2", AGENTS, [AGENT])
-    first = release(ledger, ["u1"])
-    assert first.to_start == (("pxc-mysql", "mysql"),)
-    assert set(first.ledger.holds) == {"u2"}
-    assert first.ledger.processes["pxc-mysql/galera-agent"].holders == ("u2",)
-    second = release(first.ledger, ["u2"])
-    assert second.to_start == (("pxc-mysql", "galera-agent"),)
-    assert second.ledger.empty
-    assert dump_ledger(second.ledger) is None
+    ledger = hold(Ledger(), "u1", ALL, [MYSQL, AGENT])
+    ledger = hold(ledger, "u2", AGENTS, [AGENT])
+    due, first = release(ledger, ["u1"])
+    assert due == (("pxc-mysql", "mysql"),)
+    assert set(first.holds) == {"u2"}
+    assert first.processes["pxc-mysql/galera-agent"].holders == ("u2",)
+    due, second = release(first, ["u2"])
+    assert due == (("pxc-mysql", "galera-agent"),)
+    assert second.empty
+    assert dump_ledger(second) is None
 
 
 def test_a_process_stopped_before_any_hold_is_left_stopped() -> None:
-    ledger = take_hold(Ledger(), "u1", ALL, [MYSQL, Observed("pxc-mysql", "galera-agent", False)])
-    assert release(ledger, ["u1"]).to_start == (("pxc-mysql", "mysql"),)
+    ledger = hold(Ledger(), "u1", ALL, [MYSQL, Observed("pxc-mysql", "galera-agent", False)])
+    assert release(ledger, ["u1"])[0] == (("pxc-mysql", "mysql"),)
 
 
-def test_verification_is_noted_and_a_new_filter_forgets_it() -> None:
-    ledger = mark_verified(take_hold(Ledger(), "u1", ALL, [MYSQL]), "u1", 3)
+def test_a_releasing_hold_stays_until_its_start_is_delivered() -> None:
+    """Issue 22 case 1: a START that was not delivered is not forgotten: the hold and its process stay."""
+    ledger = hold(Ledger(), "u1", ALL, [MYSQL, AGENT])
+    releasing = begin_release(mark_verified(ledger, "u1", 0), ["u1"])
+    assert releasing.holds["u1"].releasing and not releasing.in_force("u1")
+    assert releasing.holds["u1"].verified_restarts is None, "a releasing hold never counts as verified"
+    assert to_start(releasing) == (("pxc-mysql", "galera-agent"), ("pxc-mysql", "mysql"))
+    partly = finish_release(releasing, [("pxc-mysql", "mysql")])  # the agent's START failed
+    assert set(partly.holds) == {"u1"} and list(partly.processes) == ["pxc-mysql/galera-agent"]
+    assert to_start(partly) == (("pxc-mysql", "galera-agent"),)
+    assert finish_release(partly, [("pxc-mysql", "galera-agent")]).empty
+
+
+def test_a_hold_taken_back_while_releasing_is_in_force_again_and_not_verified() -> None:
+    """Issue 22 case 2: suspend: true again after a START that may have landed: a new STOP, never belief."""
+    ledger = mark_verified(hold(Ledger(), "u1", ALL, [MYSQL]), "u1", 0)
+    again = take_hold(begin_release(ledger, ["u1"]), "u1", ALL, [Observed("pxc-mysql", "mysql", True)], since=T1)
+    assert again.in_force("u1") and again.holds["u1"].verified_restarts is None
+    assert again.holds["u1"].since == T0, "the duration still runs from the first hold"
+    assert again.processes["pxc-mysql/mysql"].was_running, "the state before the first hold stays"
+
+
+def test_a_hand_over_covers_the_process_throughout() -> None:
+    """Issue 22 case 6: the new holder joins before the old one leaves; nothing is started in between."""
+    ledger = hold(Ledger(), "old", ALL, [MYSQL, AGENT])
+    handed = begin_release(adopt(ledger, "new", AGENTS, since=T1), ["old"])
+    assert to_start(handed) == (("pxc-mysql", "mysql"),), "only what the new one does not cover is started"
+    assert handed.processes["pxc-mysql/galera-agent"].holders == ("new",)
+    assert handed.processes["pxc-mysql/galera-agent"].was_running
+    assert not handed.in_force("old") and handed.in_force("new")
+
+
+def test_a_lost_ledger_records_what_it_finds_stopped_as_running_before() -> None:
+    """Issue 22 case 5: without the ledger, a process this operator stopped must not pass for stopped by hand."""
+    ledger = hold(Ledger(), "u1", ALL, [Observed("pxc-mysql", "mysql", False)], assume_running=True)
+    assert ledger.processes["pxc-mysql/mysql"].was_running
+
+
+def test_verification_is_noted_and_kept_for_more_sockets() -> None:
+    ledger = mark_verified(hold(Ledger(), "u1", ALL, [MYSQL]), "u1", 3)
     assert ledger.holds["u1"].verified_restarts == 3
-    assert take_hold(ledger, "u1", ALL, []).holds["u1"].verified_restarts == 3
-    assert take_hold(ledger, "u1", AGENTS, []).holds["u1"].verified_restarts is None
+    assert hold(ledger, "u1", ALL, []).holds["u1"].verified_restarts == 3
+
+
+def test_seq_counts_the_writes_go_aheads_are_decided_from() -> None:
+    ledger = next_seq(hold(Ledger(), "u1", ALL, [MYSQL]))
+    assert ledger.seq == 1 and next_seq(ledger).seq == 2
 
 
 def test_the_annotation_round_trips_and_carries_the_label() -> None:
-    ledger = take_hold(Ledger(), "u1", ALL, [MYSQL])
+    ledger = hold(Ledger(), "u1", ALL, [MYSQL])
     patch = ledger_patch(ledger, "processcontrol.dev/suspended")
     raw = patch["annotations"][HOLDS_ANNOTATION]
     assert json.loads(raw)["processes"]["pxc-mysql/mysql"] == {"holders": ["u1"], "wasRunning": True}
@@ -74,7 +134,39 @@ def test_the_annotation_round_trips_and_carries_the_label() -> None:
     assert cleared == {"annotations": {HOLDS_ANNOTATION: None}, "labels": {"processcontrol.dev/suspended": None}}
 
 
-@pytest.mark.parametrize("raw", ["{not json", '{"v": 2}', '{"holds": {"u": {}}}', "[]"])
+def test_fields_a_newer_operator_added_survive_a_write() -> None:
+    """Issue 22 case 8: within one `v`, unknown fields are kept on write and ignored on read."""
+    raw = json.dumps(
+        {
+            "v": 1,
+            "epoch": 7,
+            "holds": {"u1": {"name": "all", "stages": [1, 2]}},
+            "processes": {"pxc-mysql/mysql": {"holders": ["u1"], "wasRunning": True, "note": "x"}},
+        }
+    )
+    ledger = parse_ledger({HOLDS_ANNOTATION: raw})
+    written = json.loads(dump_ledger(mark_verified(ledger, "u1", 0)) or "{}")
+    assert written["epoch"] == 7
+    assert written["holds"]["u1"]["stages"] == [1, 2] and written["holds"]["u1"]["verifiedRestarts"] == 0
+    assert written["processes"]["pxc-mysql/mysql"]["note"] == "x"
+
+
+def test_a_newer_format_is_refused_with_its_own_error() -> None:
+    with pytest.raises(LedgerTooNew, match="v2"):
+        parse_ledger({HOLDS_ANNOTATION: '{"v": 2, "holds": {}}'})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "{not json",
+        '{"holds": {"u": {}}}',
+        "[]",
+        '{"v": 0}',
+        '{"holds": {}, "processes": {"a/b": {"holders": ["ghost"], "wasRunning": true}}}',
+        '{"holds": {"u": {"name": "n"}}, "processes": {"nokey": {"holders": ["u"], "wasRunning": true}}}',
+    ],
+)
 def test_an_unreadable_ledger_is_an_error_not_an_empty_one(raw: str) -> None:
     with pytest.raises(LedgerError, match=HOLDS_ANNOTATION):
         parse_ledger({HOLDS_ANNOTATION: raw})

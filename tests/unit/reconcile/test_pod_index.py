@@ -49,7 +49,9 @@ def entry(name: str, group: str = "database", holds: str | None = None) -> PodIn
 def ledger_of(*uids: str) -> str:
     ledger = Ledger()
     for uid in uids:
-        ledger = take_hold(ledger, uid, Hold(name=f"name-{uid}"), [Observed("pxc-mysql", "mysql", True)])
+        ledger = take_hold(
+            ledger, uid, Hold(name=f"name-{uid}"), [Observed("pxc-mysql", "mysql", True)], since="2026-12-01T10:00:00Z"
+        )
     raw = dump_ledger(ledger)
     assert raw is not None
     return raw

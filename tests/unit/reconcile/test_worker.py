@@ -55,8 +55,10 @@ async def test_hold_is_written_before_the_stop_and_verified(
             "pxc-mysql/galera-agent": (("uid-restore",), True),
         }
         assert api.label(name) == "true"
-        # The ledger's STATUS came before the first STOP.
-        assert executor.actions(name)[:2] == ["STATUS", "STOP"]
+        # One exec: it looked, the ledger was written, and only then did its go-ahead name that write.
+        assert executor.actions(name) == ["STOP"]
+        order = [(what, seq) for pod, what, seq in api.timeline if pod == name]
+        assert order[:3] == [("write", 1), ("go STOP", 1), ("write", 1)], order  # the last: verified
 
 
 async def test_deletion_while_a_stop_is_in_flight_leaves_nothing_stopped(
@@ -67,7 +69,7 @@ async def test_deletion_while_a_stop_is_in_flight_leaves_nothing_stopped(
     gate = executor.hold["db-1"] = asyncio.Event()
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "db-0 suspended")
-    await eventually(lambda: executor.actions("db-1") == ["STATUS"], "db-1's first exec waiting")
+    await eventually(lambda: executor.waiting == {"db-1"}, "db-1's first exec waiting")
 
     api.suspend("restore", deleting=True)
     gate.set()
@@ -79,7 +81,8 @@ async def test_deletion_while_a_stop_is_in_flight_leaves_nothing_stopped(
     # a STOP still to land would have landed.
     await eventually(lambda: not runtime.workers, "every pod worker done")
     assert running(pods)
-    assert [a for a in executor.actions("db-1") if a in ("STOP", "START")][-1] == "START"
+    # Its exec looked, was told nothing (the suspension went meanwhile), and sent nothing.
+    assert "STOP" not in executor.actions("db-1"), executor.actions("db-1")
     assert api.annotation("db-0") is None and api.annotation("db-1") is None
     assert api.label("db-0") is None and api.label("db-1") is None
 
@@ -200,7 +203,7 @@ async def test_a_restarted_container_and_a_new_pod_are_stopped_again(
     api.restart("db-1")
 
     await eventually(lambda: not pods["db-1"].running(*MYSQL), "restarted process stopped again")
-    assert {pod for pod, _ in executor.calls} == {"db-1"}, "only the restarted pod is exec'ed into"
+    assert {pod for pod, _ in executor.calls} == {"db-1"}, f"only the restarted pod is exec'ed into: {executor.calls}"
     assert api.ledger("db-1").processes["pxc-mysql/mysql"].was_running, "the state before the first hold stays"
     await eventually(lambda: any(r == "Resuspended" for _, r, _ in events), "a Resuspended event")
 
@@ -217,7 +220,7 @@ async def test_a_start_sent_by_hand_is_undone_by_the_recheck(
     await eventually(lambda: pods["db-0"].running(*MYSQL), "started by hand")
 
     await eventually(lambda: not pods["db-0"].running(*MYSQL), "stopped again by the re-check", within=5)
-    assert "STATUS" in executor.actions("db-0")[2:], "the re-check probes without sending"
+    await eventually(lambda: executor.actions("db-0")[1:3] == ["LOOK", "STOP"], "a look finds it, then a STOP")
 
 
 async def test_after_an_operator_restart_verified_holds_count_without_an_exec(
