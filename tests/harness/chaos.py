@@ -348,6 +348,10 @@ QUICK = frozenset(
 QUICK_CHANCE = 0.45
 REVISE_CHANCE = 0.5
 EXEC_TIMEOUT_S = 10.0  # the e2e operator settings' (harness.operator.E2E_OPERATOR_ENV): a slow exec outlasts it
+# The fenced exec (docs/architecture.md): a go-ahead counts only within the window after the exec began (the
+# default go_ahead_window_s), and nothing is sent later than the grace after it, however slow the sender.
+GO_AHEAD_WINDOW_S = 5.0
+SEND_GRACE_S = 10.0
 
 
 def _seconds(rng: random.Random, low: float, high: float) -> float:
@@ -450,6 +454,11 @@ def _fault(rng: random.Random, pods: Sequence[str], preferred: Sequence[str]) ->
         fault["sleep"] = _seconds(rng, EXEC_TIMEOUT_S + 1, EXEC_TIMEOUT_S + 6)
         # Mostly over before the exec times out: what follows goes out fast, and the slowed exec lands after it.
         fault["down"] = _seconds(rng, 2, EXEC_TIMEOUT_S) if rng.random() < 0.7 else _seconds(rng, 10, 20)
+        if rng.random() < 0.5:
+            # Only the send, after the go-ahead: it lands around the operator's exec timeout, within the send
+            # grace (so it still acts), while the operator already goes on.
+            fault["phase"] = "send"
+            fault["sleep"] = _seconds(rng, EXEC_TIMEOUT_S - 4, SEND_GRACE_S - 0.5)
     elif kind == "revoke-exec":
         fault["down"] = _seconds(rng, 3, 20)
     # A slowed pod is slowed before the request goes out (else the request's execs would be gone already).
@@ -579,8 +588,9 @@ class Runner:
         self.log = log
         self.slowed: list[Path] = []
         self.settled = True
-        # Longer than the slowest slowed exec (its sleep), so that whatever it still does has landed.
-        self.quiet_s = EXEC_TIMEOUT_S + 10
+        # Longer than anything an exec may still send (the window plus the grace after it), and than a slowed
+        # exec's sleep, with a margin for the process to get there: whatever the last steps' execs do has landed.
+        self.quiet_s = GO_AHEAD_WINDOW_S + SEND_GRACE_S + 5
 
     @property
     def operator(self) -> OperatorProcess:
@@ -779,7 +789,8 @@ class Runner:
         elif kind == "slow-exec":
             directory = self.work / f"slow-{len(self.slowed)}"
             self.slowed.append(directory)
-            self.cluster.restrict_exec_path(fault["pod"], slow_shell(directory, fault["sleep"]))
+            slowed = slow_shell(directory, fault["sleep"], fault.get("phase", "all"))
+            self.cluster.restrict_exec_path(fault["pod"], slowed)
             try:
                 yield
             finally:

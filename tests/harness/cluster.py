@@ -120,15 +120,21 @@ class Cluster:
         subprocess.run(argv, input=given, text=True, check=True, capture_output=True)
 
 
-def slow_shell(directory: Path, seconds: float) -> str:
-    """A PATH whose `perl` (the in-pod script's first sender) waits first: every STOP and START into the pod is slow
-    (kwok finds the exec's `sh` on its own PATH, so the script itself cannot be wrapped). The command inside is not
-    killed when the exec is cut off, so it lands late, as in a container whose exec outlives its client."""
+def slow_shell(directory: Path, seconds: float, phase: str = "all") -> str:
+    """A PATH whose `perl` (the in-pod script's prober and first sender) waits first: on every call (`phase`
+    "all": the look too, so the exec outlasts its timeout before any go-ahead) or only when it sends a STOP or START
+    ("send": after the go-ahead, so the command lands late if at all). kwok finds the exec's `sh` on its own PATH,
+    so the script itself cannot be wrapped. The command inside is not killed when the exec is cut off, as in a
+    container whose exec outlives its client."""
+    if phase not in ("all", "send"):
+        raise ValueError(f"slow_shell: phase must be 'all' or 'send', not {phase!r}")
     directory.mkdir(parents=True, exist_ok=True)
     wrapper = directory / "perl"
+    # The script runs `perl -e PROGRAM -- PAYLOAD DEADLINE SOCKET...`; the look's probe has an empty payload.
+    wait = f"sleep {seconds}" if phase == "all" else f'case "$4" in STOP | START) sleep {seconds} ;; esac'
     # Each exec leaves a line in `started` and, when done, in `ended` (see execs_done).
     wrapper.write_text(
-        f'#!/bin/sh\necho $$ >>{directory}/started\nsleep {seconds}\n/usr/bin/perl "$@"\nstatus=$?\n'
+        f'#!/bin/sh\necho $$ >>{directory}/started\n{wait}\n/usr/bin/perl "$@"\nstatus=$?\n'
         f"echo $$ >>{directory}/ended\nexit $status\n"
     )
     wrapper.chmod(0o755)

@@ -8,15 +8,21 @@ real failure through, and one it sees broken where nothing is would send people 
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import chaos
 from harness.chaos import Model, Step, ddmin, generate, generate_steps, simplify
+from harness.cluster import execs_done, slow_shell
 from harness.promise import (
     HOLDS_ANNOTATION,
     Base,
@@ -488,3 +494,34 @@ def test_simplify_leaves_out_the_faults_that_do_not_matter() -> None:
     found = simplify(steps, fails, budget_s=30, log=lambda _: None)
     assert [s.fault for s in found] == [None, slow]
     assert [s.settle for s in found] == [True, False]
+
+
+def test_a_send_slowed_exec_keeps_its_look_fast_and_slows_only_stop_and_start(tmp_path: Path) -> None:
+    path = slow_shell(tmp_path / "slow", 1000, phase="send")
+    wrapper = tmp_path / "slow" / "perl"
+    env = {**os.environ, "PATH": path}
+    # The look's probe (empty payload) goes straight on: it would hang for 1000 s if it slept too.
+    subprocess.run([str(wrapper), "-e", "exit 7", "--", "", "0"], env=env, timeout=60, check=False)
+    assert execs_done(tmp_path / "slow")
+    # A STOP waits: still under way when the test stops it.
+    send = subprocess.Popen([str(wrapper), "-e", "exit 0", "--", "STOP", "0"], env=env, start_new_session=True)
+    try:
+        for _ in range(600):
+            if len((tmp_path / "slow" / "started").read_text().split()) == 2:
+                break
+            time.sleep(0.05)
+        assert send.poll() is None and not execs_done(tmp_path / "slow")
+    finally:
+        os.killpg(send.pid, signal.SIGKILL)
+        send.wait()
+    with pytest.raises(ValueError, match="phase"):
+        slow_shell(tmp_path / "other", 1, phase="look")
+
+
+def test_a_slowed_exec_fault_is_drawn_both_ways_and_a_send_one_lands_within_the_send_grace() -> None:
+    faults = [chaos._fault(random.Random(seed), ["db-0"], []) for seed in range(400)]
+    slowed = [f for f in faults if f["kind"] == "slow-exec"]
+    send = [f for f in slowed if f.get("phase") == "send"]
+    assert send and len(send) < len(slowed)
+    assert all(chaos.EXEC_TIMEOUT_S - 4 <= f["sleep"] < chaos.SEND_GRACE_S for f in send)
+    assert all(f["sleep"] > chaos.EXEC_TIMEOUT_S for f in slowed if "phase" not in f)
