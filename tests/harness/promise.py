@@ -36,12 +36,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from harness import fakepods
 from harness.base import ControlPlaneError, kubectl, pid_alive
@@ -202,38 +204,100 @@ class HostProcesses:
 
 # `processcontrol status` states (stale: the socket refuses, containerrun is gone; unknown: it could not tell).
 _STATUS_STATES = {"running": ProcState.RUNNING, "stopped": ProcState.STOPPED, "stale": ProcState.GONE}
+STATUS_COMMAND = ("processcontrol", "status", "-o", "json")
+# Runs a command in a pod's container and returns what it printed: (namespace, pod, container, argv) -> stdout.
+# Raises ControlPlaneError when the exec fails.
+Exec = Callable[[str, str, str, Sequence[str]], str]
+
+
+class StatusRow(BaseModel):
+    """One row of `processcontrol status -o json` (docs/containerrun.md), as far as the checker needs it. What a
+    pod prints is untrusted: a row that is not this makes the read fail, it is never half believed."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    job: str = Field(min_length=1, max_length=253)
+    process: str = Field(min_length=1, max_length=253)
+    state: str = Field(max_length=32)
+
+
+_STATUS_ROWS: TypeAdapter[list[StatusRow]] = TypeAdapter(list[StatusRow])
+
+
+def parse_status(text: str, where: str) -> dict[Pair, Seen]:
+    """The processes `processcontrol status -o json` printed; ValueError naming `where` if it is anything else.
+    Two sockets of one process that disagree make it unsettled."""
+    try:
+        rows = _STATUS_ROWS.validate_json(text)
+    except ValidationError as error:
+        first = error.errors()[0]
+        place = ".".join(str(part) for part in first["loc"]) or "the output"
+        what = f"{place}: {first['msg']}"
+        raise ValueError(f"{where}: processcontrol status -o json printed no list of rows ({what})") from None
+    seen: dict[Pair, Seen] = {}
+    for row in rows:
+        state = _STATUS_STATES.get(row.state, ProcState.UNSETTLED)
+        pair = (row.job, row.process)
+        if pair in seen and seen[pair].state is not state:
+            state = ProcState.UNSETTLED
+        seen[pair] = Seen(state)
+    return seen
+
+
+def kubectl_exec(state: Path | None, timeout: float) -> Exec:
+    """The exec of a control plane's admin (this one, or the one rooted at `state`)."""
+
+    def run(namespace: str, pod: str, container: str, argv: Sequence[str]) -> str:
+        return kubectl("exec", "-n", namespace, pod, "-c", container, "--", *argv, state=state, timeout=timeout).stdout
+
+    return run
 
 
 class ExecStatus:
-    """Any pod whose image has `processcontrol` (the real node's workload): `kubectl exec POD -c CONTAINER --
-    processcontrol status -o json` in the container that mounts /var/vcap/data, as the cluster's admin."""
+    """Any pod whose containers have `processcontrol` (the real node's workload, kubecf's images with it): `kubectl
+    exec POD -c CONTAINER -- processcontrol status -o json` as the cluster's admin, in a running container that
+    mounts /var/vcap/data (where every container's sockets are), the next one when that exec fails (a container
+    that is restarting). No START times: a held process that was started and stopped again between two reads is
+    not seen (HostProcesses sees it in the container's log). `run` replaces kubectl's exec (tests)."""
 
-    def __init__(self, state: Path | None = None, timeout: float = 30.0) -> None:
-        self.state = state
-        self.timeout = timeout
+    def __init__(
+        self,
+        state: Path | None = None,
+        timeout: float = 30.0,
+        command: Sequence[str] = STATUS_COMMAND,
+        run: Exec | None = None,
+    ) -> None:
+        self.command = tuple(command)
+        self.run = run or kubectl_exec(state, timeout)
 
     def read(self, namespace: str, pod: Mapping[str, Any]) -> dict[Pair, Seen]:
-        container = data_container(pod.get("spec", {}).get("containers") or [])
-        if container is None or pod.get("status", {}).get("phase") != "Running":
+        name = pod["metadata"]["name"]
+        status = pod.get("status") or {}
+        if status.get("phase") != "Running":
             return {}
-        out = kubectl(
-            *("exec", "-n", namespace, pod["metadata"]["name"], "-c", container, "--"),
-            *("processcontrol", "status", "-o", "json"),
-            state=self.state,
-            timeout=self.timeout,
-        )
-        return {
-            (row["job"], row["process"]): Seen(_STATUS_STATES.get(row["state"], ProcState.UNSETTLED))
-            for row in json.loads(out.stdout)
-        }
+        running = {c.get("name") for c in status.get("containerStatuses") or [] if "running" in (c.get("state") or {})}
+        candidates = [c for c in data_containers(pod.get("spec", {}).get("containers") or []) if c in running]
+        failures = []
+        for container in candidates:
+            try:
+                out = self.run(namespace, name, container, self.command)
+            except ControlPlaneError as error:
+                failures.append(f"{container}: {error}")
+                continue
+            return parse_status(out, f"pod {namespace}/{name} container {container}")
+        if not candidates:
+            # Running, but no container that mounts the data volume runs: none of its processes can run either.
+            return {}
+        raise ControlPlaneError(f"pod {namespace}/{name}: no container answered {' '.join(self.command)}: {failures}")
 
 
-def data_container(containers: Iterable[Mapping[str, Any]]) -> str | None:
-    """The first container that mounts /var/vcap/data (where the sockets are)."""
-    for container in containers:
-        if any(m.get("mountPath", "").rstrip("/") == DATA_MOUNT for m in container.get("volumeMounts") or []):
-            return str(container["name"])
-    return None
+def data_containers(containers: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The containers that mount /var/vcap/data (where the sockets are), in the pod's order."""
+    return [
+        str(container["name"])
+        for container in containers
+        if any(m.get("mountPath", "").rstrip("/") == DATA_MOUNT for m in container.get("volumeMounts") or [])
+    ]
 
 
 def _epoch(text: str | None) -> float | None:
@@ -434,6 +498,8 @@ class Checker:
         # Violations that no repair undoes, seen by a read outside converge() (while a fault lasts, say).
         self.pending: list[Violation] = []
         self.expiry_reported: set[tuple[str, float, str]] = set()
+        # Why the last read failed (what a converge() that never read says).
+        self.unreadable = "the API could not be read"
 
     # Reading ------------------------------------------------------------------------------------------------------
 
@@ -441,7 +507,8 @@ class Checker:
         """Read the truth and note first effects; None when the API cannot be read right now."""
         try:
             truth = self.reader()
-        except (ControlPlaneError, ValueError, KeyError, OSError, subprocess.SubprocessError):
+        except (ControlPlaneError, ValueError, KeyError, OSError, subprocess.SubprocessError) as error:
+            self.unreadable = f"{type(error).__name__}: {error}"[:2000]
             return None
         self.pending += self.observe_truth(truth)
         return truth
@@ -551,7 +618,7 @@ class Checker:
         """Wait up to the repair time until nothing is wrong (and still nothing `stable_s` later); return what is
         still wrong then, or at once a violation no repair can undo (a false Ready)."""
         deadline = time.monotonic() + (self.limits.repair_s if timeout is None else timeout)
-        wrong: list[Violation] = [Violation("unreadable", self.namespace, "the API could not be read")]
+        wrong: list[Violation] | None = None  # what the last read that worked shows
         clean_since: float | None = None
         while True:
             truth = self.observe()
@@ -568,7 +635,7 @@ class Checker:
                 else:
                     clean_since = None
             if time.monotonic() > deadline:
-                return wrong
+                return wrong if wrong is not None else [Violation("unreadable", self.namespace, self.unreadable)]
             time.sleep(self.limits.interval_s)
 
     # Judging ------------------------------------------------------------------------------------------------------
