@@ -335,12 +335,13 @@ class PodWorker:
         without a bounce), then the leaving holds are marked releasing; what no other hold keeps waits for its
         START (`_give_back`), the rest leaves the ledger at once."""
         since = format_time(now)
-        joining = {uid: self._hold_of(s, pod) for uid, s in wanted.items()}
+        joining = {uid: self._hold_of(s, pod) for uid, s in wanted.items() if self._may_join(s, pod)}
 
         def hand_over(current: Ledger) -> Ledger:
             for uid, hold in joining.items():
                 if hold.container is not None:
-                    current = adopt(current, uid, hold, since=since)
+                    skipped = self._left_running(wanted[uid], pod, [split_key(key) for key in current.processes])
+                    current = adopt(current, uid, hold.model_copy(update={"skipped": skipped}), since=since)
             return begin_release(current, leaving)
 
         if not await self._write_ledger(pod, hand_over):
@@ -691,7 +692,11 @@ class PodWorker:
                 taken = self._first_hold(suspension, pod, hold, seen)
             if taken is None:
                 return None  # its probe conflicts are announced first
-            skipped = set(taken.skipped) | set(current.holds[uid].skipped if uid in current.holds else ())
+            # Every look, not only the first: a hold that came by a hand-over never had a look of its own.
+            live_now = [(s.job, s.process) for s in seen.sockets if not is_stale(s)]
+            skipped = {*taken.skipped, *self._left_running(suspension, pod, live_now)}
+            skipped |= set(current.holds[uid].skipped if uid in current.holds else ())
+            taken = taken.model_copy(update={"skipped": tuple(sorted(skipped))})
             seen_now = [o for o in observed(seen.sockets) if process_key(o.job, o.process) not in skipped]
             # The ledger lost while processes were held (the label says so, no memory survived an operator
             # restart): what it stopped must not be taken for stopped by hand.
@@ -737,6 +742,21 @@ class PodWorker:
         sockets = [acted.get((s.job, s.process), s) for s in result.look.sockets]
         self._settle_stop(suspension, pod, sockets, monotonic, drift)
         await self._verified_if_stopped(suspension, pod, sockets, monotonic, drift)
+
+    @staticmethod
+    def _left_running(suspension: SuspensionInfo, pod: PodInfo, pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        """The processes that probes: Skip leaves running, of these."""
+        if suspension.spec is None or suspension.spec.probes is not ProbePolicy.SKIP:
+            return ()
+        return tuple(sorted(process_key(job, process) for job, process in pod.probes.probed(pairs)))
+
+    @staticmethod
+    def _may_join(suspension: SuspensionInfo, pod: PodInfo) -> bool:
+        """Whether a hand-over may give this suspension the processes a leaving hold keeps stopped, with no look:
+        not for probes: Refuse in a pod with a restarting probe (which processes run in which container only a
+        look tells for sure; its own look refuses the pod or takes the hold)."""
+        spec = suspension.spec
+        return spec is None or spec.probes is not ProbePolicy.REFUSE or not pod.probes.probes
 
     def _first_hold(self, suspension: SuspensionInfo, pod: PodInfo, hold: Hold, seen: ScriptReport) -> Hold | None:
         """The hold as the probes policy takes it, from what the look saw; None when the probe conflicts must be
