@@ -432,7 +432,9 @@ class Limits:
     repair_s: float = 90.0  # from the end of a step until everything is as it must be
     expiry_slack_s: float = 30.0  # after first effect + duration, until the suspension is surely over
     ready_grace_s: float = 5.0  # a Ready declared this soon after an outside change may still be about before it
-    inflight_s: float = 5.0  # a START sent for an earlier request may land this long after a later one
+    # A START sent for an earlier request may land this long after a later one: a fenced exec acts only on a
+    # go-ahead within its window (5 s) and sends nothing later than the grace (10 s) after it.
+    inflight_s: float = 15.0
     stable_s: float = 1.0  # converged means: still converged this much later
     interval_s: float = 0.5  # between two reads while waiting
 
