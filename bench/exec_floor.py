@@ -48,7 +48,7 @@ from harness.base import kubeconfig_path
 from processcontrol.k8s import load_configuration
 from processcontrol.podexec.script import COMPACT_SCRIPT, READY, Action, build_command, go_ahead, parse_output
 from processcontrol.podexec.transport import Dialogue, KubernetesPodExecutor
-from processcontrol.reconcile.settings import ProcessControlSettings
+from processcontrol.settings import ProcessControlSettings
 
 
 def container_of(pod: str) -> str:

@@ -74,7 +74,7 @@ def exec_floor(namespace: str, container: str, pods: Sequence[str]) -> float:
     the least any exec-based tool can take here."""
     from processcontrol.k8s import load_configuration
     from processcontrol.podexec.transport import KubernetesPodExecutor
-    from processcontrol.reconcile.settings import ProcessControlSettings
+    from processcontrol.settings import ProcessControlSettings
 
     settings = ProcessControlSettings()
     executor = KubernetesPodExecutor(

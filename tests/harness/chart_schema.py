@@ -5,7 +5,7 @@
     python -m harness.chart_schema --check  exit 1 when it is stale
 
 The rest of the schema is written by hand; only `properties.settings.properties` comes from
-processcontrol.reconcile.settings.ProcessControlSettings, so a new or changed setting reaches `helm install`'s checks.
+processcontrol.settings.ProcessControlSettings, so a new or changed setting reaches `helm install`'s checks.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from harness.base import ROOT
-from processcontrol.reconcile.settings import ProcessControlSettings
+from processcontrol.settings import ProcessControlSettings
 
 SCHEMA = ROOT / "charts" / "processcontrol" / "values.schema.json"
 # Set by the chart's metrics.port / metrics.enabled, not through `settings`.

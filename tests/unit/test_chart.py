@@ -14,7 +14,7 @@ import yaml
 
 from harness import chart, chart_schema
 from harness.base import ROOT
-from processcontrol.reconcile.settings import ProcessControlSettings
+from processcontrol.settings import ProcessControlSettings
 
 Manifest = dict[str, Any]
 

@@ -14,7 +14,7 @@ import yaml
 
 from harness.testing import missing
 from processcontrol.api.crd import build_crd
-from processcontrol.reconcile.settings import ProcessControlSettings
+from processcontrol.settings import ProcessControlSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

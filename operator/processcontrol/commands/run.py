@@ -29,7 +29,7 @@ from processcontrol.exceptions import (
     NotFound,
     ProcessControlError,
 )
-from processcontrol.reconcile.targets import pod_info_from_body, select_targets
+from processcontrol.targets import pod_info_from_body, select_targets
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CRD, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERRUPTED = 130

@@ -1,7 +1,7 @@
 """Every kopf handler of the operator, registered here; each hands off to a named function.
 
 The work happens in one worker per pod (worker.py); the handlers keep the runtime's views of kopf's indexes
-current and wake the workers and status daemons that an event concerns.
+current and wake the workers (through dispatch.py) and status daemons that an event concerns.
 
 kopf hands each index to handlers as a keyword argument named after the index's id; its handler protocols do
 not list them, hence the `type: ignore[arg-type]` on the decorators of handlers that take indexes.
@@ -15,9 +15,10 @@ from typing import Any
 import kopf
 
 from processcontrol.api import GROUP, PLURAL, VERSION
-from processcontrol.reconcile.runtime import Logger, Runtime, SuspensionInfo, start_runtime, stop_runtime
+from processcontrol.reconcile.dispatch import Dispatch
+from processcontrol.reconcile.runtime import Logger, SuspensionInfo, start_runtime, stop_runtime
 from processcontrol.reconcile.suspension import info_of, release_on_delete, run_status_daemon
-from processcontrol.reconcile.targets import PodInfo, pod_info_from_body
+from processcontrol.targets import PodInfo, pod_info_from_body
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 PodsIndex = kopf.Index[str, PodInfo]
@@ -27,29 +28,33 @@ SuspensionsIndex = kopf.Index[str, SuspensionInfo]
 
 def _watched(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
     """Outside the excluded namespaces (kube-system by default): there, suspensions and pods are not seen at all."""
-    runtime: Runtime = memo.runtime
-    return (namespace or "") not in runtime.settings.excluded_namespaces
+    dispatch: Dispatch = memo.dispatch
+    return (namespace or "") not in dispatch.runtime.settings.excluded_namespaces
 
 
-def _runtime(memo: kopf.Memo, pods: PodsIndex, pod: PodIndex, suspensions: SuspensionsIndex) -> Runtime:
-    """The shared runtime, with live views of the indexes (kopf hands them to handlers only)."""
-    runtime: Runtime = memo.runtime
+def _dispatch(memo: kopf.Memo, pods: PodsIndex, pod: PodIndex, suspensions: SuspensionsIndex) -> Dispatch:
+    """The pod workers over the shared runtime, with live views of the indexes (kopf hands them to handlers
+    only)."""
+    dispatch: Dispatch = memo.dispatch
+    runtime = dispatch.runtime
     runtime.pods_of = lambda namespace: pods.get(namespace, [])
     runtime.pod = lambda namespace, name: next(iter(pod.get((namespace, name), [])), None)
     runtime.suspensions_of = lambda namespace: suspensions.get(namespace, [])
-    return runtime
+    return dispatch
 
 
 @kopf.on.startup(id="start")
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
-    """Apply our settings to kopf's and build the shared runtime."""
-    memo.runtime = await start_runtime(settings, logger)
+    """Apply our settings to kopf's and build the shared runtime and its pod workers' dispatch."""
+    memo.dispatch = Dispatch(await start_runtime(settings, logger))
 
 
 @kopf.on.cleanup(id="stop")
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop the pod workers, close connections and threads."""
-    await stop_runtime(memo.runtime)
+    dispatch: Dispatch = memo.dispatch
+    await dispatch.stop_workers()
+    await stop_runtime(dispatch.runtime)
 
 
 @kopf.index("pods", id="pods", when=_watched)
@@ -82,13 +87,13 @@ async def pod_changed(
     **_: Any,
 ) -> None:
     """A pod appeared, changed, restarted a container or went: its worker looks again, if it concerns us."""
-    runtime = _runtime(memo, pods, pod, suspensions)
+    dispatch = _dispatch(memo, pods, pod, suspensions)
     namespace = namespace or ""
     changed = pod_info_from_body(body)
-    concerned = (namespace, name) in runtime.workers or changed.holds is not None
-    concerned = concerned or any(s.targets(changed) for s in runtime.suspensions_of(namespace))
+    concerned = (namespace, name) in dispatch.workers or changed.holds is not None
+    concerned = concerned or any(s.targets(changed) for s in dispatch.runtime.suspensions_of(namespace))
     if concerned:
-        runtime.ensure_worker(namespace, name)
+        dispatch.ensure_worker(namespace, name)
 
 
 @kopf.on.event(*RESOURCE, id="suspension-changed", when=_watched)  # type: ignore[arg-type]
@@ -103,9 +108,9 @@ async def suspension_changed(
     **_: Any,
 ) -> None:
     """The object changed (spec, deletion, or our own status write): its pods and its daemon look again."""
-    runtime = _runtime(memo, pods, pod, suspensions)
-    runtime.suspension_changed(info_of(body), namespace or "")
-    runtime.wake(namespace or "", name)
+    dispatch = _dispatch(memo, pods, pod, suspensions)
+    dispatch.suspension_changed(info_of(body), namespace or "")
+    dispatch.runtime.board.wake(namespace or "", name)
 
 
 @kopf.daemon(*RESOURCE, id="status", when=_watched, cancellation_backoff=1.0, cancellation_timeout=10.0)  # type: ignore[arg-type]
@@ -120,7 +125,7 @@ async def keep_status(
     **_: Any,
 ) -> None:
     """Write the object's status from its pods' outcomes for as long as it exists."""
-    await run_status_daemon(_runtime(memo, pods, pod, suspensions), body, stopped, logger)
+    await run_status_daemon(_dispatch(memo, pods, pod, suspensions), body, stopped, logger)
 
 
 # No retry limit: the finalizer must stay while any pod holds processes for this suspension (an exec grant
@@ -136,4 +141,4 @@ async def release(
     **_: Any,
 ) -> None:
     """Deleting a suspension gives back what it holds (a process another suspension holds stays stopped)."""
-    await release_on_delete(_runtime(memo, pods, pod, suspensions), body, logger)
+    await release_on_delete(_dispatch(memo, pods, pod, suspensions), body, logger)

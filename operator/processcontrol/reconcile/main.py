@@ -8,7 +8,7 @@ import sys
 import kopf
 
 import processcontrol.reconcile.handlers  # noqa: F401  (registers the handlers)
-from processcontrol.reconcile.settings import ProcessControlSettings
+from processcontrol.settings import ProcessControlSettings
 
 
 def run_operator(args: argparse.Namespace) -> int:

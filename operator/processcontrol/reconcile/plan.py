@@ -28,7 +28,7 @@ from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.podexec.script import SocketResult
 from processcontrol.reconcile import conditions as cond
-from processcontrol.reconcile.targets import PodInfo
+from processcontrol.targets import PodInfo
 
 # Well under the 4,096 characters the status schema allows a pod's message.
 MESSAGE_LIMIT = 1000

@@ -7,9 +7,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processcontrol.api import ProcessStatus
+from processcontrol.api import ProcessState, ProcessStatus
 from processcontrol.api.reasons import FailureReason
 from processcontrol.exceptions import ExecError, ExecForbidden, ExecTimeout, PodFailure, PodGone, ScriptOutputError
+from processcontrol.ledger import Observed
 from processcontrol.podexec.script import (
     READY,
     SEND_GRACE_S,
@@ -24,10 +25,9 @@ from processcontrol.podexec.script import (
     parse_output,
 )
 from processcontrol.podexec.transport import Dialogue, PodExecutor
-from processcontrol.reconcile.ledger import Observed
 from processcontrol.reconcile.metrics import observe_exec
 from processcontrol.reconcile.plan import Mode, process_state
-from processcontrol.reconcile.targets import PodInfo
+from processcontrol.targets import PodInfo
 
 # Failures shown at once: those another try a moment later will not mend, and timeouts (they took long enough
 # already). The others are retried quickly, and a pod shows Failed only when they last.
@@ -230,6 +230,11 @@ def process_statuses(mode: Mode, sockets: Sequence[SocketReport], settled: bool)
         )
         for s in sockets
     ]
+
+
+def statuses(pairs: Sequence[tuple[str, str]], state: ProcessState) -> list[ProcessStatus]:
+    """The status's view of these processes, all in one state."""
+    return [ProcessStatus(job=job, process=process, state=state) for job, process in pairs]
 
 
 def count(processes: int) -> str:

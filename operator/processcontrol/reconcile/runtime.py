@@ -1,32 +1,29 @@
-"""What every handler shares (the Runtime), and operator start-up and shut-down."""
+"""What the pod workers and status daemons share (the Runtime), what they know of a suspension (SuspensionInfo),
+and operator start-up and shut-down."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from processcontrol.api import ProcessSuspensionSpec
+from processcontrol.api.models import ProbePolicy
 from processcontrol.api.timestamps import parse_time
 from processcontrol.k8s import KubeClient, load_configuration
+from processcontrol.ledger import Hold, process_key
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
-from processcontrol.reconcile.plan import PodRecord
-from processcontrol.reconcile.settings import ProcessControlSettings
-from processcontrol.reconcile.targets import PodInfo, spec_matches_pod
-
-if TYPE_CHECKING:
-    from processcontrol.reconcile.worker import PodWorker
+from processcontrol.reconcile.outcomes import OutcomeBoard
+from processcontrol.settings import ProcessControlSettings
+from processcontrol.targets import PodInfo, exec_container, spec_matches_pod
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
-PodKey = tuple[str, str]  # (namespace, pod name)
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,28 @@ class SuspensionInfo:
     def targets(self, pod: PodInfo) -> bool:
         """Whether the pod is one of its targets (running and matching)."""
         return self.spec is not None and pod.running and spec_matches_pod(self.spec, pod.labels)
+
+    def hold_on(self, pod: PodInfo) -> Hold:
+        """The hold it takes on the pod, as the pod's ledger records it."""
+        assert self.spec is not None
+        return Hold(
+            name=self.name,
+            jobs=tuple(self.spec.jobs),
+            processes=tuple(self.spec.processes),
+            container=exec_container(pod, self.spec.container),
+        )
+
+    def left_running(self, pod: PodInfo, pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        """The processes (job/process keys) of these that probes: Skip leaves running in the pod."""
+        if self.spec is None or self.spec.probes is not ProbePolicy.SKIP:
+            return ()
+        return tuple(sorted(process_key(job, process) for job, process in pod.probes.probed(pairs)))
+
+    def may_join(self, pod: PodInfo) -> bool:
+        """Whether a hand-over may give it the processes a leaving hold keeps stopped, with no look: not for
+        probes: Refuse in a pod with a restarting probe (which processes run in which container only a look tells
+        for sure; its own look refuses the pod or takes the hold)."""
+        return self.spec is None or self.spec.probes is not ProbePolicy.REFUSE or not pod.probes.probes
 
 
 def suspension_info(
@@ -85,8 +104,8 @@ def _no_pod(_: str, __: str) -> None:
 
 @dataclass
 class Runtime:
-    """What every handler shares: settings, the exec transport, the API client, the pod workers and their
-    outcomes per suspension, and the wake-up events of the suspensions' status daemons."""
+    """What every pod worker and status daemon shares: settings, the exec transport, the API client, live views of
+    kopf's indexes, and the board of the workers' outcomes per suspension."""
 
     settings: ProcessControlSettings
     executor: PodExecutor
@@ -94,85 +113,7 @@ class Runtime:
     pods_of: PodsOf = _nothing
     pod: PodOf = _no_pod  # the pod as the index has it now, or None when it is gone
     suspensions_of: SuspensionsOf = _nothing
-    workers: dict[PodKey, PodWorker] = field(default_factory=dict)
-    # (namespace, suspension name) -> pod name -> the latest outcome there.
-    outcomes: dict[tuple[str, str], dict[str, PodRecord]] = field(default_factory=dict)
-    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    # What of each suspension the pods act on, as last seen: a change wakes its pods, a status write does not.
-    seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
-    # (namespace, suspension name) -> the outcomes its last status write showed, and an event set at each write.
-    shown: dict[tuple[str, str], Mapping[str, PodRecord]] = field(default_factory=dict)
-    status_written: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-
-    def wake(self, namespace: str, name: str) -> None:
-        """Make a suspension's status daemon look again."""
-        event = self.wakeups.get((namespace, name))
-        if event is not None:
-            event.set()
-
-    def report(self, namespace: str, suspension: str, pod: str, record: PodRecord | None) -> None:
-        """A pod worker's outcome for one suspension (None: the pod is no longer its business)."""
-        records = self.outcomes.setdefault((namespace, suspension), {})
-        if record is None:
-            if records.pop(pod, None) is None:
-                return
-        else:
-            records[pod] = record
-        self.wake(namespace, suspension)
-
-    def status_shown(self, namespace: str, suspension: str, records: Mapping[str, PodRecord]) -> None:
-        """The status daemon wrote (or found written) a status built from these outcomes."""
-        self.shown[(namespace, suspension)] = records  # the daemon's own copy: no second one per write
-        self.status_written.setdefault((namespace, suspension), asyncio.Event()).set()
-
-    async def wait_shown(self, namespace: str, suspension: str, pod: str, record: PodRecord, timeout_s: float) -> bool:
-        """Wait until a status showing this outcome of the pod is written; False when it was not within timeout_s
-        (no daemon runs, or the API server refuses the write: the caller goes on, it has said it in an event)."""
-        key = (namespace, suspension)
-        self.wake(namespace, suspension)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while self.shown.get(key, {}).get(pod) is not record:
-            written = self.status_written.setdefault(key, asyncio.Event())
-            written.clear()
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(written.wait(), timeout=remaining)
-        return True
-
-    def ensure_worker(self, namespace: str, pod: str, wake: bool = True) -> None:
-        """Start the pod's worker if it has none; make it look again (a new worker always does)."""
-        from processcontrol.reconcile.worker import PodWorker  # the worker module builds on this one
-
-        worker = self.workers.get((namespace, pod))
-        if worker is None:
-            worker = self.workers[(namespace, pod)] = PodWorker(self, namespace, pod)
-            worker.start()
-        elif wake:
-            worker.wake()
-
-    def suspension_changed(self, suspension: SuspensionInfo, namespace: str) -> None:
-        """Wake its pods if what they act on changed (spec, deletion, expiry); our own status writes come back as
-        events too, and must not wake every pod of a large group each time."""
-        essence = (suspension.generation, suspension.deleting, suspension.expires_at, suspension.spec)
-        if self.seen.get(suspension.uid) != essence:
-            self.seen[suspension.uid] = essence
-            self.wake_pods_of(suspension, namespace)
-
-    def wake_pods_of(self, suspension: SuspensionInfo, namespace: str) -> None:
-        """Wake the workers of every pod the suspension targets or holds something in."""
-        for pod in self.pods_of(namespace):
-            holders = pod.holders
-            if suspension.targets(pod) or holders is None or suspension.uid in holders:
-                self.ensure_worker(namespace, pod.name)
-
-    async def stop_workers(self) -> None:
-        """Cancel every pod worker (operator shutdown)."""
-        workers = list(self.workers.values())
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*(w.wait_closed() for w in workers), return_exceptions=True)
+    board: OutcomeBoard = field(default_factory=OutcomeBoard)
 
 
 async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) -> Runtime:
@@ -202,8 +143,7 @@ async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) ->
 
 
 async def stop_runtime(runtime: Runtime) -> None:
-    """Stop the pod workers, release the API client and the exec transport's threads."""
-    await runtime.stop_workers()
+    """Release the API client and the exec transport's threads (once the pod workers are stopped)."""
     runtime.kube.close()
     # Only the real transport holds threads; the PodExecutor protocol (and test doubles) need no close().
     close = getattr(runtime.executor, "close", None)

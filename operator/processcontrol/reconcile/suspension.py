@@ -1,8 +1,9 @@
 """One ProcessSuspension's side: its status daemon, and its deletion.
 
-The pod workers (worker.py) do the work and report outcomes per suspension. The daemon turns those outcomes into
-the object's status, announces transitions in events, and wakes the pods when the suspension expires. Deletion
-waits until no pod's hold ledger names the suspension any more: its finalizer goes only then.
+The pod workers (worker.py) do the work and report outcomes per suspension on the runtime's OutcomeBoard; the
+daemon starts and wakes them through the dispatch (dispatch.py). It turns those outcomes into the object's status,
+announces transitions in events, and wakes the pods when the suspension expires. Deletion waits until no pod's
+hold ledger names the suspension any more: its finalizer goes only then, and the board forgets the suspension.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from processcontrol.api.timestamps import parse_time
 from processcontrol.exceptions import ApiError
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
+from processcontrol.reconcile.dispatch import Dispatch
 from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, final_state, intent_of
-from processcontrol.reconcile.runtime import Logger, Runtime, SuspensionInfo, suspension_info
-from processcontrol.reconcile.targets import select_targets
+from processcontrol.reconcile.runtime import Logger, SuspensionInfo, suspension_info
+from processcontrol.targets import select_targets
 
 # After an operator restart, how long the daemon waits for the pod workers' first outcomes before it writes a
 # status that would count the silent pods as in progress (and flip Ready for nothing).
@@ -52,8 +54,9 @@ def info_of(body: kopf.Body) -> SuspensionInfo:
 class StatusDaemon:
     """Writes one suspension's status from its pods' outcomes."""
 
-    def __init__(self, runtime: Runtime, body: kopf.Body, logger: Logger) -> None:
-        self.runtime = runtime
+    def __init__(self, dispatch: Dispatch, body: kopf.Body, logger: Logger) -> None:
+        self.dispatch = dispatch
+        self.runtime = dispatch.runtime
         self.body = body
         self.logger = logger
         self.namespace = body.metadata.namespace or ""
@@ -77,13 +80,13 @@ class StatusDaemon:
         info = info_of(self.body)
         if intent != self.last_intent:
             # Expiry comes with no event: the pods must look again now.
-            self.runtime.wake_pods_of(info, self.namespace)
+            self.dispatch.wake_pods_of(info, self.namespace)
         self._announce(intent)
         pods = list(self.runtime.pods_of(self.namespace))
         targets = select_targets(spec, pods)
         for pod in targets:
-            self.runtime.ensure_worker(self.namespace, pod.name, wake=False)
-        records = dict(self.runtime.outcomes.get((self.namespace, self.name), {}))
+            self.dispatch.ensure_worker(self.namespace, pod.name, wake=False)
+        records = self.runtime.board.records(self.namespace, self.name)
         silent = [p for p in targets if p.name not in records]
         if silent and time.monotonic() - self.started < FIRST_OUTCOMES_GRACE_S and self.status.conditions:
             return FIRST_OUTCOMES_GRACE_S / 5
@@ -94,7 +97,7 @@ class StatusDaemon:
             return WRITE_RETRY_S
         self.targets = tuple(p.name for p in targets)
         self.all_done = bool(targets) and status.counts is not None and status.counts.done == len(targets)
-        self.runtime.status_shown(self.namespace, self.name, records)
+        self.runtime.board.status_shown(self.namespace, self.name, records)
         waits = []
         if intent.mode is Mode.SUSPEND and status.expires_at is not None:
             waits.append((parse_time(status.expires_at) - now).total_seconds())
@@ -108,7 +111,7 @@ class StatusDaemon:
         instead of at the end of the status interval."""
         if self.all_done or not self.targets or self.last_intent is None:
             return False
-        records = self.runtime.outcomes.get((self.namespace, self.name), {})
+        records = self.runtime.board.records(self.namespace, self.name)
         goal = final_state(self.last_intent.mode)
         generation = self.body.metadata.get("generation")
         return all(
@@ -178,12 +181,11 @@ class StatusDaemon:
             self.last_intent = intent
 
 
-async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger) -> None:
+async def run_status_daemon(dispatch: Dispatch, body: kopf.Body, stopped: kopf.DaemonStopped, logger: Logger) -> None:
     """The daemon body: publish on every outcome and object change until the object goes or the operator stops."""
-    daemon = StatusDaemon(runtime, body, logger)
-    key = (daemon.namespace, daemon.name)
-    wake = runtime.wakeups.setdefault(key, asyncio.Event())
-    try:
+    daemon = StatusDaemon(dispatch, body, logger)
+    runtime = dispatch.runtime
+    with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake:
         while not stopped:
             wake.clear()
             wait = await daemon.publish()
@@ -195,9 +197,6 @@ async def run_status_daemon(runtime: Runtime, body: kopf.Body, stopped: kopf.Dae
                 if stopped:
                     break
             await _woken_or_stopped(wake, stopped, wait)
-    finally:
-        if runtime.wakeups.get(key) is wake:
-            del runtime.wakeups[key]
 
 
 async def _woken_or_stopped(wake: asyncio.Event, stopped: kopf.DaemonStopped, within_s: float | None) -> None:
@@ -229,16 +228,16 @@ async def _gather_outcomes(
         wake.set()  # what arrived meanwhile is the next publish's
 
 
-def pods_holding(runtime: Runtime, namespace: str, uid: str) -> list[str]:
+def pods_holding(dispatch: Dispatch, namespace: str, uid: str) -> list[str]:
     """Pods whose hold ledger still names the suspension: from each worker's last write, else from the index.
     A pod whose worker is acting for it counts (a hold may be on its way), and so does a pod whose ledger cannot
     be read when it mentions the uid at all. A pod being deleted holds nothing: its holds go with it."""
     holding = []
-    for pod in runtime.pods_of(namespace):
+    for pod in dispatch.runtime.pods_of(namespace):
         if pod.terminating:
             continue
-        worker = runtime.workers.get((namespace, pod.name))
-        known = worker.holds_for(uid) if worker is not None and worker.pod_uid == pod.uid else None
+        worker = dispatch.workers.get((namespace, pod.name))
+        known = worker.ledger.holds_for(pod, uid) if worker is not None else None
         if known is not None:
             if known:
                 holding.append(pod.name)
@@ -249,19 +248,20 @@ def pods_holding(runtime: Runtime, namespace: str, uid: str) -> list[str]:
     return sorted(holding)
 
 
-async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -> None:
+async def release_on_delete(dispatch: Dispatch, body: kopf.Body, logger: Logger) -> None:
     """On deletion: the pod workers give back this suspension's holds; the finalizer goes when no pod has any."""
+    runtime = dispatch.runtime
     namespace = body.metadata.namespace or ""
     name = body.metadata.name or ""
     info = info_of(body)
-    runtime.wake_pods_of(info, namespace)
+    dispatch.wake_pods_of(info, namespace)
     deadline = time.monotonic() + runtime.settings.exec_timeout_s
     while True:
-        holding = pods_holding(runtime, namespace, info.uid)
+        holding = pods_holding(dispatch, namespace, info.uid)
         if not holding:
             break
         if time.monotonic() > deadline:
-            records = runtime.outcomes.get((namespace, name), {})
+            records = runtime.board.records(namespace, name)
             why = "; ".join(f"{pod}: {records[pod].message}" for pod in holding if pod in records)
             raise kopf.TemporaryError(
                 f"waiting for {len(holding)} pods to give back their processes: {', '.join(holding[:10])}"
@@ -269,10 +269,8 @@ async def release_on_delete(runtime: Runtime, body: kopf.Body, logger: Logger) -
                 delay=1.0,
             )
         await asyncio.sleep(0.1)
-    runtime.outcomes.pop((namespace, name), None)
-    runtime.shown.pop((namespace, name), None)
-    runtime.status_written.pop((namespace, name), None)
-    runtime.seen.pop(info.uid, None)
+    runtime.board.forget(namespace, name)
+    dispatch.forget(info.uid)
     for metric in (metrics.SUSPENDED_PODS, metrics.SUSPENDED_PROCESSES, metrics.RESTARTS_UNDER_SUSPENSION):
         with contextlib.suppress(KeyError):  # never set: the suspension never published
             metric.remove(namespace, name)

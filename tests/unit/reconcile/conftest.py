@@ -28,11 +28,12 @@ from harness.base import kill_marked
 from harness.fakepods import CONTAINER_ENV
 from processcontrol.api import INSTANCE_GROUP_LABEL, SUSPENDED_LABEL
 from processcontrol.exceptions import ApiError, Conflict, ExecError, ExecTimeout, NotFound
+from processcontrol.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
 from processcontrol.podexec.transport import Dialogue, ExecResult, prompted
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
+from processcontrol.reconcile.dispatch import Dispatch
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
-from processcontrol.reconcile.settings import ProcessControlSettings
-from processcontrol.reconcile.targets import PodInfo, pod_info_from_body
+from processcontrol.settings import ProcessControlSettings
+from processcontrol.targets import PodInfo, pod_info_from_body
 
 CONTAINERRUN = Path(sys.executable).parent / "containerrun"
 JOBS = (("pxc-mysql", "mysql"), ("pxc-mysql", "galera-agent"))
@@ -236,7 +237,7 @@ class World:
     suspensions: dict[str, SuspensionInfo] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     version: int = 1
-    runtime: Runtime | None = None
+    dispatch: Dispatch = field(init=False)  # the pod workers the world's changes wake, set by the fixture
     events: list[dict[str, Any]] = field(default_factory=list)  # every pod's, as the kubelet posts them
     # Shared with the executor: every ledger write (pod, "write", seq) and go-ahead, in order.
     timeline: list[tuple[str, str, int]] = field(default_factory=list)
@@ -259,8 +260,7 @@ class World:
 
     def changed(self, name: str) -> None:
         """The pod changed: tell its worker, as the pod watch does."""
-        if self.runtime is not None:
-            self.runtime.ensure_worker(NAMESPACE, name)
+        self.dispatch.ensure_worker(NAMESPACE, name)
 
     # What the operator calls (KubeClient's interface).
 
@@ -346,15 +346,13 @@ class World:
     def suspend(self, name: str, generation: int = 1, deleting: bool = False, **spec: Any) -> SuspensionInfo:
         info = suspension_info(name, f"uid-{name}", generation, {"instanceGroup": "db", **spec}, {}, deleting=deleting)
         self.suspensions[name] = info
-        if self.runtime is not None:
-            self.runtime.wake_pods_of(info, NAMESPACE)
+        self.dispatch.wake_pods_of(info, NAMESPACE)
         return info
 
     def forget(self, name: str) -> None:
         """The suspension object is gone (finalizer removed by hand)."""
         info = self.suspensions.pop(name)
-        if self.runtime is not None:
-            self.runtime.wake_pods_of(info, NAMESPACE)
+        self.dispatch.wake_pods_of(info, NAMESPACE)
 
     def ledger(self, pod: str) -> Ledger:
         return parse_ledger(self.pods[pod]["metadata"].get("annotations"))
@@ -409,13 +407,13 @@ async def world(pods: dict[str, FakePod]) -> AsyncIterator[tuple[World, LocalExe
     runtime.pods_of = made.pods_of
     runtime.pod = made.pod
     runtime.suspensions_of = made.suspensions_of
-    made.runtime = runtime
+    made.dispatch = Dispatch(runtime)
     for name in pods:
         made.add_pod(name)
     yield made, executor, runtime
     for gate in executor.hold.values():
         gate.set()
-    await runtime.stop_workers()
+    await made.dispatch.stop_workers()
     for straggler in executor.stragglers:
         straggler.cancel()
     await asyncio.gather(*executor.stragglers, return_exceptions=True)

@@ -18,11 +18,11 @@ from processcontrol.api import ProcessSuspensionStatus
 from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.exceptions import ApiError
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, LEDGER_VERSION
+from processcontrol.ledger import HOLDS_ANNOTATION, LEDGER_VERSION
 from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status
 from processcontrol.reconcile.runtime import Runtime
 from processcontrol.reconcile.suspension import pods_holding
-from processcontrol.reconcile.targets import PodInfo
+from processcontrol.targets import PodInfo
 
 from .conftest import JOBS, NAMESPACE, FakePod, LocalExecutor, World, eventually
 
@@ -32,12 +32,12 @@ Events = list[tuple[str, str, str]]
 
 
 def state(runtime: Runtime, suspension: str, pod: str) -> str | None:
-    record = runtime.outcomes.get((NAMESPACE, suspension), {}).get(pod)
+    record = runtime.board.record(NAMESPACE, suspension, pod)
     return None if record is None else f"{record.mode.value}:{record.state.value}"
 
 
 def record(runtime: Runtime, suspension: str, pod: str) -> PodRecord | None:
-    return runtime.outcomes.get((NAMESPACE, suspension), {}).get(pod)
+    return runtime.board.record(NAMESPACE, suspension, pod)
 
 
 def everything_runs(pods: dict[str, FakePod]) -> bool:
@@ -53,7 +53,7 @@ async def suspended(api: World, runtime: Runtime, name: str = "restore", **spec:
 async def released(api: World, runtime: Runtime, name: str = "restore") -> None:
     """Deleted, and the finalizer gone once no pod holds anything for it (what release_on_delete waits for)."""
     api.suspend(name, deleting=True)
-    await eventually(lambda: not pods_holding(runtime, NAMESPACE, f"uid-{name}"), "every hold given back")
+    await eventually(lambda: not pods_holding(api.dispatch, NAMESPACE, f"uid-{name}"), "every hold given back")
     api.forget(name)
 
 
@@ -86,14 +86,16 @@ async def test_1_a_start_that_is_not_delivered_is_sent_again_until_it_is(
         await eventually(
             lambda: getattr(record(runtime, "restore", "db-0"), "reason", "") == "StartUndelivered", "shown"
         )
-        assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["db-0"], "the finalizer stays"
+        assert pods_holding(api.dispatch, NAMESPACE, "uid-restore") == ["db-0"], "the finalizer stays"
         assert api.ledger("db-0").processes["pxc-mysql/mysql"].holders == ("uid-restore",)
         assert api.label("db-0") == "true"
         assert any(name == "db-0" and reason == "StartUndelivered" for name, reason, _ in events), "an event on the pod"
     finally:
         thaw(pods["db-0"], *MYSQL)
         blocked.close()
-    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "given back once it could be sent")
+    await eventually(
+        lambda: not pods_holding(api.dispatch, NAMESPACE, "uid-restore"), "given back once it could be sent"
+    )
     await eventually(lambda: everything_runs(pods), "every process running again")
     assert api.annotation("db-0") is None and api.label("db-0") is None
 
@@ -173,11 +175,11 @@ async def test_5_a_ledger_lost_across_an_operator_restart_counts_what_is_stopped
 ) -> None:
     api, _executor, runtime = world
     await suspended(api, runtime)
-    await runtime.stop_workers()  # the operator restarts: nothing of its memory survives
-    runtime.workers.clear()
+    await api.dispatch.stop_workers()  # the operator restarts: nothing of its memory survives
+    api.dispatch.workers.clear()
     api.pods["db-0"]["metadata"]["annotations"].pop(HOLDS_ANNOTATION)  # lost meanwhile; the label stays
     api.changed("db-0")
-    runtime.wake_pods_of(api.suspensions["restore"], NAMESPACE)
+    api.dispatch.wake_pods_of(api.suspensions["restore"], NAMESPACE)
     await eventually(lambda: api.annotation("db-0") is not None, "held again")
     assert api.ledger("db-0").processes["pxc-mysql/mysql"].was_running, "its own STOP is not a stop by hand"
     await released(api, runtime)
@@ -194,7 +196,7 @@ async def test_6_a_hand_over_never_runs_the_process(world: World3, pods: dict[st
     api.suspend("old", deleting=True)
     for pod in ("db-0", "db-1"):
         await eventually(lambda p=pod: state(runtime, "new", p) == "Suspend:Suspended", f"{pod} held by new")  # type: ignore[misc]
-    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-old"), "old gave back")
+    await eventually(lambda: not pods_holding(api.dispatch, NAMESPACE, "uid-old"), "old gave back")
     assert all(action != "START" for _, action in executor.calls), executor.calls
     assert all(not pod.running(*MYSQL) for pod in pods.values())
     assert pids == {name: pod.runners[MYSQL].pid for name, pod in pods.items()}, "no containerrun restarted"
@@ -286,7 +288,7 @@ async def test_a_terminating_pod_is_left_alone_and_holds_nothing(
     executor.calls.clear()
     api.terminate("db-0")
     api.suspend("restore", deleting=True)
-    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "the deletion can complete")
+    await eventually(lambda: not pods_holding(api.dispatch, NAMESPACE, "uid-restore"), "the deletion can complete")
     await eventually(lambda: pods["db-1"].running(*MYSQL), "the other pod given back")
     await asyncio.sleep(0.3)
     assert executor.actions("db-0") == [], "no START into a pod being deleted"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from processcontrol.exceptions import LedgerError, LedgerTooNew
-from processcontrol.reconcile.ledger import (
+from processcontrol.ledger import (
     HOLDS_ANNOTATION,
     Hold,
     Ledger,

@@ -30,7 +30,7 @@ from processcontrol.reconcile.plan import (
     process_state,
     reverify_spread,
 )
-from processcontrol.reconcile.targets import PodInfo, exec_container, pod_info_from_body, select_targets
+from processcontrol.targets import PodInfo, exec_container, pod_info_from_body, select_targets
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """The pod index entry: its hold ledger holders are parsed once, when kopf builds the entry.
 
-`Runtime.wake_pods_of` looks at every pod of the namespace each time a suspension's spec, deletion or expiry
+`Dispatch.wake_pods_of` looks at every pod of the namespace each time a suspension's spec, deletion or expiry
 changes; parsing the ledger JSON there made that O(pods x ledger size) per change.
 """
 
@@ -12,14 +12,15 @@ from typing import Any
 import kopf
 import pytest
 
+from processcontrol import targets
 from processcontrol.api import INSTANCE_GROUP_LABEL
-from processcontrol.reconcile import targets
+from processcontrol.ledger import HOLDS_ANNOTATION, Hold, Ledger, Observed, dump_ledger, take_hold
+from processcontrol.reconcile.dispatch import Dispatch
 from processcontrol.reconcile.handlers import pods_by_namespace
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, Hold, Ledger, Observed, dump_ledger, take_hold
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
-from processcontrol.reconcile.settings import ProcessControlSettings
 from processcontrol.reconcile.suspension import pods_holding
-from processcontrol.reconcile.targets import PodInfo
+from processcontrol.settings import ProcessControlSettings
+from processcontrol.targets import PodInfo
 
 NAMESPACE = "kubecf"
 
@@ -61,8 +62,8 @@ def api_suspension(uid: str, group: str) -> SuspensionInfo:
     return suspension_info(f"name-{uid}", uid, 1, {"instanceGroup": group, "suspend": True}, {}, False)
 
 
-class WakeRecorder(Runtime):
-    """A runtime that records which pod workers it would start or wake, instead of starting them."""
+class WakeRecorder(Dispatch):
+    """A dispatch that records which pod workers it would start or wake, instead of starting them."""
 
     woken: list[str]
 
@@ -70,10 +71,11 @@ class WakeRecorder(Runtime):
         self.woken.append(pod)
 
 
-def runtime_over(pods: list[PodInfo]) -> WakeRecorder:
-    made = WakeRecorder(settings=ProcessControlSettings(metrics_port=0), executor=None, kube=None)  # type: ignore[arg-type]
+def dispatch_over(pods: list[PodInfo]) -> WakeRecorder:
+    runtime = Runtime(settings=ProcessControlSettings(metrics_port=0), executor=None, kube=None)  # type: ignore[arg-type]
+    runtime.pods_of = lambda namespace: pods if namespace == NAMESPACE else []
+    made = WakeRecorder(runtime)
     made.woken = []
-    made.pods_of = lambda namespace: pods if namespace == NAMESPACE else []
     return made
 
 
@@ -94,23 +96,23 @@ def test_the_index_entry_carries_the_parsed_holders(monkeypatch: pytest.MonkeyPa
     assert free.holders == ()
     for _ in range(100):
         assert held.holders == ("uid-a", "uid-b")
-    runtime_over([held, free]).wake_pods_of(api_suspension("uid-other", "api"), NAMESPACE)
+    dispatch_over([held, free]).wake_pods_of(api_suspension("uid-other", "api"), NAMESPACE)
     assert len(parses) == 2, "reading the holders, and waking pods, parses nothing again"
 
 
 def test_waking_pods_uses_the_parsed_holders() -> None:
     held = entry("database-0", group="database", holds=ledger_of("uid-restore"))
     other = entry("api-0", group="api")
-    runtime = runtime_over([held, other])
+    dispatch = dispatch_over([held, other])
 
     # A suspension of another group still wakes the pod its ledger says it holds something in.
-    runtime.wake_pods_of(api_suspension("uid-restore", "router"), NAMESPACE)
-    assert runtime.woken == ["database-0"]
-    runtime.woken.clear()
-    runtime.wake_pods_of(api_suspension("uid-else", "api"), NAMESPACE)
-    assert runtime.woken == ["api-0"]
-    assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["database-0"]
-    assert pods_holding(runtime, NAMESPACE, "uid-else") == []
+    dispatch.wake_pods_of(api_suspension("uid-restore", "router"), NAMESPACE)
+    assert dispatch.woken == ["database-0"]
+    dispatch.woken.clear()
+    dispatch.wake_pods_of(api_suspension("uid-else", "api"), NAMESPACE)
+    assert dispatch.woken == ["api-0"]
+    assert pods_holding(dispatch, NAMESPACE, "uid-restore") == ["database-0"]
+    assert pods_holding(dispatch, NAMESPACE, "uid-else") == []
 
 
 @pytest.mark.parametrize("raw", ["{not json", '{"v": 2}', "[]"])
@@ -118,15 +120,15 @@ def test_a_malformed_ledger_still_surfaces(raw: str) -> None:
     broken = entry("database-0", group="database", holds=raw)
     assert broken.holds == raw, "the raw annotation is kept for the worker to report"
     assert broken.holders is None, "unreadable, not empty"
-    runtime = runtime_over([broken, entry("api-0", group="api")])
+    dispatch = dispatch_over([broken, entry("api-0", group="api")])
 
     # Any suspension's change wakes the pod whose ledger cannot be read: its worker reports it (LedgerUnreadable).
-    runtime.wake_pods_of(api_suspension("uid-else", "router"), NAMESPACE)
-    assert runtime.woken == ["database-0"]
+    dispatch.wake_pods_of(api_suspension("uid-else", "router"), NAMESPACE)
+    assert dispatch.woken == ["database-0"]
     # Deletion waits for it only when the raw text names the suspension.
     named = entry("database-1", holds='{"holds": {"uid-restore": ')
-    runtime = runtime_over([broken, named])
-    assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["database-1"]
+    dispatch = dispatch_over([broken, named])
+    assert pods_holding(dispatch, NAMESPACE, "uid-restore") == ["database-1"]
 
 
 def test_a_copy_with_another_ledger_parses_its_own() -> None:

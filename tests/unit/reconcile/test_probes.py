@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from processcontrol.reconcile.plan import Mode
-from processcontrol.reconcile.probes import (
+from processcontrol.probes import (
     ContainerProcess,
     PodProbes,
     container_probes,
@@ -19,6 +18,7 @@ from processcontrol.reconcile.probes import (
     kubelet_reason,
     pod_probes,
 )
+from processcontrol.reconcile.plan import Mode
 from processcontrol.reconcile.runtime import Runtime
 
 from .conftest import CONTAINER, JOBS, NAMESPACE, FakePod, LocalExecutor, World, eventually
@@ -117,7 +117,7 @@ def probe_pods(api: World) -> None:
 
 
 def record_of(runtime: Runtime, pod: str) -> Any:
-    return runtime.outcomes.get((NAMESPACE, "restore"), {}).get(pod)
+    return runtime.board.record(NAMESPACE, "restore", pod)
 
 
 def state_of(runtime: Runtime, pod: str) -> str | None:
@@ -148,7 +148,7 @@ async def test_warn_shows_the_conflict_before_the_first_stop(
     assert executor.actions("db-0") == ["LOOK"]
     assert pods["db-0"].running(*MYSQL) and pods["db-0"].running(*AGENT)
 
-    runtime.status_shown(NAMESPACE, "restore", runtime.outcomes[(NAMESPACE, "restore")])
+    runtime.board.status_shown(NAMESPACE, "restore", runtime.board.outcomes[(NAMESPACE, "restore")])
     await eventually(lambda: not pods["db-0"].running(*MYSQL) and not pods["db-0"].running(*AGENT), "stopped")
     await eventually(lambda: state_of(runtime, "db-0") == "Suspended", "db-0 suspended")
     assert record_of(runtime, "db-0").probe_conflicts == (DESCRIBED,)
@@ -211,7 +211,7 @@ async def test_a_hand_over_to_a_skip_suspension_still_leaves_the_probed_process_
     api.suspend("restore", deleting=True, probes="Skip")
 
     def held_by_renamed(name: str) -> bool:
-        record = runtime.outcomes.get((NAMESPACE, "renamed"), {}).get(name)
+        record = runtime.board.outcomes.get((NAMESPACE, "renamed"), {}).get(name)
         return record is not None and record.state.value == "Suspended" and "uid-restore" not in api.ledger(name).holds
 
     for name in pods:
@@ -237,7 +237,7 @@ async def test_a_hand_over_to_a_refuse_suspension_leaves_it_to_its_own_look(
     api.suspend("restore", deleting=True, probes="Skip")
 
     def refused(name: str) -> bool:
-        record = runtime.outcomes.get((NAMESPACE, "strict"), {}).get(name)
+        record = runtime.board.outcomes.get((NAMESPACE, "strict"), {}).get(name)
         return record is not None and record.reason == "ProbeConflict"
 
     await eventually(lambda: all(p.running(*k) for p in pods.values() for k in JOBS), "every process running again")
@@ -264,8 +264,8 @@ async def test_refuse_stops_nothing_in_the_pod_until_the_user_decides(
     statuses = len(executor.actions("db-0"))
 
     # Retries of a refused pod cost no exec while nothing changes.
-    runtime.ensure_worker(NAMESPACE, "db-0")
-    await eventually(lambda: bool(runtime.workers[(NAMESPACE, "db-0")].refused), "refusal remembered")
+    api.dispatch.ensure_worker(NAMESPACE, "db-0")
+    await eventually(lambda: bool(api.dispatch.workers[(NAMESPACE, "db-0")].holding.refused), "refusal remembered")
     assert len(executor.actions("db-0")) == statuses
 
     api.suspend("restore", generation=2, probes="Warn")

@@ -12,7 +12,8 @@ import json
 import pytest
 
 from processcontrol.exceptions import ExecForbidden
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION
+from processcontrol.ledger import HOLDS_ANNOTATION
+from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.reconcile.plan import Mode
 from processcontrol.reconcile.runtime import Runtime
 from processcontrol.reconcile.suspension import pods_holding
@@ -32,7 +33,7 @@ def running(pods: dict[str, FakePod], *keys: tuple[str, str]) -> bool:
 
 
 def state(runtime: Runtime, suspension: str, pod: str) -> str | None:
-    record = runtime.outcomes.get((NAMESPACE, suspension), {}).get(pod)
+    record = runtime.board.record(NAMESPACE, suspension, pod)
     return None if record is None else f"{record.mode.value}:{record.state.value}"
 
 
@@ -74,12 +75,12 @@ async def test_deletion_while_a_stop_is_in_flight_leaves_nothing_stopped(
     api.suspend("restore", deleting=True)
     gate.set()
 
-    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "every hold given back")
+    await eventually(lambda: not pods_holding(api.dispatch, NAMESPACE, "uid-restore"), "every hold given back")
     await eventually(lambda: running(pods), "every process running again")
     api.forget("restore")  # every hold given back: the finalizer goes, and the object with it
     # The pod workers are the only ones that exec; once every one has ended (nothing held, nothing left to report),
     # a STOP still to land would have landed.
-    await eventually(lambda: not runtime.workers, "every pod worker done")
+    await eventually(lambda: not api.dispatch.workers, "every pod worker done")
     assert running(pods)
     # Its exec looked, was told nothing (the suspension went meanwhile), and sent nothing.
     assert "STOP" not in executor.actions("db-1"), executor.actions("db-1")
@@ -127,13 +128,13 @@ async def test_failed_rechecks_keep_the_evidence_and_deletion_waits(
         "db-1's give-back failed and was retried",
         within=30,
     )
-    assert pods_holding(runtime, NAMESPACE, "uid-restore") == ["db-1"]
+    assert pods_holding(api.dispatch, NAMESPACE, "uid-restore") == ["db-1"]
     assert "uid-restore" in json.loads(api.annotation("db-1") or "{}")["holds"]
     assert state(runtime, "restore", "db-1") == "Resume:Failed"
     assert stopped(pods_only(pods, "db-1"))
 
     del executor.fail["db-1"]  # the grant comes back
-    await eventually(lambda: not pods_holding(runtime, NAMESPACE, "uid-restore"), "db-1 given back", within=20)
+    await eventually(lambda: not pods_holding(api.dispatch, NAMESPACE, "uid-restore"), "db-1 given back", within=20)
     assert running(pods)
 
 
@@ -159,7 +160,7 @@ async def test_a_process_stopped_by_hand_before_stays_stopped(
     assert pods["db-0"].running(*MYSQL)
     assert not pods["db-0"].running(*AGENT), "stopped by hand before the suspension: left stopped"
     assert running(pods_only(pods, "db-1"))
-    record = runtime.outcomes[(NAMESPACE, "restore")]["db-0"]
+    record = runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"]
     assert record.generation == 2
     assert api.annotation("db-0") is None
 
@@ -231,12 +232,12 @@ async def test_after_an_operator_restart_verified_holds_count_without_an_exec(
     api.suspend("restore")
     for name in pods:
         await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "suspended")  # type: ignore[misc]
-    await runtime.stop_workers()
-    runtime.outcomes.clear()
+    await api.dispatch.stop_workers()
+    runtime.board = OutcomeBoard()
     executor.calls.clear()
 
     for name in pods:
-        runtime.ensure_worker(NAMESPACE, name)
+        api.dispatch.ensure_worker(NAMESPACE, name)
     for name in pods:
         await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "known again")  # type: ignore[misc]
     assert executor.calls == [], "a hold verified at the current restart count needs no exec to be believed"
@@ -304,15 +305,15 @@ async def test_spec_change_outcomes_answer_their_generation(
     api, executor, runtime = world
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Suspended", "suspended")
-    assert runtime.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 1
+    assert runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 1
     held = api.ledger("db-0")
     execs = len(executor.actions("db-0"))
 
     api.suspend("restore", generation=2, reason="restore, OPS-1234")
     await eventually(
         lambda: (
-            runtime.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 2
-            and runtime.outcomes[(NAMESPACE, "restore")]["db-0"].mode is Mode.SUSPEND
+            runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"].generation == 2
+            and runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"].mode is Mode.SUSPEND
         ),
         "outcome of generation 2",
     )
@@ -329,7 +330,7 @@ async def test_an_unreadable_ledger_is_reported_and_left_alone(
     api.pods["db-0"]["metadata"]["annotations"] = {HOLDS_ANNOTATION: "{not json"}
     api.suspend("restore")
     await eventually(lambda: state(runtime, "restore", "db-0") == "Suspend:Failed", "db-0 failed")
-    record = runtime.outcomes[(NAMESPACE, "restore")]["db-0"]
+    record = runtime.board.outcomes[(NAMESPACE, "restore")]["db-0"]
     assert record.reason == "LedgerUnreadable"
     assert "processcontrol.dev/holds" in record.message
     assert running(pods_only(pods, "db-0")), "nothing is done to a pod whose ledger cannot be read"

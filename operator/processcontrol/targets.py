@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, LabelSelector, ProcessSuspensionSpec
-from processcontrol.reconcile.ledger import HOLDS_ANNOTATION, holders_in
-from processcontrol.reconcile.probes import PodProbes, pod_probes
+from processcontrol.ledger import HOLDS_ANNOTATION, holders_in
+from processcontrol.probes import PodProbes, pod_probes
 
 DATA_MOUNT = "/var/vcap/data"
 

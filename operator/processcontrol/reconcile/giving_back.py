@@ -1,0 +1,374 @@
+"""Giving back a pod's holds that nobody wants any more (a suspension resumed, expired, deleted or gone, a pod no
+longer matching): mark them releasing in the ledger (a wanted suspension joins the holders of what they keep
+stopped first), START what ran before its first hold and no other hold covers in one exec whose go-ahead follows
+a ledger write, watch it until it runs; and, for a suspension that holds nothing here, report what runs.
+
+Failures are retried with backoff, as long as it takes: a hold stays in the ledger, releasing, until its START
+was delivered."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from processcontrol.api import PodState, ProcessState
+from processcontrol.api.reasons import FailureReason, Reason
+from processcontrol.api.timestamps import format_time
+from processcontrol.exceptions import PodFailure
+from processcontrol.ledger import (
+    Ledger,
+    adopt,
+    begin_release,
+    finish_release,
+    next_seq,
+    process_key,
+    split_key,
+    to_start,
+)
+from processcontrol.podexec.script import Action, ScriptReport, SocketReport, SocketResult
+from processcontrol.reconcile.backoff import poll_delay, retry_delay
+from processcontrol.reconcile.ledger_writer import LedgerWriter
+from processcontrol.reconcile.plan import Mode
+from processcontrol.reconcile.pods import (
+    GoAhead,
+    TransitionFailed,
+    count,
+    is_stale,
+    look,
+    names,
+    process_statuses,
+    statuses,
+    transition,
+)
+from processcontrol.reconcile.reporting import Reporter
+from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
+from processcontrol.targets import PodInfo, exec_container
+
+
+@dataclass
+class Starting:
+    """Processes this worker sent START and waits to see running, on behalf of the holds it gave back."""
+
+    pairs: tuple[tuple[str, str], ...]
+    container: str
+    suspensions: dict[str, str]  # uid -> name
+    started: float
+    checked: float
+
+
+class GivingBack:
+    """A pod's giving back: what it started and watches, and how its last tries to give back and to look went."""
+
+    def __init__(self, runtime: Runtime, ledger: LedgerWriter, reporter: Reporter) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.ledger = ledger
+        self.reporter = reporter
+        self.starting: list[Starting] = []
+        self.release_failures = 0
+        self.release_checked = 0.0
+        self.resume_checks: dict[str, tuple[int, float]] = {}  # uid -> (failures in a row, when last tried)
+
+    @property
+    def busy(self) -> bool:
+        """Processes it started are still watched."""
+        return bool(self.starting)
+
+    def release_wait(self, monotonic: float) -> float:
+        """Seconds until the next try to give back (0 or less: now)."""
+        if not self.release_failures:
+            return 0.0
+        return self.release_checked + retry_delay(self.settings, self.release_failures) - monotonic
+
+    def start_wait(self, starting: Starting, monotonic: float) -> float:
+        """Seconds until the next look at processes it started (0 or less: now)."""
+        return starting.checked + poll_delay(self.settings, starting.started, starting.checked) - monotonic
+
+    def resume_wait(self, uid: str, monotonic: float) -> float:
+        """Seconds until the next look for a suspension that holds nothing here (0 or less: now)."""
+        failures, checked = self.resume_checks.get(uid, (0, 0.0))
+        return checked + retry_delay(self.settings, failures) - monotonic if failures else 0.0
+
+    async def let_go(
+        self,
+        pod: PodInfo,
+        ledger: Ledger,
+        leaving: list[str],
+        wanted: dict[str, SuspensionInfo],
+        by_uid: dict[str, SuspensionInfo],
+        now: datetime,
+    ) -> list[str]:
+        """The write-ahead of giving back, no exec: wanted holds join the processes they cover first (a hand-over
+        without a bounce), then the leaving holds are marked releasing; what no other hold keeps waits for its
+        START (`give_back`), the rest leaves the ledger at once. Returns the holds that left it."""
+        since = format_time(now)
+        joining = {uid: s.hold_on(pod) for uid, s in wanted.items() if s.may_join(pod)}
+
+        def hand_over(current: Ledger) -> Ledger:
+            for uid, hold in joining.items():
+                if hold.container is not None:
+                    skipped = wanted[uid].left_running(pod, [split_key(key) for key in current.processes])
+                    current = adopt(current, uid, hold.model_copy(update={"skipped": skipped}), since=since)
+            return begin_release(current, leaving)
+
+        if not await self.ledger.write(pod, hand_over):
+            failure = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
+            self._fail_release(pod, leaving, by_uid, failure)
+            return []
+        return self._after_release(pod, ledger, by_uid, started=(), sockets=(), container="")
+
+    async def give_back(
+        self, pod: PodInfo, ledger: Ledger, pending: tuple[tuple[str, str], ...], by_uid: dict[str, SuspensionInfo]
+    ) -> list[str]:
+        """START what the releasing holds kept stopped and nobody else holds, in one exec whose go-ahead follows a
+        ledger write; then the processes delivered leave the ledger (and with them the holds that are done). A
+        START that could not be sent stays due and is sent again with backoff, as long as it takes. Returns the
+        holds that left the ledger."""
+        holders = sorted({uid for pair in pending for uid in ledger.processes[process_key(*pair)].holders})
+        container = next(
+            (ledger.holds[uid].container for uid in holders if ledger.holds[uid].container),
+            exec_container(pod, None),
+        )
+        if container is None:
+            failure = PodFailure(FailureReason.NO_CONTAINER, "pod has no container to exec into")
+            self._fail_release(pod, holders, by_uid, failure)
+            return []
+        for uid in holders:
+            # A retry keeps showing why it failed until it succeeds (no Stalled flapping on every retry).
+            if uid in by_uid and not self.release_failures:
+                self.reporter.report(
+                    by_uid[uid],
+                    pod,
+                    PodState.RESUMING,
+                    Mode.RESUME,
+                    f"waiting for {names(pending)} to run",
+                    processes=statuses(pending, ProcessState.STOPPED),
+                )
+        nothing_to_send: set[tuple[str, str]] = set()
+
+        async def decide(seen: ScriptReport) -> GoAhead | None:
+            current = self.ledger.known
+            if not self.ledger.same_pod(pod) or current is None:
+                return None
+            due = set(to_start(current)) & set(pending)
+            by_pair = {(s.job, s.process): s for s in seen.sockets}
+            send = []
+            for pair in sorted(due):
+                socket = by_pair.get(pair)
+                # No containerrun behind the socket (or none at all: a restarted container's containerrun starts
+                # its process by itself): nothing keeps it stopped. Otherwise START, whatever the sentinel says:
+                # it lags (a STOP queued or still under way), and containerrun ignores a START to what runs.
+                if socket is None or is_stale(socket):
+                    nothing_to_send.add(pair)
+                else:
+                    send.append(pair)
+            if not send or not await self.ledger.write(pod, next_seq):
+                return None
+            return GoAhead(Action.START, self.ledger.seq, tuple(send))
+
+        with self.ledger.acting_for(holders):
+            try:
+                result = await transition(
+                    self.runtime.executor,
+                    pod,
+                    container,
+                    [],
+                    [],
+                    decide,
+                    only=pending,
+                    wait_s=self.settings.in_pod_wait_s,
+                    window_s=self.settings.go_ahead_window_s,
+                )
+            except TransitionFailed as failure:
+                # Sent or not, it stays due: a START that landed is harmless to send again.
+                self.ledger.in_doubt(failure)
+                self._fail_release(pod, holders, by_uid, failure)
+                return []
+        acted = result.acted.sockets if result.acted is not None else []
+        # A refused socket has no containerrun: nothing there keeps its process stopped any more.
+        delivered = {(s.job, s.process) for s in acted if s.result in (SocketResult.SENT, SocketResult.REFUSED)}
+        sent = result.sent.pairs if result.sent is not None else ()
+        undelivered = [pair for pair in sent if pair not in delivered]
+        done = delivered | nothing_to_send
+        before = self.ledger.known if self.ledger.known is not None else ledger
+        if done and not await self.ledger.write(pod, lambda current: finish_release(current, done)):
+            unwritten = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
+            self._fail_release(pod, holders, by_uid, unwritten)
+            return []
+        if undelivered:
+            missed = PodFailure(
+                FailureReason.START_UNDELIVERED,
+                f"START not delivered to {names(undelivered)}; sent again until it is, and they stay held meanwhile",
+            )
+            self._fail_release(pod, holders, by_uid, missed, on_pod=True)
+        else:
+            self.release_failures = 0
+        started = tuple(s for s in sent if s in delivered)
+        return self._after_release(pod, before, by_uid, started=started, sockets=acted, container=container)
+
+    def _after_release(
+        self,
+        pod: PodInfo,
+        before: Ledger,
+        by_uid: dict[str, SuspensionInfo],
+        *,
+        started: tuple[tuple[str, str], ...],
+        sockets: Sequence[SocketReport],
+        container: str,
+    ) -> list[str]:
+        """Report the holds that left the ledger with the last write: an orphan's in an event on the pod, the
+        others as Resuming until what was started runs. Returns them."""
+        after = self.ledger.or_empty()
+        gone = {uid: hold.name for uid, hold in before.holds.items() if uid not in after.holds}
+        for uid, name in gone.items():
+            if uid not in by_uid:
+                self.reporter.event_on_pod(
+                    pod,
+                    "Normal",
+                    Reason.ORPHAN_RELEASED,
+                    f"released the holds of suspension {name} (uid {uid}), which no longer exists"
+                    + (f"; started {names(started)}" if started else ""),
+                )
+            elif started:
+                self.reporter.report(
+                    by_uid[uid],
+                    pod,
+                    PodState.RESUMING,
+                    Mode.RESUME,
+                    f"started {names(started)}, waiting for them to run",
+                    processes=statuses(started, ProcessState.STOPPED),
+                )
+        if started and gone:
+            monotonic = time.monotonic()
+            starting = Starting(
+                pairs=started, container=container, suspensions=gone, started=monotonic, checked=monotonic
+            )
+            # The START exec waited in the pod: usually they run already, and that report is the verification.
+            self.starting.append(starting)
+            self._settle_start(pod, starting, sockets, by_uid)
+        return list(gone)
+
+    def _fail_release(
+        self,
+        pod: PodInfo,
+        holders: Sequence[str],
+        by_uid: dict[str, SuspensionInfo],
+        failure: PodFailure,
+        on_pod: bool = False,
+    ) -> None:
+        """The START could not be sent (or written down): the holds stay in the ledger, releasing, and the
+        worker tries again after a backoff; the object shows why, and so does the pod when asked to."""
+        self.release_failures += 1
+        self.release_checked = time.monotonic()
+        first = self.release_failures == 1
+        if on_pod and first:
+            self.reporter.event_on_pod(pod, "Warning", failure.reason, failure.message)
+        for uid in holders:
+            suspension = by_uid.get(uid)
+            if suspension is None:
+                continue
+            self.reporter.resume_failed(suspension, pod, failure)
+            if first:
+                self.reporter.event(
+                    suspension,
+                    "Warning",
+                    Reason.RESUME_FAILED,
+                    f"pod {pod.name}: {failure.message}; its processes stay held until they can be given back",
+                )
+
+    async def watch_start(self, pod: PodInfo, starting: Starting, by_uid: dict[str, SuspensionInfo]) -> None:
+        """Poll until the processes started run; past the verification deadline, say which do not."""
+        starting.checked = time.monotonic()
+        try:
+            report = await look(self.runtime.executor, pod, starting.container, [], [], only=starting.pairs)
+        except PodFailure as failure:
+            if starting.checked - starting.started > self.settings.verify_timeout_s:
+                self.starting.remove(starting)
+                for uid in starting.suspensions:
+                    if uid in by_uid:
+                        self.reporter.resume_failed(by_uid[uid], pod, failure)
+            return
+        self._settle_start(pod, starting, report.sockets, by_uid)
+
+    def _settle_start(
+        self, pod: PodInfo, starting: Starting, sockets: Sequence[SocketReport], by_uid: dict[str, SuspensionInfo]
+    ) -> None:
+        """Report the processes started as running once they all are, or as late past the deadline."""
+        running = {(s.job, s.process) for s in sockets if s.running}
+        waiting = [pair for pair in starting.pairs if pair not in running]
+        chosen = [s for s in sockets if (s.job, s.process) in set(starting.pairs)]
+        timed_out = time.monotonic() - starting.started > self.settings.verify_timeout_s
+        if waiting and not timed_out:
+            return
+        self.starting.remove(starting)
+        for uid in starting.suspensions:
+            suspension = by_uid.get(uid)
+            if suspension is None:
+                continue
+            if waiting:
+                late = PodFailure(
+                    FailureReason.VERIFY_TIMEOUT,
+                    f"not running {self.settings.verify_timeout_s:g}s after START: {names(waiting)}",
+                )
+                self.reporter.resume_failed(suspension, pod, late)
+            elif suspension.targets(pod):
+                self.reporter.report(
+                    suspension,
+                    pod,
+                    PodState.RESUMED,
+                    Mode.RESUME,
+                    f"{count(len(chosen))} running",
+                    processes=process_statuses(Mode.RESUME, chosen, settled=True),
+                )
+            else:
+                self.reporter.unpublish(uid)
+
+    def retag_resumed(self, suspension: SuspensionInfo) -> bool:
+        """A verified Resumed outcome answers a newer generation too (nothing to do): True when there is one."""
+        previous = self.reporter.last(suspension)
+        if previous is None or previous.mode is not Mode.RESUME or previous.state is not PodState.RESUMED:
+            return False
+        if previous.uid != self.ledger.pod_uid:
+            return False
+        self.reporter.retag(suspension)
+        return True
+
+    async def observe_resumed(self, suspension: SuspensionInfo, pod: PodInfo) -> None:
+        """Nothing of this suspension is held here (any more): look, and report the processes as they are.
+
+        One look: after an operator restart mid-resume, or for a suspension that never held the pod, the status
+        lists what really runs instead of assuming it."""
+        assert suspension.spec is not None
+        spec = suspension.spec
+        container = exec_container(pod, spec.container)
+        try:
+            if container is None:
+                raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {spec.container!r}")
+            report = await look(self.runtime.executor, pod, container, spec.jobs, spec.processes)
+        except PodFailure as failure:
+            failures, _ = self.resume_checks.get(suspension.uid, (0, 0.0))
+            self.resume_checks[suspension.uid] = (failures + 1, time.monotonic())
+            self.reporter.resume_failed(suspension, pod, failure)
+            return
+        self.resume_checks.pop(suspension.uid, None)
+        live = [s for s in report.sockets if not is_stale(s)]
+        stopped = [(s.job, s.process) for s in live if not s.running]
+        message = f"{count(len(live) - len(stopped))} running" + (
+            f"; stopped, but not by a suspension: {names(stopped)}" if stopped else ""
+        )
+        processes = process_statuses(Mode.RESUME, report.sockets, settled=True)
+        self.reporter.report(suspension, pod, PodState.RESUMED, Mode.RESUME, message, processes=processes)
+
+    def starting_for(self, uid: str) -> bool:
+        """Whether processes started for the suspension are being watched until they run."""
+        return any(uid in s.suspensions for s in self.starting)
+
+    def forget(self) -> None:
+        """The pod is gone (or replaced): nothing it started is watched any more, and a new pod of its name gets
+        its first try at once (the old pod's failures are not its own)."""
+        self.starting.clear()
+        self.release_failures = 0
+        self.release_checked = 0.0
+        self.resume_checks.clear()

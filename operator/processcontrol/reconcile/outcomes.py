@@ -1,0 +1,100 @@
+"""The pods' outcomes per suspension and what its status last showed, with one owner: the pod workers report
+here, the status daemons read here and say what they wrote, a deletion forgets it all in one call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from processcontrol.reconcile.plan import PodRecord
+
+SuspensionKey = tuple[str, str]  # (namespace, suspension name)
+
+
+@dataclass
+class OutcomeBoard:
+    """Each pod's latest outcome per suspension, the outcomes each status write showed, and the wake-up events of
+    the suspensions' status daemons. Read it through its methods; only tests look at the dictionaries."""
+
+    # (namespace, suspension name) -> pod name -> the latest outcome there.
+    outcomes: dict[SuspensionKey, dict[str, PodRecord]] = field(default_factory=dict)
+    wakeups: dict[SuspensionKey, asyncio.Event] = field(default_factory=dict)
+    # (namespace, suspension name) -> the outcomes its last status write showed, and an event set at each write.
+    shown: dict[SuspensionKey, Mapping[str, PodRecord]] = field(default_factory=dict)
+    status_written: dict[SuspensionKey, asyncio.Event] = field(default_factory=dict)
+
+    def record(self, namespace: str, suspension: str, pod: str) -> PodRecord | None:
+        """The pod's latest outcome for the suspension."""
+        return self.outcomes.get((namespace, suspension), {}).get(pod)
+
+    def records(self, namespace: str, suspension: str) -> dict[str, PodRecord]:
+        """Every pod's latest outcome for the suspension, as a copy the caller keeps."""
+        return dict(self.outcomes.get((namespace, suspension), {}))
+
+    def report(self, namespace: str, suspension: str, pod: str, record: PodRecord | None) -> None:
+        """A pod worker's outcome for one suspension (None: the pod is no longer its business)."""
+        records = self.outcomes.setdefault((namespace, suspension), {})
+        if record is None:
+            if records.pop(pod, None) is None:
+                return
+        else:
+            records[pod] = record
+        self.wake(namespace, suspension)
+
+    def retag(self, namespace: str, suspension: str, pod: str, generation: int | None) -> None:
+        """The pod's outcome answers this generation of the suspension too."""
+        records = self.outcomes.get((namespace, suspension), {})
+        record = records.get(pod)
+        if record is None or record.generation == generation:
+            return
+        # A new record, not a changed one: what a status write showed stays what it showed.
+        records[pod] = dataclasses.replace(record, generation=generation)
+        self.wake(namespace, suspension)
+
+    def wake(self, namespace: str, suspension: str) -> None:
+        """Make a suspension's status daemon look again."""
+        event = self.wakeups.get((namespace, suspension))
+        if event is not None:
+            event.set()
+
+    @contextlib.contextmanager
+    def daemon_wakeup(self, namespace: str, suspension: str) -> Iterator[asyncio.Event]:
+        """The event that wakes the suspension's status daemon, for as long as the daemon runs."""
+        key = (namespace, suspension)
+        wake = self.wakeups.setdefault(key, asyncio.Event())
+        try:
+            yield wake
+        finally:
+            if self.wakeups.get(key) is wake:
+                del self.wakeups[key]
+
+    def status_shown(self, namespace: str, suspension: str, records: Mapping[str, PodRecord]) -> None:
+        """The status daemon wrote (or found written) a status built from these outcomes."""
+        self.shown[(namespace, suspension)] = records  # the daemon's own copy: no second one per write
+        self.status_written.setdefault((namespace, suspension), asyncio.Event()).set()
+
+    async def wait_shown(self, namespace: str, suspension: str, pod: str, record: PodRecord, timeout_s: float) -> bool:
+        """Wait until a status showing this outcome of the pod is written; False when it was not within timeout_s
+        (no daemon runs, or the API server refuses the write: the caller goes on, it has said it in an event)."""
+        key = (namespace, suspension)
+        self.wake(namespace, suspension)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.shown.get(key, {}).get(pod) is not record:
+            written = self.status_written.setdefault(key, asyncio.Event())
+            written.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(written.wait(), timeout=remaining)
+        return True
+
+    def forget(self, namespace: str, suspension: str) -> None:
+        """The suspension is gone: nothing of it is reported or shown any more."""
+        key = (namespace, suspension)
+        self.outcomes.pop(key, None)
+        self.shown.pop(key, None)
+        self.status_written.pop(key, None)
