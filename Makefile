@@ -146,6 +146,13 @@ bench-full: deps-local $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods,
 bench-footprint: $(STAMP) ## Operator RSS and CPU, ~10 min: 1,000 pods watched (100 with real processes), 100 suspensions
 	$(PY) bench/footprint_bench.py
 
+SEED ?= 1
+STEPS ?= 1000
+
 .PHONY: soak
-soak: $(STAMP) ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
+soak: $(STAMP) ## Promise soak (not in CI; SEED=, STEPS=, ~10 s a step): random steps and faults, the invariant after each
+	$(PY) bench/soak_promise.py --seed $(SEED) --steps $(STEPS)
+
+.PHONY: soak-faults
+soak-faults: $(STAMP) ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
 	$(PY) bench/soak_faults.py $(LATEST)

@@ -1,4 +1,4 @@
-"""Soak: the long variant of tests/e2e/test_faults.py's fault scenarios (`make soak`, not part of CI).
+"""Soak: the long variant of tests/e2e/test_faults.py's fault scenarios (`make soak-faults`, not part of CI).
 
     .venv/bin/python bench/soak_faults.py                       # 20 kill trials, 5 apiserver and 5 etcd restarts
     .venv/bin/python bench/soak_faults.py --kill-trials 50 --restarts 10 --pods 30 --seed 1000
@@ -15,7 +15,7 @@ operator as in the e2e tests (its ServiceAccount and deploy/'s RBAC, the e2e set
 After each phase the common check (reliability.check_state) counts the wrong states: a process running that should
 be stopped or the reverse, status not saying so, a label or finalizer left behind. The result must be 0 everywhere.
 Prints a table and writes a new bench/soak_results/<date>-soak.json (every trial: seed, kill moments, wrong states,
-seconds); bench/soak_results/latest.json only with --update-latest (`make soak UPDATE=1`).
+seconds); bench/soak_results/latest.json only with --update-latest (`make soak-faults UPDATE=1`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-soak")
 import recording  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
 from harness import fakepods  # noqa: E402
 from harness import operator as harness  # noqa: E402 - the operator as a process (was hack/harness.py)
-from harness.base import kubectl, state_dir  # noqa: E402
+from harness.base import kubectl  # noqa: E402
 from harness.cluster import Cluster  # noqa: E402
-from harness.operator import E2E_OPERATOR_ENV as OPERATOR_ENV  # noqa: E402 - the e2e tests' settings
 from harness.reliability import check_state, kill_trial, restart_component, wait_gone  # noqa: E402
 
 JOB = "pxc-mysql/mysql"
@@ -95,13 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-latest", action="store_true", help="also replace the committed latest.json")
     args = parser.parse_args(argv)
 
-    harness.ensure_control_plane()
-    harness.install()
-    operator = harness.OperatorProcess(
-        harness.service_account_kubeconfig(),
-        env=OPERATOR_ENV,
-        log_path=state_dir() / "logs" / "operator-soak.log",
-    ).start()
+    operator = harness.start_soak_operator("operator-soak.log")
     namespace = f"soak-{uuid.uuid4().hex[:5]}"
     fakepods.ensure_namespace(namespace)
     cluster = Cluster(namespace, operator)

@@ -199,9 +199,10 @@ def take_hold(
 
 
 def adopt(ledger: Ledger, uid: str, hold: Hold, *, since: str) -> Ledger:
-    """A hand-over: `uid` joins the holders of every process held here that its filter covers, with no exec (they
-    are stopped already). Written before the old holds are given back, a process covered throughout never runs."""
-    held = [Observed(*split_key(key), running=False) for key in ledger.processes]
+    """A hand-over: `uid` joins the holders of every process held here that its filter covers and it does not
+    skip (probes: Skip), with no exec (they are stopped already). Written before the old holds are given back, a
+    process covered throughout never runs."""
+    held = [Observed(*split_key(key), running=False) for key in ledger.processes if key not in hold.skipped]
     return take_hold(ledger, uid, hold, held, since=since)
 
 

@@ -2,19 +2,17 @@
 pods deleted or hanging in the middle of an exec, crash-looping containers, a namespaced install without exec rights.
 
 Each scenario ends with the same check (reliability.check_state): every process that should be stopped is stopped,
-every other one runs, status says so, and no finalizer or label is left behind. The long variant is `make soak`.
+every other one runs, status says so, and no finalizer or label is left behind. The long variant is `make soak-faults`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import signal
 import time
 import uuid
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,13 @@ from harness.base import kubectl, wait_until
 from harness.cluster import Cluster
 from harness.operator import DEPLOY, E2E_OPERATOR_ENV, OPERATOR_NAMESPACE, OperatorProcess, service_account_kubeconfig
 from harness.reliability import (
-    EXCUSED_WINDOWS,
     SESSION_LOG_OFFSET,
     assert_converged,
     forbidden_lines,
     kill_trial,
     log_offset,
     restart_component,
+    revoked_exec,
     wait_gone,
 )
 
@@ -50,7 +48,7 @@ def test_operator_sigkilled_while_suspending_resuming_and_deleting_converges(clu
     since = log_offset(cluster.operator.log_path)
     failures = []
     for seed in CI_SEEDS:
-        # Kills while suspending and while resuming; the soak (make soak) also kills while deleting.
+        # Kills while suspending and while resuming; the soak (make soak-faults) also kills while deleting.
         trial = kill_trial(cluster, pods, [MYSQL], seed, kill_deleting=False)
         print(trial.as_json())
         failures += [f"seed {seed} {phase}: {w}" for phase, wrong in trial.wrong.items() for w in wrong]
@@ -366,24 +364,11 @@ def test_exec_grant_revoked_after_the_stop_holds_deletion_until_it_can_resume(cl
     pods = cluster.group("database", pods=2)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore")
-    original = json.loads(kubectl("get", "clusterrole", "processcontrol", "-o", "json").stdout)
-    revoked = copy.deepcopy(original)
-    revoked["rules"] = [r for r in revoked["rules"] if "pods/exec" not in r["resources"]]
-    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
-        revoked["metadata"].pop(key, None)
-    kubectl("replace", "-f", "-", input_text=json.dumps(revoked))
-    revoked_at = datetime.now()
-    try:
+    with revoked_exec():
         cluster.kubectl("delete", "psus", "restore", "--wait=false")
         wait_until(lambda: "ResumeFailed" in {e["reason"] for e in cluster.events("restore")}, 60, "ResumeFailed")
         # Held up: the object and its finalizer stay, the processes are still (rightly) stopped.
         assert cluster.get("psus", "restore")["metadata"]["finalizers"] == ["processcontrol.dev/resume"]
         assert not any(cluster.all_states(pods, BOTH).values())
-    finally:
-        restored = copy.deepcopy(original)
-        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
-            restored["metadata"].pop(key, None)
-        kubectl("replace", "-f", "-", input_text=json.dumps(restored))
-        EXCUSED_WINDOWS.append((revoked_at, datetime.now() + timedelta(seconds=5)))
     wait_gone(cluster, "restore", 120)
     assert_converged(cluster, pods, BOTH, None, stopped=False)

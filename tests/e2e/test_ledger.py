@@ -20,7 +20,7 @@ import pytest
 
 from harness import fakepods
 from harness.base import kubeconfig_path, wait_until
-from harness.cluster import Cluster
+from harness.cluster import Cluster, execs_done, slow_shell
 from harness.operator import PROCESSCONTROL
 from harness.reliability import assert_converged, wait_gone
 
@@ -31,39 +31,9 @@ HOLDS = "processcontrol.dev/holds"
 SUSPENDED_LABEL = "processcontrol.dev/suspended"
 
 
-def slow_shell(directory: Path, seconds: float) -> str:
-    """A PATH whose `perl` (the in-pod script's first sender) waits first: every STOP and START into the pod is slow
-    (kwok finds the exec's `sh` on its own PATH, so the script itself cannot be wrapped)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    wrapper = directory / "perl"
-    # Each exec leaves a line in `started` and, when done, in `ended` (see execs_done).
-    wrapper.write_text(
-        f'#!/bin/sh\necho $$ >>{directory}/started\nsleep {seconds}\n/usr/bin/perl "$@"\nstatus=$?\n'
-        f"echo $$ >>{directory}/ended\nexit $status\n"
-    )
-    wrapper.chmod(0o755)
-    return f"{directory}:{os.environ['PATH']}"
-
-
-def execs_done(directory: Path) -> bool:
-    """Every exec that went through slow_shell(directory) has finished."""
-
-    def lines(name: str) -> int:
-        path = directory / name
-        return len(path.read_text().split()) if path.exists() else 0
-
-    return lines("started") == lines("ended")
-
-
 def ledger(cluster: Cluster, pod: str) -> dict[str, Any]:
     raw = cluster.get("pod", pod)["metadata"].get("annotations", {}).get(HOLDS)
     return json.loads(raw) if raw else {}
-
-
-def send(cluster: Cluster, pod: str, job_process: str, command: str) -> None:
-    """What a person does inside the pod: `processcontrol send STOP <socket>`."""
-    socket = fakepods.socket_path(cluster.namespace, pod, fakepods.JobProcess.parse(job_process))
-    subprocess.run([str(PROCESSCONTROL), "send", command, str(socket)], check=True, capture_output=True)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -122,7 +92,7 @@ def test_a_pod_relabelled_out_of_the_selector_runs_again(cluster: Cluster) -> No
 
 def test_a_process_stopped_by_hand_before_the_suspension_stays_stopped(cluster: Cluster) -> None:
     pods = cluster.group("database", pods=2)
-    send(cluster, pods[0], AGENT, "STOP")
+    cluster.send(pods[0], AGENT, "STOP")
     wait_until(lambda: not cluster.running(pods[0], AGENT), 20, "the agent stopped by hand")
 
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))

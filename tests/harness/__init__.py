@@ -11,6 +11,10 @@ Layers, each importing only those above it in this list, never one below:
     operator      deploy/ installed, the operator as a process (base, controlplane)
     cluster       one test's namespace, in a user's words (base, fakepods, operator)
     reliability   the fault checks shared by tests/e2e/test_faults.py and bench/soak_faults.py (cluster, ...)
+    promise       the invariant checked from outside, after any step; its process source is pluggable, so the
+                  real-node tier can run it against real pods (base, fakepods)
+    chaos         seeded random steps and faults with the promise checked after each, and their shrinking
+                  (tests/e2e/test_promise.py, bench/soak_promise.py) (cluster, operator, promise, reliability)
     realnode      kubelet + containerd + runc joined to the control plane (base, controlplane)
     images        the real node's images (base, realnode)
     workload      the real node's kubecf-like instance group (realnode)

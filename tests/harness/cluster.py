@@ -4,16 +4,18 @@ processes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness import fakepods
 from harness.base import kubectl
-from harness.operator import OperatorProcess
+from harness.operator import PROCESSCONTROL, OperatorProcess
 
 
 @dataclass
@@ -98,9 +100,52 @@ class Cluster:
         )["items"]
         return items
 
-    def restrict_exec_path(self, pod: str, path: str) -> None:
-        """Make exec into a pod run with this PATH, as an image without those tools would."""
+    def restrict_exec_path(self, pod: str, path: str | None) -> None:
+        """Make exec into a pod run with this PATH, as an image without those tools would (None: the host's
+        again)."""
         exec_obj = self.get("exec.kwok.x-k8s.io", pod)
         for entry in exec_obj["spec"]["execs"]:
-            entry["local"].setdefault("envs", []).append({"name": "PATH", "value": path})
+            envs = [env for env in entry["local"].get("envs", []) if env["name"] != "PATH"]
+            entry["local"]["envs"] = envs + ([{"name": "PATH", "value": path}] if path is not None else [])
         self.kubectl("replace", "-f", "-", input_text=json.dumps(exec_obj))
+
+    def send(self, pod: str, job_process: str, command: str, tool: str = "processcontrol") -> None:
+        """What a person does inside the pod: `processcontrol send STOP <socket>`, or the seed's
+        `echo STOP | nc -w 1 -uU <socket>` (OpenBSD netcat)."""
+        socket = fakepods.socket_path(self.namespace, pod, fakepods.JobProcess.parse(job_process))
+        if tool == "nc":
+            argv, given = ["nc", "-w", "1", "-uU", str(socket)], f"{command}\n"
+        else:
+            argv, given = [str(PROCESSCONTROL), "send", command, str(socket)], None
+        subprocess.run(argv, input=given, text=True, check=True, capture_output=True)
+
+
+def slow_shell(directory: Path, seconds: float, phase: str = "all") -> str:
+    """A PATH whose `perl` (the in-pod script's prober and first sender) waits first: on every call (`phase`
+    "all": the look too, so the exec outlasts its timeout before any go-ahead) or only when it sends a STOP or START
+    ("send": after the go-ahead, so the command lands late if at all). kwok finds the exec's `sh` on its own PATH,
+    so the script itself cannot be wrapped. The command inside is not killed when the exec is cut off, as in a
+    container whose exec outlives its client."""
+    if phase not in ("all", "send"):
+        raise ValueError(f"slow_shell: phase must be 'all' or 'send', not {phase!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    wrapper = directory / "perl"
+    # The script runs `perl -e PROGRAM -- PAYLOAD DEADLINE SOCKET...`; the look's probe has an empty payload.
+    wait = f"sleep {seconds}" if phase == "all" else f'case "$4" in STOP | START) sleep {seconds} ;; esac'
+    # Each exec leaves a line in `started` and, when done, in `ended` (see execs_done).
+    wrapper.write_text(
+        f'#!/bin/sh\necho $$ >>{directory}/started\n{wait}\n/usr/bin/perl "$@"\nstatus=$?\n'
+        f"echo $$ >>{directory}/ended\nexit $status\n"
+    )
+    wrapper.chmod(0o755)
+    return f"{directory}:{os.environ['PATH']}"
+
+
+def execs_done(directory: Path) -> bool:
+    """Every exec that went through slow_shell(directory) has finished."""
+
+    def lines(name: str) -> int:
+        path = directory / name
+        return len(path.read_text().split()) if path.exists() else 0
+
+    return lines("started") == lines("ended")

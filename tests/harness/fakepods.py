@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,9 +179,16 @@ def pod_name(group: str, ordinal: int) -> str:
 
 
 def build_pod(
-    group: str, namespace: str, ordinal: int, jobs: Sequence[JobProcess], sidecar: str | None = None
+    group: str,
+    namespace: str,
+    ordinal: int,
+    jobs: Sequence[JobProcess],
+    sidecar: str | None = None,
+    probed: Collection[JobProcess] = (),
 ) -> dict[str, object]:
-    """The Pod manifest of one instance group member, laid out like kubecf's (bound to the kwok node)."""
+    """The Pod manifest of one instance group member, laid out like kubecf's (bound to the kwok node). The
+    containers of the `probed` processes get a liveness probe on their sentinel, which a stopped process fails
+    (kwok does not run probes: what the operator reads from the pod spec is what matters here)."""
     data = {"name": "data-directory", "mountPath": "/var/vcap/data"}
     sys_mount = {"name": "sys-directory", "mountPath": "/var/vcap/sys"}
     containers: list[dict[str, object]] = []
@@ -195,15 +202,17 @@ def build_pod(
             }
         )
     for jp in jobs:
-        containers.append(
-            {
-                "name": jp.container,
-                "image": f"fake.invalid/kubecf/{jp.job.replace('_', '-').lower()}:latest",
-                "command": ["/usr/bin/dumb-init", "--", "/var/vcap/all-releases/container-run/container-run"],
-                "args": ["--job-name", jp.job, "--process-name", jp.process, "--", "/var/vcap/jobs/bpm/run"],
-                "volumeMounts": [data, sys_mount],
-            }
-        )
+        container: dict[str, object] = {
+            "name": jp.container,
+            "image": f"fake.invalid/kubecf/{jp.job.replace('_', '-').lower()}:latest",
+            "command": ["/usr/bin/dumb-init", "--", "/var/vcap/all-releases/container-run/container-run"],
+            "args": ["--job-name", jp.job, "--process-name", jp.process, "--", "/var/vcap/jobs/bpm/run"],
+            "volumeMounts": [data, sys_mount],
+        }
+        if jp in probed:
+            sentinel = f"/var/vcap/data/{jp.job}/{jp.process}_containerrun.running"
+            container["livenessProbe"] = {"exec": {"command": ["test", "-e", sentinel]}, "periodSeconds": 10}
+        containers.append(container)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -399,14 +408,14 @@ def wait_for_sockets(
 # --- pods ----------------------------------------------------------------------------------------------------------
 
 
-def ensure_namespace(namespace: str, state: Path | None = None) -> None:
+def ensure_namespace(namespace: str, state: Path | None = None, timeout: float = 60.0) -> None:
     """Create the namespace if needed and wait for its default ServiceAccount (pods are rejected until then)."""
     if kubectl("get", "namespace", namespace, state=state, check=False).returncode != 0:
         kubectl("create", "namespace", namespace, state=state, check=False)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while kubectl("get", "serviceaccount", "default", "-n", namespace, state=state, check=False).returncode != 0:
         if time.monotonic() > deadline:
-            raise FakePodError(f"no default ServiceAccount in namespace {namespace} after 60s")
+            raise FakePodError(f"no default ServiceAccount in namespace {namespace} after {timeout:.0f}s")
         time.sleep(0.2)
 
 
@@ -419,6 +428,7 @@ def create_pod(
     containerrun: Sequence[str] | None = None,
     command: Sequence[str] = DEFAULT_COMMAND,
     state: Path | None = None,
+    probed: str | Sequence[str | JobProcess] = (),
 ) -> str:
     """One fake pod: the Pod, its containerrun processes on the host, and its kwok Exec. Returns the pod name."""
     jps = parse_jobs(jobs)
@@ -426,7 +436,7 @@ def create_pod(
     # A previous incarnation of the same pod: its processes and files go.
     stop_pod_processes(namespace, name, state)
     _remove_pod_files(namespace, name, state)
-    pod = _apply(build_pod(group, namespace, ordinal, jps, sidecar), state)
+    pod = _apply(build_pod(group, namespace, ordinal, jps, sidecar, parse_jobs(probed)), state)
     uid = str(pod["metadata"]["uid"])  # type: ignore[index]
     base = base_dir(namespace, name, state)
     for sub in ("data", "sys/log", "sys/run/bpm"):
@@ -470,6 +480,7 @@ def create_group(
     wait: bool = True,
     first_ordinal: int = 0,
     ready_timeout: float = 60.0,
+    probed: str | Sequence[str | JobProcess] = (),
 ) -> list[str]:
     """An instance group of `pods` fake pods NAME-<i>; with wait: pods Ready (within ready_timeout: kwok marks
     many new pods Ready within seconds on an idle machine, much later on a busy one) and every containerrun
@@ -477,7 +488,7 @@ def create_group(
     jps = parse_jobs(jobs)
     ensure_namespace(namespace, state)
     names = [
-        create_pod(name, namespace, i, jps, sidecar, containerrun, command, state)
+        create_pod(name, namespace, i, jps, sidecar, containerrun, command, state, probed)
         for i in range(first_ordinal, first_ordinal + pods)
     ]
     if wait:

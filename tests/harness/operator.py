@@ -166,3 +166,13 @@ class OperatorProcess:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_soak_operator(log_name: str) -> OperatorProcess:
+    """For a soak or another long run on its own: the control plane up, `deploy/` installed, and the operator as
+    in the e2e tests (its ServiceAccount, the e2e settings), logging to `<state>/logs/<log_name>`."""
+    ensure_control_plane()
+    install()
+    return OperatorProcess(
+        service_account_kubeconfig(), env=E2E_OPERATOR_ENV, log_path=state_dir() / "logs" / log_name
+    ).start()

@@ -5,6 +5,7 @@ bench/soak_faults.py): what "nothing lost, nothing left in the wrong state" mean
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import random
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import controlplane, fakepods
-from harness.base import ProcessRecord, state_dir, stop_group, wait_until
+from harness.base import ProcessRecord, kubectl, state_dir, stop_group, wait_until
 from harness.cluster import Cluster
 
 SUSPENDED_LABEL = "processcontrol.dev/suspended"
@@ -172,6 +173,32 @@ def restart_component(component: str, down_s: float = 0.0) -> float:
     if component == "kube-apiserver":
         RESTART_WINDOWS.append((window_start, datetime.now() + timedelta(seconds=30)))
     return time.monotonic() - start
+
+
+# --- the exec grant ------------------------------------------------------------------------------------------------
+
+
+def _replaceable(role: dict[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(role)
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        body["metadata"].pop(key, None)
+    return body
+
+
+@contextlib.contextmanager
+def revoked_exec(role: str = "processcontrol") -> Iterator[None]:
+    """The operator's ClusterRole without its `pods/exec` rule for the block (a grant revoked, or an older release's
+    role), restored after; the operator's denials in that window are excused (EXCUSED_WINDOWS)."""
+    original = json.loads(kubectl("get", "clusterrole", role, "-o", "json").stdout)
+    revoked = _replaceable(original)
+    revoked["rules"] = [r for r in revoked["rules"] if "pods/exec" not in r["resources"]]
+    kubectl("replace", "-f", "-", input_text=json.dumps(revoked))
+    revoked_at = datetime.now()
+    try:
+        yield
+    finally:
+        kubectl("replace", "-f", "-", input_text=json.dumps(_replaceable(original)))
+        EXCUSED_WINDOWS.append((revoked_at, datetime.now() + timedelta(seconds=5)))
 
 
 # --- the operator killed at random moments --------------------------------------------------------------------------

@@ -17,7 +17,16 @@ from processcontrol.api import PodState, ProcessState
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time
 from processcontrol.exceptions import PodFailure
-from processcontrol.ledger import Ledger, adopt, begin_release, finish_release, next_seq, process_key, to_start
+from processcontrol.ledger import (
+    Ledger,
+    adopt,
+    begin_release,
+    finish_release,
+    next_seq,
+    process_key,
+    split_key,
+    to_start,
+)
 from processcontrol.podexec.script import Action, ScriptReport, SocketReport, SocketResult
 from processcontrol.reconcile.backoff import poll_delay, retry_delay
 from processcontrol.reconcile.ledger_writer import LedgerWriter
@@ -95,12 +104,13 @@ class GivingBack:
         without a bounce), then the leaving holds are marked releasing; what no other hold keeps waits for its
         START (`give_back`), the rest leaves the ledger at once. Returns the holds that left it."""
         since = format_time(now)
-        joining = {uid: s.hold_on(pod) for uid, s in wanted.items()}
+        joining = {uid: s.hold_on(pod) for uid, s in wanted.items() if s.may_join(pod)}
 
         def hand_over(current: Ledger) -> Ledger:
             for uid, hold in joining.items():
                 if hold.container is not None:
-                    current = adopt(current, uid, hold, since=since)
+                    skipped = wanted[uid].left_running(pod, [split_key(key) for key in current.processes])
+                    current = adopt(current, uid, hold.model_copy(update={"skipped": skipped}), since=since)
             return begin_release(current, leaving)
 
         if not await self.ledger.write(pod, hand_over):

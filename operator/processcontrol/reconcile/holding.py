@@ -213,7 +213,11 @@ class Holding:
                 taken = self._first_hold(suspension, pod, hold, seen)
             if taken is None:
                 return None  # its probe conflicts are announced first
-            skipped = set(taken.skipped) | set(current.holds[uid].skipped if uid in current.holds else ())
+            # Every look, not only the first: a hold that came by a hand-over never had a look of its own.
+            live_now = [(s.job, s.process) for s in seen.sockets if not is_stale(s)]
+            skipped = {*taken.skipped, *suspension.left_running(pod, live_now)}
+            skipped |= set(current.holds[uid].skipped if uid in current.holds else ())
+            taken = taken.model_copy(update={"skipped": tuple(sorted(skipped))})
             seen_now = [o for o in observed(seen.sockets) if process_key(o.job, o.process) not in skipped]
             # The ledger lost while processes were held (the label says so, no memory survived an operator
             # restart): what it stopped must not be taken for stopped by hand.

@@ -68,11 +68,20 @@ class PodRecord:
     held_since: datetime | None = None  # when the suspension's hold here was first written (its ledger says)
 
 
+def expiry_of(spec: ProcessSuspensionSpec, suspended_at: str | None) -> datetime | None:
+    """When the spec's duration runs out: from the first effect (`suspendedAt`). Not the `expiresAt` last written:
+    that was for the spec of then, and a duration removed or changed since counts from this request on."""
+    if spec.duration is None or suspended_at is None:
+        return None
+    return parse_time(suspended_at) + parse_duration(spec.duration)
+
+
 def intent_of(spec: ProcessSuspensionSpec, status: ProcessSuspensionStatus, now: datetime) -> Intent:
     """Suspend, unless `suspend: false` or the duration has run out."""
     if not spec.suspend:
         return Intent(Mode.RESUME, Reason.RESUME_REQUESTED)
-    if status.expires_at is not None and now >= parse_time(status.expires_at):
+    expiry = expiry_of(spec, status.suspended_at)
+    if expiry is not None and now >= expiry:
         return Intent(Mode.RESUME, Reason.EXPIRED)
     return Intent(Mode.SUSPEND, Reason.SUSPEND_REQUESTED)
 
@@ -179,9 +188,8 @@ def build_status(
             suspended_at = format_time(now)
     if intent.reason == Reason.RESUME_REQUESTED:
         suspended_at = None
-    expires_at = None
-    if suspended_at is not None and spec.duration is not None:
-        expires_at = format_time(parse_time(suspended_at) + parse_duration(spec.duration))
+    expiry = expiry_of(spec, suspended_at)
+    expires_at = format_time(expiry) if expiry is not None else None
 
     stall = _stall(targets, failed, first_failed) if not all_done else None
     if looping and stall is None:

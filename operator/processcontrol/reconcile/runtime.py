@@ -4,7 +4,7 @@ and operator start-up and shut-down."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,9 +14,10 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from processcontrol.api import ProcessSuspensionSpec
+from processcontrol.api.models import ProbePolicy
 from processcontrol.api.timestamps import parse_time
 from processcontrol.k8s import KubeClient, load_configuration
-from processcontrol.ledger import Hold
+from processcontrol.ledger import Hold, process_key
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
 from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.settings import ProcessControlSettings
@@ -55,6 +56,18 @@ class SuspensionInfo:
             processes=tuple(self.spec.processes),
             container=exec_container(pod, self.spec.container),
         )
+
+    def left_running(self, pod: PodInfo, pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        """The processes (job/process keys) of these that probes: Skip leaves running in the pod."""
+        if self.spec is None or self.spec.probes is not ProbePolicy.SKIP:
+            return ()
+        return tuple(sorted(process_key(job, process) for job, process in pod.probes.probed(pairs)))
+
+    def may_join(self, pod: PodInfo) -> bool:
+        """Whether a hand-over may give it the processes a leaving hold keeps stopped, with no look: not for
+        probes: Refuse in a pod with a restarting probe (which processes run in which container only a look tells
+        for sure; its own look refuses the pod or takes the hold)."""
+        return self.spec is None or self.spec.probes is not ProbePolicy.REFUSE or not pod.probes.probes
 
 
 def suspension_info(

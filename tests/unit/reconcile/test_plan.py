@@ -113,10 +113,24 @@ def test_intent_follows_suspend_and_expiry() -> None:
     status = ProcessSuspensionStatus()
     assert intent_of(spec(), status, NOW) == Intent(Mode.SUSPEND, Reason("SuspendRequested"))
     assert intent_of(spec(suspend=False), status, NOW) == Intent(Mode.RESUME, Reason("ResumeRequested"))
-    expired = ProcessSuspensionStatus(expires_at=format_time(NOW - timedelta(seconds=1)))
+    began = format_time(NOW - timedelta(hours=1, seconds=1))
+    expired = ProcessSuspensionStatus(suspended_at=began, expires_at=format_time(NOW - timedelta(seconds=1)))
     assert intent_of(spec(duration="1h"), expired, NOW) == Intent(Mode.RESUME, Reason("Expired"))
-    later = ProcessSuspensionStatus(expires_at=format_time(NOW + timedelta(hours=1)))
+    later = ProcessSuspensionStatus(suspended_at=format_time(NOW), expires_at=format_time(NOW + timedelta(hours=1)))
     assert intent_of(spec(duration="1h"), later, NOW).mode is Mode.SUSPEND
+
+
+def test_a_duration_removed_or_changed_after_expiry_counts_from_the_spec_not_the_last_expires_at() -> None:
+    """Seed 509 of the promise soak: the duration of an expired suspension removed, and one status round said
+    Ready/Expired for the new generation (the intent was taken from the previous status's expiresAt)."""
+    began = format_time(NOW - timedelta(seconds=30))
+    expired = ProcessSuspensionStatus(suspended_at=began, expires_at=format_time(NOW - timedelta(seconds=24)))
+    assert intent_of(spec(duration="6s"), expired, NOW) == Intent(Mode.RESUME, Reason("Expired"))
+    assert intent_of(spec(), expired, NOW) == Intent(Mode.SUSPEND, Reason("SuspendRequested"))
+    assert intent_of(spec(duration="1h"), expired, NOW).mode is Mode.SUSPEND
+    # And the other way: shortened below the time it has held, it is over at once.
+    held = ProcessSuspensionStatus(suspended_at=began, expires_at=format_time(NOW + timedelta(hours=1)))
+    assert intent_of(spec(duration="10s"), held, NOW) == Intent(Mode.RESUME, Reason("Expired"))
 
 
 def test_reverification_is_spread_over_pods() -> None:

@@ -197,6 +197,56 @@ async def test_skip_leaves_the_probed_process_running_and_gives_back_the_rest(
     assert all(p.running(*MYSQL) for p in pods.values())
 
 
+async def test_a_hand_over_to_a_skip_suspension_still_leaves_the_probed_process_running(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """The promise soak's rename (s3 applied, s0 pruned; both probes: Skip): s3 joined s0's holds with no exec
+    (the hand-over), so its first STOP never went through its probe policy, and stopped the probed process."""
+    api, _executor, runtime = world
+    probe_pods(api)
+    api.suspend("restore", probes="Skip")
+    for name in pods:
+        await eventually(lambda n=name: state_of(runtime, n) == "Suspended", f"{name} suspended")  # type: ignore[misc]
+    api.suspend("renamed", probes="Skip")
+    api.suspend("restore", deleting=True, probes="Skip")
+
+    def held_by_renamed(name: str) -> bool:
+        record = runtime.board.outcomes.get((NAMESPACE, "renamed"), {}).get(name)
+        return record is not None and record.state.value == "Suspended" and "uid-restore" not in api.ledger(name).holds
+
+    for name in pods:
+        await eventually(lambda n=name: held_by_renamed(n), f"{name} held by renamed alone")  # type: ignore[misc]
+    for name, pod in pods.items():
+        assert not pod.running(*AGENT)
+        assert pod.running(*MYSQL), f"{name}: the probed process was stopped"
+        assert set(api.ledger(name).processes) == {"pxc-mysql/galera-agent"}, api.ledger(name)
+
+
+async def test_a_hand_over_to_a_refuse_suspension_leaves_it_to_its_own_look(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """A suspension with probes: Refuse stops nothing in a pod whose probed container it selects: it may not take
+    over, with no look, what a leaving Skip hold keeps stopped there either (its own look refuses the pod)."""
+    api, _executor, runtime = world
+    runtime.settings = runtime.settings.model_copy(update={"probe_notice_timeout_s": 0.1})  # no status daemon here
+    probe_pods(api)
+    api.suspend("restore", probes="Skip")
+    for name in pods:
+        await eventually(lambda n=name: state_of(runtime, n) == "Suspended", f"{name} suspended")  # type: ignore[misc]
+    api.suspend("strict", probes="Refuse")
+    api.suspend("restore", deleting=True, probes="Skip")
+
+    def refused(name: str) -> bool:
+        record = runtime.board.outcomes.get((NAMESPACE, "strict"), {}).get(name)
+        return record is not None and record.reason == "ProbeConflict"
+
+    await eventually(lambda: all(p.running(*k) for p in pods.values() for k in JOBS), "every process running again")
+    for name in pods:
+        await eventually(lambda n=name: refused(n), f"{name}: refused by its own look")  # type: ignore[misc]
+        assert api.annotation(name) is None
+        assert pods[name].running(*MYSQL) and pods[name].running(*AGENT)
+
+
 async def test_refuse_stops_nothing_in_the_pod_until_the_user_decides(
     world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
 ) -> None:
