@@ -7,17 +7,20 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from processcontrol.api import ProcessSuspensionSpec
+from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import parse_time
 from processcontrol.k8s import KubeClient, load_configuration
 from processcontrol.ledger import Hold
+from processcontrol.podexec.script import SEND_GRACE_S
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
+from processcontrol.reconcile.leader import Leadership, leader_identity, lease_namespace
 from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.settings import ProcessControlSettings
 from processcontrol.targets import PodInfo, exec_container, spec_matches_pod
@@ -85,6 +88,10 @@ def _nothing(_: str) -> list[Any]:
     return []
 
 
+def _no_namespaces() -> list[str]:
+    return []
+
+
 def _no_pod(_: str, __: str) -> None:
     return None
 
@@ -100,7 +107,10 @@ class Runtime:
     pods_of: PodsOf = _nothing
     pod: PodOf = _no_pod  # the pod as the index has it now, or None when it is gone
     suspensions_of: SuspensionsOf = _nothing
+    namespaces: Callable[[], Iterable[str]] = _no_namespaces  # the namespaces the pod index has pods in
     board: OutcomeBoard = field(default_factory=OutcomeBoard)
+    # Only the leader acts: pod workers, status daemons and deletions wait for it (leader.py).
+    leader: Leadership = field(default_factory=Leadership.solo)
 
 
 async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) -> Runtime:
@@ -126,7 +136,24 @@ async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) ->
         start_http_server(settings.metrics_port)
     logger.info(f"processcontrol settings: {settings.model_dump()}")
     kube = KubeClient(configuration, concurrency=settings.exec_concurrency)
-    return Runtime(settings=settings, executor=executor, kube=kube)
+    leader = Leadership(
+        kube,
+        lease_namespace(settings.lease_namespace),
+        settings.lease_name,
+        leader_identity(settings.leader_identity),
+        lease_duration_s=settings.lease_duration_s,
+        renew_deadline_s=settings.renew_deadline_s,
+        retry_period_s=settings.retry_period_s,
+        last_send_s=settings.go_ahead_window_s + SEND_GRACE_S,
+        announce=_announce_leader,
+    )
+    logger.info(f"leader election: lease {leader.namespace}/{leader.name} as {leader.identity}")
+    return Runtime(settings=settings, executor=executor, kube=kube, leader=leader)
+
+
+def _announce_leader(lease: Mapping[str, Any], message: str) -> None:
+    """The takeover, as an event on the Lease (where `kubectl describe lease` shows it)."""
+    kopf.event(kopf.Body(cast(kopf.RawBody, dict(lease))), type="Normal", reason=Reason.LEADER_ELECTED, message=message)
 
 
 async def stop_runtime(runtime: Runtime) -> None:
