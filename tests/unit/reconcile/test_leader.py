@@ -26,7 +26,7 @@ from .conftest import JOBS, NAMESPACE, FakePod, LocalExecutor, World, eventually
 
 LEASE = ("processcontrol-system", "processcontrol")
 # Short enough for a test, long against the event loop's own delays.
-TIMING = {"lease_duration_s": 0.6, "renew_deadline_s": 0.4, "retry_period_s": 0.05}
+LEASE_DURATION_S, RENEW_DEADLINE_S, RETRY_PERIOD_S = 0.6, 0.4, 0.05
 
 
 class FakeLeases:
@@ -104,7 +104,9 @@ class Replica:
             self.api,
             *LEASE,
             identity,
-            **TIMING,
+            lease_duration_s=LEASE_DURATION_S,
+            renew_deadline_s=RENEW_DEADLINE_S,
+            retry_period_s=RETRY_PERIOD_S,
             last_send_s=last_send_s,
             lost=self.lost.append,
             announce=lambda _lease, message: self.announced.append(message),
