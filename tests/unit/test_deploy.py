@@ -185,7 +185,9 @@ def test_namespaced_install_renders_without_cluster_wide_pod_rights() -> None:
     election = one(manifests, "Role", "processcontrol-leader-election")
     elected = one(manifests, "RoleBinding", "processcontrol-leader-election")
     role_namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] == "Role" and m is not election}
-    binding_namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] == "RoleBinding" and m is not elected}
+    binding_namespaces = {
+        m["metadata"]["namespace"] for m in manifests if m["kind"] == "RoleBinding" and m is not elected
+    }
     args = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["args"]
     watched = {arg.removeprefix("--namespace=") for arg in args if arg.startswith("--namespace=")}
     assert role_namespaces == binding_namespaces == watched == {"kubecf"}

@@ -137,6 +137,8 @@ class StatusDaemon:
         previous_ready = cond.find(self.status.conditions, cond.READY)
         if payload == self.written:
             return True
+        if not self.runtime.leader.is_leading:
+            return False  # a replica whose term ran out (it exits) writes no status from what it knew
         try:
             await self.runtime.kube.patch_suspension_status(self.namespace, self.name, payload)
         except ApiError as error:
@@ -288,7 +290,7 @@ async def release_on_delete(dispatch: Dispatch, body: kopf.Body, logger: Logger)
     deadline = time.monotonic() + runtime.settings.exec_timeout_s
     while True:
         holding = pods_holding(dispatch, namespace, info.uid)
-        if not holding:
+        if not holding and runtime.leader.is_leading:
             break
         if time.monotonic() > deadline:
             records = runtime.board.records(namespace, name)
