@@ -299,6 +299,10 @@ class KubeClient:
         )
         return result
 
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Post a core/v1 Event (kopf posts those about our own objects; this one is about the Lease)."""
+        await self._call(f"event in {namespace}", self._core.create_namespaced_event, namespace, cast(Any, dict(body)))
+
     def close(self) -> None:
         """Release connections and threads."""
         self._api.close()

@@ -276,8 +276,7 @@ class Leadership:
         message = f"{self.identity} leads (epoch {self.epoch}) since {since}"
         logger.info(f"leader election: {message}")
         if self._announce is not None and self._record is not None:
-            with contextlib.suppress(Exception):
-                self._announce(self._record, message)
+            self._announce(self._record, message)
         for callback in self._on_lead:
             callback()
 

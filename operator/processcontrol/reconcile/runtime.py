@@ -3,11 +3,12 @@ and operator start-up and shut-down."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from processcontrol.api import ProcessSuspensionSpec
 from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import parse_time
+from processcontrol.exceptions import ApiError
 from processcontrol.k8s import KubeClient, load_configuration
 from processcontrol.ledger import Hold
 from processcontrol.podexec.script import SEND_GRACE_S
@@ -145,15 +147,50 @@ async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) ->
         renew_deadline_s=settings.renew_deadline_s,
         retry_period_s=settings.retry_period_s,
         last_send_s=settings.go_ahead_window_s + SEND_GRACE_S,
-        announce=_announce_leader,
+        announce=lambda lease, message: _announce_leader(kube, lease, message),
     )
     logger.info(f"leader election: lease {leader.namespace}/{leader.name} as {leader.identity}")
     return Runtime(settings=settings, executor=executor, kube=kube, leader=leader)
 
 
-def _announce_leader(lease: Mapping[str, Any], message: str) -> None:
-    """The takeover, as an event on the Lease (where `kubectl describe lease` shows it)."""
-    kopf.event(kopf.Body(cast(kopf.RawBody, dict(lease))), type="Normal", reason=Reason.LEADER_ELECTED, message=message)
+def _announce_leader(kube: KubeClient, lease: Mapping[str, Any], message: str) -> None:
+    """The takeover, as an event on the Lease (where `kubectl describe lease` shows it); posted in the background,
+    a failure only logged: leading does not wait for it."""
+    metadata = lease.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{metadata.get('name', 'lease')}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "name": metadata.get("name"),
+            "namespace": namespace,
+            "uid": metadata.get("uid"),
+        },
+        "reason": str(Reason.LEADER_ELECTED),
+        "message": message,
+        "type": "Normal",
+        "source": {"component": "processcontrol"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+    async def post() -> None:
+        try:
+            await kube.create_event(namespace, body)
+        except ApiError as error:
+            logging.getLogger(__name__).warning(f"could not post the {Reason.LEADER_ELECTED} event: {error}")
+
+    _background.add(task := asyncio.ensure_future(post()))
+    task.add_done_callback(_background.discard)
+
+
+# Tasks in flight that nothing awaits (asyncio keeps only weak references to them).
+_background: set[asyncio.Future[None]] = set()
 
 
 async def stop_runtime(runtime: Runtime) -> None:
