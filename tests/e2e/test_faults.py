@@ -77,6 +77,19 @@ def _restarted_if_it_lost_its_lease(cluster: Cluster, since: int) -> bool:
     return True
 
 
+def _leading_again(cluster: Cluster, since: int) -> bool:
+    """Wait until the operator leads again; True when it had to be started again on the way."""
+    restarted = False
+
+    def leading() -> bool:
+        nonlocal restarted
+        restarted |= _restarted_if_it_lost_its_lease(cluster, since)
+        return bool(cluster.operator.leading())
+
+    wait_until(leading, 60, "the operator leading again")
+    return restarted
+
+
 @pytest.mark.timeout(600)
 def test_apiserver_and_etcd_restarts_mid_suspension_operator_recovers_without_restart(cluster: Cluster) -> None:
     """Without a restart unless the outage outlasts the renew deadline: then it exits on purpose (a leader that
@@ -90,12 +103,7 @@ def test_apiserver_and_etcd_restarts_mid_suspension_operator_recovers_without_re
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     wait_until(lambda: cluster.get("psus", "restore").get("status", {}).get("pods"), 30, "work to start")
     restart_component("kube-apiserver", down_s=3)
-    lost |= (
-        wait_until(
-            lambda: _restarted_if_it_lost_its_lease(cluster, since) or cluster.operator.leading(), 30, "a leader again"
-        )
-        is True
-    )
+    lost |= _leading_again(cluster, since)
     assert_converged(cluster, pods, BOTH, "restore", stopped=True)
 
     # The watches came back: a change made after the restart is acted on.
@@ -111,12 +119,7 @@ def test_apiserver_and_etcd_restarts_mid_suspension_operator_recovers_without_re
         "suspending to start",
     )
     restart_component("etcd", down_s=3)
-    lost |= (
-        wait_until(
-            lambda: _restarted_if_it_lost_its_lease(cluster, since) or cluster.operator.leading(), 30, "a leader again"
-        )
-        is True
-    )
+    lost |= _leading_again(cluster, since)
     assert_converged(cluster, pods, BOTH, "restore", stopped=True)
     cluster.kubectl("delete", "psus", "restore", "--timeout=120s")
     assert_converged(cluster, pods, BOTH, None, stopped=False)
