@@ -182,6 +182,7 @@ class LedgerWriter:
                 new = new.model_copy(update={"epoch": leader.epoch})
             if dump_ledger(new) == dump_ledger(current) and version is not None:
                 self.known = new
+                self.resource_version = version  # after a conflict: the version just read, not the stale one
                 return True
             try:
                 written = await self.runtime.kube.patch_pod_metadata(
