@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 import urllib3
@@ -103,6 +103,7 @@ class KubeClient:
         self._core = kubernetes.client.CoreV1Api(self._api)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
         self._authentication = kubernetes.client.AuthenticationV1Api(self._api)
+        self._coordination = kubernetes.client.CoordinationV1Api(self._api)
 
     async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a client method in a thread; API and connection errors become ours."""
@@ -311,6 +312,45 @@ class KubeClient:
             PLURAL,
             name,
         )
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        """A coordination.k8s.io/v1 Lease, as JSON (`NotFound` when there is none)."""
+        api = self._api
+        result: dict[str, Any] = await self._call(
+            f"lease {namespace}/{name}",
+            lambda: api.sanitize_for_serialization(self._coordination.read_namespaced_lease(name, namespace)),
+        )
+        return result
+
+    # The client takes a JSON dict where its signatures say V1Lease (it serialises either): the Lease stays JSON here,
+    # as every other object does.
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Lease (`Conflict` when another replica created it first)."""
+        api = self._api
+        result: dict[str, Any] = await self._call(
+            f"lease {namespace}/{body['metadata']['name']}",
+            lambda: api.sanitize_for_serialization(
+                self._coordination.create_namespaced_lease(namespace, cast(Any, dict(body)))
+            ),
+        )
+        return result
+
+    async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a Lease; its metadata.resourceVersion makes the API server answer 409 (`Conflict`) when someone
+        changed it since it was read, so two replicas never both take it."""
+        api = self._api
+        name = body["metadata"]["name"]
+        result: dict[str, Any] = await self._call(
+            f"lease {namespace}/{name}",
+            lambda: api.sanitize_for_serialization(
+                self._coordination.replace_namespaced_lease(name, namespace, cast(Any, dict(body)))
+            ),
+        )
+        return result
+
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Post a core/v1 Event (kopf posts those about our own objects; this one is about the Lease)."""
+        await self._call(f"event in {namespace}", self._core.create_namespaced_event, namespace, cast(Any, dict(body)))
 
     def close(self) -> None:
         """Release connections and threads."""

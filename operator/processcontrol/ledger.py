@@ -6,7 +6,7 @@ START's `releasing` mark. `seq` counts those writes, and each go-ahead names the
 survives operator restarts, moves with the pod (a pod that is gone holds nothing) and scales with pods, not with
 the size of a suspension's status. A person reads it with `kubectl get pod -o yaml`.
 
-    {"v": 1, "seq": 4,
+    {"v": 1, "seq": 4, "epoch": 3,
      "holds": {"<suspension uid>": {"name": "restore-db", "jobs": [], "processes": [], "container": "c",
                                     "since": "2026-12-01T10:00:00Z", "verifiedRestarts": 0}},
      "processes": {"pxc-mysql/mysql": {"holders": ["<suspension uid>"], "wasRunning": true}}}
@@ -78,6 +78,9 @@ class Ledger(_LedgerModel):
 
     v: int = LEDGER_VERSION
     seq: int = 0  # bumped by every write a go-ahead is decided from
+    # The leader's term (its Lease epoch) at the last write: a leader never writes over a newer one. Absent (0):
+    # written by an operator from before leader election, which any term may write over.
+    epoch: int = 0
     holds: dict[str, Hold] = Field(default_factory=dict)
     processes: dict[str, HeldProcess] = Field(default_factory=dict)
 

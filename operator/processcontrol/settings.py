@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A namespace name: a DNS-1123 label.
@@ -70,6 +70,56 @@ class ProcessControlSettings(BaseSettings):
         default=("kube-system",),
         description="Namespaces whose suspensions and pods the operator ignores (comma-separated; empty: none).",
     )
+
+    # Leader election (two replicas, one actor): a coordination.k8s.io/v1 Lease, with controller-runtime's
+    # defaults. docs/architecture.md says why these numbers keep a paused former leader from acting.
+    lease_name: str = Field(
+        default="processcontrol",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="The Lease the replicas elect their leader with; two installs in one namespace need two names.",
+    )
+    lease_namespace: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=63,
+        description="Namespace of the Lease; empty: the operator's own (its ServiceAccount's, in a pod), else "
+        "processcontrol-system.",
+    )
+    leader_identity: str = Field(
+        default="",
+        max_length=128,
+        description="This replica's name in the Lease; empty: the host name, which in a pod is the pod's name (a "
+        "restarted container of the same pod takes its own Lease back at once).",
+    )
+    lease_duration_s: float = Field(
+        default=15.0,
+        ge=1,
+        le=300,
+        description="A standby takes the Lease over when it has not changed for this long.",
+    )
+    renew_deadline_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A leader that could not renew its Lease for this long stops acting at once (it exits).",
+    )
+    retry_period_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often the leader renews its Lease and a standby looks at it.",
+    )
+
+    @model_validator(mode="after")
+    def _election_timing(self) -> ProcessControlSettings:
+        """A leader must give up before a standby may take over, and renew more than once before that."""
+        if not self.retry_period_s < self.renew_deadline_s < self.lease_duration_s:
+            raise ValueError(
+                "leader election needs retry_period_s < renew_deadline_s < lease_duration_s, got "
+                f"{self.retry_period_s:g} < {self.renew_deadline_s:g} < {self.lease_duration_s:g}"
+            )
+        return self
 
     @field_validator("excluded_namespaces", mode="before")
     @classmethod

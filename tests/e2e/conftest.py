@@ -44,6 +44,8 @@ def control_plane() -> Iterator[Path]:
 def operator(control_plane: Path) -> Iterator[OperatorProcess]:
     """The operator, authenticated as its own ServiceAccount."""
     process = OperatorProcess(service_account_kubeconfig(), env=E2E_OPERATOR_ENV).start()
+    # Alone, it leads at once (or once a Lease left by an earlier run's operator has expired).
+    process.wait_leading()
     yield process
     process.stop()
 

@@ -546,7 +546,7 @@ def test_8_unknown_ledger_fields_are_kept_and_the_deletion_completes(cluster: Cl
     cluster.wait("restore")
     uid = uid_of(cluster, "psus", "restore")
     edited = ledger(cluster, pods[0])
-    edited["epoch"] = 3
+    edited["writer"] = {"build": 3}
     edited["holds"][uid]["stages"] = ["agents", "db"]
     edited["processes"][MYSQL]["note"] = "kept"
     annotate_ledger(cluster, pods[0], edited)
@@ -557,13 +557,13 @@ def test_8_unknown_ledger_fields_are_kept_and_the_deletion_completes(cluster: Cl
     backup = uid_of(cluster, "psus", "backup")
     rewritten = ledger(cluster, pods[0])
     assert backup in rewritten["holds"], rewritten
-    assert rewritten.get("epoch") == 3, f"an unknown top-level field was dropped: {rewritten}"
+    assert rewritten.get("writer") == {"build": 3}, f"an unknown top-level field was dropped: {rewritten}"
     assert rewritten["holds"][uid].get("stages") == ["agents", "db"], f"an unknown hold field was dropped: {rewritten}"
     assert rewritten["processes"][MYSQL].get("note") == "kept", f"an unknown process field was dropped: {rewritten}"
 
     cluster.kubectl("delete", "psus", "restore", "--timeout=90s")
     rewritten = ledger(cluster, pods[0])
-    assert set(rewritten["holds"]) == {backup} and rewritten.get("epoch") == 3, rewritten
+    assert set(rewritten["holds"]) == {backup} and rewritten.get("writer") == {"build": 3}, rewritten
     assert not any(cluster.all_states(pods, BOTH).values()), "still held by the second suspension"
     cluster.kubectl("delete", "psus", "backup", "--timeout=90s")
     wait_until(lambda: all(cluster.all_states(pods, BOTH).values()), 30, "every process to run")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 from harness.base import ROOT, free_port, kubeconfig_path, kubectl, state_dir
@@ -104,6 +105,9 @@ class OperatorProcess:
         self.liveness_port = free_port()
         self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        # Its name in the leader election's Lease: its own for its life, as a pod's name is (started again, it
+        # is the same replica, as a container restarted in its pod is).
+        self.identity = self.env.get("PROCESSCONTROL_LEADER_IDENTITY") or f"{self.log_path.stem}-{uuid.uuid4().hex[:6]}"
 
     @property
     def metrics_url(self) -> str:
@@ -117,6 +121,7 @@ class OperatorProcess:
             os.environ,
             KUBECONFIG=str(self.kubeconfig),
             PROCESSCONTROL_METRICS_PORT=str(self.metrics_port),
+            PROCESSCONTROL_LEADER_IDENTITY=self.identity,
             **self.env,
         )
         with self.log_path.open("ab") as log:
@@ -146,7 +151,34 @@ class OperatorProcess:
         self.stop()
         raise HarnessError(f"the operator did not become live within {timeout:.0f}s:\n{self.log_tail()}")
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
+    @property
+    def pid(self) -> int | None:
+        """Its process id while it runs."""
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    def leading(self) -> bool | None:
+        """Whether it leads, from its `processcontrol_leader` metric (None: it does not answer)."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("processcontrol_leader "):
+                return float(line.split()[1]) == 1.0
+        return None
+
+    def wait_leading(self, timeout: float = 60.0) -> None:
+        """Until it leads (the Lease is free, its own, or expired)."""
+        deadline = time.monotonic() + timeout
+        while not self.leading():
+            if self.process is None or self.process.poll() is not None:
+                raise HarnessError(f"the operator exited while standing for leader:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"the operator did not lead within {timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> None:
         """Stop it (SIGKILL after the timeout); a no-op when it is not running."""
         if self.process is None or self.process.poll() is not None:
             return

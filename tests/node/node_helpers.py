@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ OVERLAY = ROOT / "hack" / "realnode-overlay"
 OPERATOR_NAMESPACE = "processcontrol-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=processcontrol"
 SUSPENDED_LABEL = "processcontrol.dev/suspended"
+LEASE = "processcontrol"
 
 T = TypeVar("T")
 
@@ -53,16 +54,28 @@ def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def ready_operator_pod(exclude: str = "", timeout: float = 180) -> str:
-    """The name of the Ready operator pod (other than `exclude`)."""
+def leader_pod() -> str | None:
+    """The operator pod that holds the Lease (the replicas name themselves by their pod's name), if it exists."""
+    lease = get_json("lease", LEASE, "-n", OPERATOR_NAMESPACE)
+    holder = str((lease.get("spec") or {}).get("holderIdentity") or "")
+    names = {p["metadata"]["name"] for p in operator_pods()}
+    return holder if holder in names else None
+
+
+def ready_operator_pod(exclude: str | Collection[str] = (), timeout: float = 180) -> str:
+    """The name of the Ready operator pod that leads (not one of `exclude`): with two replicas the standby is
+    Ready too, and "the operator" of a test is the one that acts."""
+    excluded = {exclude} if isinstance(exclude, str) else set(exclude)
 
     def probe() -> str | None:
+        leading = leader_pod()
         for pod in operator_pods():
-            if pod["metadata"]["name"] != exclude and pod_ready(pod):
-                return str(pod["metadata"]["name"])
+            name = str(pod["metadata"]["name"])
+            if name == leading and name not in excluded and pod_ready(pod):
+                return name
         return None
 
-    return wait_for("a Ready operator pod", probe, timeout)
+    return wait_for("a Ready operator pod that leads", probe, timeout)
 
 
 def group_pods(namespace: str, group: str) -> list[dict[str, Any]]:

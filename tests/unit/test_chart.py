@@ -89,13 +89,16 @@ def test_settings_become_environment_the_operator_reads(monkeypatch: pytest.Monk
     env = {e["name"]: e.get("value") for e in container(objects)["env"]}
     assert env == {
         "PROCESSCONTROL_METRICS_PORT": "9191",
+        "PROCESSCONTROL_LEASE_NAMESPACE": None,  # from the pod (the downward API)
+        "PROCESSCONTROL_LEADER_IDENTITY": None,
         "PROCESSCONTROL_EXEC_BACKOFF_S": "0.25",
         "PROCESSCONTROL_EXEC_CONCURRENCY": "7",
         "PROCESSCONTROL_EXEC_TIMEOUT_S": "12",
         "HTTPS_PROXY": "http://proxy:3128",
     }
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
+        if value is not None:
+            monkeypatch.setenv(name, value)
     settings = ProcessControlSettings()
     assert (settings.exec_timeout_s, settings.exec_concurrency, settings.exec_backoff_s) == (12.0, 7, 0.25)
     assert settings.metrics_port == 9191
@@ -163,8 +166,10 @@ def test_image_scheduling_and_account_values() -> None:
 
 def test_namespaced_scope_grants_each_listed_namespace_and_watches_only_those() -> None:
     objects = chart.template("--set", "scope=namespaced", "--set", "namespaces={cf-db,cf-api}")
-    roles = sorted(o["metadata"]["namespace"] for o in objects if o["kind"] == "Role")
-    bindings = sorted(o["metadata"]["namespace"] for o in objects if o["kind"] == "RoleBinding")
+    # Besides the leader election's Lease in the release's own namespace.
+    granted = [o for o in objects if not o["metadata"]["name"].endswith("-leader-election")]
+    roles = sorted(o["metadata"]["namespace"] for o in granted if o["kind"] == "Role")
+    bindings = sorted(o["metadata"]["namespace"] for o in granted if o["kind"] == "RoleBinding")
     assert roles == bindings == ["cf-api", "cf-db"]
     args = container(objects)["args"]
     assert args == ["operator", "--namespace=cf-db", "--namespace=cf-api", "--liveness=http://0.0.0.0:8080/healthz"]
@@ -273,7 +278,7 @@ def test_a_list_setting_becomes_the_comma_separated_environment_the_operator_rea
         (("--set", "metrics.serviceMonitor.enabled=true"), "at '/metrics/service/enabled': value must be true"),
         (("--set", "serviceAccount.create=false"), "at '/serviceAccount/name': minLength: got 0, want 1"),
         (("--set", "resources.limits.memory=lots"), "at '/resources/limits/memory': 'lots' does not match pattern"),
-        (("--set", "replicas=2"), "additional properties 'replicas' not allowed"),
+        (("--set", "replicas=0"), "at '/replicas': minimum: got 0, want 1"),
         (("--set", "settings.excluded_namespaces={Kube_System}"), "'Kube_System' does not match pattern"),
         (("--set-json", "networkPolicy.metricsFrom=[{}]"), "at '/networkPolicy/metricsFrom/0': minProperties"),
         (("--set", "admissionPolicy.enabled=maybe"), "at '/admissionPolicy/enabled': got string, want boolean"),

@@ -77,6 +77,24 @@ def test_cluster_role_is_exactly_what_the_operator_needs() -> None:
     assert rules_of(role) == NAMESPACED_RULES | CRD_WATCH
 
 
+def test_leader_election_may_touch_only_leases_and_events_in_the_operators_namespace() -> None:
+    role, binding = load(DEPLOY / "rbac/leader_election.yaml")
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "processcontrol-system")
+    assert rules_of(role) == {
+        ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+        ("", "events"): {"create", "patch"},
+    }
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "processcontrol", "namespace": "processcontrol-system"}
+    ]
+    budget = one(render(DEPLOY), "PodDisruptionBudget", "processcontrol")
+    deployment = one(render(DEPLOY), "Deployment", "processcontrol")
+    assert budget["spec"] == {"minAvailable": 1, "selector": deployment["spec"]["selector"]}
+    namespaced = render(DEPLOY / "namespaced")
+    assert one(namespaced, "Role", "processcontrol-leader-election")["metadata"]["namespace"] == "processcontrol-system"
+
+
 def test_namespaced_role_grants_the_same_per_namespace() -> None:
     role, binding = load(DEPLOY / "namespaced/role-kubecf.yaml")
     assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "kubecf")
@@ -97,7 +115,10 @@ def test_default_install_renders() -> None:
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Deployment",
+            "PodDisruptionBudget",
             "NetworkPolicy",
             *["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 3,
         ]
@@ -117,9 +138,16 @@ def test_operator_deployment_is_hardened() -> None:
     deployment = one(render(DEPLOY), "Deployment", "processcontrol")
     assert deployment["metadata"]["namespace"] == "processcontrol-system"
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one actor: a rollout keeps a standby throughout, the two spread over nodes where they can.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     pod = spec["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["PROCESSCONTROL_LEADER_IDENTITY"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["PROCESSCONTROL_LEASE_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert pod["serviceAccountName"] == "processcontrol"
     assert pod["automountServiceAccountToken"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -150,8 +178,13 @@ def test_namespaced_install_renders_without_cluster_wide_pod_rights() -> None:
     assert [m["metadata"]["name"] for m in manifests if m["kind"] == "ClusterRoleBinding"] == [
         "processcontrol-discovery"
     ]
-    role_namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] == "Role"}
-    binding_namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] == "RoleBinding"}
+    # Besides the Lease in its own namespace (leader election), rights only where it watches.
+    election = one(manifests, "Role", "processcontrol-leader-election")
+    elected = one(manifests, "RoleBinding", "processcontrol-leader-election")
+    role_namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] == "Role" and m is not election}
+    binding_namespaces = {
+        m["metadata"]["namespace"] for m in manifests if m["kind"] == "RoleBinding" and m is not elected
+    }
     args = one(manifests, "Deployment", "processcontrol")["spec"]["template"]["spec"]["containers"][0]["args"]
     watched = {arg.removeprefix("--namespace=") for arg in args if arg.startswith("--namespace=")}
     assert role_namespaces == binding_namespaces == watched == {"kubecf"}

@@ -29,7 +29,7 @@ RECONCILE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("ledger_writer",),
     ("reporting",),
     ("runtime",),
-    ("outcomes",),
+    ("outcomes", "leader"),
     ("pods", "backoff"),
     ("plan",),
     ("conditions", "metrics"),

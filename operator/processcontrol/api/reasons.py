@@ -56,6 +56,7 @@ class Reason(StrEnum):
     RESUSPENDED = "Resuspended"
     ORPHAN_RELEASED = "OrphanReleased"
     RESUME_FAILED = "ResumeFailed"
+    LEADER_ELECTED = "LeaderElected"  # on the Lease: a replica took it and acts from now on
     LEDGER_RESTORED = "LedgerRestored"  # a pod's ledger went missing while this operator held processes there
     # Shown by the CLI while the operator has not answered the generation it wrote.
     NOT_OBSERVED = "NotObserved"

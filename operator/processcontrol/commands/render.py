@@ -182,8 +182,25 @@ def pods_table(obj: Mapping[str, Any], indent: str = "") -> str:
     return table(["POD", "STATE", "PROCESS", "PROCESS STATE", "PID", "MESSAGE"], rows, indent)
 
 
-def describe(obj: Mapping[str, Any], now: datetime) -> str:
-    """`processcontrol describe`: the spec, the times, the conditions and every pod with its processes."""
+def leader(lease: Mapping[str, Any] | None, now: datetime, trouble: str = "") -> str:
+    """Which operator replica leads, from its Lease: `pod-a (since 2026-12-01T10:00:00Z, 3m)`."""
+    if lease is None:
+        return f"<unknown> ({trouble})" if trouble else "<unknown>"
+    spec = lease.get("spec") or {}
+    holder = spec.get("holderIdentity") or ""
+    if not holder:
+        return "none (the last leader let go; a standby takes over at its next look)"
+    since = spec.get("acquireTime")
+    text = f"{holder} (since {since}, {age(since, now)})" if since else holder
+    renewed, duration = spec.get("renewTime"), spec.get("leaseDurationSeconds")
+    if renewed and isinstance(duration, int) and (now - parse_time(renewed)).total_seconds() > duration:
+        text += f", but its Lease expired {age(renewed, now)} ago: no replica renews it"
+    return text
+
+
+def describe(obj: Mapping[str, Any], now: datetime, operator: str | None = None) -> str:
+    """`processcontrol describe`: the spec, the times, the conditions and every pod with its processes, and which
+    operator replica leads (`operator`, from `leader`)."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     fields: list[tuple[str, str]] = [
         ("Name", meta.get("name", "")),
@@ -211,6 +228,8 @@ def describe(obj: Mapping[str, Any], now: datetime) -> str:
     ]
     if meta.get("deletionTimestamp"):
         fields.append(("Deleting", f"since {meta['deletionTimestamp']}: resuming before the object goes"))
+    if operator is not None:
+        fields.append(("Operator", operator))
     width = max(15, *(len(label) + 2 for label, _ in fields))
     lines = [f"{label + ':':<{width}}{value}" for label, value in fields]
     conditions = status.get("conditions") or []

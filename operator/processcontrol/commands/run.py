@@ -29,7 +29,12 @@ from processcontrol.exceptions import (
     NotFound,
     ProcessControlError,
 )
+from processcontrol.settings import ProcessControlSettings
 from processcontrol.targets import pod_info_from_body, select_targets
+
+# Where deploy/ and the chart's default release put the operator and its Lease (PROCESSCONTROL_LEASE_NAMESPACE
+# says otherwise).
+DEFAULT_OPERATOR_NAMESPACE = "processcontrol-system"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_CRD, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERRUPTED = 130
@@ -55,6 +60,7 @@ class Client(Protocol):
     async def delete_suspension(self, namespace: str, name: str) -> None: ...
     async def whoami(self) -> str: ...
     async def namespace_exists(self, name: str) -> bool | None: ...
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -370,15 +376,25 @@ def describe(args: argparse.Namespace) -> int:
 
     async def work() -> int:
         client = connect(args)
+        settings = ProcessControlSettings()
+        lease_namespace = settings.lease_namespace or DEFAULT_OPERATOR_NAMESPACE
         try:
             namespace = namespace_of(args)
             obj = await _with_crd_check(client, client.get_suspension(namespace, args.name), namespace)
+            lease: dict[str, Any] | None = None
+            trouble = ""
+            if args.output not in ("yaml", "json"):
+                try:
+                    lease = await client.get_lease(lease_namespace, settings.lease_name)
+                except ApiError as error:
+                    trouble = f"lease {lease_namespace}/{settings.lease_name}: {error}"
         finally:
             client.close()
         if args.output in ("yaml", "json"):
             print(render.dump([obj], args.output, single=True))
         else:
-            print(render.describe(obj, datetime.now(UTC)))
+            now = datetime.now(UTC)
+            print(render.describe(obj, now, operator=render.leader(lease, now, trouble)))
         return EXIT_OK
 
     return execute(work)

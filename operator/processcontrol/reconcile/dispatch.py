@@ -22,7 +22,10 @@ class Dispatch:
     seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
     def ensure_worker(self, namespace: str, pod: str, wake: bool = True) -> None:
-        """Start the pod's worker if it has none; make it look again (a new worker always does)."""
+        """Start the pod's worker if it has none; make it look again (a new worker always does). A standby starts
+        none: it acts on nothing until it leads, and then looks at every pod (`take_over`)."""
+        if not self.runtime.leader.is_leading:
+            return
         worker = self.workers.get((namespace, pod))
         if worker is None:
             worker = self.workers[(namespace, pod)] = PodWorker(self.runtime, namespace, pod, ended=self._ended)
@@ -48,6 +51,15 @@ class Dispatch:
             holders = pod.holders
             if suspension.targets(pod) or holders is None or suspension.uid in holders:
                 self.ensure_worker(namespace, pod.name)
+
+    def take_over(self) -> None:
+        """This replica leads now: every pod that holds something or that a suspension targets gets its worker
+        (the indexes are warm; the events that concerned these pods came while it stood by)."""
+        for namespace in list(self.runtime.namespaces()):
+            suspensions = list(self.runtime.suspensions_of(namespace))
+            for pod in list(self.runtime.pods_of(namespace)):
+                if pod.holds is not None or any(s.targets(pod) for s in suspensions):
+                    self.ensure_worker(namespace, pod.name)
 
     def forget(self, uid: str) -> None:
         """The suspension is gone: a new one of its uid is news (it never is, uids are unique, but memory goes)."""

@@ -177,6 +177,7 @@ class GivingBack:
                     [],
                     [],
                     decide,
+                    fence=self.runtime.leader,
                     only=pending,
                     wait_s=self.settings.in_pod_wait_s,
                     window_s=self.settings.go_ahead_window_s,

@@ -10,6 +10,7 @@ Event handlers are coroutines: kopf runs plain functions in threads, and the wor
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -40,20 +41,27 @@ def _dispatch(memo: kopf.Memo, pods: PodsIndex, pod: PodIndex, suspensions: Susp
     runtime.pods_of = lambda namespace: pods.get(namespace, [])
     runtime.pod = lambda namespace, name: next(iter(pod.get((namespace, name), [])), None)
     runtime.suspensions_of = lambda namespace: suspensions.get(namespace, [])
+    runtime.namespaces = lambda: list(pods.keys())
     return dispatch
 
 
 @kopf.on.startup(id="start")
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Logger, **_: Any) -> None:
-    """Apply our settings to kopf's and build the shared runtime and its pod workers' dispatch."""
-    memo.dispatch = Dispatch(await start_runtime(settings, logger))
+    """Apply our settings to kopf's, build the shared runtime and its pod workers' dispatch, and stand for leader:
+    until this replica leads, kopf's watches and indexes stay warm and nothing acts."""
+    dispatch = memo.dispatch = Dispatch(await start_runtime(settings, logger))
+    dispatch.runtime.leader.on_lead(dispatch.take_over)
+    memo.election = asyncio.create_task(dispatch.runtime.leader.run(), name="leader election")
 
 
 @kopf.on.cleanup(id="stop")
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the pod workers, close connections and threads."""
+    """Stop the pod workers, give the Lease back once their last sends are over, close connections and threads."""
     dispatch: Dispatch = memo.dispatch
+    election: asyncio.Task[None] = memo.election
     await dispatch.stop_workers()
+    election.cancel()
+    await dispatch.runtime.leader.release()
     await stop_runtime(dispatch.runtime)
 
 

@@ -243,6 +243,7 @@ class Holding:
                 spec.jobs,
                 spec.processes,
                 decide,
+                fence=self.runtime.leader,
                 wait_s=self.settings.in_pod_wait_s,
                 window_s=self.settings.go_ahead_window_s,
             )

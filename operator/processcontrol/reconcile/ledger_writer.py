@@ -133,6 +133,7 @@ class LedgerWriter:
         if self.known is not None and _version(pod.resource_version) <= _version(self.resource_version):
             return self.known
         read = parse_ledger({HOLDS_ANNOTATION: pod.holds} if pod.holds else None)
+        self._newer_term(read)
         self.known = read
         self.resource_version = pod.resource_version
         lost = self.written
@@ -153,7 +154,12 @@ class LedgerWriter:
     async def write(self, pod: PodInfo, change: Callable[[Ledger], Ledger]) -> bool:
         """Apply `change` to the pod's ledger and write it with optimistic concurrency, bound to the pod's uid;
         on a conflict read the pod again and re-apply, unless it is another pod of that name now. False (and the
-        step ends) when it could not be written: nothing is done unrecorded."""
+        step ends) when it could not be written: nothing is done unrecorded. Each write carries this leader's
+        epoch; one over a ledger of a newer epoch is never made (this replica is stale and stops), nor any while
+        its term does not hold."""
+        leader = self.runtime.leader
+        if not leader.valid():
+            return False
         if self.known is None:
             # After a failed write nothing is assumed: the pod as it is now is the base of the next one.
             try:
@@ -169,7 +175,11 @@ class LedgerWriter:
         current = self.known
         version = self.resource_version or None
         for _ in range(5):
+            if self._newer_term(current):
+                return False
             new = change(current)
+            if not new.empty and new.epoch != leader.epoch:
+                new = new.model_copy(update={"epoch": leader.epoch})
             if dump_ledger(new) == dump_ledger(current) and version is not None:
                 self.known = new
                 self.resource_version = version  # after a conflict: the version just read, not the stale one
@@ -198,6 +208,14 @@ class LedgerWriter:
             return True
         self._trouble(pod, Conflict("the pod kept changing"))
         return False
+
+    def _newer_term(self, ledger: Ledger) -> bool:
+        """A ledger written by a newer leader: this replica is stale (it stops acting at once)."""
+        leader = self.runtime.leader
+        if ledger.epoch <= leader.epoch:
+            return False
+        leader.fenced(ledger.epoch, f"the hold ledger of pod {self.namespace}/{self.name}")
+        return True
 
     def _trouble(self, pod: PodInfo, error: Exception) -> None:
         self.known = None  # read it again from the pod next time

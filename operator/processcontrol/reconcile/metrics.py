@@ -29,3 +29,10 @@ def observe_exec(duration_s: float, ok: bool, reason: str = "") -> None:
     EXEC_SECONDS.observe(duration_s)
     if not ok:
         EXEC_FAILURES.labels(reason=reason or "Unknown").inc()
+
+
+LEADER = Gauge(
+    "processcontrol_leader",
+    "1 while this replica leads (holds the Lease and acts), 0 while it is a standby or has let go.",
+)
+LEADER_EPOCH = Gauge("processcontrol_leader_epoch", "The epoch of this replica's term as leader (0: it never led).")

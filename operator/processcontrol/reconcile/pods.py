@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from processcontrol.api import ProcessState, ProcessStatus
 from processcontrol.api.reasons import FailureReason
@@ -72,6 +73,19 @@ class GoAhead:
 Decide = Callable[[ScriptReport], Coroutine[Any, Any, GoAhead | None]]
 
 
+class Fence(Protocol):
+    """What a go-ahead must pass besides its ledger write: the leader's term (leader.Leadership)."""
+
+    async def renewed_after(self, monotonic: float) -> bool:
+        """A renewal of the term sent after this moment succeeded."""
+
+    def may_send(self) -> bool:
+        """The term holds now."""
+
+    def sent(self, quiet_after: float) -> None:
+        """A go-ahead was written; its exec may act until then (monotonic)."""
+
+
 @dataclass(frozen=True)
 class Transition:
     """One exec of the script: what it saw, what it was told, and what it did."""
@@ -114,13 +128,16 @@ async def transition(
     processes: Sequence[str],
     decide: Decide,
     *,
+    fence: Fence,
     wait_s: float,
     window_s: float,
     only: Sequence[tuple[str, str]] | None = None,
 ) -> Transition:
     """One exec per transition: the script looks, `decide` writes the ledger and names the go-ahead, the script
-    sends it and waits in the pod, then reports. Raises `TransitionFailed` (with what was sent) when it gives no
-    usable report."""
+    sends it and waits in the pod, then reports. The go-ahead also waits for a renewal of the leader's term sent
+    after the look came (asked for at once, alongside the ledger write), and is written only while the term holds:
+    a replica that lost its term, or was paused past it, sends nothing. Raises `TransitionFailed` (with what was
+    sent) when it gives no usable report."""
     sent: list[GoAhead] = []
     refused: list[PodFailure] = []
     # The script started before its look came, so it sends nothing after this (its window and grace).
@@ -134,6 +151,8 @@ async def transition(
         except ScriptOutputError as error:
             refused.append(PodFailure(FailureReason.SCRIPT_FAILED, f"the in-pod script's look: {error}"))
             return None
+        # The renewal goes out now, so that it and the ledger write take one round trip between them.
+        renewed = asyncio.ensure_future(fence.renewed_after(time.monotonic()))
         try:
             _raise_script_error(seen, container)
             if seen.tool is None and seen.sockets:
@@ -143,12 +162,17 @@ async def transition(
                     f"no tool to send datagrams in container {container}; tried {NO_TOOL_TRIED}",
                 )
             go = await decide(seen)
+            if go is None:
+                return None
+            if not await renewed or not fence.may_send():
+                raise PodFailure(FailureReason.EXEC_FAILED, "this replica no longer leads: nothing was sent")
         except PodFailure as failure:
             refused.append(failure)
             return None
-        if go is None:
-            return None
+        finally:
+            renewed.cancel()
         sent.append(go)
+        fence.sent(quiet_after)
         return go_ahead(go.action, go.seq, go.pairs)
 
     command = build_command(jobs, processes, only=only, wait_s=wait_s, window_s=window_s)

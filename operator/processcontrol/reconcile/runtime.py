@@ -3,10 +3,11 @@ and operator start-up and shut-down."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -15,10 +16,14 @@ from pydantic import ValidationError
 
 from processcontrol.api import ProcessSuspensionSpec
 from processcontrol.api.models import ProbePolicy
+from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import parse_time
+from processcontrol.exceptions import ApiError
 from processcontrol.k8s import KubeClient, load_configuration
 from processcontrol.ledger import Hold, process_key
+from processcontrol.podexec.script import SEND_GRACE_S
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
+from processcontrol.reconcile.leader import Leadership, leader_identity, lease_namespace
 from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.settings import ProcessControlSettings
 from processcontrol.targets import PodInfo, exec_container, spec_matches_pod
@@ -98,6 +103,10 @@ def _nothing(_: str) -> list[Any]:
     return []
 
 
+def _no_namespaces() -> list[str]:
+    return []
+
+
 def _no_pod(_: str, __: str) -> None:
     return None
 
@@ -113,7 +122,10 @@ class Runtime:
     pods_of: PodsOf = _nothing
     pod: PodOf = _no_pod  # the pod as the index has it now, or None when it is gone
     suspensions_of: SuspensionsOf = _nothing
+    namespaces: Callable[[], Iterable[str]] = _no_namespaces  # the namespaces the pod index has pods in
     board: OutcomeBoard = field(default_factory=OutcomeBoard)
+    # Only the leader acts: pod workers, status daemons and deletions wait for it (leader.py).
+    leader: Leadership = field(default_factory=Leadership.solo)
 
 
 async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) -> Runtime:
@@ -139,7 +151,59 @@ async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) ->
         start_http_server(settings.metrics_port)
     logger.info(f"processcontrol settings: {settings.model_dump()}")
     kube = KubeClient(configuration, concurrency=settings.exec_concurrency)
-    return Runtime(settings=settings, executor=executor, kube=kube)
+    leader = Leadership(
+        kube,
+        lease_namespace(settings.lease_namespace),
+        settings.lease_name,
+        leader_identity(settings.leader_identity),
+        lease_duration_s=settings.lease_duration_s,
+        renew_deadline_s=settings.renew_deadline_s,
+        retry_period_s=settings.retry_period_s,
+        last_send_s=settings.go_ahead_window_s + SEND_GRACE_S,
+        announce=lambda lease, message: _announce_leader(kube, lease, message),
+    )
+    logger.info(f"leader election: lease {leader.namespace}/{leader.name} as {leader.identity}")
+    return Runtime(settings=settings, executor=executor, kube=kube, leader=leader)
+
+
+def _announce_leader(kube: KubeClient, lease: Mapping[str, Any], message: str) -> None:
+    """The takeover, as an event on the Lease (where `kubectl describe lease` shows it); posted in the background,
+    a failure only logged: leading does not wait for it."""
+    metadata = lease.get("metadata") or {}
+    namespace = str(metadata.get("namespace") or "")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{metadata.get('name', 'lease')}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "name": metadata.get("name"),
+            "namespace": namespace,
+            "uid": metadata.get("uid"),
+        },
+        "reason": str(Reason.LEADER_ELECTED),
+        "message": message,
+        "type": "Normal",
+        "source": {"component": "processcontrol"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+    async def post() -> None:
+        try:
+            await kube.create_event(namespace, body)
+        except ApiError as error:
+            logging.getLogger(__name__).warning(f"could not post the {Reason.LEADER_ELECTED} event: {error}")
+
+    _background.add(task := asyncio.ensure_future(post()))
+    task.add_done_callback(_background.discard)
+
+
+# Tasks in flight that nothing awaits (asyncio keeps only weak references to them).
+_background: set[asyncio.Future[None]] = set()
 
 
 async def stop_runtime(runtime: Runtime) -> None:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from processcontrol.api import PodState, ProcessSuspensionSpec, ProcessSuspensionStatus
 from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import parse_time
-from processcontrol.exceptions import ApiError
+from processcontrol.exceptions import ApiError, NotFound
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
 from processcontrol.reconcile.dispatch import Dispatch
@@ -137,6 +137,8 @@ class StatusDaemon:
         previous_ready = cond.find(self.status.conditions, cond.READY)
         if payload == self.written:
             return True
+        if not self.runtime.leader.is_leading:
+            return False  # a replica whose term ran out (it exits) writes no status from what it knew
         try:
             await self.runtime.kube.patch_suspension_status(self.namespace, self.name, payload)
         except ApiError as error:
@@ -190,6 +192,12 @@ async def run_status_daemon(dispatch: Dispatch, body: kopf.Body, stopped: kopf.D
     """The daemon body: publish on every outcome and object change until the object goes or the operator stops."""
     daemon = StatusDaemon(dispatch, body, logger)
     runtime = dispatch.runtime
+    # A standby writes no status: it waits, its daemon ready, until it leads.
+    while not stopped and not runtime.leader.is_leading:
+        await _woken_or_stopped(runtime.leader.leading, stopped, runtime.settings.retry_period_s)
+    if stopped:
+        return
+    daemon.started = time.monotonic()
     with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake:
         while not stopped:
             wake.clear()
@@ -253,17 +261,41 @@ def pods_holding(dispatch: Dispatch, namespace: str, uid: str) -> list[str]:
     return sorted(holding)
 
 
+async def _leading_or_gone(dispatch: Dispatch, namespace: str, name: str, uid: str) -> bool:
+    """Wait until this replica leads (True) or the object is gone (False). A standby's deletion handler waits
+    instead of failing: kopf would write its retry progress onto the object, and only the leader writes. The
+    object is read from the API, not the index: kopf updates the index of this object only once its handler
+    returns."""
+    leader = dispatch.runtime.leader
+    while not leader.is_leading:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(leader.wait_leading(), timeout=dispatch.runtime.settings.retry_period_s)
+        if leader.is_leading:
+            break
+        try:
+            current = await dispatch.runtime.kube.get_suspension(namespace, name)
+        except NotFound:
+            return False
+        except ApiError:
+            continue
+        if (current.get("metadata") or {}).get("uid") != uid:
+            return False
+    return True
+
+
 async def release_on_delete(dispatch: Dispatch, body: kopf.Body, logger: Logger) -> None:
     """On deletion: the pod workers give back this suspension's holds; the finalizer goes when no pod has any."""
     runtime = dispatch.runtime
     namespace = body.metadata.namespace or ""
     name = body.metadata.name or ""
     info = info_of(body)
+    if not await _leading_or_gone(dispatch, namespace, name, info.uid):
+        return  # the leader gave it back and removed the finalizer: nothing of ours was written here
     dispatch.wake_pods_of(info, namespace)
     deadline = time.monotonic() + runtime.settings.exec_timeout_s
     while True:
         holding = pods_holding(dispatch, namespace, info.uid)
-        if not holding:
+        if not holding and runtime.leader.is_leading:
             break
         if time.monotonic() > deadline:
             records = runtime.board.records(namespace, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ class FakeClient:
         # What find_suspension sees before an apply: nothing, unless a test puts an object here.
         self.existing: dict[str, Any] | None = None
         self.namespaces = {"kubecf", "default"}
+        self.lease: dict[str, Any] | None = None
 
     def _check(self, method: str) -> None:
         if method in self.fail:
@@ -86,6 +88,13 @@ class FakeClient:
         self.calls.append(("namespace_exists", name))
         self._check("namespace_exists")
         return name in self.namespaces
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get_lease", (namespace, name)))
+        self._check("get_lease")
+        if self.lease is None:
+            raise NotFound(f"not found: lease {namespace}/{name}")
+        return self.lease
 
     def close(self) -> None:
         self.closed = True
@@ -396,7 +405,27 @@ def test_a_missing_object_in_an_existing_namespace_is_named(
 def test_describe(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
     client.answers = [SCENARIOS["stalled.no-sockets"]()]
     assert main(["describe", "restore-db", "-n", "kubecf"]) == 0
-    assert "Stalled         True     NoSockets" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Stalled         True     NoSockets" in out
+    assert "Operator:      <unknown> (lease processcontrol-system/processcontrol: not found" in out
+
+
+def test_describe_names_the_leading_operator_replica_and_since_when(
+    client: FakeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [SCENARIOS["stalled.no-sockets"]()]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    client.lease = {
+        "spec": {"holderIdentity": "processcontrol-7d9f-abcde", "acquireTime": now, "renewTime": now,
+                 "leaseDurationSeconds": 15},
+    }  # fmt: skip
+    assert main(["describe", "restore-db", "-n", "kubecf"]) == 0
+    out = capsys.readouterr().out
+    assert f"Operator:      processcontrol-7d9f-abcde (since {now}," in out
+    assert ("get_lease", ("processcontrol-system", "processcontrol")) in client.calls
+    client.fail["get_lease"] = Forbidden("forbidden: leases")
+    assert main(["describe", "restore-db", "-n", "kubecf"]) == 0
+    assert "Operator:      <unknown> (lease processcontrol-system/processcontrol: forbidden" in capsys.readouterr().out
 
 
 def _kubeconfig(tmp_path: Path, namespace: str | None) -> str:

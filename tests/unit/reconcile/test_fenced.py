@@ -237,7 +237,7 @@ async def test_8_a_ledger_with_fields_from_a_newer_operator_is_still_given_back(
     api, _executor, runtime = world
     await suspended(api, runtime)
     raw = json.loads(api.annotation("db-0") or "{}")
-    raw["epoch"] = 3
+    raw["writer"] = {"build": 3}
     raw["holds"]["uid-restore"]["stages"] = ["agents", "db"]
     api.edit_annotations("db-0", {HOLDS_ANNOTATION: json.dumps(raw)})
     await released(api, runtime)

@@ -33,6 +33,7 @@ from processcontrol.api import GROUP, INSTANCE_GROUP_LABEL, PLURAL, SUSPENDED_LA
 from processcontrol.podexec.script import PREFIX
 from processcontrol.podexec.transport import Dialogue, ExecResult
 from processcontrol.reconcile import runtime as runtime_module
+from processcontrol.reconcile.leader import Leadership
 
 NAMESPACE = "kubecf"
 NAME = "db-maintenance"
@@ -293,6 +294,9 @@ async def operator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
             return executor
 
         monkeypatch.setattr(runtime_module, "KubernetesPodExecutor", fake_transport)
+        # And it leads from the start, with no Lease (kmock's emulator does not replace Leases as the API server
+        # does): election has its own tests (test_leader.py, tests/e2e/test_leader.py).
+        monkeypatch.setattr(runtime_module, "Leadership", lambda *_, **__: Leadership.solo())
 
         for name in PODS:
             await api.post(f"/api/v1/namespaces/{NAMESPACE}/pods", json=pod_body(name))

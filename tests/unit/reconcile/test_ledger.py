@@ -139,14 +139,14 @@ def test_fields_a_newer_operator_added_survive_a_write() -> None:
     raw = json.dumps(
         {
             "v": 1,
-            "epoch": 7,
+            "writer": {"build": 7},
             "holds": {"u1": {"name": "all", "stages": [1, 2]}},
             "processes": {"pxc-mysql/mysql": {"holders": ["u1"], "wasRunning": True, "note": "x"}},
         }
     )
     ledger = parse_ledger({HOLDS_ANNOTATION: raw})
     written = json.loads(dump_ledger(mark_verified(ledger, "u1", 0)) or "{}")
-    assert written["epoch"] == 7
+    assert written["writer"] == {"build": 7}
     assert written["holds"]["u1"]["stages"] == [1, 2] and written["holds"]["u1"]["verifiedRestarts"] == 0
     assert written["processes"]["pxc-mysql/mysql"]["note"] == "x"
 
