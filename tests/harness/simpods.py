@@ -27,6 +27,10 @@ container restarts (there is no container to restart: use harness.fakepods' real
 
 ENDPOINTS.jsonl: one `{"base": DIR, "job": JOB, "process": PROCESS}` a line. It prints `serving N endpoints` once
 every socket is bound.
+
+From Python: `create_pods` makes kwok pods (and their Exec objects) in bulk, in harness.fakepods' layout but with
+no host process; `start_server` serves their endpoints (its pid file under `<state>/sim/`, so the control plane's
+`down` stops it with the fake pods' processes).
 """
 
 from __future__ import annotations
@@ -42,10 +46,14 @@ import resource
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from harness import fakepods
+from harness.base import ProcessRecord, kubectl, spawn, state_dir, stop_group
 from processcontrol.containerrun.bpm import write_bpm
 from processcontrol.containerrun.protocol import MAX_DATAGRAM, Command, Endpoint, parse_command
 
@@ -209,6 +217,129 @@ async def serve(endpoints: list[Endpoint], stop_ms: float, start_ms: float, read
             process.close()
     print(f"stopped; {sum(p.received for p in processes)} commands received", flush=True)
     return 0
+
+
+# --- the host side, for benchmarks ---------------------------------------------------------------------------------
+
+# Pods per `kubectl create`: one process, one request per object, output parsed for the uids.
+CREATE_CHUNK = 500
+
+
+def endpoints_of(namespace: str, pods: Iterable[str], jobs: Iterable[fakepods.JobProcess]) -> list[Endpoint]:
+    """The containerrun endpoints of simulated pods, at harness.fakepods' paths."""
+    jps = list(jobs)
+    return [Endpoint(fakepods.base_dir(namespace, pod), jp.job, jp.process) for pod in pods for jp in jps]
+
+
+def create_pods(
+    group: str,
+    namespace: str,
+    ordinals: range,
+    jobs: Iterable[fakepods.JobProcess],
+    state: Path | None = None,
+) -> list[str]:
+    """Pods GROUP-<i> with their host directories and kwok Exec objects, CREATE_CHUNK per kubectl; no process is
+    started (start_server serves them). Returns the pod names."""
+    jps = list(jobs)
+    names: list[str] = []
+    fakepods.ensure_namespace(namespace, state)
+    for first in range(ordinals.start, ordinals.stop, CREATE_CHUNK):
+        chunk = range(first, min(ordinals.stop, first + CREATE_CHUNK))
+        items = [fakepods.build_pod(group, namespace, i, jps) for i in chunk]
+        out = kubectl(
+            "create",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            state=state,
+            input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+            timeout=600,
+        ).stdout
+        made = list(json_objects(out))
+        execs = []
+        for pod in made:
+            name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+            base = fakepods.base_dir(namespace, name, state)
+            for sub in ("data", "sys/log", "sys/run/bpm"):
+                (base / sub).mkdir(parents=True, exist_ok=True)
+            pdir = fakepods.pod_dir(namespace, name, state)
+            pdir.mkdir(parents=True, exist_ok=True)
+            (pdir / "uid").write_text(uid)
+            link = pdir / "vcap"
+            if not link.is_symlink():
+                link.symlink_to(base)
+            execs.append(fakepods.build_exec(namespace, name, uid, jps, None, state))
+            names.append(name)
+        kubectl(
+            "create",
+            "-f",
+            "-",
+            state=state,
+            input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": execs}),
+            timeout=600,
+        )
+    return names
+
+
+def json_objects(text: str) -> Iterable[dict[str, Any]]:
+    """The objects of kubectl's `-o json` output: one document, a List, or (for `create` of a List) one after the
+    other."""
+    decoder = json.JSONDecoder()
+    at = 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at >= len(text):
+            return
+        obj, at = decoder.raw_decode(text, at)
+        yield from obj["items"] if obj.get("kind") == "List" else [obj]
+
+
+def server_pid_file(name: str, state: Path | None = None) -> Path:
+    return (state or state_dir()) / fakepods.SIM_DIR / f"{name}.pid"
+
+
+def start_server(
+    name: str,
+    endpoints: list[Endpoint],
+    state: Path | None = None,
+    stop_ms: float = DEFAULT_STOP_MS,
+    start_ms: float = DEFAULT_START_MS,
+    timeout: float = 300.0,
+) -> ProcessRecord:
+    """`serve` as a detached process (replacing one of the same name); returns once every socket is bound."""
+    stop_server(name, state)
+    directory = server_pid_file(name, state).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = directory / f"{name}.jsonl"
+    spec.write_text(
+        "".join(json.dumps({"base": str(e.base_dir), "job": e.job, "process": e.process}) + "\n" for e in endpoints)
+    )
+    log_path = directory / f"{name}.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    argv = [sys.executable, "-m", "harness.simpods", "serve", str(spec), "--stop-ms", str(stop_ms)]
+    record = spawn([*argv, "--start-ms", str(start_ms)], log_path, server_pid_file(name, state))
+    deadline = time.monotonic() + timeout
+    while True:
+        with log_path.open("rb") as log_file:
+            log_file.seek(offset)
+            text = log_file.read().decode(errors="replace")
+        if f"serving {len(endpoints)} endpoints" in text:
+            return record
+        if not record.alive() or time.monotonic() > deadline:
+            stop_group(record)
+            raise fakepods.FakePodError(f"simpods server {name} did not come up; {log_path}:\n{text[-2000:]}")
+        time.sleep(0.1)
+
+
+def stop_server(name: str, state: Path | None = None) -> None:
+    """Stop a server started by start_server (its endpoints' files go with it); a no-op when none runs."""
+    pid_file = server_pid_file(name, state)
+    record = ProcessRecord.read(pid_file)
+    if record is not None:
+        stop_group(record, timeout=60)
+    pid_file.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
