@@ -146,6 +146,10 @@ bench-full: deps-local $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods,
 bench-footprint: $(STAMP) ## Operator RSS and CPU, ~10 min: 1,000 pods watched (100 with real processes), 100 suspensions
 	$(PY) bench/footprint_bench.py
 
+.PHONY: bench-scale
+bench-scale: deps-local $(STAMP) ## Scale (not in CI; ~1 h at 10,000): one suspension of N simulated pods, N=1,000..10,000 (PODS=1000,2000 for fewer)
+	$(PY) bench/scale_bench.py $(if $(PODS),--pods $(PODS))
+
 .PHONY: soak
 soak: $(STAMP) ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
 	$(PY) bench/soak_faults.py $(LATEST)
