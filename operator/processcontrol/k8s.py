@@ -133,8 +133,10 @@ class KubeClient:
     async def patch_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
         """Set or (with None) remove labels on a pod."""
         body = {"metadata": {"labels": dict(labels)}}
+        # Read, though unused: an unread raw answer keeps its connection out of the pool.
         await self._call(
-            f"labels of pod {namespace}/{name}", self._core.patch_namespaced_pod, name, namespace, body, **RAW
+            f"labels of pod {namespace}/{name}",
+            lambda: _json(self._core.patch_namespaced_pod(name, namespace, body, **RAW)),
         )
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
