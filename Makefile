@@ -146,6 +146,10 @@ bench-full: deps-local $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods,
 bench-footprint: $(STAMP) ## Operator RSS and CPU, ~10 min: 1,000 pods watched (100 with real processes), 100 suspensions
 	$(PY) bench/footprint_bench.py
 
+.PHONY: bench-scale
+bench-scale: deps-local $(STAMP) ## Scale (not in CI; ~1 h at 10,000): one suspension of N simulated pods, N=1,000..10,000 (PODS=1000,2000 for fewer)
+	$(PY) bench/scale_bench.py $(if $(PODS),--pods $(PODS))
+
 SEED ?= 1
 STEPS ?= 1000
 

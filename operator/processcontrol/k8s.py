@@ -88,6 +88,18 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeCl
         raise ProcessControlError(f"kubeconfig: {error}") from error
 
 
+# The answer as the API server's JSON, not the client's models: building a V1Pod and turning it back into a dict
+# (sanitize_for_serialization) cost a third of the operator's CPU per ledger write at 2,000 pods (py-spy,
+# bench/scale_bench.py); the JSON is the same, minus nothing a caller reads.
+RAW: dict[str, Any] = {"_preload_content": False}
+
+
+def _json(response: Any) -> dict[str, Any]:
+    """The JSON object of a raw (`_preload_content=False`) response; non-2xx answers were raised already."""
+    result: dict[str, Any] = json.loads(response.data)
+    return result
+
+
 class KubeClient:
     """The few API calls the operator and CLI make, as coroutines, in a thread pool of their own.
 
@@ -132,14 +144,16 @@ class KubeClient:
     async def patch_pod_labels(self, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
         """Set or (with None) remove labels on a pod."""
         body = {"metadata": {"labels": dict(labels)}}
-        await self._call(f"labels of pod {namespace}/{name}", self._core.patch_namespaced_pod, name, namespace, body)
+        # Read, though unused: an unread raw answer keeps its connection out of the pool.
+        await self._call(
+            f"labels of pod {namespace}/{name}",
+            lambda: _json(self._core.patch_namespaced_pod(name, namespace, body, **RAW)),
+        )
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
         """One pod, as JSON."""
-        api = self._api
         result: dict[str, Any] = await self._call(
-            f"pod {namespace}/{name}",
-            lambda: api.sanitize_for_serialization(self._core.read_namespaced_pod(name, namespace)),
+            f"pod {namespace}/{name}", lambda: _json(self._core.read_namespaced_pod(name, namespace, **RAW))
         )
         return result
 
@@ -159,10 +173,9 @@ class KubeClient:
             body["metadata"]["resourceVersion"] = resource_version
         if uid is not None:
             body["metadata"]["uid"] = uid
-        api = self._api
         result: dict[str, Any] = await self._call(
             f"metadata of pod {namespace}/{name}",
-            lambda: api.sanitize_for_serialization(self._core.patch_namespaced_pod(name, namespace, body)),
+            lambda: _json(self._core.patch_namespaced_pod(name, namespace, body, **RAW)),
         )
         return result
 

@@ -53,6 +53,8 @@ DEFAULT_COMMAND = ("sleep", "100000")
 # its main process in a session of its own, so killing containerrun's process group would leave that process to
 # init, where a real container's death takes everything in it. Stopping a container kills what carries its entry.
 CONTAINER_ENV = "PROCESSCONTROL_FAKE_CONTAINER"
+# Under the state directory: pid files of harness.simpods servers (one host process serving many pods' sockets).
+SIM_DIR = "sim"
 
 
 class FakePodError(Exception):
@@ -365,6 +367,12 @@ def stop_all_host_processes(state: Path | None = None) -> int:
     count = 0
     for run in sorted(root.glob("*/*/run")):
         count += stop_pod_processes(run.parent.parent.name, run.parent.name, state)
+    for pid_file in sorted(((state or state_dir()) / SIM_DIR).glob("*.pid")):
+        record = ProcessRecord.read(pid_file)
+        if record is not None:
+            count += record.alive()
+            stop_group(record, timeout=60)
+        pid_file.unlink(missing_ok=True)
     return count
 
 

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 import kubernetes
 import websocket
 from kubernetes.stream import stream
+from prometheus_client import Gauge
 
 from processcontrol.exceptions import ExecError, ExecFailed, ExecForbidden, ExecTimeout, PodGone
 
@@ -98,6 +99,12 @@ class ExecOutputTooLarge(ExecFailed):
 MAX_OUTPUT_BYTES = 1 << 20
 # The v5 protocol's channel for closing a stream; not output.
 CLOSE_CHANNEL = 255
+
+# How close the exec concurrency comes to its ceiling, and how many wait for it: what a benchmark at scale reads
+# to tell an exec-bound operator from one that never has enough work in flight.
+EXECS_IN_FLIGHT = Gauge("processcontrol_execs_in_flight", "Exec attempts running now (within the concurrency limit).")
+EXECS_IN_FLIGHT_MAX = Gauge("processcontrol_execs_in_flight_max", "The most exec attempts ever running at once.")
+EXECS_WAITING = Gauge("processcontrol_execs_waiting", "Exec attempts waiting for a free slot of the concurrency limit.")
 
 
 @dataclass(frozen=True)
@@ -450,6 +457,8 @@ class KubernetesPodExecutor:
             _bound_websocket_handshake(timeout_s)
         self._exec_once: ExecOnce = exec_once
         self._semaphore: asyncio.Semaphore | None = None
+        self._in_flight = 0
+        self._in_flight_max = 0
         # Twice the limit: a timed-out attempt may still hold its thread for a moment while its socket closes.
         self._pool = ThreadPoolExecutor(max_workers=2 * max_concurrency, thread_name_prefix="podexec")
 
@@ -495,27 +504,44 @@ class KubernetesPodExecutor:
             return result
 
     async def _attempt(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
-        async with self._limit():
-            loop = asyncio.get_running_loop()
-            started = time.monotonic()
-            future = loop.run_in_executor(self._pool, self._exec_once, call, handle)
-            # Retrieve a late outcome of an abandoned attempt, so it is never logged as "never retrieved".
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
-            ok = False
-            try:
-                result = await asyncio.wait_for(asyncio.shield(future), timeout=call.timeout_s + self.grace_s)
-                ok = True
-                return result
-            except TimeoutError:
-                raise ExecTimeout(f"{call.what}: no answer within {call.timeout_s:g}s") from None
-            except ExecError:
-                raise
-            except Exception as error:
-                raise classify_exec_error(error, call) from error
-            finally:
-                if not future.done():
-                    handle.close()  # timed out or cancelled: free the thread and the API server's stream
-                self._report(time.monotonic() - started, ok)
+        EXECS_WAITING.inc()
+        try:
+            await self._limit().acquire()
+        finally:
+            EXECS_WAITING.dec()
+        self._in_flight += 1
+        EXECS_IN_FLIGHT.inc()
+        if self._in_flight > self._in_flight_max:
+            self._in_flight_max = self._in_flight
+            EXECS_IN_FLIGHT_MAX.set(self._in_flight_max)
+        try:
+            return await self._attempt_within_limit(call, handle)
+        finally:
+            self._in_flight -= 1
+            EXECS_IN_FLIGHT.dec()
+            self._limit().release()
+
+    async def _attempt_within_limit(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        future = loop.run_in_executor(self._pool, self._exec_once, call, handle)
+        # Retrieve a late outcome of an abandoned attempt, so it is never logged as "never retrieved".
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        ok = False
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), timeout=call.timeout_s + self.grace_s)
+            ok = True
+            return result
+        except TimeoutError:
+            raise ExecTimeout(f"{call.what}: no answer within {call.timeout_s:g}s") from None
+        except ExecError:
+            raise
+        except Exception as error:
+            raise classify_exec_error(error, call) from error
+        finally:
+            if not future.done():
+                handle.close()  # timed out or cancelled: free the thread and the API server's stream
+            self._report(time.monotonic() - started, ok)
 
     def _report(self, duration_s: float, ok: bool) -> None:
         if self.on_exec is None:

@@ -82,6 +82,32 @@ async def test_concurrency_is_bounded() -> None:
     assert peak == 3
 
 
+async def test_the_metrics_show_execs_in_flight_and_waiting() -> None:
+    from processcontrol.podexec import transport
+
+    seen: list[tuple[float, float]] = []
+    release = threading.Event()
+
+    def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
+        assert release.wait(10)
+        return ok(call, handle)
+
+    in_flight, waiting = transport.EXECS_IN_FLIGHT, transport.EXECS_WAITING
+    base_in_flight, base_waiting = in_flight._value.get(), waiting._value.get()
+    ex = executor(once, max_concurrency=2)
+    runs = asyncio.gather(*(ex.run("ns", f"p{i}", "c", ["true"]) for i in range(5)))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        seen.append((in_flight._value.get() - base_in_flight, waiting._value.get() - base_waiting))
+        if seen[-1] == (2, 3):
+            break
+    release.set()
+    await runs
+    assert seen[-1] == (2, 3)
+    assert (in_flight._value.get(), waiting._value.get()) == (base_in_flight, base_waiting)
+    assert transport.EXECS_IN_FLIGHT_MAX._value.get() >= 2
+
+
 async def test_the_blocking_attempt_runs_off_the_event_loop() -> None:
     # The attempt blocks until a coroutine on the loop answers: run on the loop, it could never be answered.
     answered = threading.Event()
