@@ -85,7 +85,7 @@ async def pod_changed(
     runtime = _runtime(memo, pods, pod, suspensions)
     namespace = namespace or ""
     changed = pod_info_from_body(body)
-    concerned = (namespace, name) in runtime.workers or changed.holds is not None
+    concerned = (namespace, name) in runtime.workers or changed.ledger.present
     concerned = concerned or any(s.targets(changed) for s in runtime.suspensions_of(namespace))
     if concerned:
         runtime.ensure_worker(namespace, name)
