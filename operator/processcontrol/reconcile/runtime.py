@@ -163,8 +163,8 @@ class Runtime:
     def wake_pods_of(self, suspension: SuspensionInfo, namespace: str) -> None:
         """Wake the workers of every pod the suspension targets or holds something in."""
         for pod in self.pods_of(namespace):
-            holders = pod.holders
-            if suspension.targets(pod) or holders is None or suspension.uid in holders:
+            # A pod whose ledger cannot be read is woken too: its worker says so to every suspension it concerns.
+            if suspension.targets(pod) or not pod.ledger.readable or suspension.uid in pod.holders:
                 self.ensure_worker(namespace, pod.name)
 
     async def stop_workers(self) -> None:
