@@ -35,6 +35,7 @@ from processcontrol.api import API_VERSION, KIND, SUSPENDED_LABEL, PodState, Pro
 from processcontrol.api.models import ProbePolicy
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time, parse_time
+from processcontrol.bounded import bounded, describe, frames
 from processcontrol.exceptions import ApiError, Conflict, LedgerError, LedgerTooNew, NotFound, PodFailure
 from processcontrol.podexec.script import Action, ScriptReport, SocketReport, SocketResult
 from processcontrol.reconcile.ledger import (
@@ -66,6 +67,7 @@ from processcontrol.reconcile.pods import (
     names,
     observed,
     process_statuses,
+    rejected_failure,
     transition,
 )
 from processcontrol.reconcile.probes import kubelet_reason
@@ -80,6 +82,8 @@ logger = logging.getLogger(__name__)
 FIRST_RETRY_S = 0.25
 # A pod is shown Failed only after this many failures in a row (or at once: pods.SHOWN_AT_ONCE).
 FAILURES_SHOWN = 3
+# What of a pod's message a log line carries (the status keeps 1,000 characters, events too).
+LOG_MESSAGE_LIMIT = 1000
 
 
 def _now() -> datetime:
@@ -197,19 +201,41 @@ class PodWorker:
                 self._wake.clear()
                 try:
                     delay = await self.step()
-                except Exception:
-                    # A bug, or something in the pod nobody thought of: this pod waits and tries again; the
-                    # operator and every other pod go on.
-                    logger.exception(f"pod {self.namespace}/{self.name}: the step failed; trying again")
+                except Exception as error:
+                    # A bug, or something in the pod nobody thought of: this pod waits and tries again, and says
+                    # so in the status; the operator and every other pod go on. The message is bounded (it may
+                    # quote what the pod holds), the frames are the operator's own.
+                    logger.error(
+                        f"pod {self.namespace}/{self.name}: the step failed; trying again: {describe(error)}\n"
+                        + frames(error)
+                    )
+                    self._step_failed(error)
                     delay = self.settings.failure_backoff_s
                 if delay is None and not self._wake.is_set() and self._idle():
                     return
                 if delay is None or delay > 0:
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that comes as the
+                    # event is set (a wake-up at shutdown), and the worker then outlives stop_workers by its delay.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
         finally:
             if self.runtime.workers.get((self.namespace, self.name)) is self:
                 del self.runtime.workers[(self.namespace, self.name)]
+
+    def _step_failed(self, error: Exception) -> None:
+        pod = self.runtime.pod(self.namespace, self.name)
+        if pod is None:
+            return
+        failure = PodFailure(
+            FailureReason.POD_FAILED, f"the operator failed here, trying again: {describe(error, 300)}"
+        )
+        try:
+            for suspension in self.runtime.suspensions_of(self.namespace):
+                if suspension.targets(pod) and suspension.holding(_now()):
+                    self._report_failure(suspension, pod, failure)
+        except Exception as reporting:  # the catch-all must not be what ends the worker
+            logger.error(f"pod {self.namespace}/{self.name}: could not report the failure: {describe(reporting)}")
 
     def _idle(self) -> bool:
         """Nothing held, nothing starting, no suspension wants this pod: the worker may go (a new one comes with
@@ -737,6 +763,10 @@ class PodWorker:
         sockets = [acted.get((s.job, s.process), s) for s in result.look.sockets]
         self._settle_stop(suspension, pod, sockets, monotonic, drift)
         await self._verified_if_stopped(suspension, pod, sockets, monotonic, drift)
+        progress = self.progress.get(uid)
+        rejected = rejected_failure(result.look, progress.message if progress is not None else "")
+        if rejected is not None:
+            raise rejected
 
     def _first_hold(self, suspension: SuspensionInfo, pod: PodInfo, hold: Hold, seen: ScriptReport) -> Hold | None:
         """The hold as the probes policy takes it, from what the look saw; None when the probe conflicts must be
@@ -782,6 +812,9 @@ class PodWorker:
         # By the filters, not the held pairs: a socket that appeared since (a process containerrun started) is
         # found too, and recorded and stopped by the next step.
         report = await look(self.runtime.executor, pod, container, suspension.spec.jobs, suspension.spec.processes)
+        rejected = rejected_failure(report, f"{count(len(held))} held")
+        if rejected is not None:
+            raise rejected
         monotonic = time.monotonic()
         running = [s for s in report.sockets if s.running and not is_stale(s) and (s.job, s.process) in held]
         skipped = self._skipped(suspension.uid)
@@ -1085,6 +1118,8 @@ class PodWorker:
         message = f"{count(len(live) - len(stopped))} running" + (
             f"; stopped, but not by a suspension: {names(stopped)}" if stopped else ""
         )
+        if report.rejected:
+            message += f"; left alone {report.rejected} sockets whose names are no BOSH names"
         processes = process_statuses(Mode.RESUME, report.sockets, settled=True)
         self._report(suspension, pod, PodState.RESUMED, Mode.RESUME, message, processes=processes)
 
@@ -1158,7 +1193,8 @@ class PodWorker:
             return
         if previous is None or (previous.state, previous.message) != (record.state, record.message):
             logger.info(
-                f"pod {self.namespace}/{self.name} for {suspension.name}: {record.state.value}: {record.message}"
+                f"pod {self.namespace}/{self.name} for {suspension.name}: {record.state.value}: "
+                + bounded(record.message, LOG_MESSAGE_LIMIT)
             )
         self.reported[suspension.uid] = suspension.name
         self.runtime.report(self.namespace, suspension.name, self.name, record)
@@ -1197,13 +1233,25 @@ class PodWorker:
     # The ledger -----------------------------------------------------------------------------------------------
 
     async def _current_ledger(self, pod: PodInfo) -> Ledger | None:
-        """Our last write, unless the index has a newer pod (someone else changed it since). A ledger that went
-        missing while our last write held something is written back (None: it was; look again)."""
+        """Our last write, unless the index has a newer pod (someone else changed it since): then the ledger as the
+        pod has it now (the index keeps only its holders). A ledger that went missing while our last write held
+        something is written back (None: it was, or the pod was just replaced; look again)."""
         if self.ledger is not None and _version(pod.resource_version) <= _version(self.resource_version):
             return self.ledger
-        read = parse_ledger({HOLDS_ANNOTATION: pod.holds} if pod.holds else None)
+        read, version = Ledger(), pod.resource_version
+        if pod.ledger.present:
+            try:
+                fresh = await self.runtime.kube.get_pod(self.namespace, self.name)
+            except ApiError as error:
+                raise LedgerError(f"could not read the pod's hold ledger: {error}") from error
+            metadata = fresh.get("metadata") or {}
+            if metadata.get("uid") != pod.uid:
+                await asyncio.sleep(0.1)  # another pod of that name: the index has it in a moment
+                return None
+            read = parse_ledger(metadata.get("annotations"))
+            version = str(metadata.get("resourceVersion") or "")
         self.ledger = read
-        self.resource_version = pod.resource_version
+        self.resource_version = version
         lost = self.written
         if not read.empty or lost is None or lost.empty:
             return read
