@@ -74,6 +74,7 @@ MAX_SOCKETS = 4096
 PID_MAX = 1 << 22
 DETAIL_LIMIT = 200
 _NUMBER = re.compile(r"[0-9]{1,9}")
+_SEQ = re.compile(r"[0-9]{1,20}")  # a ledger write counter: any the operator can write fits
 _TOOL = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 _RESULTS: frozenset[str] = frozenset(SocketResult)
@@ -281,7 +282,7 @@ def parse_output(stdout: str, *, look_only: bool = False) -> Outcome:
             and look is not None
             and len(fields) == 4
             and fields[2] in _ACTIONS
-            and _number(fields[3]) is not None
+            and _SEQ.fullmatch(fields[3])
         ):
             action, seq = Action(fields[2]), int(fields[3])
         elif kind == "idle" and len(fields) == 3 and fields[2] in _IDLE:
