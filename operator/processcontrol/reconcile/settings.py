@@ -17,6 +17,13 @@ class ProcessControlSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROCESSCONTROL_", extra="ignore")
 
     exec_concurrency: int = Field(default=32, ge=1, le=1024, description="Execs into pods running at once.")
+    exec_concurrency_per_namespace: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="Execs into the pods of one namespace running at once, under exec_concurrency (0: no limit of "
+        "its own): one namespace's large suspension or hanging pods then leave exec slots to the others.",
+    )
     exec_timeout_s: float = Field(default=30.0, gt=0, description="Deadline of one exec; a hanging pod is cut off.")
     exec_retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed exec (transient errors only).")
     exec_backoff_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each retry.")
