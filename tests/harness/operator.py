@@ -117,6 +117,8 @@ class OperatorProcess:
             os.environ,
             KUBECONFIG=str(self.kubeconfig),
             PROCESSCONTROL_METRICS_PORT=str(self.metrics_port),
+            # On a host, not in a pod: loopback only, as the liveness endpoint below.
+            PROCESSCONTROL_METRICS_ADDRESS="127.0.0.1",
             **self.env,
         )
         with self.log_path.open("ab") as log:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator
@@ -71,12 +72,23 @@ class ProcessControlSettings(BaseSettings):
         "conflict to be in the status, so that it is shown before anything fails.",
     )
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus metrics port; 0 disables.")
+    metrics_address: str = Field(
+        default="0.0.0.0",  # noqa: S104 (in the pod, the scraper connects to the pod's IP)
+        description="The address the metrics endpoint listens on: all of the pod's (the scraper connects to its "
+        "IP); 127.0.0.1 where the operator runs on a host (make demo, the e2e tests).",
+    )
     finalizer: str = Field(default="processcontrol.dev/resume", description="Finalizer that resumes on deletion.")
     # NoDecode: the environment variable is a comma-separated list (kube-system,kube-public), not JSON.
     excluded_namespaces: Annotated[tuple[Namespace, ...], NoDecode] = Field(
         default=("kube-system",),
         description="Namespaces whose suspensions and pods the operator ignores (comma-separated; empty: none).",
     )
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        """An IP address (a name would be resolved at start-up, and could resolve elsewhere later)."""
+        return str(ip_address(value))
 
     @field_validator("excluded_namespaces", mode="before")
     @classmethod
