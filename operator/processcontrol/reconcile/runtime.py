@@ -196,7 +196,7 @@ async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) ->
         backoff_s=settings.exec_backoff_s,
     )
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_address)
     logger.info(f"processcontrol settings: {settings.model_dump()}")
     kube = KubeClient(configuration, concurrency=settings.exec_concurrency)
     return Runtime(settings=settings, executor=executor, kube=kube)
