@@ -21,19 +21,35 @@ Everything here is pure: the pod worker reads, transforms and writes ledgers; no
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from processcontrol.api import GROUP
+from processcontrol.api.models import BOSH_NAME_MAX, BOSH_NAME_PATTERN, BoshName, DnsLabel, Timestamp
+from processcontrol.bounded import bounded
 from processcontrol.exceptions import LedgerError, LedgerTooNew
 
 HOLDS_ANNOTATION = f"{GROUP}/holds"
 # The ledger format this operator writes and understands.
 LEDGER_VERSION = 1
+
+# Bounds of what is read (the annotation is the operator's alone, by the admission policy, but a ledger is parsed
+# before anything is known of it): no larger than the API server lets all annotations of a pod be together, so every
+# ledger this operator can write it can read; as many processes as one report of the in-pod script may name.
+MAX_LEDGER_CHARS = 256 * 1024
+MAX_HOLDS = 64
+MAX_PROCESSES = 4096
+# How much of a ledger's validation errors a message quotes (a forged ledger made log lines of 1.45 MB).
+ERROR_LIMIT = 300
+# A suspension's uid (the API server makes UUIDs; tests and other servers use other words of this shape).
+Uid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)]
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_BOSH = re.compile(BOSH_NAME_PATTERN)
 
 
 class _LedgerModel(BaseModel):
@@ -44,22 +60,29 @@ class _LedgerModel(BaseModel):
 class Hold(_LedgerModel):
     """One suspension's hold on a pod: its name (for people and events) and the filter it was taken with."""
 
-    name: str
-    jobs: tuple[str, ...] = ()
-    processes: tuple[str, ...] = ()
-    container: str | None = None  # where its STOP was sent; its START goes there too
+    name: Annotated[str, StringConstraints(max_length=253)]
+    jobs: tuple[BoshName, ...] = Field(default=(), max_length=64)
+    processes: tuple[BoshName, ...] = Field(default=(), max_length=64)
+    container: DnsLabel | None = None  # where its STOP was sent; its START goes there too
     # The pod's container restart count when the stop was last verified; None until then. After an operator
     # restart a hold whose restarts still match is known to be in force without an exec (no status flap).
-    verified_restarts: int | None = None
+    verified_restarts: int | None = Field(default=None, ge=0)
     # The restart count of each targeted process's container when the hold was taken: restarts since then are
     # restarts under suspension (a probe the stopped process fails, most likely).
-    restart_base: dict[str, int] = Field(default_factory=dict)
+    restart_base: dict[DnsLabel, Annotated[int, Field(ge=0)]] = Field(default_factory=dict, max_length=MAX_PROCESSES)
     # Processes its filter selects that it leaves running (probes: Skip), as job/process.
-    skipped: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = Field(default=(), max_length=MAX_PROCESSES)
     # When the hold was first written here: a `duration` runs from the first hold on any pod.
-    since: str | None = None
+    since: Timestamp | None = None
     # Being given back: its START is due or on its way. A releasing hold never counts as in force.
     releasing: bool = False
+
+    @model_validator(mode="after")
+    def _skipped_are_keys(self) -> Hold:
+        bad = [key for key in self.skipped if not is_process_key(key)]
+        if bad:
+            raise ValueError(f"skipped {bounded(repr(bad[0]), 80)} is not job/process of BOSH names")
+        return self
 
     def covers(self, job: str, process: str) -> bool:
         """Whether the hold's filter selects this socket (empty filter = everything)."""
@@ -69,7 +92,7 @@ class Hold(_LedgerModel):
 class HeldProcess(_LedgerModel):
     """One process this operator stopped: who holds it, and whether it ran before the first hold."""
 
-    holders: tuple[str, ...]
+    holders: tuple[Uid, ...] = Field(max_length=MAX_HOLDS)
     was_running: bool
 
 
@@ -77,12 +100,12 @@ class Ledger(_LedgerModel):
     """Every hold on one pod."""
 
     v: int = LEDGER_VERSION
-    seq: int = 0  # bumped by every write a go-ahead is decided from
+    seq: int = Field(default=0, ge=0)  # bumped by every write a go-ahead is decided from
     # The leader's term (its Lease epoch) at the last write: a leader never writes over a newer one. Absent (0):
     # written by an operator from before leader election, which any term may write over.
-    epoch: int = 0
-    holds: dict[str, Hold] = Field(default_factory=dict)
-    processes: dict[str, HeldProcess] = Field(default_factory=dict)
+    epoch: int = Field(default=0, ge=0)
+    holds: dict[Uid, Hold] = Field(default_factory=dict, max_length=MAX_HOLDS)
+    processes: dict[str, HeldProcess] = Field(default_factory=dict, max_length=MAX_PROCESSES)
 
     @property
     def empty(self) -> bool:
@@ -92,12 +115,11 @@ class Ledger(_LedgerModel):
     @model_validator(mode="after")
     def _holders_are_holds(self) -> Ledger:
         for key, entry in self.processes.items():
-            job, _, process = key.partition("/")
-            if not job or not process or "/" in process:
-                raise ValueError(f"process key {key!r} is not job/process")
+            if not is_process_key(key):
+                raise ValueError(f"process key {bounded(repr(key), 80)} is not job/process of BOSH names")
             unknown = [uid for uid in entry.holders if uid not in self.holds]
             if unknown or not entry.holders:
-                raise ValueError(f"process {key} is held by {unknown or 'nobody'}, which holds nothing here")
+                raise ValueError(f"process {key} is held by {unknown[:3] or 'nobody'}, which holds nothing here")
         return self
 
     def in_force(self, uid: str) -> bool:
@@ -116,9 +138,15 @@ def process_key(job: str, process: str) -> str:
 
 
 def split_key(key: str) -> tuple[str, str]:
-    """The (job, process) of a ledger key."""
+    """The (job, process) of a ledger key (every key of a ledger read is one: `is_process_key`)."""
     job, _, process = key.partition("/")
     return job, process
+
+
+def is_process_key(key: str) -> bool:
+    """`job/process`, both BOSH names: what the ledger keys processes by."""
+    job, slash, process = key.partition("/")
+    return bool(slash) and all(len(name) <= BOSH_NAME_MAX and _BOSH.fullmatch(name) for name in (job, process))
 
 
 def parse_ledger(annotations: Mapping[str, str] | None) -> Ledger:
@@ -127,20 +155,35 @@ def parse_ledger(annotations: Mapping[str, str] | None) -> Ledger:
     raw = (annotations or {}).get(HOLDS_ANNOTATION)
     if not raw:
         return Ledger()
+    if len(raw) > MAX_LEDGER_CHARS:
+        raise LedgerError(f"annotation {HOLDS_ANNOTATION} has {len(raw)} characters, more than a hold ledger has")
     try:
         data = json.loads(raw)
         version = data.get("v") if isinstance(data, dict) else None
         if isinstance(version, int) and version > LEDGER_VERSION:
             raise LedgerTooNew(
-                f"annotation {HOLDS_ANNOTATION} has format v{version}; this operator knows v{LEDGER_VERSION} "
-                "and acts on nothing in this pod until a newer operator runs"
+                f"annotation {HOLDS_ANNOTATION} has format v{bounded(str(version), 20)}; this operator knows "
+                f"v{LEDGER_VERSION} and acts on nothing in this pod until a newer operator runs"
             )
         ledger = Ledger.model_validate(data)
-    except (ValueError, ValidationError) as error:
-        raise LedgerError(f"annotation {HOLDS_ANNOTATION} is not a valid hold ledger: {error}") from error
+    except ValidationError as error:
+        raise LedgerError(f"annotation {HOLDS_ANNOTATION} is not a valid hold ledger: {_summary(error)}") from error
+    except (ValueError, RecursionError) as error:
+        why = bounded(str(error), ERROR_LIMIT)
+        raise LedgerError(f"annotation {HOLDS_ANNOTATION} is not a valid hold ledger: {why}") from error
     if ledger.v < LEDGER_VERSION:
         raise LedgerError(f"annotation {HOLDS_ANNOTATION} has format v{ledger.v}, which no operator wrote")
     return ledger
+
+
+def _summary(error: ValidationError) -> str:
+    """The first problem, and how many there are: pydantic's own text repeats each input (a 175 KB ledger with
+    many bad entries made a 1.45 MB message, in the log, the status and an event)."""
+    errors = error.errors(include_url=False, include_input=False)
+    first = errors[0] if errors else {"loc": (), "msg": str(error)}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return bounded(f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", "")), ERROR_LIMIT) + more
 
 
 def dump_ledger(ledger: Ledger) -> str | None:
@@ -269,13 +312,41 @@ def _settled(ledger: Ledger) -> Ledger:
     return ledger.model_copy(update={"holds": holds, "processes": processes})
 
 
-def holders_in(annotations: Mapping[str, str] | None) -> tuple[str, ...] | None:
-    """The suspension uids holding something in a pod, for the pod index; None when the ledger is unreadable."""
+@dataclass(frozen=True)
+class LedgerSummary:
+    """What the pod index keeps of a pod's ledger: who holds something there, and whether it can be read."""
+
+    present: bool = False
+    readable: bool = True
+    # The uids of its holds; of an unreadable ledger, the uids its `holds` names (a deletion waits for those).
+    holders: tuple[str, ...] = ()
+
+
+def holders_in(annotations: Mapping[str, str] | None) -> LedgerSummary:
+    """The pod index's summary of a pod's ledger: parsed, never matched as text. Of a ledger that cannot be read,
+    only the keys of a `holds` object that are uids count as its holders: a ledger that merely contains a uid
+    somewhere (a name, a broken value) names nobody, and a deletion does not wait for it."""
+    raw = (annotations or {}).get(HOLDS_ANNOTATION)
+    if not raw:
+        return LedgerSummary()
     try:
         ledger = parse_ledger(annotations)
     except LedgerError:
-        return None
-    return tuple(sorted(ledger.holds))
+        return LedgerSummary(present=True, readable=False, holders=_claimed(raw))
+    return LedgerSummary(present=True, holders=tuple(sorted(ledger.holds)))
+
+
+def _claimed(raw: str) -> tuple[str, ...]:
+    if len(raw) > MAX_LEDGER_CHARS:
+        return ()
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ()
+    holds = data.get("holds") if isinstance(data, dict) else None
+    if not isinstance(holds, dict):
+        return ()
+    return tuple(sorted(uid for uid in holds if _UID.fullmatch(uid)))[:MAX_HOLDS]
 
 
 def ledger_patch(ledger: Ledger, label: str) -> dict[str, Any]:

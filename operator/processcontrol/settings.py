@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
@@ -17,6 +18,13 @@ class ProcessControlSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROCESSCONTROL_", extra="ignore")
 
     exec_concurrency: int = Field(default=32, ge=1, le=1024, description="Execs into pods running at once.")
+    exec_concurrency_per_namespace: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="Execs into the pods of one namespace running at once, under exec_concurrency (0: no limit of "
+        "its own): one namespace's large suspension or hanging pods then leave exec slots to the others.",
+    )
     exec_timeout_s: float = Field(default=30.0, gt=0, description="Deadline of one exec; a hanging pod is cut off.")
     exec_retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed exec (transient errors only).")
     exec_backoff_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each retry.")
@@ -64,6 +72,11 @@ class ProcessControlSettings(BaseSettings):
         "conflict to be in the status, so that it is shown before anything fails.",
     )
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="Prometheus metrics port; 0 disables.")
+    metrics_address: str = Field(
+        default="0.0.0.0",  # noqa: S104 (in the pod, the scraper connects to the pod's IP)
+        description="The address the metrics endpoint listens on: all of the pod's (the scraper connects to its "
+        "IP); 127.0.0.1 where the operator runs on a host (make demo, the e2e tests).",
+    )
     finalizer: str = Field(default="processcontrol.dev/resume", description="Finalizer that resumes on deletion.")
     # NoDecode: the environment variable is a comma-separated list (kube-system,kube-public), not JSON.
     excluded_namespaces: Annotated[tuple[Namespace, ...], NoDecode] = Field(
@@ -120,6 +133,12 @@ class ProcessControlSettings(BaseSettings):
                 f"{self.retry_period_s:g} < {self.renew_deadline_s:g} < {self.lease_duration_s:g}"
             )
         return self
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        """An IP address (a name would be resolved at start-up, and could resolve elsewhere later)."""
+        return str(ip_address(value))
 
     @field_validator("excluded_namespaces", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, LabelSelector, ProcessSuspensionSpec
-from processcontrol.ledger import HOLDS_ANNOTATION, holders_in
+from processcontrol.ledger import LedgerSummary, holders_in
 from processcontrol.probes import PodProbes, pod_probes
 
 DATA_MOUNT = "/var/vcap/data"
@@ -28,17 +28,18 @@ class PodInfo:
     # Changes whenever a container restarts: a restarted containerrun has forgotten its suspension.
     restarts: int = 0
     resource_version: str = ""
-    # The raw hold ledger annotation (see ledger.py), None when the pod carries none.
-    holds: str | None = None
     # Containers, their restarting probes, which process each runs and restarts per container (probes.py).
     probes: PodProbes = field(default_factory=PodProbes)
-    # Uids of the suspensions holding something here; None when the ledger cannot be read. Parsed once, when
-    # the index entry is built: every change of a suspension looks at it for every pod of the namespace.
-    holders: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+    # The hold ledger (annotation processcontrol.dev/holds), parsed once when the entry is built: the uids of the
+    # suspensions holding something here, and whether it can be read. Never the annotation itself: it is up to
+    # 256 KiB per pod, and every change of a suspension looks at every pod of its namespace. The pod's worker
+    # reads the ledger from the API (LedgerWriter.read).
+    ledger: LedgerSummary = field(default_factory=LedgerSummary)
 
-    def __post_init__(self) -> None:
-        # Derived from `holds` alone, so it can never disagree with it (frozen: set through object).
-        object.__setattr__(self, "holders", holders_in({HOLDS_ANNOTATION: self.holds} if self.holds else None))
+    @property
+    def holders(self) -> tuple[str, ...]:
+        """The suspensions this pod's ledger names as holding something here (an unreadable one: in its `holds`)."""
+        return self.ledger.holders
 
     @property
     def running(self) -> bool:
@@ -69,8 +70,8 @@ def pod_info_from_body(body: Mapping[str, Any]) -> PodInfo:
         data_containers=data_containers,
         restarts=restarts,
         resource_version=str(meta.get("resourceVersion") or ""),
-        holds=(meta.get("annotations") or {}).get(HOLDS_ANNOTATION),
         probes=pod_probes(spec, status),
+        ledger=holders_in(meta.get("annotations")),
     )
 
 

@@ -122,6 +122,8 @@ class OperatorProcess:
             KUBECONFIG=str(self.kubeconfig),
             PROCESSCONTROL_METRICS_PORT=str(self.metrics_port),
             PROCESSCONTROL_LEADER_IDENTITY=self.identity,
+            # On a host, not in a pod: loopback only, as the liveness endpoint below.
+            PROCESSCONTROL_METRICS_ADDRESS="127.0.0.1",
             **self.env,
         )
         with self.log_path.open("ab") as log:

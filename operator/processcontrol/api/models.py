@@ -20,7 +20,9 @@ SUSPENDED_LABEL = f"{GROUP}/suspended"
 
 # BOSH job and process names as they appear in socket paths; the leading character rules out `-x`
 # (an option to the in-pod script's tools) and `.`/`..` (path traversal).
-BoshName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=128)]
+BOSH_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+BOSH_NAME_MAX = 128
+BoshName = Annotated[str, StringConstraints(pattern=BOSH_NAME_PATTERN, max_length=BOSH_NAME_MAX)]
 LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", max_length=63)]
 LabelKey = Annotated[
     str,
@@ -38,6 +40,10 @@ MAX_NAMES = 64
 # each pod's hold ledger (annotation processcontrol.dev/holds) has its own detail. So the object stays small
 # at any group size (etcd refuses requests over 1.5 MiB).
 MAX_LISTED_PODS = 50
+# A pod's status lists at most this many processes, and probes of this many characters (the operator cuts longer).
+MAX_POD_PROCESSES = 256
+MAX_PROBE_CONFLICTS = 32
+MAX_PROBE_DESCRIPTION = 256
 
 
 class ProbePolicy(StrEnum):
@@ -275,11 +281,11 @@ class PodStatus(_StatusModel):
     )
     last_transition_time: Timestamp | None = Field(default=None, description="When the state last changed.")
     processes: list[ProcessStatus] = Field(
-        default_factory=list, max_length=256, description="The containerrun processes found in the pod."
+        default_factory=list, max_length=MAX_POD_PROCESSES, description="The containerrun processes found in the pod."
     )
-    probe_conflicts: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
+    probe_conflicts: list[Annotated[str, StringConstraints(max_length=MAX_PROBE_DESCRIPTION)]] = Field(
         default_factory=list,
-        max_length=32,
+        max_length=MAX_PROBE_CONFLICTS,
         description="Liveness and startup probes of targeted containers, which fail while their process is stopped.",
     )
     restarts: int = Field(

@@ -26,6 +26,7 @@ class FailureReason(StrEnum):
     START_UNDELIVERED = "StartUndelivered"  # a START could not be sent: it is sent again until it is
     POD_FAILED = "PodFailed"  # a failure recorded without a reason
     PROBE_CONFLICT = "ProbeConflict"  # probes: Refuse, and a stopped process would fail its container's probe
+    INVALID_SOCKET_NAMES = "InvalidSocketNames"  # sockets whose job or process is no BOSH name: left alone
 
 
 class Reason(StrEnum):

@@ -20,6 +20,7 @@ from importlib import resources
 
 from pydantic import BaseModel
 
+from processcontrol.bounded import bounded
 from processcontrol.exceptions import ScriptOutputError
 
 SCRIPT: str = resources.files("processcontrol.podexec").joinpath("inpod.sh").read_text(encoding="utf-8")
@@ -66,6 +67,16 @@ class ScriptError(StrEnum):
     NO_BASE_DIR = "no-base-dir"
 
 
+# What a report may hold, whoever wrote it (a replaced `sh` or perl in the image writes what it likes): more sockets
+# than a pod could mean is a broken report; a pid beyond Linux's PID_MAX_LIMIT is no pid; counts and seqs are short
+# ASCII numbers (`str.isdigit` takes `²`, which `int` refuses, and `int` refuses more than 4,300 digits).
+MAX_SOCKETS = 4096
+PID_MAX = 1 << 22
+DETAIL_LIMIT = 200
+_NUMBER = re.compile(r"[0-9]{1,9}")
+_SEQ = re.compile(r"[0-9]{1,20}")  # a ledger write counter: any the operator can write fits
+_TOOL = re.compile(r"[A-Za-z0-9._-]{1,32}")
+
 _RESULTS: frozenset[str] = frozenset(SocketResult)
 _ERRORS: frozenset[str] = frozenset(ScriptError)
 
@@ -106,7 +117,10 @@ class ScriptReport(BaseModel):
     sockets: list[SocketReport]
     tool: str | None
     error: ScriptError | None = None
-    error_detail: str = ""
+    error_detail: str = ""  # printable, at most DETAIL_LIMIT characters
+    # Sockets left out by the operator's check of their names (pods.bosh_names_only): how many, and a few of them.
+    rejected: int = 0
+    rejected_names: list[str] = []
 
 
 class Outcome(BaseModel):
@@ -172,6 +186,14 @@ def go_ahead(action: Action, seq: int, pairs: Sequence[tuple[str, str]]) -> str:
     return "\t".join([str(action), str(seq), *(_pair(job, process) for job, process in pairs)]) + "\n"
 
 
+def _number(text: str) -> int | None:
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
+def _excerpt(raw: str) -> str:
+    return repr(bounded(raw, 80))
+
+
 def _parse_socket(fields: list[str]) -> SocketReport | None:
     if len(fields) != 8:
         return None
@@ -180,16 +202,18 @@ def _parse_socket(fields: list[str]) -> SocketReport | None:
         result not in _RESULTS
         or running not in ("0", "1")
         or was_running not in ("0", "1")
-        or not (pid == "-" or pid.isdigit())
+        or not (pid == "-" or (pid.isascii() and pid.isdigit()))
     ):
         return None
+    # A pid file holds what the container wrote: a number no process can have is no pid, not a broken report.
+    number = int(pid) if pid != "-" and len(pid) <= 8 else None
     return SocketReport.model_validate(
         {
             "job": job,
             "process": process,
             "result": result,
             "running": running == "1",
-            "pid": None if pid == "-" else int(pid),
+            "pid": number if number is not None and 0 < number <= PID_MAX else None,
             "was_running": was_running == "1",
         }
     )
@@ -206,7 +230,9 @@ class _Part:
 
     def close(self, count: int, line: str) -> ScriptReport:
         if count != len(self.sockets):
-            raise ScriptOutputError(f"the in-pod script reported {len(self.sockets)} sockets but {line!r} says {count}")
+            raise ScriptOutputError(
+                f"the in-pod script reported {len(self.sockets)} sockets but {_excerpt(line)} says {count}"
+            )
         # A stable order keeps status writes and progress lines from changing when nothing else did.
         self.sockets.sort(key=lambda s: (s.job, s.process))
         return ScriptReport(sockets=self.sockets, tool=self.tool, error=self.error, error_detail=self.error_detail)
@@ -230,29 +256,39 @@ def parse_output(stdout: str, *, look_only: bool = False) -> Outcome:
         if len(fields) < 2 or fields[0] != PREFIX:
             continue
         if outcome is not None:
-            raise ScriptOutputError(f"the in-pod script printed after its end line: {raw[:200]!r}")
-        kind, count = fields[1], fields[2] if len(fields) == 3 and fields[2].isdigit() else None
+            raise ScriptOutputError(f"the in-pod script printed after its end line: {_excerpt(raw)}")
+        kind, count = fields[1], _number(fields[2]) if len(fields) == 3 else None
         if kind == "socket":
             report = _parse_socket(fields)
             if report is None:
-                raise ScriptOutputError(f"the in-pod script printed a malformed socket line: {raw[:200]!r}")
+                raise ScriptOutputError(f"the in-pod script printed a malformed socket line: {_excerpt(raw)}")
+            if len(part.sockets) >= MAX_SOCKETS:
+                raise ScriptOutputError(f"the in-pod script reported more than {MAX_SOCKETS} sockets")
             part.sockets.append(report)
         elif kind == "tool" and len(fields) == 3:
+            if not _TOOL.fullmatch(fields[2]):
+                raise ScriptOutputError(f"the in-pod script named a malformed tool: {_excerpt(raw)}")
             part.tool = None if fields[2] == "none" else fields[2]
         elif kind == "error" and len(fields) >= 3 and fields[2] in _ERRORS:
             part.error = ScriptError(fields[2])
-            part.error_detail = "\t".join(fields[3:])
+            part.error_detail = bounded("\t".join(fields[3:]), DETAIL_LIMIT)
         elif kind == "ready" and count is not None and look is None:
-            look = part.close(int(count), raw)
+            look = part.close(count, raw)
             if look_only:
                 return Outcome(look=look)
             part = _Part()
-        elif kind == "go" and look is not None and len(fields) == 4 and fields[2] in _ACTIONS and fields[3].isdigit():
+        elif (
+            kind == "go"
+            and look is not None
+            and len(fields) == 4
+            and fields[2] in _ACTIONS
+            and _SEQ.fullmatch(fields[3])
+        ):
             action, seq = Action(fields[2]), int(fields[3])
         elif kind == "idle" and len(fields) == 3 and fields[2] in _IDLE:
             idle = Idle(fields[2])
         elif kind == "end" and count is not None:
-            ended = part.close(int(count), raw)
+            ended = part.close(count, raw)
             if look is None and ended.error is None:
                 # The watchdog ended the script in its look (slower than its window): what it saw so far is not
                 # everything there is, so it is no look at all (read as one, a pod would have no processes).
@@ -264,8 +300,8 @@ def parse_output(stdout: str, *, look_only: bool = False) -> Outcome:
             else:
                 raise ScriptOutputError("the in-pod script ended without saying what it did with its go-ahead")
     if outcome is None:
-        excerpt = stdout[-200:] if stdout else "(empty)"
-        raise ScriptOutputError(f"the in-pod script's report has no end line (truncated?): {excerpt!r}")
+        excerpt = repr(bounded(stdout[-80:], 80)) if stdout else "(empty)"
+        raise ScriptOutputError(f"the in-pod script's report has no end line (truncated?): {excerpt}")
     return outcome
 
 

@@ -6,7 +6,8 @@ synchronous, so every exec runs in a worker thread of its own pool and the event
 - Safe in parallel: `stream()` swaps a method of the `ApiClient` it is given while it runs, so threads sharing
   one client break each other (kubernetes-client/python#928). Each worker thread has its own `ApiClient`,
   all built from the one `Configuration` passed in.
-- Bounded: an `asyncio.Semaphore` caps concurrent execs; every attempt has a deadline, enforced in the thread
+- Bounded and fair: an `asyncio.Semaphore` caps concurrent execs, and optionally another those of each namespace
+  under it (`max_per_namespace`); every attempt has a deadline, enforced in the thread
   (`run_forever(timeout=...)`, then the websocket is closed) and again on the event loop, so a hanging pod
   costs its own caller one timeout and never holds up the others.
 - Bounded in memory: stdout and stderr together are read up to `max_output_bytes` (1 MiB by default), frame by
@@ -437,12 +438,19 @@ class KubernetesPodExecutor:
         grace_s: float = 2.0,
         rng: random.Random | None = None,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
+        max_per_namespace: int = 0,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if max_per_namespace < 0:
+            raise ValueError("max_per_namespace must be 0 (no limit of its own) or more")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self.max_concurrency = max_concurrency
+        # Execs of one namespace at once, under the global cap (0: only the global cap): one tenant's large
+        # suspension or hanging pods then leave slots to the others.
+        self.max_per_namespace = max_per_namespace
+        self._namespaces: dict[str, asyncio.Semaphore] = {}
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
         self.backoff_s = max(0.0, backoff_s)
@@ -467,6 +475,14 @@ class KubernetesPodExecutor:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
         return self._semaphore
+
+    def _namespace_limit(self, namespace: str) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+        if not self.max_per_namespace:
+            return contextlib.nullcontext()
+        limit = self._namespaces.get(namespace)
+        if limit is None:
+            limit = self._namespaces[namespace] = asyncio.Semaphore(self.max_per_namespace)
+        return limit
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number `attempt` (0-based): exponential, with jitter between half and all of it."""
@@ -504,22 +520,24 @@ class KubernetesPodExecutor:
             return result
 
     async def _attempt(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
-        EXECS_WAITING.inc()
-        try:
-            await self._limit().acquire()
-        finally:
-            EXECS_WAITING.dec()
-        self._in_flight += 1
-        EXECS_IN_FLIGHT.inc()
-        if self._in_flight > self._in_flight_max:
-            self._in_flight_max = self._in_flight
-            EXECS_IN_FLIGHT_MAX.set(self._in_flight_max)
-        try:
-            return await self._attempt_within_limit(call, handle)
-        finally:
-            self._in_flight -= 1
-            EXECS_IN_FLIGHT.dec()
-            self._limit().release()
+        # The namespace's slot first: its execs queue there without holding global slots others could use.
+        async with self._namespace_limit(call.namespace):
+            EXECS_WAITING.inc()
+            try:
+                await self._limit().acquire()
+            finally:
+                EXECS_WAITING.dec()
+            self._in_flight += 1
+            EXECS_IN_FLIGHT.inc()
+            if self._in_flight > self._in_flight_max:
+                self._in_flight_max = self._in_flight
+                EXECS_IN_FLIGHT_MAX.set(self._in_flight_max)
+            try:
+                return await self._attempt_within_limit(call, handle)
+            finally:
+                self._in_flight -= 1
+                EXECS_IN_FLIGHT.dec()
+                self._limit().release()
 
     async def _attempt_within_limit(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
         loop = asyncio.get_running_loop()

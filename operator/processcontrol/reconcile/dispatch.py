@@ -48,8 +48,8 @@ class Dispatch:
     def wake_pods_of(self, suspension: SuspensionInfo, namespace: str) -> None:
         """Wake the workers of every pod the suspension targets or holds something in."""
         for pod in self.runtime.pods_of(namespace):
-            holders = pod.holders
-            if suspension.targets(pod) or holders is None or suspension.uid in holders:
+            # A pod whose ledger cannot be read is woken too: its worker says so to every suspension it concerns.
+            if suspension.targets(pod) or not pod.ledger.readable or suspension.uid in pod.holders:
                 self.ensure_worker(namespace, pod.name)
 
     def take_over(self) -> None:
@@ -58,7 +58,7 @@ class Dispatch:
         for namespace in list(self.runtime.namespaces()):
             suspensions = list(self.runtime.suspensions_of(namespace))
             for pod in list(self.runtime.pods_of(namespace)):
-                if pod.holds is not None or any(s.targets(pod) for s in suspensions):
+                if pod.ledger.present or any(s.targets(pod) for s in suspensions):
                     self.ensure_worker(namespace, pod.name)
 
     def forget(self, uid: str) -> None:

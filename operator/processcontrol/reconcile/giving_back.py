@@ -359,6 +359,8 @@ class GivingBack:
         message = f"{count(len(live) - len(stopped))} running" + (
             f"; stopped, but not by a suspension: {names(stopped)}" if stopped else ""
         )
+        if report.rejected:
+            message += f"; left alone {report.rejected} sockets whose names are no BOSH names"
         processes = process_statuses(Mode.RESUME, report.sockets, settled=True)
         self.reporter.report(suspension, pod, PodState.RESUMED, Mode.RESUME, message, processes=processes)
 

@@ -98,7 +98,7 @@ async def pod_changed(
     dispatch = _dispatch(memo, pods, pod, suspensions)
     namespace = namespace or ""
     changed = pod_info_from_body(body)
-    concerned = (namespace, name) in dispatch.workers or changed.holds is not None
+    concerned = (namespace, name) in dispatch.workers or changed.ledger.present
     concerned = concerned or any(s.targets(changed) for s in dispatch.runtime.suspensions_of(namespace))
     if concerned:
         dispatch.ensure_worker(namespace, name)

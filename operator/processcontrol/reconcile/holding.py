@@ -30,6 +30,7 @@ from processcontrol.reconcile.pods import (
     names,
     observed,
     process_statuses,
+    rejected_failure,
     statuses,
     transition,
 )
@@ -264,6 +265,10 @@ class Holding:
         sockets = [acted.get((s.job, s.process), s) for s in result.look.sockets]
         self._settle_stop(suspension, pod, sockets, monotonic, drift)
         await self._verified_if_stopped(suspension, pod, sockets, monotonic, drift)
+        progress = self.progress.get(uid)
+        rejected = rejected_failure(result.look, progress.message if progress is not None else "")
+        if rejected is not None:
+            raise rejected
 
     def _first_hold(self, suspension: SuspensionInfo, pod: PodInfo, hold: Hold, seen: ScriptReport) -> Hold | None:
         """The hold as the probes policy takes it, from what the look saw; None when the probe conflicts must be
@@ -309,6 +314,9 @@ class Holding:
         # By the filters, not the held pairs: a socket that appeared since (a process containerrun started) is
         # found too, and recorded and stopped by the next step.
         report = await look(self.runtime.executor, pod, container, suspension.spec.jobs, suspension.spec.processes)
+        rejected = rejected_failure(report, f"{count(len(held))} held")
+        if rejected is not None:
+            raise rejected
         monotonic = time.monotonic()
         running = [s for s in report.sockets if s.running and not is_stale(s) and (s.job, s.process) in held]
         skipped = self.ledger.skipped(suspension.uid)

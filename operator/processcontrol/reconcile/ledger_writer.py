@@ -5,6 +5,7 @@ processcontrol/ledger.py."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -129,13 +130,26 @@ class LedgerWriter:
 
     async def read(self, pod: PodInfo) -> Ledger | None:
         """Our last write, unless the index has a newer pod (someone else changed it since). A ledger that went
-        missing while our last write held something is written back (None: it was; look again)."""
+        missing while our last write held something is written back (None: it was, or the pod was just replaced;
+        look again)."""
         if self.known is not None and _version(pod.resource_version) <= _version(self.resource_version):
             return self.known
-        read = parse_ledger({HOLDS_ANNOTATION: pod.holds} if pod.holds else None)
+        # The index keeps only a summary of the ledger (who holds): the ledger itself is read from the pod.
+        read, version = Ledger(), pod.resource_version
+        if pod.ledger.present:
+            try:
+                fresh = await self.runtime.kube.get_pod(self.namespace, self.name)
+            except ApiError as error:
+                raise LedgerError(f"could not read the pod's hold ledger: {error}") from error
+            metadata = fresh.get("metadata") or {}
+            if metadata.get("uid") != pod.uid:
+                await asyncio.sleep(0.1)  # another pod of that name: the index has it in a moment
+                return None
+            read = parse_ledger(metadata.get("annotations"))
+            version = str(metadata.get("resourceVersion") or "")
         self._newer_term(read)
         self.known = read
-        self.resource_version = pod.resource_version
+        self.resource_version = version
         lost = self.written
         if not read.empty or lost is None or lost.empty:
             return read

@@ -23,7 +23,7 @@ from processcontrol.api import (
     ProcessSuspensionStatus,
 )
 from processcontrol.api.duration import parse_duration
-from processcontrol.api.models import ProbePolicy
+from processcontrol.api.models import MAX_POD_PROCESSES, MAX_PROBE_CONFLICTS, MAX_PROBE_DESCRIPTION, ProbePolicy
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.podexec.script import SocketResult
@@ -105,17 +105,31 @@ def final_reason(intent: Intent) -> Reason:
 
 
 def _pod_status(pod_name: str, record: PodRecord) -> PodStatus:
+    # Exec errors can quote long API answers; the status keeps their start (the events and log have the rest).
+    message = record.message[:MESSAGE_LIMIT]
+    # What a pod reports (an entry per socket its container has, probes quoting its commands) is cut to the status
+    # schema's limits here: no pod can make a status the model refuses (the status daemon failed on every write).
+    processes = record.processes
+    if len(processes) > MAX_POD_PROCESSES:
+        # Those that need attention first (running while suspended, stale), then by name.
+        processes = sorted(processes, key=lambda p: (p.state is ProcessState.STOPPED, p.job, p.process))
+        processes = processes[:MAX_POD_PROCESSES]
+        note = f"{MAX_POD_PROCESSES} of {len(record.processes)} processes listed"
+        message = f"{note}; {message}"[:MESSAGE_LIMIT] if message else note
     return PodStatus(
-        name=pod_name,
-        uid=record.uid,
+        name=pod_name[:253],
+        uid=record.uid[:64],
         state=record.state,
-        # Exec errors can quote long API answers; the status keeps their start (the events and log have the rest).
-        message=record.message[:MESSAGE_LIMIT],
+        message=message,
         last_transition_time=format_time(record.transition_time) if record.transition_time else None,
-        processes=record.processes,
-        probe_conflicts=list(record.probe_conflicts),
+        processes=processes,
+        probe_conflicts=[_cut(c, MAX_PROBE_DESCRIPTION) for c in record.probe_conflicts[:MAX_PROBE_CONFLICTS]],
         restarts=record.restarts,
     )
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _current(record: PodRecord | None, generation: int | None, intent: Intent) -> bool:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from processcontrol.api import ProcessState, ProcessStatus
+from processcontrol.api.models import BOSH_NAME_MAX, BOSH_NAME_PATTERN
 from processcontrol.api.reasons import FailureReason
+from processcontrol.bounded import bounded
 from processcontrol.exceptions import ExecError, ExecForbidden, ExecTimeout, PodFailure, PodGone, ScriptOutputError
 from processcontrol.ledger import Observed
 from processcontrol.podexec.script import (
@@ -42,8 +45,14 @@ SHOWN_AT_ONCE = frozenset(
         FailureReason.EXEC_TIMEOUT,
         FailureReason.VERIFY_TIMEOUT,
         FailureReason.PROBE_CONFLICT,
+        FailureReason.INVALID_SOCKET_NAMES,
     }
 )
+# What of a failed script's own output a message quotes: the script may be a replaced `sh` that prints what it likes.
+DETAIL_LIMIT = 160
+# Sockets of a pod whose names are no BOSH names: how many a message names (it counts them all).
+REJECTED_SHOWN = 5
+_BOSH_NAME = re.compile(BOSH_NAME_PATTERN)
 
 
 def _error_reason(error: ExecError) -> FailureReason:
@@ -147,7 +156,7 @@ async def transition(
         nonlocal quiet_after
         quiet_after = time.monotonic() + window_s + SEND_GRACE_S
         try:
-            seen = parse_output(stdout, look_only=True).look
+            seen = bosh_names_only(parse_output(stdout, look_only=True).look)
         except ScriptOutputError as error:
             refused.append(PodFailure(FailureReason.SCRIPT_FAILED, f"the in-pod script's look: {error}"))
             return None
@@ -211,25 +220,67 @@ async def _exec(
     try:
         outcome = parse_output(result.stdout)
     except ScriptOutputError as error:
-        detail = (result.stderr or result.stdout).strip()[-300:]
+        # The end of what it printed says why, usually: short, and printable only.
+        detail = bounded((result.stderr or result.stdout).strip()[-DETAIL_LIMIT:], DETAIL_LIMIT)
+        cause = bounded(str(error), DETAIL_LIMIT)
         raise PodFailure(
-            FailureReason.SCRIPT_FAILED, f"the in-pod script failed (exit {result.returncode}): {detail}"
+            FailureReason.SCRIPT_FAILED, f"the in-pod script failed (exit {result.returncode}): {detail} ({cause})"
         ) from error
+    outcome = outcome.model_copy(
+        update={
+            "look": bosh_names_only(outcome.look),
+            "acted": bosh_names_only(outcome.acted) if outcome.acted is not None else None,
+        }
+    )
     _raise_script_error(outcome.look, container)
     if outcome.acted is not None:
         _raise_script_error(outcome.acted, container)
     return outcome
 
 
+def bosh_names_only(report: ScriptReport) -> ScriptReport:
+    """The report without sockets whose job or process is no BOSH name (`pxc-mysql/_containerrun.sock`, a name
+    with a space or a `$`): the operator never records, stops or starts them, and says so (`rejected_failure`).
+    Every name it acts on then fits the ledger, the status and a go-ahead line."""
+    kept = [s for s in report.sockets if _bosh(s.job) and _bosh(s.process)]
+    if len(kept) == len(report.sockets):
+        return report
+    bad = [f"{s.job}/{s.process}" for s in report.sockets if not (_bosh(s.job) and _bosh(s.process))]
+    shown = [repr(bounded(name, 64)) for name in bad[:REJECTED_SHOWN]]
+    return report.model_copy(update={"sockets": kept, "rejected": report.rejected + len(bad), "rejected_names": shown})
+
+
+def _bosh(name: str) -> bool:
+    return len(name) <= BOSH_NAME_MAX and _BOSH_NAME.fullmatch(name) is not None
+
+
+def rejected_failure(report: ScriptReport, done: str) -> PodFailure | None:
+    """The pod's failure when its report left sockets out for their names; `done` says what was done with the
+    others (which are held and given back as in any pod)."""
+    if not report.rejected:
+        return None
+    more = (
+        f" and {report.rejected - len(report.rejected_names)} more"
+        if report.rejected > len(report.rejected_names)
+        else ""
+    )
+    return PodFailure(
+        FailureReason.INVALID_SOCKET_NAMES,
+        f"{done}; left alone {report.rejected} sockets whose job or process is no BOSH name "
+        f"([A-Za-z0-9][A-Za-z0-9._-]*, at most {BOSH_NAME_MAX}): {', '.join(report.rejected_names)}{more}",
+    )
+
+
 def _raise_script_error(report: ScriptReport, container: str) -> None:
     if report.error == ScriptError.NO_SENDER_TOOL:
         raise PodFailure(
             FailureReason.NO_SENDER_TOOL,
-            f"no tool to send datagrams in container {container}; tried {report.error_detail}",
+            f"no tool to send datagrams in container {container}; tried {bounded(report.error_detail, DETAIL_LIMIT)}",
         )
     if report.error == ScriptError.NO_BASE_DIR:
         raise PodFailure(
-            FailureReason.NO_SOCKETS, f"no containerrun data directory {report.error_detail} in container {container}"
+            FailureReason.NO_SOCKETS,
+            f"no containerrun data directory {bounded(report.error_detail, DETAIL_LIMIT)} in container {container}",
         )
 
 

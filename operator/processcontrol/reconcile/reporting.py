@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import kopf
 
 from processcontrol.api import API_VERSION, KIND, PodState, ProcessStatus
+from processcontrol.bounded import bounded
 from processcontrol.exceptions import PodFailure
 from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.reconcile.plan import Mode, PodRecord
@@ -21,6 +22,8 @@ logger = logging.getLogger("processcontrol.reconcile.worker")
 
 # A pod is shown Failed only after this many failures in a row (or at once: pods.SHOWN_AT_ONCE).
 FAILURES_SHOWN = 3
+# What of a pod's message a log line carries (the status keeps 1,000 characters, events too).
+LOG_MESSAGE_LIMIT = 1000
 
 
 def failure_shown(failures: int, reason: str) -> bool:
@@ -74,7 +77,8 @@ class Reporter:
             return
         if previous is None or (previous.state, previous.message) != (record.state, record.message):
             logger.info(
-                f"pod {self.namespace}/{self.name} for {suspension.name}: {record.state.value}: {record.message}"
+                f"pod {self.namespace}/{self.name} for {suspension.name}: {record.state.value}: "
+                + bounded(record.message, LOG_MESSAGE_LIMIT)
             )
         self.reported[suspension.uid] = suspension.name
         self.board.report(self.namespace, suspension.name, self.name, record)

@@ -143,12 +143,13 @@ async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) ->
     executor = KubernetesPodExecutor(
         configuration,
         max_concurrency=settings.exec_concurrency,
+        max_per_namespace=settings.exec_concurrency_per_namespace,
         timeout_s=settings.exec_timeout_s,
         retries=settings.exec_retries,
         backoff_s=settings.exec_backoff_s,
     )
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_address)
     logger.info(f"processcontrol settings: {settings.model_dump()}")
     kube = KubeClient(configuration, concurrency=settings.exec_concurrency)
     leader = Leadership(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from processcontrol.api import PodState, ProcessSuspensionSpec, ProcessSuspensionStatus
 from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import parse_time
+from processcontrol.bounded import describe, frames
 from processcontrol.exceptions import ApiError, NotFound
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
@@ -28,6 +30,7 @@ from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status,
 from processcontrol.reconcile.runtime import Logger, SuspensionInfo, suspension_info
 from processcontrol.targets import select_targets
 
+_log = logging.getLogger(__name__)
 # After an operator restart, how long the daemon waits for the pod workers' first outcomes before it writes a
 # status that would count the silent pods as in progress (and flip Ready for nothing).
 FIRST_OUTCOMES_GRACE_S = 5.0
@@ -201,7 +204,17 @@ async def run_status_daemon(dispatch: Dispatch, body: kopf.Body, stopped: kopf.D
     with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake:
         while not stopped:
             wake.clear()
-            wait = await daemon.publish()
+            try:
+                wait = await daemon.publish()
+            except Exception as error:
+                # A bug, or something a pod reported that nobody thought of: the status is built and written again
+                # a moment later; this daemon (and the operator) go on. kopf posts the object logger's errors as
+                # events: the bounded message goes there, the frames only to the operator's log.
+                logger.error(
+                    f"could not build or write the status; trying again in {WRITE_RETRY_S:g}s: {describe(error)}"
+                )
+                _log.warning(f"{daemon.namespace}/{daemon.name}: the status failed at\n{frames(error)}")
+                wait = WRITE_RETRY_S
             # Many pods report at once: gather them into one write per status interval. Waits end as soon as
             # kopf asks the daemon to stop: one that does not exit at once holds a deletion up for its
             # cancellation backoff.
@@ -244,7 +257,8 @@ async def _gather_outcomes(
 def pods_holding(dispatch: Dispatch, namespace: str, uid: str) -> list[str]:
     """Pods whose hold ledger still names the suspension: from each worker's last write, else from the index.
     A pod whose worker is acting for it counts (a hold may be on its way), and so does a pod whose ledger cannot
-    be read when it mentions the uid at all. A pod being deleted holds nothing: its holds go with it."""
+    be read when its `holds` names the uid (ledger.holders_in; a uid anywhere else in it does not count: it would
+    keep the finalizer for ever). A pod being deleted holds nothing: its holds go with it."""
     holding = []
     for pod in dispatch.runtime.pods_of(namespace):
         if pod.terminating:
@@ -255,8 +269,7 @@ def pods_holding(dispatch: Dispatch, namespace: str, uid: str) -> list[str]:
             if known:
                 holding.append(pod.name)
             continue
-        holders = pod.holders
-        if (holders is None and pod.holds is not None and uid in pod.holds) or (holders and uid in holders):
+        if uid in pod.holders:
             holding.append(pod.name)
     return sorted(holding)
 

@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from processcontrol.api.reasons import FailureReason
+from processcontrol.bounded import describe, frames
 from processcontrol.exceptions import LedgerError, PodFailure
 from processcontrol.ledger import to_start
 from processcontrol.reconcile.giving_back import GivingBack
@@ -96,18 +98,41 @@ class PodWorker:
                 self._wake.clear()
                 try:
                     delay = await self.step()
-                except Exception:
-                    # A bug, or something in the pod nobody thought of: this pod waits and tries again; the
-                    # operator and every other pod go on.
-                    logger.exception(f"pod {self.namespace}/{self.name}: the step failed; trying again")
+                except Exception as error:
+                    # A bug, or something in the pod nobody thought of: this pod waits and tries again, and says
+                    # so in the status; the operator and every other pod go on. The message is bounded (it may
+                    # quote what the pod holds), the frames are the operator's own.
+                    logger.error(
+                        f"pod {self.namespace}/{self.name}: the step failed; trying again: {describe(error)}\n"
+                        + frames(error)
+                    )
+                    self._step_failed(error)
                     delay = self.settings.failure_backoff_s
                 if delay is None and not self._wake.is_set() and self._idle():
                     return
                 if delay is None or delay > 0:
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that comes as the
+                    # event is set (a wake-up at shutdown), and the worker then outlives stop_workers by its delay.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
         finally:
             self._ended(self)
+
+    def _step_failed(self, error: Exception) -> None:
+        pod = self.runtime.pod(self.namespace, self.name)
+        if pod is None:
+            return
+        failure = PodFailure(
+            FailureReason.POD_FAILED, f"the operator failed here, trying again: {describe(error, 300)}"
+        )
+        try:
+            now = datetime.now(UTC)
+            for suspension in self.runtime.suspensions_of(self.namespace):
+                if suspension.targets(pod) and suspension.holding(now):
+                    self.holding.fail(suspension, pod, failure)
+        except Exception as reporting:  # the catch-all must not be what ends the worker
+            logger.error(f"pod {self.namespace}/{self.name}: could not report the failure: {describe(reporting)}")
 
     def _idle(self) -> bool:
         """Nothing held, nothing starting, no suspension wants this pod: the worker may go (a new one comes with

@@ -306,3 +306,72 @@ def test_incomplete_reports_raise(out: str) -> None:
 def test_a_look_cut_short_by_the_watchdog_says_so() -> None:
     with pytest.raises(ScriptOutputError, match=r"before its look was complete \(window\)"):
         parse_output("PCTL1\ttool\tperl\nPCTL1\tidle\twindow\nPCTL1\tend\t0\n")
+
+
+# --- What a replaced sh or perl in the image can print (issue 27) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "count",
+    ["\u00b2", "\u0663", "9" * 5000, "１"],  # a superscript two, an Arabic-Indic three, 5,000 digits, a full-width one
+)
+@pytest.mark.parametrize("where", ["ready", "end"])
+def test_counts_that_are_no_short_ascii_number_are_a_broken_report(count: str, where: str) -> None:
+    """`str.isdigit` admits them and `int` then raised ValueError (not a ScriptOutputError): the worker's step died."""
+    if where == "ready":
+        out = f"PCTL1\ttool\tperl\nPCTL1\tready\t{count}\nPCTL1\tidle\teof\nPCTL1\tend\t0\n"
+    else:
+        out = f"{LOOK}PCTL1\tidle\teof\nPCTL1\tend\t{count}\n"
+    with pytest.raises(ScriptOutputError):
+        parse_output(out)
+
+
+@pytest.mark.parametrize("seq", ["\u00b2", "9" * 5000])
+def test_a_go_line_whose_seq_is_no_short_ascii_number_is_not_a_go(seq: str) -> None:
+    with pytest.raises(ScriptOutputError):
+        parse_output(f"{LOOK}PCTL1\tgo\tSTOP\t{seq}\nPCTL1\ttool\tperl\nPCTL1\tend\t0\n")
+
+
+@pytest.mark.parametrize("pid", ["0", "4194305", "9" * 5000, "99999999999"])
+def test_a_pid_no_process_can_have_is_no_pid(pid: str) -> None:
+    """The pid comes from a file the container writes: an impossible one is unknown, not a broken report (which would
+    fail the pod) nor a number of any size in the status."""
+    outcome = parse_output(
+        f"PCTL1\ttool\tperl\nPCTL1\tsocket\tj\tp\tprobed\t1\t{pid}\t1\nPCTL1\tready\t1\n", look_only=True
+    )
+    assert outcome.look.sockets[0].pid is None
+
+
+def test_an_error_detail_is_short_and_printable() -> None:
+    detail = "\x1b[2J\u202eforged\nline" + "x" * 5000
+    outcome = parse_output(f"PCTL1\terror\tno-base-dir\t{detail}\nPCTL1\tend\t0\n")
+    assert len(outcome.look.error_detail) <= 200
+    assert outcome.look.error_detail.isascii() and outcome.look.error_detail.isprintable()
+
+
+@pytest.mark.parametrize("tool", ["x" * 33, "perl;rm", "\x1b[31mred"])
+def test_a_tool_name_is_a_short_word(tool: str) -> None:
+    with pytest.raises(ScriptOutputError, match="malformed tool"):
+        parse_output(f"PCTL1\ttool\t{tool}\nPCTL1\tready\t0\nPCTL1\tidle\teof\nPCTL1\tend\t0\n")
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        "PCTL1\tsocket\t" + "\x1b" * 100_000 + "\n",  # a malformed socket line
+        f"{LOOK}PCTL1\tidle\teof\nPCTL1\tend\t0\nPCTL1\t{'y' * 100_000}\n",  # after the end
+        f"{'z' * 100_000}",  # no end line
+        f"PCTL1\ttool\tperl\nPCTL1\tready\t3{'w' * 100_000}\n",
+    ],
+)
+def test_what_an_error_quotes_of_the_output_is_short(out: str) -> None:
+    with pytest.raises(ScriptOutputError) as caught:
+        parse_output(out)
+    assert len(str(caught.value)) < 300, len(str(caught.value))
+    assert str(caught.value).isascii()
+
+
+def test_more_sockets_than_a_pod_could_mean_is_a_broken_report() -> None:
+    line = "PCTL1\tsocket\tj\tp\tprobed\t1\t-\t1\n"
+    with pytest.raises(ScriptOutputError, match="more than 4096 sockets"):
+        parse_output(f"PCTL1\ttool\tperl\n{line * 4097}PCTL1\tready\t4097\n", look_only=True)

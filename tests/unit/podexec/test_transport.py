@@ -623,3 +623,34 @@ def test_prompted_needs_the_prompt_as_a_whole_line(stdout: bytes, expected: bool
     assert prompted(stdout, dialogue) is expected
     assert prompted(bytearray(stdout), dialogue) is expected
     assert prompted(stdout, None) is False
+
+
+async def test_a_namespace_gets_at_most_its_share_and_leaves_the_rest_to_others() -> None:
+    """Issue 27: one exec pool served every namespace, so one tenant's suspensions or hanging pods starved the rest."""
+    lock = threading.Lock()
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    release = threading.Event()
+    other_done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
+        with lock:
+            running[call.namespace] = running.get(call.namespace, 0) + 1
+            peak[call.namespace] = max(peak.get(call.namespace, 0), running[call.namespace])
+        if call.namespace == "busy":
+            assert release.wait(10), "never released"
+        with lock:
+            running[call.namespace] -= 1
+        return ok(call, handle)
+
+    ex = executor(once, max_concurrency=4, max_per_namespace=2)
+    busy = [asyncio.ensure_future(ex.run("busy", f"p{i}", "c", ["true"])) for i in range(10)]
+    await asyncio.sleep(0.1)
+    other = [asyncio.ensure_future(ex.run("other", f"q{i}", "c", ["true"])) for i in range(4)]
+    gathered = asyncio.gather(*other)
+    gathered.add_done_callback(lambda _: loop.call_soon(other_done.set))
+    await asyncio.wait_for(other_done.wait(), 10)  # while every busy exec hangs
+    release.set()
+    await asyncio.gather(*busy)
+    assert peak["busy"] == 2 and peak["other"] <= 2, peak

@@ -9,8 +9,10 @@ import pytest
 from processcontrol.exceptions import LedgerError, LedgerTooNew
 from processcontrol.ledger import (
     HOLDS_ANNOTATION,
+    MAX_LEDGER_CHARS,
     Hold,
     Ledger,
+    LedgerSummary,
     Observed,
     adopt,
     begin_release,
@@ -170,5 +172,68 @@ def test_a_newer_format_is_refused_with_its_own_error() -> None:
 def test_an_unreadable_ledger_is_an_error_not_an_empty_one(raw: str) -> None:
     with pytest.raises(LedgerError, match=HOLDS_ANNOTATION):
         parse_ledger({HOLDS_ANNOTATION: raw})
-    assert holders_in({HOLDS_ANNOTATION: raw}) is None
-    assert holders_in(None) == ()
+    summary = holders_in({HOLDS_ANNOTATION: raw})
+    assert summary.present and not summary.readable
+    assert holders_in(None) == LedgerSummary()
+
+
+def hold_json(**fields: object) -> dict[str, object]:
+    return {"name": "n", **fields}
+
+
+@pytest.mark.parametrize(
+    ("ledger", "why"),
+    [
+        ({"holds": {"u": hold_json()}, "processes": {"a/": {"holders": ["u"], "wasRunning": True}}}, "BOSH"),
+        ({"holds": {"u": hold_json()}, "processes": {"a b/c": {"holders": ["u"], "wasRunning": True}}}, "BOSH"),
+        ({"holds": {"u": hold_json()}, "processes": {"a/$(x)": {"holders": ["u"], "wasRunning": True}}}, "BOSH"),
+        ({"holds": {"u": hold_json()}, "processes": {"a/b/c": {"holders": ["u"], "wasRunning": True}}}, "BOSH"),
+        ({"holds": {"u;x": hold_json()}}, "holds"),
+        ({"holds": {"": hold_json()}}, "holds"),
+        ({"holds": {"u": hold_json(container="Not_A_Container")}}, "container"),
+        ({"holds": {"u": hold_json(container="c" * 64)}}, "container"),
+        ({"holds": {"u": hold_json(jobs=["-e"])}}, "jobs"),
+        ({"holds": {"u": hold_json(skipped=["nokey"])}}, "skipped"),
+        ({"holds": {"u": hold_json(restartBase={"c": -1})}}, "restartBase"),
+        ({"holds": {"u": hold_json(name="n" * 300)}}, "name"),
+        ({"seq": -1}, "seq"),
+        ({"holds": {f"u{i}": hold_json() for i in range(65)}}, "holds"),
+    ],
+)
+def test_what_a_ledger_names_is_checked_where_it_is_read(ledger: dict[str, object], why: str) -> None:
+    """Issue 27: ledger keys are job/process of BOSH names, holders and holds are uids, containers DNS labels, counts
+    bounded: a ledger with anything else is unreadable (nothing is done in that pod), never acted on."""
+    with pytest.raises(LedgerError, match=why):
+        parse_ledger({HOLDS_ANNOTATION: json.dumps(ledger)})
+
+
+def test_a_huge_ledger_is_refused_before_it_is_parsed_and_its_error_is_short() -> None:
+    """A 175 KB forged ledger made a 1.45 MB log line (pydantic's message repeats every bad input)."""
+    processes = {f"j/p{i}": {"holders": ["x" * 40], "wasRunning": "maybe"} for i in range(2500)}
+    forged = json.dumps({"holds": {"u": {"name": "n"}}, "processes": processes})
+    assert 150_000 < len(forged) < MAX_LEDGER_CHARS
+    with pytest.raises(LedgerError) as caught:
+        parse_ledger({HOLDS_ANNOTATION: forged})
+    assert len(str(caught.value)) < 500, len(str(caught.value))
+    assert "more problems" in str(caught.value)
+    with pytest.raises(LedgerError, match="more than a hold ledger has"):
+        parse_ledger({HOLDS_ANNOTATION: " " * (MAX_LEDGER_CHARS + 1)})
+
+
+@pytest.mark.parametrize(
+    ("raw", "holders"),
+    [
+        # The uid merely appears: in a name, a value, a broken tail. It names nobody.
+        ('{"holds": {"u": {"name": "uid-restore"}}, "processes": 7}', ("u",)),
+        ('{"note": "uid-restore", "holds": []}', ()),
+        ('{"holds": {"uid-restore": ', ()),
+        ("uid-restore", ()),
+        # Its `holds` names it: a deletion waits for the ledger to be mended (LedgerUnreadable says so).
+        ('{"holds": {"uid-restore": {"name": 5}}}', ("uid-restore",)),
+        ('{"holds": {"uid-restore": {}, "not a uid": {}}, "processes": {"x": 1}}', ("uid-restore",)),
+    ],
+)
+def test_the_holders_of_an_unreadable_ledger_are_parsed_never_matched(raw: str, holders: tuple[str, ...]) -> None:
+    """Issue 27: an unreadable ledger that merely contained a suspension's uid blocked its deletion for ever."""
+    summary = holders_in({HOLDS_ANNOTATION: raw})
+    assert (summary.present, summary.readable, summary.holders) == (True, False, holders)

@@ -6,7 +6,7 @@ changes; parsing the ledger JSON there made that O(pods x ledger size) per chang
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import kopf
@@ -14,7 +14,16 @@ import pytest
 
 from processcontrol import targets
 from processcontrol.api import INSTANCE_GROUP_LABEL
-from processcontrol.ledger import HOLDS_ANNOTATION, Hold, Ledger, Observed, dump_ledger, take_hold
+from processcontrol.ledger import (
+    HOLDS_ANNOTATION,
+    Hold,
+    Ledger,
+    LedgerSummary,
+    Observed,
+    dump_ledger,
+    holders_in,
+    take_hold,
+)
 from processcontrol.reconcile.dispatch import Dispatch
 from processcontrol.reconcile.handlers import pods_by_namespace
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo, suspension_info
@@ -83,9 +92,10 @@ def test_the_index_entry_carries_the_parsed_holders(monkeypatch: pytest.MonkeyPa
     parses: list[object] = []
     real = targets.holders_in  # type: ignore[attr-defined]
 
-    def counting(annotations: Any) -> tuple[str, ...] | None:
+    def counting(annotations: Any) -> LedgerSummary:
         parses.append(annotations)
-        return real(annotations)
+        result: LedgerSummary = real(annotations)
+        return result
 
     monkeypatch.setattr(targets, "holders_in", counting)
     held = entry("database-0", holds=ledger_of("uid-b", "uid-a"))
@@ -98,6 +108,20 @@ def test_the_index_entry_carries_the_parsed_holders(monkeypatch: pytest.MonkeyPa
         assert held.holders == ("uid-a", "uid-b")
     dispatch_over([held, free]).wake_pods_of(api_suspension("uid-other", "api"), NAMESPACE)
     assert len(parses) == 2, "reading the holders, and waking pods, parses nothing again"
+
+
+def test_the_index_keeps_the_holders_never_the_annotation() -> None:
+    """Issue 27: the pod index kept every pod's raw annotation, up to 256 KiB each: now only who holds something
+    (at most 64 uids) and whether the ledger can be read. The worker reads the ledger itself from the pod."""
+    raw = ledger_of("uid-a")
+    held = entry("database-0", holds=raw)
+    kept = [getattr(held, f.name) for f in fields(held)]
+    assert not any(isinstance(value, str) and raw in value for value in kept)
+    assert "holds" not in {f.name for f in fields(held)}
+    assert held.ledger == LedgerSummary(present=True, readable=True, holders=("uid-a",))
+    huge = entry("database-1", holds='{"holds": {"uid-a": {}}, "pad": "' + "x" * 300_000 + '"}')
+    assert huge.ledger == LedgerSummary(present=True, readable=False, holders=())
+    assert sum(len(uid) for uid in huge.holders) == 0
 
 
 def test_waking_pods_uses_the_parsed_holders() -> None:
@@ -118,21 +142,25 @@ def test_waking_pods_uses_the_parsed_holders() -> None:
 @pytest.mark.parametrize("raw", ["{not json", '{"v": 2}', "[]"])
 def test_a_malformed_ledger_still_surfaces(raw: str) -> None:
     broken = entry("database-0", group="database", holds=raw)
-    assert broken.holds == raw, "the raw annotation is kept for the worker to report"
-    assert broken.holders is None, "unreadable, not empty"
+    assert broken.ledger.present and not broken.ledger.readable, "unreadable, not empty"
     dispatch = dispatch_over([broken, entry("api-0", group="api")])
 
     # Any suspension's change wakes the pod whose ledger cannot be read: its worker reports it (LedgerUnreadable).
     dispatch.wake_pods_of(api_suspension("uid-else", "router"), NAMESPACE)
     assert dispatch.woken == ["database-0"]
-    # Deletion waits for it only when the raw text names the suspension.
-    named = entry("database-1", holds='{"holds": {"uid-restore": ')
-    dispatch = dispatch_over([broken, named])
-    assert pods_holding(dispatch, NAMESPACE, "uid-restore") == ["database-1"]
+
+
+def test_a_deletion_waits_for_an_unreadable_ledger_only_when_its_holds_name_the_suspension() -> None:
+    """Issue 27: a ledger that merely contained the uid as text (here in a broken tail, or a name) kept the finalizer
+    for ever; it names nobody. One whose `holds` names it keeps the deletion waiting until it is mended."""
+    mentions = entry("database-0", holds='{"holds": {"uid-restore": ')
+    in_a_name = entry("database-1", holds='{"holds": {"u": {"name": "uid-restore"}}, "processes": 1}')
+    names = entry("database-2", holds='{"holds": {"uid-restore": {"name": 7}}}')
+    dispatch = dispatch_over([mentions, in_a_name, names])
+    assert pods_holding(dispatch, NAMESPACE, "uid-restore") == ["database-2"]
 
 
 def test_a_copy_with_another_ledger_parses_its_own() -> None:
     held = entry("database-0", holds=ledger_of("uid-a"))
-    assert replace(held, holds=ledger_of("uid-b")).holders == ("uid-b",)
-    assert replace(held, holds=None).holders == ()
-    assert replace(held, holds="{").holders is None
+    assert replace(held, ledger=holders_in({HOLDS_ANNOTATION: ledger_of("uid-b")})).holders == ("uid-b",)
+    assert replace(held, ledger=holders_in(None)).holders == ()
