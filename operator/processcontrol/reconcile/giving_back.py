@@ -16,7 +16,7 @@ from datetime import datetime
 from processcontrol.api import PodState, ProcessState
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time
-from processcontrol.exceptions import PodFailure
+from processcontrol.exceptions import ApiError, PodFailure
 from processcontrol.ledger import (
     Ledger,
     adopt,
@@ -103,6 +103,12 @@ class GivingBack:
         """The write-ahead of giving back, no exec: wanted holds join the processes they cover first (a hand-over
         without a bounce), then the leaving holds are marked releasing; what no other hold keeps waits for its
         START (`give_back`), the rest leaves the ledger at once. Returns the holds that left it."""
+        leaving = await self._confirmed(ledger, leaving, by_uid)
+        if not leaving:
+            # Each one still there, or unread: look again with backoff, not in a loop of reads.
+            self.release_failures += 1
+            self.release_checked = time.monotonic()
+            return []
         since = format_time(now)
         joining = {uid: s.hold_on(pod) for uid, s in wanted.items() if s.may_join(pod)}
 
@@ -118,6 +124,22 @@ class GivingBack:
             self._fail_release(pod, leaving, by_uid, failure)
             return []
         return self._after_release(pod, ledger, by_uid, started=(), sockets=(), container="")
+
+    async def _confirmed(self, ledger: Ledger, leaving: list[str], by_uid: dict[str, SuspensionInfo]) -> list[str]:
+        """The leaving holds, less any orphan (its suspension absent from the index) that a live read finds still
+        there: the index may lag behind the API (an operator just started), and giving back a live suspension's
+        hold would START what it holds. A read that fails keeps the orphan for the next step."""
+        confirmed = []
+        for uid in leaving:
+            if uid not in by_uid:
+                try:
+                    found = await self.runtime.kube.find_suspension(self.ledger.namespace, ledger.holds[uid].name)
+                except ApiError:
+                    continue
+                if found is not None and (found.get("metadata") or {}).get("uid") == uid:
+                    continue
+            confirmed.append(uid)
+        return confirmed
 
     async def give_back(
         self, pod: PodInfo, ledger: Ledger, pending: tuple[tuple[str, str], ...], by_uid: dict[str, SuspensionInfo]

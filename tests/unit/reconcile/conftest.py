@@ -244,6 +244,8 @@ class World:
     refuse_writes: set[str] = field(default_factory=set)  # pods whose metadata patches fail (an API outage)
     on_write: Callable[[str], None] | None = None  # called with the pod's name after each patch is applied
     before_write: Callable[[str], None] | None = None  # called before; it may raise (the write fails)
+    # Suspensions the API server has that the index does not show (yet): kopf's watch lags behind it.
+    unindexed: dict[str, SuspensionInfo] = field(default_factory=dict)
 
     def pods_of(self, namespace: str) -> list[PodInfo]:
         return [pod_info_from_body(body) for body in self.pods.values()]
@@ -351,8 +353,17 @@ class World:
 
     def forget(self, name: str) -> None:
         """The suspension object is gone (finalizer removed by hand)."""
-        info = self.suspensions.pop(name)
+        info = self.suspensions.pop(name, None) or self.unindexed.pop(name)
         self.dispatch.wake_pods_of(info, NAMESPACE)
+
+    def unindex(self, name: str) -> None:
+        """The suspension is still there, but the index no longer shows it (a watch that lags)."""
+        info = self.unindexed[name] = self.suspensions.pop(name)
+        self.dispatch.wake_pods_of(info, NAMESPACE)
+
+    async def find_suspension(self, namespace: str, name: str) -> dict[str, Any] | None:
+        info = self.suspensions.get(name) or self.unindexed.get(name)
+        return None if info is None else {"metadata": {"name": name, "namespace": namespace, "uid": info.uid}}
 
     def ledger(self, pod: str) -> Ledger:
         return parse_ledger(self.pods[pod]["metadata"].get("annotations"))

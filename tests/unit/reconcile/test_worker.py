@@ -190,6 +190,30 @@ async def test_overlap_the_last_hold_to_go_starts_the_process(
     assert any(reason == "OrphanReleased" and "agents" in message for _, reason, message in events)
 
 
+async def test_a_hold_whose_suspension_the_index_lost_is_kept_while_the_api_server_has_it(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Issue 27: an orphan is confirmed by a live read before its START. A suspension the index does not show (a
+    watch that lags, an operator just started) but the API server still has keeps its processes stopped."""
+    api, _executor, runtime = world
+    api.suspend("restore")
+    for name in pods:
+        await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "held")  # type: ignore[misc]
+    api.unindex("restore")
+    # Every worker looks (the wake-up above) and reads the API: give them a few of their backoff rounds.
+    await asyncio.sleep(2.0)
+    assert stopped(pods, MYSQL) and stopped(pods, AGENT), "a live suspension's processes were started"
+    assert "uid-restore" in api.ledger("db-0").holds and not api.ledger("db-0").holds["uid-restore"].releasing
+    assert not any(reason == "OrphanReleased" for _, reason, _ in events)
+
+    api.forget("restore")  # now it is gone from the API server too: a real orphan
+    await eventually(lambda: running(pods), "the orphan's processes run again")
+    await eventually(
+        lambda: any(reason == "OrphanReleased" and "restore" in message for _, reason, message in events),
+        "the release said in an event",
+    )
+
+
 async def test_a_restarted_container_and_a_new_pod_are_stopped_again(
     world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
 ) -> None:
