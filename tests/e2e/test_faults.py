@@ -69,8 +69,7 @@ def _restarted_if_it_lost_its_lease(cluster: Cluster, since: int) -> bool:
     process = cluster.operator.process
     if process is None or process.poll() is None:
         return False
-    log = cluster.operator.log_path.read_bytes()[since:].decode(errors="replace")
-    assert "leadership lost: could not renew the Lease" in log, f"the operator crashed:\n{cluster.operator.log_tail()}"
+    assert cluster.operator.lost_its_lease(since), f"the operator crashed:\n{cluster.operator.log_tail()}"
     cluster.operator.start()
     return True
 

@@ -51,7 +51,7 @@ from harness.base import ControlPlaneError, kubectl, state_dir
 from harness.cluster import Cluster, slow_shell
 from harness.operator import HarnessError, OperatorProcess
 from harness.promise import Base, Checker, Hints, HostProcesses, Limits, Violation, covers, describe, selects
-from harness.reliability import restart_component, revoked_exec
+from harness.reliability import log_offset, restart_component, revoked_exec
 from processcontrol.api import INSTANCE_GROUP_LABEL
 
 # --- the world -----------------------------------------------------------------------------------------------------
@@ -657,6 +657,7 @@ class Runner:
         """Carry out one step (its fault included), update the model, and check."""
         self.log(f"step: {step}")
         began = time.monotonic()
+        log_since = log_offset(self.operator.log_path)
         fault = step.fault or {}
         lead = float(fault.get("lead", 0.0))
         with contextlib.ExitStack() as during:
@@ -676,7 +677,10 @@ class Runner:
         violations = self.checker.converge() if step.settle else self.checker.glance()
         self.settled = step.settle
         if self.operator.process is None or self.operator.process.poll() is not None:
-            violations.append(Violation("operator-exited", "operator", self.operator.log_tail(20)))
+            # A leader that could not renew its Lease (an apiserver restart past the renew deadline) exits on
+            # purpose and the kubelet starts it again: so does this runner. Any other exit is a crash.
+            if not self.operator.lost_its_lease(log_since):
+                violations.append(Violation("operator-exited", "operator", self.operator.log_tail(20)))
             self.operator.start()
         verdict = "VIOLATED" if violations else "ok" if step.settle else "ok so far"
         self.log(f"  {verdict} in {time.monotonic() - began:.1f}s")

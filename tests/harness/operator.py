@@ -195,6 +195,15 @@ class OperatorProcess:
         """SIGKILL, as a crash or an OOM kill would."""
         self.stop(signal.SIGKILL)
 
+    def lost_its_lease(self, since: int = 0) -> bool:
+        """It exited as a leader does that could not renew its Lease (an API outage past the renew deadline, as
+        controller-runtime's do), which the kubelet would start again; False while it runs, or when it exited
+        otherwise (a crash). `since`: the log offset to read from (reliability.log_offset)."""
+        if self.process is None or self.process.poll() is None or not self.log_path.exists():
+            return False
+        log = self.log_path.read_bytes()[since:].decode(errors="replace")
+        return "leadership lost: could not renew the Lease" in log
+
     def log_tail(self, lines: int = 60) -> str:
         """The end of its log, for failure messages."""
         if not self.log_path.exists():
