@@ -133,7 +133,9 @@ def test_install_upgrade_uninstall_leave_no_process_stopped_without_an_owner(
     assert "It acts on ProcessSuspensions in every namespace." in installed.stdout
     k(plane, "wait", "--for=condition=Established", "--timeout=60s", CRD)
     deployment = json.loads(k(plane, "get", "deployment", "processcontrol", *ns, "-o", "json"))
-    assert deployment["status"]["availableReplicas"] == 1
+    # Two replicas by default: one leads on the Lease, one stands by (this kubelet runs one process at a time).
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["status"]["availableReplicas"] == 2
     first = kubelet.wait_running(1)
     assert first.args == ("--all-namespaces",)
     assert first.env["PROCESSCONTROL_REVERIFY_INTERVAL_S"] == "5"
