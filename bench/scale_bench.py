@@ -122,6 +122,18 @@ def diff(after: dict[str, dict[str, float]], before: dict[str, dict[str, float]]
 # --- the operator --------------------------------------------------------------------------------------------------
 
 
+def phase_costs(
+    op0: dict[str, float], op1: dict[str, float], api0: dict[str, dict[str, float]], api1: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """What one phase cost between two readings of the operator's and the API server's metrics."""
+    return {
+        "execs": op1.get("processcontrol_exec_seconds_count", 0) - op0.get("processcontrol_exec_seconds_count", 0),
+        "exec_seconds": op1.get("processcontrol_exec_seconds_sum", 0) - op0.get("processcontrol_exec_seconds_sum", 0),
+        "execs_in_flight_max": op1.get("processcontrol_execs_in_flight_max", 0),
+        "api": diff(api1, api0),
+    }
+
+
 def operator_metrics(operator: harness.OperatorProcess) -> dict[str, float]:
     with urllib.request.urlopen(operator.metrics_url, timeout=10) as answer:
         text = answer.read().decode()
@@ -306,10 +318,7 @@ def suspend_resume(
         "all_verified_s": max(ready_at, stopped_at) - began,
         "ready_s": ready_at - began,
         **usage,
-        "execs": op1.get("processcontrol_exec_seconds_count", 0) - op0.get("processcontrol_exec_seconds_count", 0),
-        "exec_seconds": op1.get("processcontrol_exec_seconds_sum", 0) - op0.get("processcontrol_exec_seconds_sum", 0),
-        "execs_in_flight_max": op1.get("processcontrol_execs_in_flight_max", 0),
-        "api": diff(api1, api0),
+        **phase_costs(op0, op1, api0, api1),
         "bench_polls": polls,
         "status_bytes": len(json.dumps(obj["status"], separators=(",", ":"))),
         "status_pods_listed": len(obj["status"].get("pods", [])),
@@ -339,10 +348,7 @@ def suspend_resume(
         "all_verified_s": max(gone_at, running_at) - began,
         "deleted_s": gone_at - began,
         **usage,
-        "execs": op1.get("processcontrol_exec_seconds_count", 0) - op0.get("processcontrol_exec_seconds_count", 0),
-        "exec_seconds": op1.get("processcontrol_exec_seconds_sum", 0) - op0.get("processcontrol_exec_seconds_sum", 0),
-        "execs_in_flight_max": op1.get("processcontrol_execs_in_flight_max", 0),
-        "api": diff(api1, api0),
+        **phase_costs(op0, op1, api0, api1),
         "bench_polls": polls,
     }
     result["exec_failures"] = {k: v for k, v in op1.items() if k.startswith("processcontrol_exec_failures_total")}
