@@ -278,7 +278,8 @@ async def test_a_lease_given_back_on_shutdown_is_taken_at_once_by_the_standby(le
         await asyncio.sleep(0.05)
         assert lease(leases).holder == "a", "given back while its last go-ahead could still act"
         await released
-        assert lease(leases).holder == ""
+        # Given back: empty, or b's already (its next look may come before this line does).
+        assert lease(leases).holder in ("", "b")
         # Within the lease duration its holder wrote (1 s): b did not wait for it to expire.
         await eventually(lambda: b.leadership.is_leading, "b leads", within=0.9)
         assert lease(leases).epoch == 2
