@@ -39,12 +39,6 @@ SUSPENDED_LABEL = "processcontrol.dev/suspended"
 # --- reading the cluster -----------------------------------------------------------------------------------------
 
 
-def ledger(cluster: Cluster, pod: str) -> dict[str, Any]:
-    """The pod's hold ledger as JSON ({} when there is none)."""
-    raw = cluster.get("pod", pod)["metadata"].get("annotations", {}).get(HOLDS)
-    return json.loads(raw) if raw else {}
-
-
 def label(cluster: Cluster, pod: str) -> str | None:
     """The pod's suspended label."""
     labels: dict[str, str] = cluster.get("pod", pod)["metadata"].get("labels", {})
@@ -123,7 +117,7 @@ def uid_of(cluster: Cluster, kind: str, name: str) -> str:
 def assert_nothing_left(cluster: Cluster, pods: list[str]) -> None:
     """No ledger and no suspended label on any of the pods."""
     for pod in pods:
-        assert ledger(cluster, pod) == {}, f"{pod}: a ledger is left: {ledger(cluster, pod)}"
+        assert cluster.ledger(pod) == {}, f"{pod}: a ledger is left: {cluster.ledger(pod)}"
         assert label(cluster, pod) is None, f"{pod}: the suspended label is left"
 
 
@@ -237,13 +231,13 @@ def test_1_an_undelivered_start_is_shown_keeps_the_deletion_waiting_and_is_sent_
         obj = cluster.get("psus", "restore")
         assert obj["metadata"].get("deletionTimestamp"), "the object is Terminating"
         assert obj["metadata"]["finalizers"] == [FINALIZER], "the finalizer stays while a START is undelivered"
-        held = ledger(cluster, pods[0])
+        held = cluster.ledger(pods[0])
         assert list(held["processes"]) == [MYSQL], f"only the undelivered process stays in the ledger: {held}"
         assert held["processes"][MYSQL]["holders"] == [uid], held
         assert held["holds"][uid]["releasing"] is True, held
         assert label(cluster, pods[0]) == "true"
         assert not cluster.running(pods[0], MYSQL)
-        assert ledger(cluster, pods[1]) == {} and label(cluster, pods[1]) is None
+        assert cluster.ledger(pods[1]) == {} and label(cluster, pods[1]) is None
     wait_gone(cluster, "restore", 90)
     wait_until(lambda: cluster.running(pods[0], MYSQL), 30, "the thawed process to run")
     assert all(cluster.all_states(pods, BOTH).values())
@@ -316,7 +310,7 @@ def test_3_a_stop_whose_send_is_slow_past_the_exec_timeout_never_outlives_the_re
         cluster.apply(cluster.suspension("restore", instanceGroup="database"))
         wait_until(lambda: calls(slow, "started"), 60, "a STOP on its way")
         wait_until(lambda: "ExecTimeout" in reasons(cluster, "restore"), 60, "the STOP exec to time out")
-        assert uid_of(cluster, "psus", "restore") in ledger(cluster, pod).get("holds", {}), "written before the STOP"
+        assert uid_of(cluster, "psus", "restore") in cluster.ledger(pod).get("holds", {}), "written before the STOP"
         cluster.kubectl("delete", "psus", "restore", "--wait=false")
         wait_gone(cluster, "restore", 120)
         wait_until(lambda: execs_done(slow), 60, "every STOP still in the pod to land")
@@ -324,7 +318,7 @@ def test_3_a_stop_whose_send_is_slow_past_the_exec_timeout_never_outlives_the_re
         time.sleep(2)
         states = cluster.all_states(pods, BOTH)
     assert all(states.values()), (
-        f"stopped with no suspension and no ledger after a late STOP: {states}; ledger {ledger(cluster, pod)}; "
+        f"stopped with no suspension and no ledger after a late STOP: {states}; ledger {cluster.ledger(pod)}; "
         f"containerrun's log:\n{container_log_tail(cluster, pod, MYSQL, 6)}"
     )
     assert_nothing_left(cluster, pods)
@@ -347,7 +341,7 @@ def test_4_a_stop_that_lands_in_a_pod_recreated_under_its_name_is_given_back(clu
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     wait_until(lambda: calls(slow, "started"), 60, "the STOP into the first pod on its way")
     old_uid = uid_of(cluster, "pod", pod)
-    assert ledger(cluster, pod)["holds"], "the hold is written before the STOP"
+    assert cluster.ledger(pod)["holds"], "the hold is written before the STOP"
 
     fakepods.delete_pod(cluster.namespace, pod)
     fakepods.create_pod("database", cluster.namespace, 0, jps)
@@ -360,7 +354,7 @@ def test_4_a_stop_that_lands_in_a_pod_recreated_under_its_name_is_given_back(clu
     wait_until(lambda: execs_done(slow), 60, "the STOP to land")
 
     cluster.wait("restore", timeout=120)
-    held = ledger(cluster, pod)
+    held = cluster.ledger(pod)
     for jp in BOTH:
         assert held["processes"][jp]["wasRunning"] is True, f"the new pod counts its processes as running: {held}"
     assert not any(cluster.all_states(pods, BOTH).values())
@@ -379,11 +373,11 @@ def test_5_a_ledger_removed_by_hand_while_held_is_written_back(cluster: Cluster)
     pods = cluster.group("database", pods=2)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore")
-    before = ledger(cluster, pods[0])
+    before = cluster.ledger(pods[0])
 
     cluster.kubectl("annotate", AS_OPERATOR, "pod", pods[0], f"{HOLDS}-")
     wait_until(lambda: pod_events(cluster, pods[0], "LedgerRestored"), 60, "a LedgerRestored event on the pod")
-    restored = wait_until(lambda: ledger(cluster, pods[0]), 30, "the ledger written back")
+    restored = wait_until(lambda: cluster.ledger(pods[0]), 30, "the ledger written back")
     assert restored["holds"].keys() == before["holds"].keys(), restored
     for jp in BOTH:
         assert restored["processes"][jp] == before["processes"][jp], f"{jp}: {restored} != {before}"
@@ -408,7 +402,7 @@ def test_5_a_ledger_lost_while_the_operator_was_down_counts_what_is_stopped_as_h
         assert label(cluster, pods[0]) == "true"
     finally:
         cluster.operator.start()
-    retaken = wait_until(lambda: ledger(cluster, pods[0]).get("processes"), 60, "the hold taken again")
+    retaken = wait_until(lambda: cluster.ledger(pods[0]).get("processes"), 60, "the hold taken again")
     for jp in BOTH:
         assert retaken[jp]["wasRunning"] is True, f"its own STOP taken for a stop by hand: {retaken}"
     cluster.wait("restore")
@@ -461,7 +455,7 @@ def test_6_a_hand_over_never_runs_the_process(cluster: Cluster) -> None:
     assert {key: containerrun_pid(cluster, *key) for key in keys} == runners, "a containerrun was restarted"
     new_uid = uid_of(cluster, "psus", "restore-new")
     for pod in pods:
-        held = ledger(cluster, pod)
+        held = cluster.ledger(pod)
         assert set(held["holds"]) == {new_uid}, held
         assert all(held["processes"][jp]["holders"] == [new_uid] for jp in BOTH), held
         assert all(held["processes"][jp]["wasRunning"] is True for jp in BOTH), "what ran before is still known"
@@ -485,7 +479,7 @@ def test_7_a_duration_runs_out_even_when_no_pod_ever_verifies(cluster: Cluster) 
             60,
             "suspendedAt",
         )
-        held = ledger(cluster, pod)
+        held = cluster.ledger(pod)
         assert held, "the hold is written"
         since = next(iter(held["holds"].values()))["since"]
         assert status["suspendedAt"] == since, f"suspendedAt {status['suspendedAt']} is not the hold's {since}"
@@ -495,7 +489,7 @@ def test_7_a_duration_runs_out_even_when_no_pod_ever_verifies(cluster: Cluster) 
         wait_until(lambda: cluster.condition("restore", "Ready").get("reason") == "Expired", 90, "Expired")
         ready = cluster.condition("restore", "Ready")
         assert ready["status"] == "True", ready
-        wait_until(lambda: ledger(cluster, pod) == {}, 30, "the hold given back")
+        wait_until(lambda: cluster.ledger(pod) == {}, 30, "the hold given back")
     wait_until(lambda: starts_received(cluster, pod, MYSQL) or not cluster.running(pod, MYSQL), 10, "the queue read")
     time.sleep(3)  # what the thawed containerrun found in its socket's queue has been read and done by now
     assert cluster.running(pod, MYSQL), (
@@ -545,7 +539,7 @@ def test_8_unknown_ledger_fields_are_kept_and_the_deletion_completes(cluster: Cl
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore")
     uid = uid_of(cluster, "psus", "restore")
-    edited = ledger(cluster, pods[0])
+    edited = cluster.ledger(pods[0])
     edited["writer"] = {"build": 3}
     edited["holds"][uid]["stages"] = ["agents", "db"]
     edited["processes"][MYSQL]["note"] = "kept"
@@ -555,14 +549,14 @@ def test_8_unknown_ledger_fields_are_kept_and_the_deletion_completes(cluster: Cl
     cluster.apply(cluster.suspension("backup", instanceGroup="database"))
     cluster.wait("backup")
     backup = uid_of(cluster, "psus", "backup")
-    rewritten = ledger(cluster, pods[0])
+    rewritten = cluster.ledger(pods[0])
     assert backup in rewritten["holds"], rewritten
     assert rewritten.get("writer") == {"build": 3}, f"an unknown top-level field was dropped: {rewritten}"
     assert rewritten["holds"][uid].get("stages") == ["agents", "db"], f"an unknown hold field was dropped: {rewritten}"
     assert rewritten["processes"][MYSQL].get("note") == "kept", f"an unknown process field was dropped: {rewritten}"
 
     cluster.kubectl("delete", "psus", "restore", "--timeout=90s")
-    rewritten = ledger(cluster, pods[0])
+    rewritten = cluster.ledger(pods[0])
     assert set(rewritten["holds"]) == {backup} and rewritten.get("writer") == {"build": 3}, rewritten
     assert not any(cluster.all_states(pods, BOTH).values()), "still held by the second suspension"
     cluster.kubectl("delete", "psus", "backup", "--timeout=90s")
@@ -586,11 +580,11 @@ def test_8_a_newer_ledger_format_is_left_alone_and_said_why(cluster: Cluster) ->
     assert stalled.get("reason") == "LedgerTooNew", stalled
     assert "LedgerTooNew" in reasons(cluster, "restore")
     assert all(cluster.all_states(pods[:1], BOTH).values()), "a process was stopped in a pod with a newer ledger"
-    assert ledger(cluster, pods[0]) == newer, "its ledger was changed"
+    assert cluster.ledger(pods[0]) == newer, "its ledger was changed"
     assert label(cluster, pods[0]) is None
 
     cluster.kubectl("delete", "psus", "restore", "--timeout=90s")
     wait_until(lambda: all(cluster.all_states(pods, BOTH).values()), 30, "every process to run")
-    assert ledger(cluster, pods[0]) == newer, "its ledger was changed"
+    assert cluster.ledger(pods[0]) == newer, "its ledger was changed"
     assert_nothing_left(cluster, pods[1:])
     assert_converged(cluster, pods, BOTH, None, stopped=False)

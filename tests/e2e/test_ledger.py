@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,11 +28,6 @@ AGENT = "pxc-mysql/galera-agent"
 BOTH = (MYSQL, AGENT)
 HOLDS = "processcontrol.dev/holds"
 SUSPENDED_LABEL = "processcontrol.dev/suspended"
-
-
-def ledger(cluster: Cluster, pod: str) -> dict[str, Any]:
-    raw = cluster.get("pod", pod)["metadata"].get("annotations", {}).get(HOLDS)
-    return json.loads(raw) if raw else {}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -84,7 +78,7 @@ def test_a_pod_relabelled_out_of_the_selector_runs_again(cluster: Cluster) -> No
     wait_until(lambda: all(cluster.all_states(pods[:1], BOTH).values()), 30, "the old primary to run again")
     wait_until(lambda: not any(cluster.all_states(pods[1:], BOTH).values()), 30, "the new primary to stop")
     wait_until(lambda: SUSPENDED_LABEL not in cluster.get("pod", pods[0])["metadata"]["labels"], 30, "label gone")
-    assert ledger(cluster, pods[0]) == {}
+    assert cluster.ledger(pods[0]) == {}
     cluster.wait("primary")
     status = cluster.get("psus", "primary")["status"]
     assert status["summary"] == "1/1"
@@ -97,7 +91,7 @@ def test_a_process_stopped_by_hand_before_the_suspension_stays_stopped(cluster: 
 
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     cluster.wait("restore")
-    entry = ledger(cluster, pods[0])["processes"][AGENT]
+    entry = cluster.ledger(pods[0])["processes"][AGENT]
     assert entry["wasRunning"] is False
 
     started = time.monotonic()
@@ -211,5 +205,5 @@ def test_a_suspension_whose_finalizer_was_removed_by_hand_gives_its_processes_ba
         ).stdout
     )["items"]
     assert "OrphanReleased" in {e["reason"] for e in reasons}
-    wait_until(lambda: ledger(cluster, pods[0]) == {}, 30, "ledger cleared")
+    wait_until(lambda: cluster.ledger(pods[0]) == {}, 30, "ledger cleared")
     assert_converged(cluster, pods, BOTH, None, stopped=False)

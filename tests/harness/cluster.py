@@ -16,6 +16,7 @@ import yaml
 from harness import fakepods
 from harness.base import kubectl
 from harness.operator import PROCESSCONTROL, OperatorProcess
+from processcontrol.ledger import HOLDS_ANNOTATION
 
 
 @dataclass
@@ -48,6 +49,11 @@ class Cluster:
         """One object as JSON."""
         result: dict[str, Any] = json.loads(self.kubectl("get", kind, name, "-o", "json").stdout)
         return result
+
+    def ledger(self, pod: str) -> dict[str, Any]:
+        """The pod's hold ledger as JSON ({} when there is none)."""
+        raw = self.get("pod", pod)["metadata"].get("annotations", {}).get(HOLDS_ANNOTATION)
+        return json.loads(raw) if raw else {}
 
     def wait(self, name: str, condition: str = "Ready", timeout: int = 60) -> None:
         """kubectl wait --for=condition=... on a suspension; show its status when it does not come."""
