@@ -221,12 +221,13 @@ def take_hold(
         taken = hold.model_copy(update={"since": since, "releasing": False, "verified_restarts": None})
     else:
         # More sockets for a hold already taken: it keeps its restart baseline, what it leaves running, and when
-        # it began. Taken back from releasing, it is not verified any more.
+        # it began. Taken back from releasing (a `suspend: false` and `true` again before its START went out), it
+        # is not verified any more and begins a new run: a duration counts from now, not from the run given up.
         taken = previous.model_copy(
             update={
                 "restart_base": {**hold.restart_base, **previous.restart_base},
                 "skipped": tuple(sorted({*previous.skipped, *hold.skipped})),
-                "since": previous.since or since,
+                "since": since if previous.releasing else (previous.since or since),
                 "releasing": False,
                 "verified_restarts": None if previous.releasing else previous.verified_restarts,
             }

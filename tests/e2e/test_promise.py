@@ -92,6 +92,21 @@ FOUND: dict[str, list[dict[str, Any]]] = {
         {"action": "wait", "args": {"seconds": 15}},
         {"action": "patch-suspension", "args": {"name": "s3", "patch": {"duration": None}}},
     ],
+    # `suspend: false` and `true` again while a frozen containerrun keeps the first run's hold in the ledger (its
+    # START cannot land): `expiresAt` counted from the first run's hold, before the request + duration (seed 2404,
+    # 37 steps; written by hand from its end).
+    "re-suspend-while-the-old-hold-is-given-back": [
+        {"action": "create-suspension", "args": {"name": "s2", "spec": {"instanceGroup": "db", "jobs": ["pxc-mysql"]}}},
+        {
+            "action": "patch-suspension",
+            "args": {"name": "s2", "patch": {"suspend": False}},
+            "fault": {"kind": "freeze", "pod": "db-0", "process": "pxc-mysql/mysql", "down": 25.0, "lead": 1.0},
+            "settle": False,
+        },
+        {"action": "wait", "args": {"seconds": 4}},
+        {"action": "patch-suspension", "args": {"name": "s2", "patch": {"suspend": True}}, "settle": False},
+        {"action": "patch-suspension", "args": {"name": "s2", "patch": {"duration": "15s"}}},
+    ],
     # A STOP slowed past the exec timeout lands after the release's START: stopped, nothing holds it (written by
     # hand after issue 22's case 3).
     "late-stop-after-the-release": [

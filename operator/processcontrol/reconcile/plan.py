@@ -194,8 +194,12 @@ def build_status(
 
     suspended_at = previous.suspended_at
     if intent.mode is Mode.SUSPEND and suspended_at is None:
-        # A duration runs from the first effect on any pod: the first hold written, even one never verified.
-        first = min((r.held_since for r in records.values() if r.held_since is not None), default=None)
+        # A duration runs from the first effect on any pod: the first hold written, even one never verified. Only
+        # outcomes of this request count: a pod not heard from since an earlier run still shows that run's hold.
+        first = min(
+            (r.held_since for r in records.values() if r.held_since is not None and _current(r, generation, intent)),
+            default=None,
+        )
         if first is not None:
             suspended_at = format_time(first)
         elif done:

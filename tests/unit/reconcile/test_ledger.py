@@ -94,8 +94,14 @@ def test_a_hold_taken_back_while_releasing_is_in_force_again_and_not_verified() 
     ledger = mark_verified(hold(Ledger(), "u1", ALL, [MYSQL]), "u1", 0)
     again = take_hold(begin_release(ledger, ["u1"]), "u1", ALL, [Observed("pxc-mysql", "mysql", True)], since=T1)
     assert again.in_force("u1") and again.holds["u1"].verified_restarts is None
-    assert again.holds["u1"].since == T0, "the duration still runs from the first hold"
+    assert again.holds["u1"].since == T1, "a new run: a duration counts from it, not from the run given up"
     assert again.processes["pxc-mysql/mysql"].was_running, "the state before the first hold stays"
+
+
+def test_more_sockets_for_a_hold_in_force_keep_when_it_began() -> None:
+    ledger = hold(Ledger(), "u1", AGENTS, [AGENT])
+    more = take_hold(ledger, "u1", ALL, [MYSQL, AGENT], since=T1)
+    assert more.holds["u1"].since == T0
 
 
 def test_a_hand_over_covers_the_process_throughout() -> None:

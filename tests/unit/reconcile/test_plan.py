@@ -227,6 +227,23 @@ def test_resume_clears_suspension_times_but_expiry_keeps_them() -> None:
     assert suspended is not None and suspended.status == "False" and suspended.reason == "Expired"
 
 
+def test_a_re_suspend_counts_its_duration_from_its_own_first_hold_not_the_run_before() -> None:
+    """Seed 2404: `suspend: false`, then `true` again while a pod of the first run had not answered the resume
+    yet; its outcome still showed the first run's hold, and `expiresAt` came before the request + duration."""
+    targets = [pod("database-0"), pod("database-1")]
+    stale = record("database-0", PodState.SUSPENDED, generation=1)
+    stale.held_since = NOW - timedelta(minutes=10)
+    fresh = record("database-1", PodState.SUSPENDING, generation=3)
+    fresh.held_since = NOW - timedelta(seconds=2)
+    intent = Intent(Mode.SUSPEND, Reason("SuspendRequested"))
+    resumed = ProcessSuspensionStatus()  # the resume of generation 2 cleared the times
+    status = build_status(
+        spec(duration="15s"), 3, intent, targets, {"database-0": stale, "database-1": fresh}, resumed, NOW
+    )
+    assert status.suspended_at == format_time(NOW - timedelta(seconds=2))
+    assert status.expires_at == format_time(NOW + timedelta(seconds=13))
+
+
 def test_outcomes_of_an_older_generation_never_make_the_new_request_ready() -> None:
     """Issue 11, why 5: `suspend: false` arrives mid-round; the old round's results answer generation 1 only."""
     targets = [pod("database-0"), pod("database-1")]
