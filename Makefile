@@ -138,6 +138,10 @@ bench: deps-local $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs
 bench-node: deps-node $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99 through the kubelet; N=10,50 vs seed loop, xargs+ncat
 	$(PY) bench/node_bench.py --sizes 10,50
 
+.PHONY: bench-failover
+bench-failover: deps-node $(STAMP) ## Failover on the real node (root, ~20 min): leader pod deleted -> held process stopped again, p50/p95, 2 replicas vs 1 Recreate (TRIALS=5)
+	$(PY) bench/failover_bench.py $(if $(TRIALS),--trials $(TRIALS))
+
 .PHONY: bench-full
 bench-full: deps-local $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 3 repeats, 20 restarts at N=200, footprint (1,000 pods)
 	$(PY) bench/suspend_bench.py --full $(LATEST)

@@ -89,6 +89,29 @@ def test_leader_sigkilled_while_suspending_20_pods_the_standby_finishes(
     assert_converged(cluster, pods, [MYSQL], None, stopped=False)
 
 
+@pytest.mark.timeout(600)
+def test_leader_sigtermed_while_suspending_hands_over_as_soon_as_its_execs_report(
+    cluster: Cluster, standby: OperatorProcess
+) -> None:
+    """A rollout or a deleted pod (SIGTERM) mid-suspension: the leader steps down, its execs in flight report, and it
+    gives the Lease back then; it does not wait out the window and send grace (15 s) of the go-aheads it just wrote."""
+    main = cluster.operator
+    pods = cluster.group("database", pods=20, jobs=MYSQL, ready_timeout=240)
+    cluster.apply(cluster.suspension("restore", instanceGroup="database"))
+    wait_until(lambda: 0 < sum(not s for s in cluster.all_states(pods, [MYSQL]).values()) < 20, 60, "midway", 0.02)
+    terminated = time.monotonic()
+    main.stop()  # SIGTERM, and waits for the process to end
+    stopped_s = time.monotonic() - terminated
+    standby.wait_leading(timeout=60)
+    took_over_s = time.monotonic() - terminated
+    assert_converged(cluster, pods, [MYSQL], "restore", stopped=True)
+    print(json.dumps({"stopped_s": stopped_s, "took_over_s": took_over_s}))
+    assert "gave the Lease back" in operator_log(main)
+    assert took_over_s < 10, f"the standby led {took_over_s:.1f}s after the SIGTERM"
+    cluster.kubectl("delete", "psus", "restore", "--timeout=90s")
+    assert_converged(cluster, pods, [MYSQL], None, stopped=False)
+
+
 @dataclass
 class Sampler:
     """Every process's pid and state (its .running sentinel), sampled every few ms in a thread: a change in the

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -187,7 +188,10 @@ class Leadership:
         self._seen: tuple[object, ...] | None = None
         self._seen_at = 0.0  # monotonic: when the Lease was seen as it is now (back-dated at first sight)
         self._act_at = 0.0  # monotonic: this term acts from then on
-        self._quiet_until = 0.0  # monotonic: the last go-ahead we wrote can act until then
+        # Go-aheads written whose exec has not reported yet: token -> until when it may still act (monotonic).
+        self._in_flight: dict[int, float] = {}
+        self._tokens = itertools.count()
+        self._reported = asyncio.Event()  # set (and replaced) when an exec in flight reports
 
     @classmethod
     def solo(cls) -> Leadership:
@@ -236,9 +240,24 @@ class Leadership:
         """Checked as the go-ahead is written: the term holds now."""
         return self.valid()
 
-    def sent(self, quiet_after: float) -> None:
-        """A go-ahead was written; its exec may act until `quiet_after` (monotonic)."""
-        self._quiet_until = max(self._quiet_until, quiet_after)
+    def sent(self, quiet_after: float) -> int:
+        """A go-ahead was written; its exec may act until `quiet_after` (monotonic), unless it reports before."""
+        token = next(self._tokens)
+        self._in_flight[token] = quiet_after
+        return token
+
+    def reported(self, token: int) -> None:
+        """That go-ahead's exec ended with its report: it can act no more."""
+        if self._in_flight.pop(token, None) is not None:
+            reported, self._reported = self._reported, asyncio.Event()
+            reported.set()
+
+    def _quiet_left(self) -> float:
+        """How long a go-ahead already written may still act: until each exec in flight reported, or its window and
+        send grace ran out (an exec that timed out or lost its stream stays in doubt until then)."""
+        now = self.clock()
+        self._in_flight = {token: until for token, until in self._in_flight.items() if until > now}
+        return max(self._in_flight.values(), default=now) - now
 
     def fenced(self, epoch: int, where: str) -> None:
         """A ledger of a newer term was met: another replica leads now, so this one is stale and stops."""
@@ -440,18 +459,31 @@ class Leadership:
         ended.set()
         self._lost(why)
 
-    async def release(self, wait: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        """On shutdown, once the pod workers are stopped: let the last go-ahead's sends end, then give the Lease
-        back, so that a standby takes over at its next look instead of after a lease duration."""
+    def step_down(self) -> bool:
+        """On shutdown: act no more (no go-ahead, ledger or status write from now on) while the Lease is still ours,
+        so that the execs in flight can end and the Lease be given back. False when this replica did not hold it."""
         if self.api is None or self.state not in (State.HELD, State.LEADING):
-            return
-        self.state = State.RELEASED  # no go-ahead from now on
+            return False
+        self.state = State.RELEASED
         self.leading.clear()
         metrics.LEADER.set(0)
-        quiet = self._quiet_until - self.clock()
+        return True
+
+    async def drain(self) -> None:
+        """Until no go-ahead already written can act any more: most execs report within a second or two."""
+        while (left := self._quiet_left()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reported.wait(), timeout=left)
+
+    async def release(self) -> None:
+        """On shutdown, once stepped down and the pod workers are stopped: let the go-aheads still in doubt run out,
+        then give the Lease back, so that a standby takes over at its next look instead of after a lease duration."""
+        if self.api is None or self.state is not State.RELEASED:
+            return
+        quiet = self._quiet_left()
         if quiet > 0:
             logger.info(f"leader election: waiting {quiet:.1f}s for the last go-ahead's sends before letting go")
-            await wait(quiet)
+            await self.drain()
         if self._record is None:
             return
         for _ in range(3):

@@ -91,8 +91,11 @@ class Fence(Protocol):
     def may_send(self) -> bool:
         """The term holds now."""
 
-    def sent(self, quiet_after: float) -> None:
-        """A go-ahead was written; its exec may act until then (monotonic)."""
+    def sent(self, quiet_after: float) -> int:
+        """A go-ahead was written; its exec may act until then (monotonic), unless it reports first: a token."""
+
+    def reported(self, token: int) -> None:
+        """The exec of that go-ahead ended with its report."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ async def transition(
     a replica that lost its term, or was paused past it, sends nothing. Raises `TransitionFailed` (with what was
     sent) when it gives no usable report."""
     sent: list[GoAhead] = []
+    tokens: list[int] = []
     refused: list[PodFailure] = []
     # The script started before its look came, so it sends nothing after this (its window and grace).
     quiet_after = time.monotonic() + window_s + SEND_GRACE_S
@@ -181,7 +185,7 @@ async def transition(
         finally:
             renewed.cancel()
         sent.append(go)
-        fence.sent(quiet_after)
+        tokens.append(fence.sent(quiet_after))
         return go_ahead(go.action, go.seq, go.pairs)
 
     command = build_command(jobs, processes, only=only, wait_s=wait_s, window_s=window_s)
@@ -190,6 +194,8 @@ async def transition(
     except PodFailure as failure:
         go = sent[0] if sent else None
         raise TransitionFailed(refused[0] if refused else failure, go, quiet_after) from failure
+    for token in tokens:
+        fence.reported(token)  # the exec is over: what it was told is done, or will never be
     if refused:
         raise TransitionFailed(refused[0], None)
     go = sent[0] if sent else None

@@ -272,7 +272,9 @@ async def test_a_lease_given_back_on_shutdown_is_taken_at_once_by_the_standby(le
     try:
         await asyncio.sleep(0.1)
         assert b.leadership.state is State.STANDBY
-        a.leadership.sent(asyncio.get_running_loop().time() + 0.2)  # a go-ahead whose sends may still land
+        a.leadership.sent(asyncio.get_running_loop().time() + 0.2)  # a go-ahead whose exec has not reported
+        assert a.leadership.step_down()
+        assert not a.leadership.is_leading and not a.leadership.may_send(), "a replica stepping down acts no more"
         await a.stop()
         released = asyncio.create_task(a.leadership.release())
         await asyncio.sleep(0.05)
@@ -285,6 +287,39 @@ async def test_a_lease_given_back_on_shutdown_is_taken_at_once_by_the_standby(le
         assert lease(leases).epoch == 2
     finally:
         await b.stop()
+
+
+async def test_on_shutdown_a_go_ahead_whose_exec_reported_does_not_delay_the_hand_over(leases: FakeLeases) -> None:
+    """A SIGTERM (a pod deleted, a rollout) during a transition: the exec reports within a second or two, and the
+    Lease goes back then, not after the go-ahead's whole window and send grace (issue 24's 15 s goal)."""
+    a = Replica(leases, "a").start()
+    await eventually(lambda: a.leadership.is_leading, "a leads", within=5)
+    try:
+        now = asyncio.get_running_loop().time()
+        done = a.leadership.sent(now + 30)
+        in_doubt = a.leadership.sent(now + 0.3)
+        assert a.leadership.step_down()
+        a.leadership.reported(done)
+        drained = asyncio.create_task(a.leadership.drain())
+        await asyncio.sleep(0.1)
+        assert not drained.done(), "an exec that never reported may still act until its window and grace end"
+        await asyncio.wait_for(drained, timeout=1)
+        a.leadership.reported(in_doubt)  # late: harmless
+        await a.stop()
+        await asyncio.wait_for(a.leadership.release(), timeout=1)
+        assert lease(leases).holder == ""
+    finally:
+        await a.stop()
+
+
+async def test_release_gives_nothing_back_without_stepping_down_first(leases: FakeLeases) -> None:
+    a = Replica(leases, "a").start()
+    await eventually(lambda: a.leadership.is_leading, "a leads", within=5)
+    try:
+        await a.leadership.release()
+        assert lease(leases).holder == "a" and a.leadership.is_leading
+    finally:
+        await a.stop()
 
 
 async def test_a_lease_long_expired_at_first_sight_is_taken_without_waiting(leases: FakeLeases) -> None:
