@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,10 @@ _log = logging.getLogger(__name__)
 FIRST_OUTCOMES_GRACE_S = 5.0
 # Retry of a status write the API server refused or could not take.
 WRITE_RETRY_S = 2.0
+# A deletion waits for its pods' holds to go: it looks this often, and at every pod of the namespace every
+# FULL_SCAN_POLLS looks (the others look only at the pods that still held).
+DELETION_POLL_S = 0.1
+FULL_SCAN_POLLS = 10
 
 
 def _now() -> datetime:
@@ -254,13 +259,19 @@ async def _gather_outcomes(
         wake.set()  # what arrived meanwhile is the next publish's
 
 
-def pods_holding(dispatch: Dispatch, namespace: str, uid: str) -> list[str]:
+def pods_holding(dispatch: Dispatch, namespace: str, uid: str, among: Collection[str] | None = None) -> list[str]:
     """Pods whose hold ledger still names the suspension: from each worker's last write, else from the index.
     A pod whose worker is acting for it counts (a hold may be on its way), and so does a pod whose ledger cannot
     be read when its `holds` names the uid (ledger.holders_in; a uid anywhere else in it does not count: it would
-    keep the finalizer for ever). A pod being deleted holds nothing: its holds go with it."""
+    keep the finalizer for ever). A pod being deleted holds nothing: its holds go with it. `among`: only these
+    pods (those that held at the last full scan), not every pod of the namespace."""
+    runtime = dispatch.runtime
+    if among is None:
+        pods = list(runtime.pods_of(namespace))
+    else:
+        pods = [pod for name in among if (pod := runtime.pod(namespace, name)) is not None]
     holding = []
-    for pod in dispatch.runtime.pods_of(namespace):
+    for pod in pods:
         if pod.terminating:
             continue
         worker = dispatch.workers.get((namespace, pod.name))
@@ -306,9 +317,15 @@ async def release_on_delete(dispatch: Dispatch, body: kopf.Body, logger: Logger)
         return  # the leader gave it back and removed the finalizer: nothing of ours was written here
     dispatch.wake_pods_of(info, namespace)
     deadline = time.monotonic() + runtime.settings.exec_timeout_s
+    polls = 0
+    holding: list[str] | None = None
     while True:
-        holding = pods_holding(dispatch, namespace, info.uid)
-        if not holding and runtime.leader.is_leading:
+        # Between full scans (every FULL_SCAN_POLLS polls, and before the finalizer goes) only the pods that held at
+        # the last one are looked at: a scan of every pod every poll made a whole-namespace resume O(N^2).
+        full = holding is None or not holding or polls % FULL_SCAN_POLLS == 0
+        holding = pods_holding(dispatch, namespace, info.uid, among=None if full else holding)
+        polls += 1
+        if not holding and full and runtime.leader.is_leading:
             break
         if time.monotonic() > deadline:
             records = runtime.board.records(namespace, name)
@@ -318,7 +335,8 @@ async def release_on_delete(dispatch: Dispatch, body: kopf.Body, logger: Logger)
                 + (f" ({why[:500]})" if why else ""),
                 delay=1.0,
             )
-        await asyncio.sleep(0.1)
+        if holding or full:  # none left at a partial look: the full scan that confirms it comes at once
+            await asyncio.sleep(DELETION_POLL_S)
     runtime.board.forget(namespace, name)
     dispatch.forget(info.uid)
     for metric in (metrics.SUSPENDED_PODS, metrics.SUSPENDED_PROCESSES, metrics.RESTARTS_UNDER_SUSPENSION):

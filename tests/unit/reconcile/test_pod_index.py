@@ -83,6 +83,7 @@ class WakeRecorder(Dispatch):
 def dispatch_over(pods: list[PodInfo]) -> WakeRecorder:
     runtime = Runtime(settings=ProcessControlSettings(metrics_port=0), executor=None, kube=None)  # type: ignore[arg-type]
     runtime.pods_of = lambda namespace: pods if namespace == NAMESPACE else []
+    runtime.pod = lambda namespace, name: next((p for p in runtime.pods_of(namespace) if p.name == name), None)
     made = WakeRecorder(runtime)
     made.woken = []
     return made
@@ -137,6 +138,15 @@ def test_waking_pods_uses_the_parsed_holders() -> None:
     assert dispatch.woken == ["api-0"]
     assert pods_holding(dispatch, NAMESPACE, "uid-restore") == ["database-0"]
     assert pods_holding(dispatch, NAMESPACE, "uid-else") == []
+
+
+def test_a_deletion_between_full_scans_looks_only_at_the_pods_that_held() -> None:
+    held = entry("database-0", group="database", holds=ledger_of("uid-restore"))
+    also = entry("database-1", group="database", holds=ledger_of("uid-restore"))
+    dispatch = dispatch_over([held, also, entry("api-0", group="api")])
+    assert pods_holding(dispatch, NAMESPACE, "uid-restore", among=["database-1", "gone-0"]) == ["database-1"]
+    assert pods_holding(dispatch, NAMESPACE, "uid-restore", among=[]) == []
+    assert pods_holding(dispatch, NAMESPACE, "uid-restore") == ["database-0", "database-1"]
 
 
 @pytest.mark.parametrize("raw", ["{not json", '{"v": 2}', "[]"])
