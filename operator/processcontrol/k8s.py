@@ -105,23 +105,26 @@ class KubeClient:
 
     `concurrency` calls run at once (and as many pooled connections): every exec waiting for its go-ahead waits
     for a ledger write here, so the loop's default pool (cores + 4 threads) and the client's default connection
-    pool would make the execs queue behind each other's writes."""
+    pool would make the execs queue behind each other's writes. `urgent` calls (a go-ahead's ledger write, the
+    Lease) have a pool of their own: thousands of workers' write-aheads at once must not make an exec outlive its
+    go-ahead window, nor a renewal its deadline."""
 
     def __init__(self, configuration: kubernetes.client.Configuration, concurrency: int = 8) -> None:
         self.configuration = configuration
-        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, concurrency)
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, 2 * concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
+        self._urgent = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube-urgent")
         self._api = kubernetes.client.ApiClient(configuration)
         self._core = kubernetes.client.CoreV1Api(self._api)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
         self._authentication = kubernetes.client.AuthenticationV1Api(self._api)
         self._coordination = kubernetes.client.CoordinationV1Api(self._api)
 
-    async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, what: str, method: Any, *args: Any, urgent: bool = False, **kwargs: Any) -> Any:
         """Call a client method in a thread; API and connection errors become ours."""
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._pool, functools.partial(method, *args, **kwargs)
+                self._urgent if urgent else self._pool, functools.partial(method, *args, **kwargs)
             )
         except ApiException as error:
             raise translate(error, what) from error
@@ -150,10 +153,12 @@ class KubeClient:
             lambda: _json(self._core.patch_namespaced_pod(name, namespace, body, **RAW)),
         )
 
-    async def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+    async def get_pod(self, namespace: str, name: str, *, urgent: bool = False) -> dict[str, Any]:
         """One pod, as JSON."""
         result: dict[str, Any] = await self._call(
-            f"pod {namespace}/{name}", lambda: _json(self._core.read_namespaced_pod(name, namespace, **RAW))
+            f"pod {namespace}/{name}",
+            lambda: _json(self._core.read_namespaced_pod(name, namespace, **RAW)),
+            urgent=urgent,
         )
         return result
 
@@ -164,6 +169,8 @@ class KubeClient:
         metadata: Mapping[str, Any],
         resource_version: str | None,
         uid: str | None = None,
+        *,
+        urgent: bool = False,
     ) -> dict[str, Any]:
         """Merge-patch a pod's metadata; with a resourceVersion the API server answers 409 (`Conflict`) when the
         pod changed since it was read, so a read-modify-write never overwrites another writer. With a uid the
@@ -176,6 +183,7 @@ class KubeClient:
         result: dict[str, Any] = await self._call(
             f"metadata of pod {namespace}/{name}",
             lambda: _json(self._core.patch_namespaced_pod(name, namespace, body, **RAW)),
+            urgent=urgent,
         )
         return result
 
@@ -332,6 +340,7 @@ class KubeClient:
         result: dict[str, Any] = await self._call(
             f"lease {namespace}/{name}",
             lambda: api.sanitize_for_serialization(self._coordination.read_namespaced_lease(name, namespace)),
+            urgent=True,
         )
         return result
 
@@ -345,6 +354,7 @@ class KubeClient:
             lambda: api.sanitize_for_serialization(
                 self._coordination.create_namespaced_lease(namespace, cast(Any, dict(body)))
             ),
+            urgent=True,
         )
         return result
 
@@ -358,6 +368,7 @@ class KubeClient:
             lambda: api.sanitize_for_serialization(
                 self._coordination.replace_namespaced_lease(name, namespace, cast(Any, dict(body)))
             ),
+            urgent=True,
         )
         return result
 
@@ -369,3 +380,4 @@ class KubeClient:
         """Release connections and threads."""
         self._api.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._urgent.shutdown(wait=False, cancel_futures=True)

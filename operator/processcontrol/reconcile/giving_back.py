@@ -186,7 +186,7 @@ class GivingBack:
                     nothing_to_send.add(pair)
                 else:
                     send.append(pair)
-            if not send or not await self.ledger.write(pod, next_seq):
+            if not send or not await self.ledger.write(pod, next_seq, urgent=True):
                 return None
             return GoAhead(Action.START, self.ledger.seq, tuple(send))
 

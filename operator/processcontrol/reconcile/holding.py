@@ -227,7 +227,7 @@ class Holding:
             def hold_it(ledger: Ledger) -> Ledger:
                 return next_seq(take_hold(ledger, uid, taken, seen_now, since=since, assume_running=lost))
 
-            if not await self.ledger.write(pod, hold_it):
+            if not await self.ledger.write(pod, hold_it, urgent=True):
                 return None
             self.conflicts_due.pop(uid, None)  # the ledger has the hold now: its probe view comes from there
             # Every held process with a containerrun, whatever its sentinel says: it lags (a containerrun just

@@ -165,19 +165,19 @@ class LedgerWriter:
             )
         return None
 
-    async def write(self, pod: PodInfo, change: Callable[[Ledger], Ledger]) -> bool:
+    async def write(self, pod: PodInfo, change: Callable[[Ledger], Ledger], *, urgent: bool = False) -> bool:
         """Apply `change` to the pod's ledger and write it with optimistic concurrency, bound to the pod's uid;
         on a conflict read the pod again and re-apply, unless it is another pod of that name now. False (and the
         step ends) when it could not be written: nothing is done unrecorded. Each write carries this leader's
         epoch; one over a ledger of a newer epoch is never made (this replica is stale and stops), nor any while
-        its term does not hold."""
+        its term does not hold. `urgent`: an exec waits for this write to send its go-ahead (its own API pool)."""
         leader = self.runtime.leader
         if not leader.valid():
             return False
         if self.known is None:
             # After a failed write nothing is assumed: the pod as it is now is the base of the next one.
             try:
-                fresh = await self.runtime.kube.get_pod(self.namespace, self.name)
+                fresh = await self.runtime.kube.get_pod(self.namespace, self.name, urgent=urgent)
                 metadata = fresh.get("metadata") or {}
                 if metadata.get("uid") != pod.uid:
                     raise NotFound(f"pod {self.namespace}/{self.name} was re-created")
@@ -200,11 +200,11 @@ class LedgerWriter:
                 return True
             try:
                 written = await self.runtime.kube.patch_pod_metadata(
-                    self.namespace, self.name, ledger_patch(new, SUSPENDED_LABEL), version, uid=pod.uid
+                    self.namespace, self.name, ledger_patch(new, SUSPENDED_LABEL), version, uid=pod.uid, urgent=urgent
                 )
             except Conflict:
                 try:
-                    fresh = await self.runtime.kube.get_pod(self.namespace, self.name)
+                    fresh = await self.runtime.kube.get_pod(self.namespace, self.name, urgent=urgent)
                     metadata = fresh.get("metadata") or {}
                     if metadata.get("uid") != pod.uid:
                         raise NotFound(f"pod {self.namespace}/{self.name} was re-created")

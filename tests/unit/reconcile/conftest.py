@@ -242,6 +242,7 @@ class World:
     # Shared with the executor: every ledger write (pod, "write", seq) and go-ahead, in order.
     timeline: list[tuple[str, str, int]] = field(default_factory=list)
     refuse_writes: set[str] = field(default_factory=set)  # pods whose metadata patches fail (an API outage)
+    urgent_writes: list[tuple[str, bool]] = field(default_factory=list)  # (pod, urgent) of every metadata patch
     on_write: Callable[[str], None] | None = None  # called with the pod's name after each patch is applied
     before_write: Callable[[str], None] | None = None  # called before; it may raise (the write fails)
     # Suspensions the API server has that the index does not show (yet): kopf's watch lags behind it.
@@ -266,7 +267,7 @@ class World:
 
     # What the operator calls (KubeClient's interface).
 
-    async def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+    async def get_pod(self, namespace: str, name: str, *, urgent: bool = False) -> dict[str, Any]:
         if name not in self.pods:
             raise NotFound(f"pod {name}")
         return copy.deepcopy(self.pods[name])
@@ -278,6 +279,8 @@ class World:
         metadata: Mapping[str, Any],
         resource_version: str | None,
         uid: str | None = None,
+        *,
+        urgent: bool = False,
     ) -> dict[str, Any]:
         if name not in self.pods:
             raise NotFound(f"pod {name}")
@@ -293,6 +296,7 @@ class World:
         _merge(meta, metadata)
         self._bump(name)
         self.timeline.append((name, "write", self.ledger(name).seq))
+        self.urgent_writes.append((name, urgent))
         written = copy.deepcopy(self.pods[name])
         if self.on_write is not None:
             self.on_write(name)

@@ -60,6 +60,8 @@ async def test_hold_is_written_before_the_stop_and_verified(
         assert executor.actions(name) == ["STOP"]
         order = [(what, seq) for pod, what, seq in api.timeline if pod == name]
         assert order[:3] == [("write", 1), ("go STOP", 1), ("write", 1)], order  # the last: verified
+        # The write its exec waits for has the API client's urgent pool; the write after it does not need it.
+        assert [urgent for pod, urgent in api.urgent_writes if pod == name][:2] == [True, False]
 
 
 async def test_deletion_while_a_stop_is_in_flight_leaves_nothing_stopped(
@@ -107,6 +109,9 @@ async def test_a_pod_that_leaves_the_selector_is_given_back(
     await eventually(lambda: api.label("db-0") is None, "old primary unlabelled")
     assert api.annotation("db-0") is None
     await eventually(lambda: state(runtime, "primary", "db-0") is None, "old primary no longer reported")
+    # Giving back: the write-ahead (releasing) waits its turn, the write the START's go-ahead waits for does not.
+    given_back = [urgent for pod, urgent in api.urgent_writes if pod == "db-0"][2:]
+    assert given_back == [False, True, False], given_back  # releasing, the START's seq, delivered
 
 
 async def test_failed_rechecks_keep_the_evidence_and_deletion_waits(
