@@ -92,18 +92,22 @@ FOUND: dict[str, list[dict[str, Any]]] = {
         {"action": "wait", "args": {"seconds": 15}},
         {"action": "patch-suspension", "args": {"name": "s3", "patch": {"duration": None}}},
     ],
-    # `suspend: false` and `true` again while a frozen containerrun keeps the first run's hold in the ledger (its
-    # START cannot land): `expiresAt` counted from the first run's hold, before the request + duration (seed 2404,
-    # 37 steps; written by hand from its end).
+    # `suspend: false` and `true` again while the first run's hold is still in the ledger, releasing: its START exec
+    # timed out (slowed), so nothing is sent into the pod for the window and grace. Taken back, the hold kept the
+    # first run's time, and `expiresAt` came before the request + duration (seed 2404, 37 steps; written by hand
+    # from its end, on one pod so that no other pod's new hold sets `suspendedAt` first).
     "re-suspend-while-the-old-hold-is-given-back": [
-        {"action": "create-suspension", "args": {"name": "s2", "spec": {"instanceGroup": "db", "jobs": ["pxc-mysql"]}}},
+        {"action": "relabel-pod", "args": {"pod": "db-0", "key": "tier", "value": "a"}},
+        {
+            "action": "create-suspension",
+            "args": {"name": "s2", "spec": {"selector": {"matchLabels": {"tier": "a"}}, "jobs": ["pxc-mysql"]}},
+        },
         {
             "action": "patch-suspension",
             "args": {"name": "s2", "patch": {"suspend": False}},
-            "fault": {"kind": "freeze", "pod": "db-0", "process": "pxc-mysql/mysql", "down": 25.0, "lead": 1.0},
+            "fault": {"kind": "slow-exec", "pod": "db-0", "sleep": 12.0, "down": 4.0, "lead": 0.3},
             "settle": False,
         },
-        {"action": "wait", "args": {"seconds": 4}},
         {"action": "patch-suspension", "args": {"name": "s2", "patch": {"suspend": True}}, "settle": False},
         {"action": "patch-suspension", "args": {"name": "s2", "patch": {"duration": "15s"}}},
     ],

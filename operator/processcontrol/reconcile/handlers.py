@@ -123,6 +123,8 @@ async def suspension_changed(
     """The object changed (spec, deletion, or our own status write): its pods and its daemon look again."""
     dispatch = _dispatch(memo, pods, pod, suspensions)
     dispatch.suspension_changed(info_of(body), namespace or "")
+    if body.spec.get("suspend", True) is False:
+        dispatch.runtime.board.run_ended(namespace or "", name)
     dispatch.runtime.board.wake(namespace or "", name)
 
 

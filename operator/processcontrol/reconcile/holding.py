@@ -513,7 +513,8 @@ class Holding:
                 probe_conflicts=conflicts,
                 restarts=restarts,
                 restart_loop=self.restarts.loop_message(suspension.uid),
-                held_since=parse_time(hold.since) if hold is not None and hold.since else None,
+                # A hold still being given back is the run before's: this run has not taken effect here yet.
+                held_since=parse_time(hold.since) if hold is not None and hold.since and not hold.releasing else None,
             ),
         )
 

@@ -25,6 +25,10 @@ class OutcomeBoard:
     # (namespace, suspension name) -> the outcomes its last status write showed, and an event set at each write.
     shown: dict[SuspensionKey, Mapping[str, PodRecord]] = field(default_factory=dict)
     status_written: dict[SuspensionKey, asyncio.Event] = field(default_factory=dict)
+    # Suspensions seen with `suspend: false` since their status daemon last looked: the run their `suspendedAt`
+    # counts a duration from is over, even if no status write showed it (`false` and `true` again within one
+    # status interval, while the workers did give back).
+    runs_ended: set[SuspensionKey] = field(default_factory=set)
 
     def record(self, namespace: str, suspension: str, pod: str) -> PodRecord | None:
         """The pod's latest outcome for the suspension."""
@@ -92,9 +96,21 @@ class OutcomeBoard:
                 await asyncio.wait_for(written.wait(), timeout=remaining)
         return True
 
+    def run_ended(self, namespace: str, suspension: str) -> None:
+        """The object says `suspend: false`: a later `true` is a new run."""
+        self.runs_ended.add((namespace, suspension))
+
+    def take_run_ended(self, namespace: str, suspension: str) -> bool:
+        """Whether a run ended since the last call (the status daemon's, before it builds a status)."""
+        key = (namespace, suspension)
+        ended = key in self.runs_ended
+        self.runs_ended.discard(key)
+        return ended
+
     def forget(self, namespace: str, suspension: str) -> None:
         """The suspension is gone: nothing of it is reported or shown any more."""
         key = (namespace, suspension)
+        self.runs_ended.discard(key)
         self.outcomes.pop(key, None)
         self.shown.pop(key, None)
         self.status_written.pop(key, None)

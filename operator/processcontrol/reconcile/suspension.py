@@ -83,6 +83,9 @@ class StatusDaemon:
             spec = ProcessSuspensionSpec.model_validate(dict(self.body.spec))
         except ValidationError as error:
             return await self._write_invalid(str(error))
+        if self.runtime.board.take_run_ended(self.namespace, self.name):
+            # A `suspend: false` came and went since the last write: its duration begins again at the next hold.
+            self.status = self.status.model_copy(update={"suspended_at": None, "expires_at": None})
         now = _now()
         intent = intent_of(spec, self.status, now)
         info = info_of(self.body)
