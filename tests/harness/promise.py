@@ -502,11 +502,14 @@ class Checker:
         self.expiry_reported: set[tuple[str, float, str]] = set()
         # Why the last read failed (what a converge() that never read says).
         self.unreadable = "the API could not be read"
+        # Called before every read: what runs beside the cluster between reads (a runner's kubelet, say).
+        self.before_read: Callable[[], None] = lambda: None
 
     # Reading ------------------------------------------------------------------------------------------------------
 
     def observe(self) -> Truth | None:
         """Read the truth and note first effects; None when the API cannot be read right now."""
+        self.before_read()
         try:
             truth = self.reader()
         except (ControlPlaneError, ValueError, KeyError, OSError, subprocess.SubprocessError) as error:
