@@ -4,9 +4,10 @@ sends nothing and writes no ledger.
 To the pod workers a preview is a resume (SuspensionInfo.holding): it takes no hold, and one patched from live to
 preview gives back what it held. The looking is here instead, owned by the suspension's status daemon: one look
 per pod, generation and container restart count (a restart may change what runs), bounded by the exec transport's
-concurrency; its findings are status.preview. The container, the filters and the probe reading are the pod
-worker's own (targets.exec_container, pods.look, probes.PodProbes).
-"""
+concurrency; its findings are status.preview. A pod is looked at only once its worker has answered the preview
+(nothing held, verified, or failed): a look while a hold is being given back would see what is about to change.
+The container, the filters and the probe reading are the pod worker's own (targets.exec_container, pods.look,
+probes.PodProbes)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from processcontrol.api import PodState
 from processcontrol.api.models import (
     MAX_MISSING,
     MAX_POD_PROCESSES,
@@ -33,7 +35,7 @@ from processcontrol.exceptions import PodFailure
 from processcontrol.ledger import process_key
 from processcontrol.podexec.script import ScriptReport
 from processcontrol.podexec.transport import PodExecutor
-from processcontrol.reconcile.plan import MESSAGE_LIMIT
+from processcontrol.reconcile.plan import MESSAGE_LIMIT, Mode, PodRecord
 from processcontrol.reconcile.pods import is_stale, look, names, rejected_failure, sender_missing
 from processcontrol.targets import PodInfo, exec_container, spec_matches_pod
 
@@ -45,6 +47,18 @@ LookKey = tuple[str, int, int | None]
 def key_of(pod: PodInfo, generation: int | None) -> LookKey:
     """What a look of this pod must answer to be current."""
     return pod.uid, pod.restarts, generation
+
+
+def given_back(records: Mapping[str, PodRecord], generation: int | None) -> set[str]:
+    """The pods whose worker has answered this generation's request to hold nothing: verified, or failed (then
+    the look says why too)."""
+    return {
+        name
+        for name, record in records.items()
+        if record.generation == generation
+        and record.mode is Mode.RESUME
+        and record.state in (PodState.RESUMED, PodState.FAILED)
+    }
 
 
 def _keys(pairs: Iterable[Pair]) -> list[str]:
@@ -186,8 +200,16 @@ class Previewer:
         self.in_flight: dict[str, _InFlight] = {}
         self.looked_at: datetime | None = None
 
-    def preview(self, spec: ProcessSuspensionSpec, generation: int | None, pods: Iterable[PodInfo]) -> PreviewStatus:
-        """The preview as far as it goes; looks start for the pods that need one."""
+    def preview(
+        self,
+        spec: ProcessSuspensionSpec,
+        generation: int | None,
+        pods: Iterable[PodInfo],
+        records: Mapping[str, PodRecord],
+    ) -> PreviewStatus:
+        """The preview as far as it goes; looks start for the pods that need one and whose worker has answered
+        (`records`, the pod workers' outcomes)."""
+        ready = given_back(records, generation)
         matching = sorted((p for p in pods if spec_matches_pod(spec, p.labels)), key=lambda p: p.name)
         names_now = {p.name for p in matching}
         for name in [n for n in self.looks if n not in names_now]:
@@ -196,7 +218,7 @@ class Previewer:
             self.in_flight.pop(name).task.cancel()
         for pod in matching:
             key = key_of(pod, generation)
-            if not pod.running or (pod.name in self.looks and self.looks[pod.name][0] == key):
+            if not pod.running or pod.name not in ready or (pod.name in self.looks and self.looks[pod.name][0] == key):
                 continue
             flying = self.in_flight.get(pod.name)
             if flying is not None and flying.key == key:

@@ -103,7 +103,7 @@ class StatusDaemon:
             return FIRST_OUTCOMES_GRACE_S / 5
         generation = self.body.metadata.get("generation")
         if spec.preview:
-            preview = self.previewer.preview(spec, generation, pods)
+            preview = self.previewer.preview(spec, generation, pods, records)
         else:
             preview = None
             self.previewer.forget()
