@@ -200,7 +200,8 @@ class ProcessSuspensionSpec(_Model):
         default=None,
         description=(
             "Who asked, as the API server saw it; the processcontrol CLI records it. It cannot be changed, except "
-            "by an update that suspends again (suspend from false to true), and then only to the one who does."
+            "by an update that suspends again (suspend from false to true, or preview from true to false), and then "
+            "only to the one who does."
         ),
     )
 
