@@ -298,17 +298,22 @@ def preview_message(preview: PreviewStatus | None, generation: int | None) -> st
         return "looking at the target pods"
     if not preview.targets:
         return "no pod matches the target"
-    found = [f"{preview.targets} pods: would stop {preview.would_stop} processes"]
+    found = [f"{_many(preview.targets, 'pod')}: would stop {_many(preview.would_stop, 'process')}"]
     if preview.would_skip:
         found.append(f"would leave {preview.would_skip} running for their probes")
     if preview.probe_conflicts:
-        found.append(f"probe conflicts in {preview.probe_conflicts} pods")
+        found.append(f"probe conflicts in {_many(preview.probe_conflicts, 'pod')}")
     if preview.cannot:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in preview.cannot_by_reason.items())
-        found.append(f"cannot act fully in {preview.cannot} pods ({reasons})")
+        found.append(f"cannot act fully in {_many(preview.cannot, 'pod')} ({reasons})")
     if preview.looked < preview.targets:
         found.append(f"{preview.looked}/{preview.targets} pods looked at so far")
     return "; ".join(found)
+
+
+def _many(n: int, word: str) -> str:
+    """`1 pod`, `2 pods`, `2 processes`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('s') else 's'}"
 
 
 # The ProbeConflict reason per policy, while no container loops.

@@ -264,7 +264,7 @@ def previewed(generation: int = 1, **preview: Any) -> dict[str, Any]:
         "spec": {"instanceGroup": "database", "suspend": True, "preview": True},
         "status": {
             "observedGeneration": generation,
-            "conditions": [{**condition, "message": "2 pods: would stop 1 processes"}],
+            "conditions": [{**condition, "message": "2 pods: would stop 1 process"}],
             "preview": {"observedGeneration": generation, "targets": 2, "looked": 2, **preview},
         },
     }
@@ -296,7 +296,7 @@ def test_preview_creates_a_preview_of_its_own_prints_what_it_found_and_deletes_i
     assert created["spec"]["preview"] is True and created["spec"]["requestedBy"] == {"username": "alice"}
     assert client.calls[-1] == ("delete", ("kubecf", "database-preview-x7k2p"))
     out = capsys.readouterr().out
-    assert "database-preview-x7k2p: previewed in 1.0s: 2 pods: would stop 1 processes" in out
+    assert "database-preview-x7k2p: previewed in 1.0s: 2 pods: would stop 1 process" in out
     header, first, second = out.split("previewed in")[1].splitlines()[1:4]
     assert header.split() == ["POD", "CONTAINER", "WOULD", "STOP", "WOULD", "SKIP", "PROBLEM", "DETAIL"]
     assert first.split()[:5] == ["database-0", "pxc-mysql-mysql", "pxc-mysql/mysql", "-", "-"]
@@ -323,7 +323,7 @@ def test_describe_shows_a_preview_and_what_it_found(client: FakeClient, capsys: 
     assert main(["describe", "database-preview-x7k2p", "-n", "kubecf"]) == 0
     out = capsys.readouterr().out
     assert "Preview:       true: only looks, holds nothing (set preview: false to suspend)" in out
-    assert "Preview: 2 pods: would stop 1 processes" in out
+    assert "Preview: 2 pods: would stop 1 process" in out
     assert re.search(r"^  database-1\s+pxc-mysql-mysql\s+-\s+-\s+NoSockets\s+no containerrun sockets$", out, re.M), out
 
 

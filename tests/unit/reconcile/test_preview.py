@@ -148,6 +148,10 @@ def test_a_preview_is_ready_only_once_looked_at_and_holding_nothing_and_never_su
     assert conditions(unlooked, resumed)[cond.READY] == ("False", Reason.PREVIEWING)
     assert conditions(unlooked, resumed)[cond.PREVIEWED] == ("False", Reason.PREVIEWING)
     assert conditions(looked, {})[cond.READY] == ("False", Reason.PREVIEWING)  # the pod not heard from
+    status = build_status(asked, 1, intent, [target], resumed, ProcessSuspensionStatus(), NOW, looked)
+    previewed = cond.find(status.conditions, cond.PREVIEWED)
+    assert previewed is not None
+    assert previewed.message == "1 pod: would stop 0 processes; cannot act fully in 1 pod (NoSockets: 1)"
     done = conditions(looked, resumed)
     assert done[cond.READY] == ("True", Reason.PREVIEWED)
     assert done[cond.PREVIEWED] == ("True", Reason.PREVIEWED)
