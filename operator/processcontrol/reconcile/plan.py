@@ -235,7 +235,7 @@ def build_status(
     if previewing:
         verb = Reason.PREVIEWING
         found = preview_message(preview, generation)
-        progress = f"{progress}; {found}"
+        progress = f"{done}/{len(targets)} pods hold nothing of it; {found}"
         extra.append(
             cond.condition(
                 cond.PREVIEWED,

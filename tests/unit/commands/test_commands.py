@@ -318,6 +318,19 @@ def test_a_preview_with_nothing_in_the_way_exits_0_and_is_deleted_on_a_timeout_t
     assert main(["suspend", "database", "-n", "kubecf", "--preview", "--dry-run"]) == 2
 
 
+def test_an_interrupted_preview_is_deleted(
+    client: FakeClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "_sleep", interrupt)
+    client.answers = [{"metadata": {"name": "database-preview-x7k2p"}, "status": {}}]
+    assert main(["suspend", "database", "-n", "kubecf", "--preview"]) == 130
+    assert client.calls[-1] == ("delete", ("kubecf", "database-preview-x7k2p"))
+    assert capsys.readouterr().err == "error: interrupted; the preview was deleted\n"
+
+
 def test_describe_shows_a_preview_and_what_it_found(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
     client.answers = [previewed(pods=PREVIEWED_PODS)]
     assert main(["describe", "database-preview-x7k2p", "-n", "kubecf"]) == 0
