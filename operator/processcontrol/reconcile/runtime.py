@@ -43,8 +43,8 @@ class SuspensionInfo:
     deleting: bool
 
     def holding(self, now: datetime) -> bool:
-        """Whether it currently wants its processes stopped."""
-        if self.spec is None or self.deleting or not self.spec.suspend:
+        """Whether it currently wants its processes stopped (a preview never does: it only looks)."""
+        if self.spec is None or self.deleting or not self.spec.suspend or self.spec.preview:
             return False
         return self.expires_at is None or now < parse_time(self.expires_at)
 

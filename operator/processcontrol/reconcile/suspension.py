@@ -28,6 +28,7 @@ from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
 from processcontrol.reconcile.dispatch import Dispatch
 from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, final_state, intent_of
+from processcontrol.reconcile.preview import Previewer
 from processcontrol.reconcile.runtime import Logger, SuspensionInfo, suspension_info
 from processcontrol.targets import select_targets
 
@@ -76,6 +77,8 @@ class StatusDaemon:
         # What the last write counted: the targets, and whether they were all done then.
         self.targets: tuple[str, ...] = ()
         self.all_done = False
+        # While spec.preview is true: the looks into its pods (preview.py); each one done wakes this daemon.
+        self.previewer = Previewer(self.runtime.executor, lambda: self.runtime.board.wake(self.namespace, self.name))
 
     async def publish(self) -> float | None:
         """Write the status the outcomes show; return seconds until it must be looked at again."""
@@ -102,7 +105,12 @@ class StatusDaemon:
         if silent and time.monotonic() - self.started < FIRST_OUTCOMES_GRACE_S and self.status.conditions:
             return FIRST_OUTCOMES_GRACE_S / 5
         generation = self.body.metadata.get("generation")
-        status = build_status(spec, generation, intent, targets, records, self.status, now)
+        if spec.preview:
+            preview = self.previewer.preview(spec, generation, pods, records)
+        else:
+            preview = None
+            self.previewer.forget()
+        status = build_status(spec, generation, intent, targets, records, self.status, now, preview)
         self._metrics(intent, status, records)
         if not await self._write(status):
             return WRITE_RETRY_S
@@ -194,6 +202,8 @@ class StatusDaemon:
         if intent != self.last_intent:
             verb = Reason.SUSPENDING if intent.mode is Mode.SUSPEND else Reason.RESUMING
             asked = intent.reason in (Reason.SUSPEND_REQUESTED, Reason.RESUME_REQUESTED)
+            if intent.reason == Reason.PREVIEW_REQUESTED:
+                verb, asked = Reason.PREVIEWING, True
             why = "" if asked else f" ({intent.reason})"
             self._event("Normal", verb, f"{verb} processes{why}{self._reason_suffix()}")
             self.last_intent = intent
@@ -209,7 +219,8 @@ async def run_status_daemon(dispatch: Dispatch, body: kopf.Body, stopped: kopf.D
     if stopped:
         return
     daemon.started = time.monotonic()
-    with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake:
+    # No look of a preview outlives the daemon (the previewer cancels them as it exits).
+    with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake, daemon.previewer:
         while not stopped:
             wake.clear()
             try:
