@@ -123,7 +123,7 @@ async def suspension_changed(
     """The object changed (spec, deletion, or our own status write): its pods and its daemon look again."""
     dispatch = _dispatch(memo, pods, pod, suspensions)
     dispatch.suspension_changed(info_of(body), namespace or "")
-    if body.spec.get("suspend", True) is False:
+    if body.spec.get("suspend", True) is False or body.spec.get("preview", False) is True:
         dispatch.runtime.board.run_ended(namespace or "", name)
     dispatch.runtime.board.wake(namespace or "", name)
 
