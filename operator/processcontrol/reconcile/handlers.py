@@ -11,6 +11,7 @@ Event handlers are coroutines: kopf runs plain functions in threads, and the wor
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import kopf
@@ -42,6 +43,7 @@ def _dispatch(memo: kopf.Memo, pods: PodsIndex, pod: PodIndex, suspensions: Susp
     runtime.pod = lambda namespace, name: next(iter(pod.get((namespace, name), [])), None)
     runtime.suspensions_of = lambda namespace: suspensions.get(namespace, [])
     runtime.namespaces = lambda: list(pods.keys())
+    runtime.handler_context = contextvars.copy_context()
     return dispatch
 
 
