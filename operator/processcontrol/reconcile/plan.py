@@ -160,12 +160,15 @@ def build_status(
     previous: ProcessSuspensionStatus,
     now: datetime,
     preview: PreviewStatus | None = None,
+    run_began: datetime | None = None,
 ) -> ProcessSuspensionStatus:
     """The whole status from the pod workers' outcomes: counts, a bounded list of pods, times and conditions.
 
     A pod counts as done only with an outcome for this very generation: after a spec change, the previous
     round's results never make the new request look carried out. A preview (`preview`, what its looks found) is
-    Ready once its pods hold nothing of it and every target was looked at for this generation."""
+    Ready once its pods hold nothing of it and every target was looked at for this generation. `run_began`: when
+    this run of `suspend: true` began as the operator saw it (it saw the run before end); `suspendedAt` is never
+    earlier."""
     goal = final_state(intent.mode)
     transient = PodState.SUSPENDING if intent.mode is Mode.SUSPEND else PodState.RESUMING
     listed: list[PodStatus] = []
@@ -215,6 +218,8 @@ def build_status(
             (r.held_since for r in records.values() if r.held_since is not None and _current(r, generation, intent)),
             default=None,
         )
+        if first is not None and run_began is not None:
+            first = max(first, run_began)  # a pod that never gave the run before back still shows its hold
         if first is not None:
             suspended_at = format_time(first)
         elif done:

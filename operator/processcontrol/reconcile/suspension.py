@@ -77,6 +77,11 @@ class StatusDaemon:
         # What the last write counted: the targets, and whether they were all done then.
         self.targets: tuple[str, ...] = ()
         self.all_done = False
+        # A run ended (`suspend: false` seen) and the next has not begun in a status yet; when this one began, as
+        # this daemon saw it: a duration never counts from before (a pod whose worker never gave its hold back
+        # still shows the first run's).
+        self.new_run = False
+        self.run_began: datetime | None = None
         # While spec.preview is true: the looks into its pods (preview.py); each one done wakes this daemon.
         self.previewer = Previewer(self.runtime.executor, lambda: self.runtime.board.wake(self.namespace, self.name))
 
@@ -89,8 +94,11 @@ class StatusDaemon:
         if self.runtime.board.take_run_ended(self.namespace, self.name):
             # A `suspend: false` came and went since the last write: its duration begins again at the next hold.
             self.status = self.status.model_copy(update={"suspended_at": None, "expires_at": None})
+            self.new_run = True
         now = _now()
         intent = intent_of(spec, self.status, now)
+        if self.new_run and intent.mode is Mode.SUSPEND:
+            self.new_run, self.run_began = False, now
         info = info_of(self.body)
         if intent != self.last_intent:
             # Expiry comes with no event: the pods must look again now.
@@ -110,7 +118,9 @@ class StatusDaemon:
         else:
             preview = None
             self.previewer.forget()
-        status = build_status(spec, generation, intent, targets, records, self.status, now, preview)
+        status = build_status(
+            spec, generation, intent, targets, records, self.status, now, preview, run_began=self.run_began
+        )
         self._metrics(intent, status, records)
         if not await self._write(status):
             return WRITE_RETRY_S
