@@ -556,7 +556,9 @@ class Checker:
             changed = self.hints.generations.get((suspension.name, suspension.generation), 0.0)
             latest = max(seen[1] + seconds, changed) + self.limits.expiry_slack_s if seen and seen[0] == run else None
             problem = None
-            if expires is not None and expires < run + seconds - 1:
+            # A status of an earlier generation has the expiry of that spec's duration (6s, then 40s set).
+            lagging = suspension.status.get("observedGeneration") not in (None, suspension.generation)
+            if expires is not None and expires < run + seconds - 1 and not lagging:
                 problem = "early", f"expiresAt {suspension.status['expiresAt']}, before the request + {duration}"
             elif latest is not None and truth.at > latest and (expires is None or expires > latest):
                 when = datetime.fromtimestamp(seen[1]).strftime("%H:%M:%S") if seen else "?"

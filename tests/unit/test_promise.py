@@ -502,6 +502,12 @@ def test_a_duration_may_neither_run_out_before_it_passed_nor_wait_for_a_verified
     early = suspension("e", duration="10s", status={"expiresAt": "2027-01-15T08:00:05Z"})
     checker.hints.started["e"] = start
     assert [v.kind for v in checker.observe_truth(truth(early, at=start + 2))] == ["expiry-early"]
+    # Seed 5101: the status still answers the generation of the shorter duration (6s, then 40s set at once).
+    lags = suspension(
+        "g", generation=2, duration="40s", status={"observedGeneration": 1, "expiresAt": "2027-01-15T08:00:05Z"}
+    )
+    checker.hints.started["g"] = start
+    assert checker.observe_truth(truth(lags, at=start + 2)) == []
     # Counted from a moment within the bounds: nothing to say.
     fine = suspension("f", duration="10s", status={"expiresAt": "2027-01-15T08:00:12Z"})
     checker.hints.started["f"] = start
