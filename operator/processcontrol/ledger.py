@@ -368,9 +368,7 @@ def _settled(ledger: Ledger) -> Ledger:
         keeping = tuple(uid for uid in entry.holders if not entry.gives_back(uid, ledger))
         if keeping:
             processes[key] = (
-                entry
-                if keeping == entry.holders
-                else entry.model_copy(update={"holders": keeping, "releasing": ()})
+                entry if keeping == entry.holders else entry.model_copy(update={"holders": keeping, "releasing": ()})
             )
         elif entry.was_running:
             processes[key] = entry

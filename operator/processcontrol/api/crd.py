@@ -206,13 +206,6 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Why Ready is what it is: Suspended, Suspending, NoMatchingPods, NoSockets, ...",
     },
     {
-        "name": "Stage",
-        "type": "string",
-        "priority": 1,
-        "jsonPath": ".status.stage.summary",
-        "description": "Of a suspension with stages: the current stage, e.g. 2/3 Stopping.",
-    },
-    {
         "name": "Requester",
         "type": "string",
         "jsonPath": ".spec.requestedBy.username",
@@ -237,6 +230,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "priority": 1,
         "jsonPath": ".status.expiresAt",
         "description": "When the suspension ends by itself.",
+    },
+    {
+        "name": "Stage",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.stage.summary",
+        "description": "Of a suspension with stages: the current stage, e.g. 2/3 Stopping.",
     },
     {
         "name": "Via",

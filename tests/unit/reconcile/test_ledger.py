@@ -254,9 +254,9 @@ STAGED_1 = Hold(name="staged", stages=(STAGE_AGENT,))
 STAGED_2 = Hold(name="staged", stages=(STAGE_AGENT, STAGE_MYSQL))
 
 
-def staged(ledger: Ledger = Ledger()) -> Ledger:
+def staged() -> Ledger:
     """u1's staged hold, grown stage by stage as a pod worker takes it."""
-    first = hold(ledger, "u1", STAGED_1, [AGENT, MYSQL])
+    first = hold(Ledger(), "u1", STAGED_1, [AGENT, MYSQL])
     return hold(first, "u1", STAGED_2, [AGENT, MYSQL])
 
 
