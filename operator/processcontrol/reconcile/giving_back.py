@@ -261,6 +261,7 @@ class GivingBack:
             uid: before.holds[uid].name
             for uid in after.holds
             if uid in before.holds
+            and before.holds[uid].stages
             and after.in_force(uid)
             and any(uid in before.processes[process_key(*pair)].holders for pair in started)
         }
@@ -359,7 +360,7 @@ class GivingBack:
                     f"not running {self.settings.verify_timeout_s:g}s after START: {names(waiting)}",
                 )
                 self.reporter.resume_failed(suspension, pod, late)
-            elif self.ledger.hold(uid) is not None:
+            elif suspension.staged and self.ledger.hold(uid) is not None:
                 level = self._level(uid)
                 self._report(
                     suspension,
