@@ -95,3 +95,17 @@ def test_stages_stop_in_order_across_pods_and_in_a_new_pod_and_resume_in_reverse
     )
     assert stage(cluster, "restore") == {"index": 1, "of": 2, "phase": "Started", "summary": "1/2 Started"}
     wait_until(lambda: all(cluster.ledger(pod) == {} for pod in all_pods), 30, "every ledger empty")
+
+
+def test_deleting_a_staged_suspension_resumes_in_reverse_before_it_goes(cluster: Cluster) -> None:
+    pods = cluster.group("database", pods=2)
+    cluster.apply(cluster.suspension("restore", instanceGroup="database", stages=STAGES))
+    cluster.wait("restore")
+    cluster.kubectl("delete", "psus", "restore", "--timeout=90s")
+    assert all(cluster.all_states(pods, BOTH).values())
+    mysql_starts = first(cluster, pods, MYSQL, "START")
+    agent_starts = first(cluster, pods, AGENT, "START")
+    assert max(mysql_starts.values()) < min(agent_starts.values()), (
+        f"mysql started at {mysql_starts}, galera-agent at {agent_starts}"
+    )
+    assert all(cluster.ledger(pod) == {} for pod in pods)

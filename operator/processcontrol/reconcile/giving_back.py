@@ -362,12 +362,13 @@ class GivingBack:
                 self.reporter.resume_failed(suspension, pod, late)
             elif suspension.staged and self.ledger.hold(uid) is not None:
                 level = self._level(uid)
+                last = suspension.spec.stage_count if suspension.spec is not None else level + 1
+                running = f"stage {last}" if last == level + 1 else f"stages {level + 1}-{last}"
                 self._report(
                     suspension,
                     pod,
                     PodState.RESUMING,
-                    f"stages {level + 1}-{suspension.spec.stage_count if suspension.spec else level + 1} running; "
-                    f"stage {level} waits until every pod has stage {level + 1} running",
+                    f"{running} running; stage {level} waits until every pod has stage {level + 1} running",
                     process_statuses(Mode.RESUME, chosen, settled=True),
                 )
             elif suspension.targets(pod):

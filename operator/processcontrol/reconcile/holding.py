@@ -432,8 +432,8 @@ class Holding:
                 PodState.SUSPENDING,
                 started,
                 process_statuses(Mode.SUSPEND, [s for s in sockets if (s.job, s.process) in asked], True),
-                f"stages 1-{level} of {stages} stopped; stage {level + 1} waits until every target pod has stage "
-                f"{level} stopped"
+                f"{_stages(1, level)} of {stages} stopped; stage {level + 1} waits until every target pod has "
+                f"stage {level} stopped"
                 if level
                 else f"stage 1 of {stages} waits",
                 drift=drift,
@@ -726,3 +726,8 @@ def _targeted(suspension: SuspensionInfo, report: ScriptReport) -> ScriptReport:
 def _in_reach(suspension: SuspensionInfo, socket: SocketReport, reach: int) -> bool:
     """Whether a socket is of the stages a staged hold has come to (every socket of an unstaged one)."""
     return not suspension.staged or (suspension.stage_of(socket.job, socket.process) or 0) < reach
+
+
+def _stages(first: int, last: int) -> str:
+    """`stage 2`, `stages 1-2` (numbered from 1)."""
+    return f"stage {first}" if first == last else f"stages {first}-{last}"
