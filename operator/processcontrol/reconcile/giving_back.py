@@ -363,12 +363,12 @@ class GivingBack:
             elif suspension.staged and self.ledger.hold(uid) is not None:
                 level = self._level(uid)
                 last = suspension.spec.stage_count if suspension.spec is not None else level + 1
-                running = f"stage {last}" if last == level + 1 else f"stages {level + 1}-{last}"
+                started = f"stage {last}" if last == level + 1 else f"stages {level + 1}-{last}"
                 self._report(
                     suspension,
                     pod,
                     PodState.RESUMING,
-                    f"{running} running; stage {level} waits until every pod has stage {level + 1} running",
+                    f"{started} running; stage {level} waits until every pod has stage {level + 1} running",
                     process_statuses(Mode.RESUME, chosen, settled=True),
                 )
             elif suspension.targets(pod):
@@ -447,7 +447,8 @@ class GivingBack:
                 suspension,
                 pod,
                 PodState.RESUMING,
-                f"stages 1-{level} of {of} held; stage {level} waits until every pod has stage {level + 1} running",
+                f"{'stage 1' if level == 1 else f'stages 1-{level}'} of {of} held; stage {level} waits until every "
+                f"pod has stage {level + 1} running",
                 [],
             )
         return False
