@@ -20,8 +20,8 @@ from typing import TypeAlias, cast
 from processcontrol.containerrun.protocol import command_names
 
 EXIT_CODES = """exit status:
-  0  done (with --wait: the requested state is reached and verified)
-  1  not verified: stalled, timed out, or the operator is not running
+  0  done (with --wait: the requested state is reached and verified; with --preview: nothing stands in the way)
+  1  not verified: stalled, timed out, or the operator is not running (with --preview: some pod stands in the way)
   2  invalid arguments or spec (nothing was sent)
   3  the ProcessSuspension CRD is not installed
   4  forbidden by RBAC
@@ -286,6 +286,7 @@ def _add_suspension_commands(subparsers: Subparsers) -> None:
         "examples:\n"
         "  processcontrol suspend database -n kubecf --jobs pxc-mysql --reason 'restore, OPS-1234' --wait\n"
         "  processcontrol suspend -l app=api,tier!=canary --duration 2h --name api-freeze\n"
+        "  processcontrol suspend database --jobs pxc-mysql --preview   # what it would stop, and what is in the way\n"
         "  processcontrol suspend database --dry-run -o yaml > suspension.yaml   # for Git",
     )
     suspend.add_argument("instance_group", nargs="?", metavar="INSTANCE_GROUP", help="the kubecf instance group")
@@ -305,6 +306,13 @@ def _add_suspension_commands(subparsers: Subparsers) -> None:
     )
     suspend.add_argument(
         "--name", help="the ProcessSuspension's name (default: the instance group, plus a hash of any filters)"
+    )
+    suspend.add_argument(
+        "--preview",
+        action="store_true",
+        help="stop nothing: have the operator look into every target pod (a preview, spec.preview: true, under a "
+        "name of its own), print what it would stop, skip and why, then delete the preview; exit 1 when some pod "
+        "stands in the way (see --timeout)",
     )
     suspend.add_argument("--dry-run", action="store_true", help="print the object (see -o) and send nothing")
     suspend.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="format for --dry-run")

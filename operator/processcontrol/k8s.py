@@ -269,6 +269,21 @@ class KubeClient:
             result = await self.get_suspension(meta["namespace"], meta["name"])
         return result
 
+    async def create_suspension(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a ProcessSuspension (never an update: a name taken is an error; metadata.generateName works)."""
+        meta = body["metadata"]
+        result: dict[str, Any] = await self._call(
+            f"processsuspension {meta['namespace']}/{meta.get('name') or meta.get('generateName', '') + '*'}",
+            self._custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            PLURAL,
+            dict(body),
+            field_manager=CLI_FIELD_MANAGER,
+        )
+        return result
+
     async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]:
         """One ProcessSuspension."""
         result: dict[str, Any] = await self._call(

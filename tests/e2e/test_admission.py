@@ -431,6 +431,30 @@ def test_a_requester_forged_by_another_user_is_refused(writers: str) -> None:
     allowed("bob", "create", "-f", "-", input_text=suspension_manifest(f"{writers}-none", None))
 
 
+def test_who_makes_a_preview_real_is_its_requester(writers: str) -> None:
+    """A preview made real (preview from true to false) is a new suspension: whoever makes it so is who asked."""
+    name = f"{writers}-p"
+    allowed("alice", "create", "-f", "-", input_text=suspension_manifest(name, {"username": "alice"}, preview=True))
+    # bob's one patch would leave alice's name on a suspension she never asked for: refused by the policy.
+    requester_refused("bob", "patch", "psus", name, "--type=merge", "-p", '{"spec": {"preview": false}}')
+    allowed(
+        "bob",
+        "patch",
+        "psus",
+        name,
+        "--type=merge",
+        "-p",
+        '{"spec": {"preview": false, "requestedBy": {"username": "bob"}}}',
+    )
+    got = json.loads(kubectl("get", "psus", name, "-n", UNWATCHED_NAMESPACE, "-o", "json").stdout)
+    assert got["spec"]["requestedBy"] == {"username": "bob"} and got["spec"]["preview"] is False
+    # Its own requester's one patch is enough.
+    allowed(
+        "alice", "create", "-f", "-", input_text=suspension_manifest(f"{name}2", {"username": "alice"}, preview=True)
+    )
+    allowed("alice", "patch", "psus", f"{name}2", "--type=merge", "-p", '{"spec": {"preview": false}}')
+
+
 @pytest.fixture
 def flux_is_a_delegate(control_plane: Path) -> Iterator[None]:
     """The requester policy configured as docs/api.md says, with the flux account as a delegate; restored after."""

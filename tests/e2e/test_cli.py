@@ -239,13 +239,14 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
 
     obj = cluster.get("psus", "database")
     admin = json.loads(cluster.kubectl("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]["username"]
-    # probes: Warn is the CRD's default, filled in by the API server; requestedBy is who the API server saw, as
-    # the CLI asked it (a SelfSubjectReview): nobody typed it.
+    # probes: Warn and preview: false are the CRD's defaults, filled in by the API server; requestedBy is who the
+    # API server saw, as the CLI asked it (a SelfSubjectReview): nobody typed it.
     assert obj["spec"] == {
         "instanceGroup": "database",
         "suspend": True,
         "reason": "restoring from backup, OPS-1234",
         "probes": "Warn",
+        "preview": False,
         "requestedBy": {"username": admin},
     }
     fields = json.loads(cluster.kubectl("get", "psus", "database", "-o", "json", "--show-managed-fields").stdout)
@@ -387,6 +388,7 @@ def test_selector_filters_reason_duration_and_name(cluster: Cluster) -> None:
         "reason": "agent upgrade, OPS-99",
         "duration": "1h",
         "probes": "Warn",
+        "preview": False,
         "requestedBy": obj["spec"]["requestedBy"],  # the admin's name: test_suspend_wait_get_describe_... checks it
     }
     status = obj["status"]

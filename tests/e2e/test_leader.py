@@ -108,6 +108,11 @@ def test_leader_sigtermed_while_suspending_hands_over_as_soon_as_its_execs_repor
     print(json.dumps({"stopped_s": stopped_s, "took_over_s": took_over_s}))
     assert "gave the Lease back" in operator_log(main)
     assert took_over_s < 10, f"the standby led {took_over_s:.1f}s after the SIGTERM"
+    # Started by hand: the new leader's worker (started by the takeover, not by a kopf handler) stops it again and
+    # says so in an event; kopf.event() outside a handler's context raised LookupError and failed the pod.
+    cluster.send(pods[0], MYSQL, "START")
+    wait_until(lambda: "Resuspended" in cluster.kubectl("get", "events", "-o", "json").stdout, 60, "Resuspended event")
+    assert_converged(cluster, pods, [MYSQL], "restore", stopped=True)
     cluster.kubectl("delete", "psus", "restore", "--timeout=90s")
     assert_converged(cluster, pods, [MYSQL], None, stopped=False)
 

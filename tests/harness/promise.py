@@ -13,7 +13,8 @@ believes:
 - a deleted suspension is gone within a bound once its pods can be reached;
 - a duration runs out when it has passed since the first effect (not before, and not only once a STOP verifies).
 
-"Live" is read from the objects: the suspension exists, is not being deleted, says `suspend: true`, has not run out
+"Live" is read from the objects: the suspension exists, is not being deleted, says `suspend: true` and is no
+`preview` (which holds nothing: it is Ready as Previewed once nothing is held), has not run out
 of its `duration`, and targets the pod (instance group or selector) and the process (its `jobs`/`processes`
 filters, and its `probes` policy for processes in probed containers). Expiry cannot be known to the second from
 outside (it counts from the first effect), so a suspension with a duration is live for sure until its duration has
@@ -388,6 +389,11 @@ def probed(containers: Iterable[Mapping[str, Any]], pair: Pair) -> bool:
     return any(_runs(c, pair) and any(c.get(kind) for kind in RESTARTING_PROBES) for c in containers)
 
 
+def holds_nothing(spec: Mapping[str, Any]) -> bool:
+    """The spec asks for no hold at all: `suspend: false`, or a preview (it only looks)."""
+    return spec.get("suspend", True) is False or spec.get("preview") is True
+
+
 def held_pairs(spec: Mapping[str, Any], pod: PodTruth) -> set[Pair]:
     """What the spec, were it live, holds in the pod: the targeted processes, less those `probes: Skip` leaves
     running; `probes: Refuse` holds nothing in a pod where one of them is probed."""
@@ -540,7 +546,7 @@ class Checker:
         wrong = []
         for suspension in truth.suspensions.values():
             duration = suspension.spec.get("duration")
-            if not duration or suspension.deleting or suspension.spec.get("suspend", True) is False:
+            if not duration or suspension.deleting or holds_nothing(suspension.spec):
                 continue
             seconds = parse_duration(str(duration)).total_seconds()
             run = self._run_start(suspension)
@@ -650,7 +656,7 @@ class Checker:
 
     def liveness(self, suspension: SuspensionTruth, now: float) -> Live:
         """Live, dead or unsure at `now` (see the module's docstring for expiry)."""
-        if suspension.deleting or suspension.spec.get("suspend", True) is False:
+        if suspension.deleting or holds_nothing(suspension.spec):
             return Live.DEAD
         duration = suspension.spec.get("duration")
         if not duration:
@@ -781,6 +787,8 @@ class Checker:
         claimed = ready.get("observedGeneration", suspension.status.get("observedGeneration"))
         current = claimed == suspension.generation
         wanted = {"Suspended"} if live is Live.LIVE else {"Resumed", "Expired"}
+        if suspension.spec.get("preview") is True and not suspension.deleting:
+            wanted = {"Previewed"}
         if ready.get("status") == "True" and current:
             reason = ready.get("reason", "")
             problem = None if reason in wanted else f"says {reason} while the suspension is {live}"
@@ -791,7 +799,7 @@ class Checker:
                 _epoch(ready.get("lastTransitionTime")) or 0.0,
                 self.hints.generations.get((suspension.name, suspension.generation), 0.0),
             )
-            expired = live is Live.DEAD and suspension.spec.get("suspend", True) is not False
+            expired = live is Live.DEAD and not holds_nothing(suspension.spec)
             if not expired and declared > self.hints.disturbed + self.limits.ready_grace_s:
                 # Declared after the outside last changed anything, and untrue now: untrue when declared.
                 when = datetime.fromtimestamp(declared).strftime("%H:%M:%S")

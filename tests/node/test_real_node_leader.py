@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.base import kubectl, state_dir
+from harness.base import ControlPlaneError, kubectl, state_dir
 from harness.realnode import RealNode
 from harness.workload import PROCESSES, instance_group
 
@@ -74,7 +74,15 @@ def _new_pod(namespace: str) -> None:
         return (result.returncode == 0 and result.stdout not in ("", old)) or None
 
     wait_for(f"{POD} re-created", replaced, 120)
-    wait_for(f"{POD}: stopped by the suspension", lambda: all_stopped(namespace, POD) or None, 180)
+    kubectl("rollout", "status", f"statefulset/{GROUP}", "-n", namespace, "--timeout=240s", timeout=260)
+
+    def stopped() -> bool | None:
+        try:
+            return all_stopped(namespace, POD) or None
+        except ControlPlaneError:
+            return None  # a container still starting: exec has no stream into it yet
+
+    wait_for(f"{POD}: stopped by the suspension", stopped, 180)
 
 
 def _one_failover(real_node: RealNode, namespace: str, replicas: int, first: bool) -> float:

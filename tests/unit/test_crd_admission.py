@@ -216,6 +216,12 @@ BOB = {"username": "bob"}
         ({"requestedBy": ALICE, "suspend": False}, {"requestedBy": BOB}, True),  # suspend defaults to true
         ({"suspend": False}, {"requestedBy": BOB, "suspend": True}, True),
         ({"requestedBy": ALICE, "suspend": False}, {"requestedBy": BOB, "suspend": False}, False),
+        # A preview made real is a new suspension too; a preview holds nothing, so suspending one is none.
+        ({"requestedBy": ALICE, "preview": True}, {"requestedBy": BOB, "preview": False}, True),
+        ({"requestedBy": ALICE, "preview": True}, {"requestedBy": BOB}, True),
+        ({"requestedBy": ALICE, "preview": True}, {"requestedBy": BOB, "preview": True, "reason": "x"}, False),
+        ({"requestedBy": ALICE}, {"requestedBy": BOB, "preview": True}, False),
+        ({"requestedBy": ALICE, "suspend": False}, {"requestedBy": BOB, "preview": True}, False),
     ],
 )
 def test_the_requester_stays_except_when_suspending_again(
@@ -226,7 +232,7 @@ def test_the_requester_stays_except_when_suspending_again(
     if not admitted:
         assert errors == [
             ".spec: Invalid value: requestedBy cannot be changed or removed, except by an update that suspends "
-            "again (suspend from false to true)"
+            "again (suspend from false to true, or preview from true to false)"
         ]
 
 

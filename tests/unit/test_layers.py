@@ -22,7 +22,7 @@ RECONCILE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("main",),
     ("handlers",),
     ("suspension",),
-    ("dispatch",),
+    ("dispatch", "preview"),
     ("worker",),
     ("holding", "giving_back"),
     ("restarts",),

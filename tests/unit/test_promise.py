@@ -253,6 +253,32 @@ def test_ready_must_come_where_the_intent_can_be_verified() -> None:
     ]
 
 
+def test_a_preview_holds_nothing_and_is_ready_as_previewed() -> None:
+    """spec.preview: live for nobody (as suspend: false), and its Ready says Previewed, never Suspended."""
+    checker = Checker("ns", source=None)  # type: ignore[arg-type]
+    assert checker.liveness(suspension("p", preview=True), T0) is Live.DEAD
+    assert checker.liveness(suspension("p", preview=False), T0) is Live.LIVE
+    previewed = suspension("p", preview=True, status=ready("Previewed"))
+    before = Hints(disturbed=T0 - 30)
+    assert judge(previewed, pod("db-0", {MYSQL: R})) == []
+    # Its hold left in a ledger (patched from live to preview, not yet given back), its process still stopped.
+    assert judge(previewed, pod("db-0", {MYSQL: S}, holds={"p": [MYSQL]}), hints=before) == [
+        "ledger-dead-hold",
+        "ready-not-in-force",
+        "unheld-stopped",
+    ]
+    assert "ready-not-in-force" in judge(
+        suspension("p", preview=True, status=ready("Suspended")), pod("db-0", {MYSQL: R}), hints=before
+    )
+    assert "ready-not-in-force" in judge(
+        suspension("p", preview=True, status=ready("Resumed")), pod("db-0", {MYSQL: R}), hints=before
+    )
+    # Not Ready: it must come, where the pods can be looked at.
+    assert judge(
+        suspension("p", preview=True, status=ready("Previewing", status="False")), pod("db-0", {MYSQL: R})
+    ) == ["not-ready"]
+
+
 def test_resumed_is_about_the_suspensions_own_holds_not_those_another_gives_back() -> None:
     resumed = suspension("r", suspend=False, generation=2, status=ready("Resumed", generation=2, at=T0 + 5))
     expired = suspension("x", suspend=False, status=ready("Resuming", status="False"))

@@ -54,7 +54,8 @@ _DROPPED = frozenset({"title"})
 
 IMMUTABLE_MESSAGE = "{field} is immutable: delete and recreate to change the target"
 REQUESTER_MESSAGE = (
-    "requestedBy cannot be changed or removed, except by an update that suspends again (suspend from false to true)"
+    "requestedBy cannot be changed or removed, except by an update that suspends again (suspend from false to true, "
+    "or preview from true to false)"
 )
 
 STAGES_MESSAGE = "stages needs at least two stages: one is jobs/processes"
@@ -134,13 +135,15 @@ SPEC_RULES: list[dict[str, str]] = [
         "message": "probes can only be changed from Refuse: delete and recreate to change it",
     },
     {
-        # Who asked stays who asked; a new suspension of the same object (suspend from false to true) has a new
+        # Who asked stays who asked; a new suspension of the same object (suspend from false to true, or a preview
+        # made real: preview from true to false; an update that makes it hold where it held nothing) has a new
         # requester. Whose name it may be is the admission policy processcontrol-requester's to check: CEL in a
         # CRD cannot see who sends the request.
         "rule": (
             "(has(self.requestedBy) == has(oldSelf.requestedBy)"
             " && (!has(self.requestedBy) || self.requestedBy == oldSelf.requestedBy))"
-            " || ((has(self.suspend) ? self.suspend : true) && !(has(oldSelf.suspend) ? oldSelf.suspend : true))"
+            " || ((has(self.suspend) ? self.suspend : true) && !(has(self.preview) && self.preview)"
+            " && !((has(oldSelf.suspend) ? oldSelf.suspend : true) && !(has(oldSelf.preview) && oldSelf.preview)))"
         ),
         "message": REQUESTER_MESSAGE,
     },

@@ -47,6 +47,10 @@ MAX_LISTED_PODS = 50
 MAX_POD_PROCESSES = 256
 MAX_PROBE_CONFLICTS = 32
 MAX_PROBE_DESCRIPTION = 256
+# A preview lists the same number of pods, each process as one `job/process` string (not an object): it sits in
+# the status beside `pods`, and both together stay far inside etcd's limit.
+MAX_PREVIEW_PODS = MAX_LISTED_PODS
+MAX_MISSING = 2 * MAX_NAMES
 
 
 class ProbePolicy(StrEnum):
@@ -221,11 +225,21 @@ class ProcessSuspensionSpec(_Model):
         ),
     )
 
+    preview: bool = Field(
+        default=False,
+        description=(
+            "true: only look. The operator execs a STATUS look into each target pod (never a STOP, never a ledger "
+            "write), writes in status.preview what the suspension would stop, skip and why, and holds nothing: a "
+            "suspension patched to preview gives back what it holds. Set it to false to suspend for real."
+        ),
+    )
+
     requested_by: RequestedBy | None = Field(
         default=None,
         description=(
             "Who asked, as the API server saw it; the processcontrol CLI records it. It cannot be changed, except "
-            "by an update that suspends again (suspend from false to true), and then only to the one who does."
+            "by an update that suspends again (suspend from false to true, or preview from true to false), and then "
+            "only to the one who does."
         ),
     )
 
@@ -302,7 +316,7 @@ class Condition(_StatusModel):
     """A standard Kubernetes condition (metav1.Condition)."""
 
     type: Annotated[str, StringConstraints(max_length=316)] = Field(
-        description="Ready, Suspended, Reconciling or Stalled."
+        description="Ready, Suspended, Reconciling, Stalled, ProbeConflict or Previewed."
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: Annotated[str, StringConstraints(max_length=1024)] = Field(
@@ -348,6 +362,82 @@ class PodStatus(_StatusModel):
     )
     restarts: int = Field(
         default=0, ge=0, description="Restarts of the targeted processes' containers since the suspension took hold."
+    )
+
+
+class PreviewPod(_StatusModel):
+    """What a suspension would do in one pod, from a look that sent nothing."""
+
+    name: Annotated[str, StringConstraints(max_length=253)] = Field(description="The pod name.")
+    uid: Annotated[str, StringConstraints(max_length=64)] = Field(default="", description="The pod UID.")
+    container: Annotated[str, StringConstraints(max_length=63)] | None = Field(
+        default=None, description="The container the operator would exec into."
+    )
+    reason: Annotated[str, StringConstraints(max_length=64)] = Field(
+        default="",
+        description=(
+            "Empty when the suspension can act here; else why it cannot, or not all of it: ExecForbidden (RBAC), "
+            "PodNotRunning, NoSockets, NoSenderTool, NoContainer, ProbeConflict (probes: Refuse), ExecTimeout, ..."
+        ),
+    )
+    message: Annotated[str, StringConstraints(max_length=4096)] = Field(
+        default="", description="What was found, in words."
+    )
+    stop: list[Annotated[str, StringConstraints(max_length=2 * BOSH_NAME_MAX + 1)]] = Field(
+        default_factory=list,
+        max_length=MAX_POD_PROCESSES,
+        description="job/process of each running process it would stop.",
+    )
+    keep_stopped: list[Annotated[str, StringConstraints(max_length=2 * BOSH_NAME_MAX + 1)]] = Field(
+        default_factory=list,
+        max_length=MAX_POD_PROCESSES,
+        description="Processes stopped already (not by a suspension): it would hold them, and not start them after.",
+    )
+    skip: list[Annotated[str, StringConstraints(max_length=2 * BOSH_NAME_MAX + 1)]] = Field(
+        default_factory=list,
+        max_length=MAX_POD_PROCESSES,
+        description=(
+            "Processes it would leave running: probes: Skip and a probed container, or probes: Refuse (then nothing "
+            "in the pod is stopped); probeConflicts names the probes."
+        ),
+    )
+    stale: list[Annotated[str, StringConstraints(max_length=2 * BOSH_NAME_MAX + 1)]] = Field(
+        default_factory=list,
+        max_length=MAX_POD_PROCESSES,
+        description="Sockets nobody answers on (containerrun is gone): nothing there to stop.",
+    )
+    missing: list[Annotated[str, StringConstraints(max_length=BOSH_NAME_MAX + 8)]] = Field(
+        default_factory=list,
+        max_length=MAX_MISSING,
+        description="Jobs and processes the spec names that no socket of this pod has: `job J`, `process P`.",
+    )
+    probe_conflicts: list[Annotated[str, StringConstraints(max_length=MAX_PROBE_DESCRIPTION)]] = Field(
+        default_factory=list,
+        max_length=MAX_PROBE_CONFLICTS,
+        description="Liveness and startup probes that a stopped process would fail.",
+    )
+
+
+class PreviewStatus(_StatusModel):
+    """What a preview found: counts over every matching pod, and a bounded list of them."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation these looks were made for."
+    )
+    looked_at: Timestamp | None = Field(default=None, description="When the last look of this preview ended.")
+    targets: int = Field(default=0, ge=0, description="Pods the suspension targets (running or not).")
+    looked: int = Field(default=0, ge=0, description="Of these, the pods looked at for this generation.")
+    would_stop: int = Field(default=0, ge=0, description="Processes it would stop, in every pod.")
+    would_skip: int = Field(default=0, ge=0, description="Processes it would leave running for their probes.")
+    probe_conflicts: int = Field(default=0, ge=0, description="Pods with a probe that a stopped process fails.")
+    cannot: int = Field(default=0, ge=0, description="Pods where it cannot act (see cannotByReason).")
+    cannot_by_reason: dict[Annotated[str, StringConstraints(max_length=64)], int] = Field(
+        default_factory=dict, max_length=32, description="Those pods by reason, e.g. NoSockets: 1."
+    )
+    pods: list[PreviewPod] = Field(
+        default_factory=list,
+        max_length=MAX_PREVIEW_PODS,
+        description=f"Up to {MAX_PREVIEW_PODS} pods, those it cannot act in and those with probe conflicts first.",
     )
 
 
@@ -421,6 +511,9 @@ class ProcessSuspensionStatus(_StatusModel):
         default=None, description="When the suspension ends by itself (suspendedAt + duration)."
     )
     stage: StageStatus | None = Field(default=None, description="Of a suspension with stages: the current stage.")
+    preview: PreviewStatus | None = Field(
+        default=None, description="Only while spec.preview is true: what the suspension would do, pod by pod."
+    )
 
 
 class ProcessSuspension(_Model):

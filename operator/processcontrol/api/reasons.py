@@ -27,6 +27,7 @@ class FailureReason(StrEnum):
     POD_FAILED = "PodFailed"  # a failure recorded without a reason
     PROBE_CONFLICT = "ProbeConflict"  # probes: Refuse, and a stopped process would fail its container's probe
     INVALID_SOCKET_NAMES = "InvalidSocketNames"  # sockets whose job or process is no BOSH name: left alone
+    POD_NOT_RUNNING = "PodNotRunning"  # a preview's pod that matches but is not Running (or is being deleted)
 
 
 class Reason(StrEnum):
@@ -36,11 +37,14 @@ class Reason(StrEnum):
     SUSPEND_REQUESTED = "SuspendRequested"
     RESUME_REQUESTED = "ResumeRequested"
     EXPIRED = "Expired"
+    PREVIEW_REQUESTED = "PreviewRequested"  # spec.preview: look only, hold nothing
     # Where it stands.
     SUSPENDING = "Suspending"
     RESUMING = "Resuming"
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
+    PREVIEWING = "Previewing"
+    PREVIEWED = "Previewed"
     DONE = "Done"
     PROGRESSING = "Progressing"
     NO_MATCHING_PODS = "NoMatchingPods"

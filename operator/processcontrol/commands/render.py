@@ -191,6 +191,34 @@ def pods_table(obj: Mapping[str, Any], indent: str = "") -> str:
     return table(["POD", "STATE", "PROCESS", "PROCESS STATE", "PID", "MESSAGE"], rows, indent)
 
 
+def preview_table(obj: Mapping[str, Any], indent: str = "") -> str:
+    """status.preview, a pod a row: what it would stop, what it would leave running, and what stands in the way;
+    then the probe conflicts, a pod a line."""
+    preview = (obj.get("status") or {}).get("preview") or {}
+    pods = preview.get("pods") or []
+    if not pods:
+        return f"{indent}{NONE}"
+    rows = [
+        [
+            pod.get("name", ""),
+            pod.get("container") or "-",
+            ", ".join(pod.get("stop") or []) or "-",
+            ", ".join(pod.get("skip") or []) or "-",
+            pod.get("reason") or "-",
+            pod.get("message") or "",
+        ]
+        for pod in pods
+    ]
+    lines = [table(["POD", "CONTAINER", "WOULD STOP", "WOULD SKIP", "PROBLEM", "DETAIL"], rows, indent)]
+    probed = [p for p in pods if p.get("probeConflicts")]
+    if probed:
+        lines += ["", f"{indent}Probe conflicts (a stopped process fails these; the kubelet restarts its container):"]
+        lines += [f"{indent}  {p.get('name', '')}: {'; '.join(p['probeConflicts'])}" for p in probed]
+    if preview.get("targets", 0) > len(pods):
+        lines.append(f"{indent}({len(pods)} of {preview['targets']} pods listed, those that need attention first)")
+    return "\n".join(lines)
+
+
 def leader(lease: Mapping[str, Any] | None, now: datetime, trouble: str = "") -> str:
     """Which operator replica leads, from its Lease: `pod-a (since 2026-12-01T10:00:00Z, 3m)`."""
     if lease is None:
@@ -218,6 +246,11 @@ def describe(obj: Mapping[str, Any], now: datetime, operator: str | None = None)
         ("Jobs", ", ".join(spec.get("jobs") or []) or "<all>"),
         ("Processes", ", ".join(spec.get("processes") or []) or "<all>"),
         ("Suspend", "true" if spec.get("suspend", True) else "false"),
+        *(
+            [("Preview", "true: only looks, holds nothing (set preview: false to suspend)")]
+            if spec.get("preview")
+            else []
+        ),
         ("Reason", spec.get("reason") or NONE),
         ("Requested By", requester(spec)),
         ("Duration", spec.get("duration") or NONE),
@@ -264,6 +297,9 @@ def describe(obj: Mapping[str, Any], now: datetime, operator: str | None = None)
     else:
         lines.append(f"  {NONE} (the operator has not written a status yet)")
     lines += ["", "Pods:", pods_table(obj, "  ")]
+    if spec.get("preview"):
+        previewed = condition(obj, "Previewed") or {}
+        lines += ["", f"Preview: {previewed.get('message') or 'not yet looked at'}", preview_table(obj, "  ")]
     probed = [p for p in status.get("pods") or [] if p.get("probeConflicts")]
     if probed:
         lines += ["", "Probe conflicts (a stopped process fails these; the kubelet restarts its container):"]

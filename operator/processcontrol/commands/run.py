@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from processcontrol import k8s
 from processcontrol.api.duration import parse_duration
 from processcontrol.api.models import ProcessSuspensionSpec
+from processcontrol.api.reasons import Reason
 from processcontrol.commands import render
 from processcontrol.commands.spec import (
     build_spec,
@@ -52,6 +53,7 @@ class Client(Protocol):
 
     async def suspensions_served(self) -> bool: ...
     async def apply_suspension(self, body: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]: ...
+    async def create_suspension(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
     async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]: ...
     async def find_suspension(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def list_suspensions(self, namespace: str | None) -> list[dict[str, Any]]: ...
@@ -85,7 +87,10 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def execute(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+INTERRUPTED = "interrupted; the suspension itself goes on (see processcontrol get)"
+
+
+def execute(work: Callable[[], Coroutine[Any, Any, int]], interrupted: str = INTERRUPTED) -> int:
     """Run a command; every known failure becomes one `error:` line and its exit code."""
     try:
         return asyncio.run(work())
@@ -105,7 +110,7 @@ def execute(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
         _error(str(error))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _error("interrupted; the suspension itself goes on (see processcontrol get)")
+        _error(interrupted)
         return EXIT_INTERRUPTED
 
 
@@ -249,12 +254,12 @@ async def _note_probe_conflicts(args: argparse.Namespace, body: dict[str, Any]) 
             )
 
 
-async def requested_by(client: Client, namespace: str, name: str) -> dict[str, Any] | None:
+async def requested_by(client: Client, namespace: str, name: str | None) -> dict[str, Any] | None:
     """spec.requestedBy for an apply: the user the API server authenticates us as (a SelfSubjectReview), or, on an
     object whose suspension is in force, who asked for it then (the API server refuses a change). None: not
-    recorded, with a note on stderr saying why."""
+    recorded, with a note on stderr saying why. No name: a new object (a preview)."""
     try:
-        existing = await client.find_suspension(namespace, name)
+        existing = await client.find_suspension(namespace, name) if name is not None else None
     except Forbidden:
         existing = None
     if existing is not None:
@@ -287,6 +292,10 @@ def suspend(args: argparse.Namespace) -> int:
         name = check_name(args.name) if args.name else default_name(args.instance_group, args.selector, jobs, processes)
         timeout_s = _timeout_s(args.timeout)
         body = build_suspension(name, namespace_of(args, lenient=args.dry_run), spec)
+        if args.preview:
+            if args.dry_run:
+                raise InvalidArguments("--preview asks the operator to look, --dry-run only prints: give one")
+            return await preview(args, body, timeout_s)
         if args.dry_run:
             print(render.dump([body], args.output, single=True))
             await _note_probe_conflicts(args, body)
@@ -307,7 +316,77 @@ def suspend(args: argparse.Namespace) -> int:
         finally:
             client.close()
 
+    if args.preview:
+        return execute(work, "interrupted; the preview was deleted")
     return execute(work)
+
+
+async def preview(args: argparse.Namespace, body: dict[str, Any], timeout_s: float) -> int:
+    """suspend --preview: create the suspension as a preview under a name of its own (never an existing
+    suspension's), wait until the operator has looked into every target pod, print what it found, delete it."""
+    namespace = body["metadata"]["namespace"]
+    name = body["metadata"].pop("name")
+    body["metadata"]["generateName"] = f"{name[: 253 - 14]}-preview-"
+    body["spec"]["preview"] = True
+    client = connect(args)
+    created: str | None = None
+    try:
+        requester = await requested_by(client, namespace, None)
+        if requester is not None:
+            body["spec"]["requestedBy"] = requester
+        made = await _with_crd_check(client, client.create_suspension(body), namespace)
+        created = str(made["metadata"]["name"])
+        generation = int(made["metadata"].get("generation") or 1)
+        print(f"processsuspension.processcontrol.dev/{created} created in {namespace} (a preview: nothing is stopped)")
+        print(f"waiting up to {args.timeout} for the operator to look into every target pod", flush=True)
+        return await wait_previewed(client, namespace, created, generation, timeout_s)
+    finally:
+        if created is not None:
+            try:
+                await client.delete_suspension(namespace, created)
+                print(f'processsuspension.processcontrol.dev "{created}" deleted', flush=True)
+            except ApiError as error:
+                _error(f"could not delete the preview {created}, delete it by hand: {error}")
+        client.close()
+
+
+async def wait_previewed(
+    client: Client,
+    namespace: str,
+    name: str,
+    generation: int,
+    timeout_s: float,
+    *,
+    poll_s: float = POLL_S,
+    no_status_s: float = NO_STATUS_S,
+) -> int:
+    """Until the Previewed condition is True at our generation: print the preview, exit 0 when the suspension
+    could act in every pod, 1 when some pod stands in the way (or on a timeout, or with no operator)."""
+    start = _clock()
+    while True:
+        obj = await client.get_suspension(namespace, name)
+        elapsed = _clock() - start
+        previewed = render.condition(obj, "Previewed") or {}
+        current = (previewed.get("observedGeneration") or 0) >= generation
+        if current and previewed.get("status") == "True":
+            preview = (obj.get("status") or {}).get("preview") or {}
+            print(f"{name}: previewed in {elapsed:.1f}s: {previewed.get('message', '')}", flush=True)
+            print(render.preview_table(obj), flush=True)
+            return EXIT_FAILED if preview.get("cannot") or not preview.get("targets") else EXIT_OK
+        outcome = render.assess(obj, generation)
+        # A stalled pod is looked at too, and the preview says why it stands in the way; only a spec the operator
+        # cannot read ends the wait before it.
+        if outcome.done and outcome.reason == Reason.INVALID_SPEC:
+            print(render.summary_line(obj, outcome, elapsed), flush=True)
+            return EXIT_FAILED
+        if not outcome.observed and elapsed >= no_status_s:
+            _error(f"no status after {no_status_s:g}s: is the operator running?")
+            return EXIT_FAILED
+        if elapsed >= timeout_s:
+            shown = previewed.get("message") or outcome.message
+            _error(f"timed out after {render.human_duration(timeout_s)}: {shown}")
+            return EXIT_FAILED
+        await _sleep(poll_s)
 
 
 def resume(args: argparse.Namespace) -> int:

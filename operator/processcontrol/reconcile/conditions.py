@@ -15,7 +15,9 @@ STALLED = "Stalled"
 # Not a kstatus condition: True while a targeted container has a liveness or startup probe its stopped process
 # fails (reason: the probes policy's outcome, or RestartLoop once the kubelet keeps restarting it).
 PROBE_CONFLICT = "ProbeConflict"
-CONDITION_TYPES = (READY, SUSPENDED, RECONCILING, STALLED, PROBE_CONFLICT)
+# Only while spec.preview is true: True once every target pod was looked at for this generation (status.preview).
+PREVIEWED = "Previewed"
+CONDITION_TYPES = (READY, SUSPENDED, RECONCILING, STALLED, PROBE_CONFLICT, PREVIEWED)
 
 
 def condition(type_: str, status: bool, reason: str, message: str = "") -> Condition:

@@ -11,6 +11,7 @@ Event handlers are coroutines: kopf runs plain functions in threads, and the wor
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import kopf
@@ -42,6 +43,7 @@ def _dispatch(memo: kopf.Memo, pods: PodsIndex, pod: PodIndex, suspensions: Susp
     runtime.pod = lambda namespace, name: next(iter(pod.get((namespace, name), [])), None)
     runtime.suspensions_of = lambda namespace: suspensions.get(namespace, [])
     runtime.namespaces = lambda: list(pods.keys())
+    runtime.handler_context = contextvars.copy_context()
     return dispatch
 
 
@@ -123,7 +125,7 @@ async def suspension_changed(
     """The object changed (spec, deletion, or our own status write): its pods and its daemon look again."""
     dispatch = _dispatch(memo, pods, pod, suspensions)
     dispatch.suspension_changed(info_of(body), namespace or "")
-    if body.spec.get("suspend", True) is False:
+    if body.spec.get("suspend", True) is False or body.spec.get("preview", False) is True:
         dispatch.runtime.board.run_ended(namespace or "", name)
     dispatch.runtime.board.wake(namespace or "", name)
 

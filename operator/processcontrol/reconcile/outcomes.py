@@ -112,7 +112,7 @@ class OutcomeBoard:
         return True
 
     def run_ended(self, namespace: str, suspension: str) -> None:
-        """The object says `suspend: false`: a later `true` is a new run."""
+        """The object says `suspend: false` (or `preview: true`): a later `true` is a new run."""
         self.runs_ended.add((namespace, suspension))
 
     def take_run_ended(self, namespace: str, suspension: str) -> bool:

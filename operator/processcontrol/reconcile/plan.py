@@ -23,7 +23,13 @@ from processcontrol.api import (
     ProcessSuspensionStatus,
 )
 from processcontrol.api.duration import parse_duration
-from processcontrol.api.models import MAX_POD_PROCESSES, MAX_PROBE_CONFLICTS, MAX_PROBE_DESCRIPTION, ProbePolicy
+from processcontrol.api.models import (
+    MAX_POD_PROCESSES,
+    MAX_PROBE_CONFLICTS,
+    MAX_PROBE_DESCRIPTION,
+    PreviewStatus,
+    ProbePolicy,
+)
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.podexec.script import SocketResult
@@ -89,9 +95,12 @@ def expiry_of(spec: ProcessSuspensionSpec, suspended_at: str | None) -> datetime
 
 
 def intent_of(spec: ProcessSuspensionSpec, status: ProcessSuspensionStatus, now: datetime) -> Intent:
-    """Suspend, unless `suspend: false` or the duration has run out."""
+    """Suspend, unless `suspend: false`, a preview (which holds nothing: to the pods it is a resume) or the
+    duration has run out."""
     if not spec.suspend:
         return Intent(Mode.RESUME, Reason.RESUME_REQUESTED)
+    if spec.preview:
+        return Intent(Mode.RESUME, Reason.PREVIEW_REQUESTED)
     expiry = expiry_of(spec, status.suspended_at)
     if expiry is not None and now >= expiry:
         return Intent(Mode.RESUME, Reason.EXPIRED)
@@ -110,9 +119,9 @@ def final_state(mode: Mode) -> PodState:
 
 
 def final_reason(intent: Intent) -> Reason:
-    """The Ready reason once the intent is reached: Suspended, Resumed or Expired."""
-    if intent.reason == Reason.EXPIRED:
-        return Reason.EXPIRED
+    """The Ready reason once the intent is reached: Suspended, Resumed, Expired or Previewed."""
+    if intent.reason in (Reason.EXPIRED, Reason.PREVIEW_REQUESTED):
+        return Reason.PREVIEWED if intent.reason == Reason.PREVIEW_REQUESTED else Reason.EXPIRED
     return Reason.SUSPENDED if intent.mode is Mode.SUSPEND else Reason.RESUMED
 
 
@@ -162,11 +171,16 @@ def build_status(
     records: Mapping[str, PodRecord],
     previous: ProcessSuspensionStatus,
     now: datetime,
+    preview: PreviewStatus | None = None,
+    run_began: datetime | None = None,
 ) -> ProcessSuspensionStatus:
     """The whole status from the pod workers' outcomes: counts, a bounded list of pods, times and conditions.
 
     A pod counts as done only with an outcome for this very generation: after a spec change, the previous
-    round's results never make the new request look carried out."""
+    round's results never make the new request look carried out. A preview (`preview`, what its looks found) is
+    Ready once its pods hold nothing of it and every target was looked at for this generation. `run_began`: when
+    this run of `suspend: true` began as the operator saw it (it saw the run before end); `suspendedAt` is never
+    earlier."""
     goal = final_state(intent.mode)
     transient = PodState.SUSPENDING if intent.mode is Mode.SUSPEND else PodState.RESUMING
     listed: list[PodStatus] = []
@@ -203,6 +217,10 @@ def build_status(
     ]
     shown = sorted(releasing + listed, key=lambda s: (_attention(s), s.name))[:MAX_LISTED_PODS]
     all_done = bool(targets) and done == len(targets)
+    previewing = intent.reason == Reason.PREVIEW_REQUESTED
+    if previewing:
+        # Nothing held is half of it; the looks are the other.
+        all_done = all_done and previewed(preview, generation)
 
     suspended_at = previous.suspended_at
     if intent.mode is Mode.SUSPEND and suspended_at is None:
@@ -212,11 +230,13 @@ def build_status(
             (r.held_since for r in records.values() if r.held_since is not None and _current(r, generation, intent)),
             default=None,
         )
+        if first is not None and run_began is not None:
+            first = max(first, run_began)  # a pod that never gave the run before back still shows its hold
         if first is not None:
             suspended_at = format_time(first)
         elif done:
             suspended_at = format_time(now)
-    if intent.reason == Reason.RESUME_REQUESTED:
+    if intent.reason in (Reason.RESUME_REQUESTED, Reason.PREVIEW_REQUESTED):
         suspended_at = None
     expiry = expiry_of(spec, suspended_at)
     expires_at = format_time(expiry) if expiry is not None else None
@@ -228,13 +248,26 @@ def build_status(
         stall = Reason.RESTART_LOOP, f"pod {name}: {record.restart_loop}{more}"
     progress = f"{done}/{len(targets)} pods {goal.value.lower()}"
     stage = None
-    if spec.stages:
+    if spec.stages and not previewing:
         suspending = intent.mode is Mode.SUSPEND
         levels = suspending_levels(records, [p.name for p in targets]) if suspending else resuming_levels(records)
         stage = stage_status(spec.stage_count, suspending, levels)
         if not all_done:
             progress += f", stage {stage.summary}"
     verb = Reason.SUSPENDING if intent.mode is Mode.SUSPEND else Reason.RESUMING
+    extra: list[Condition] = []
+    if previewing:
+        verb = Reason.PREVIEWING
+        found = preview_message(preview, generation)
+        progress = f"{done}/{len(targets)} pods hold nothing of it; {found}"
+        extra.append(
+            cond.condition(
+                cond.PREVIEWED,
+                previewed(preview, generation),
+                Reason.PREVIEWED if previewed(preview, generation) else Reason.PREVIEWING,
+                found,
+            )
+        )
     if all_done and not looping:
         ready = cond.condition(cond.READY, True, final_reason(intent), f"{progress}, verified")
     elif stall is not None:
@@ -258,7 +291,7 @@ def build_status(
     return ProcessSuspensionStatus(
         observed_generation=generation,
         conditions=cond.merge_conditions(
-            previous.conditions, [ready, suspended, reconciling, stalled, probe_conflict], generation, now
+            previous.conditions, [ready, suspended, reconciling, stalled, probe_conflict, *extra], generation, now
         ),
         pods=shown,
         counts=PodCounts(
@@ -275,7 +308,37 @@ def build_status(
         suspended_at=suspended_at,
         expires_at=expires_at,
         stage=stage,
+        preview=preview if previewing else None,
     )
+
+
+def previewed(preview: PreviewStatus | None, generation: int | None) -> bool:
+    """Every pod the preview targets was looked at for this generation."""
+    return preview is not None and preview.observed_generation == generation and preview.looked == preview.targets
+
+
+def preview_message(preview: PreviewStatus | None, generation: int | None) -> str:
+    """What the looks found, in one sentence: `would stop 5 processes in 2 of 3 pods; ...`."""
+    if preview is None or preview.observed_generation != generation:
+        return "looking at the target pods"
+    if not preview.targets:
+        return "no pod matches the target"
+    found = [f"{_many(preview.targets, 'pod')}: would stop {_many(preview.would_stop, 'process')}"]
+    if preview.would_skip:
+        found.append(f"would leave {preview.would_skip} running for their probes")
+    if preview.probe_conflicts:
+        found.append(f"probe conflicts in {_many(preview.probe_conflicts, 'pod')}")
+    if preview.cannot:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in preview.cannot_by_reason.items())
+        found.append(f"cannot act fully in {_many(preview.cannot, 'pod')} ({reasons})")
+    if preview.looked < preview.targets:
+        found.append(f"{preview.looked}/{preview.targets} pods looked at so far")
+    return "; ".join(found)
+
+
+def _many(n: int, word: str) -> str:
+    """`1 pod`, `2 pods`, `2 processes`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('s') else 's'}"
 
 
 # The ProbeConflict reason per policy, while no container loops.

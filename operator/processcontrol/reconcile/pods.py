@@ -168,12 +168,10 @@ async def transition(
         renewed = asyncio.ensure_future(fence.renewed_after(time.monotonic()))
         try:
             _raise_script_error(seen, container)
-            if seen.tool is None and seen.sockets:
-                # Checked before anything is written: a hold this image could never give back is never taken.
-                raise PodFailure(
-                    FailureReason.NO_SENDER_TOOL,
-                    f"no tool to send datagrams in container {container}; tried {NO_TOOL_TRIED}",
-                )
+            # Checked before anything is written: a hold this image could never give back is never taken.
+            no_sender = sender_missing(seen, container)
+            if no_sender is not None:
+                raise no_sender
             go = await decide(seen)
             if go is None:
                 return None
@@ -275,6 +273,15 @@ def rejected_failure(report: ScriptReport, done: str) -> PodFailure | None:
         f"{done}; left alone {report.rejected} sockets whose job or process is no BOSH name "
         f"([A-Za-z0-9][A-Za-z0-9._-]*, at most {BOSH_NAME_MAX}): {', '.join(report.rejected_names)}{more}",
     )
+
+
+def sender_missing(look: ScriptReport, container: str) -> PodFailure | None:
+    """The failure of a look that found sockets but no tool to send them a STOP or START with."""
+    if look.tool is None and look.sockets:
+        return PodFailure(
+            FailureReason.NO_SENDER_TOOL, f"no tool to send datagrams in container {container}; tried {NO_TOOL_TRIED}"
+        )
+    return None
 
 
 def _raise_script_error(report: ScriptReport, container: str) -> None:

@@ -4,6 +4,7 @@ and operator start-up and shut-down."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ class SuspensionInfo:
     deleting: bool
 
     def holding(self, now: datetime) -> bool:
-        """Whether it currently wants its processes stopped."""
-        if self.spec is None or self.deleting or not self.spec.suspend:
+        """Whether it currently wants its processes stopped (a preview never does: it only looks)."""
+        if self.spec is None or self.deleting or not self.spec.suspend or self.spec.preview:
             return False
         return self.expires_at is None or now < parse_time(self.expires_at)
 
@@ -140,6 +141,9 @@ class Runtime:
     board: OutcomeBoard = field(default_factory=OutcomeBoard)
     # Only the leader acts: pod workers, status daemons and deletions wait for it (leader.py).
     leader: Leadership = field(default_factory=Leadership.solo)
+    # The context of the latest kopf handler: kopf.event() works only where kopf set its event queue, which it
+    # does for each object's handlers, not for the election task that starts the workers on a takeover.
+    handler_context: contextvars.Context | None = None
 
 
 async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) -> Runtime:

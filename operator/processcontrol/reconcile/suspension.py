@@ -28,6 +28,7 @@ from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile import metrics
 from processcontrol.reconcile.dispatch import Dispatch
 from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status, final_state, intent_of
+from processcontrol.reconcile.preview import Previewer
 from processcontrol.reconcile.runtime import Logger, SuspensionInfo, suspension_info
 from processcontrol.targets import select_targets
 
@@ -76,6 +77,13 @@ class StatusDaemon:
         # What the last write counted: the targets, and whether they were all done then.
         self.targets: tuple[str, ...] = ()
         self.all_done = False
+        # A run ended (`suspend: false` seen) and the next has not begun in a status yet; when this one began, as
+        # this daemon saw it: a duration never counts from before (a pod whose worker never gave its hold back
+        # still shows the first run's).
+        self.new_run = False
+        self.run_began: datetime | None = None
+        # While spec.preview is true: the looks into its pods (preview.py); each one done wakes this daemon.
+        self.previewer = Previewer(self.runtime.executor, lambda: self.runtime.board.wake(self.namespace, self.name))
 
     async def publish(self) -> float | None:
         """Write the status the outcomes show; return seconds until it must be looked at again."""
@@ -86,8 +94,11 @@ class StatusDaemon:
         if self.runtime.board.take_run_ended(self.namespace, self.name):
             # A `suspend: false` came and went since the last write: its duration begins again at the next hold.
             self.status = self.status.model_copy(update={"suspended_at": None, "expires_at": None})
+            self.new_run = True
         now = _now()
         intent = intent_of(spec, self.status, now)
+        if self.new_run and intent.mode is Mode.SUSPEND:
+            self.new_run, self.run_began = False, now
         info = info_of(self.body)
         if intent != self.last_intent:
             # Expiry comes with no event: the pods must look again now.
@@ -102,7 +113,14 @@ class StatusDaemon:
         if silent and time.monotonic() - self.started < FIRST_OUTCOMES_GRACE_S and self.status.conditions:
             return FIRST_OUTCOMES_GRACE_S / 5
         generation = self.body.metadata.get("generation")
-        status = build_status(spec, generation, intent, targets, records, self.status, now)
+        if spec.preview:
+            preview = self.previewer.preview(spec, generation, pods, records)
+        else:
+            preview = None
+            self.previewer.forget()
+        status = build_status(
+            spec, generation, intent, targets, records, self.status, now, preview, run_began=self.run_began
+        )
         self._metrics(intent, status, records)
         if not await self._write(status):
             return WRITE_RETRY_S
@@ -194,6 +212,8 @@ class StatusDaemon:
         if intent != self.last_intent:
             verb = Reason.SUSPENDING if intent.mode is Mode.SUSPEND else Reason.RESUMING
             asked = intent.reason in (Reason.SUSPEND_REQUESTED, Reason.RESUME_REQUESTED)
+            if intent.reason == Reason.PREVIEW_REQUESTED:
+                verb, asked = Reason.PREVIEWING, True
             why = "" if asked else f" ({intent.reason})"
             self._event("Normal", verb, f"{verb} processes{why}{self._reason_suffix()}")
             self.last_intent = intent
@@ -209,7 +229,8 @@ async def run_status_daemon(dispatch: Dispatch, body: kopf.Body, stopped: kopf.D
     if stopped:
         return
     daemon.started = time.monotonic()
-    with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake:
+    # No look of a preview outlives the daemon (the previewer cancels them as it exits).
+    with runtime.board.daemon_wakeup(daemon.namespace, daemon.name) as wake, daemon.previewer:
         while not stopped:
             wake.clear()
             try:

@@ -75,7 +75,11 @@ class PodWorker:
 
     def start(self) -> None:
         """Run the worker's loop."""
-        self._task = asyncio.create_task(self._run(), name=f"pod {self.namespace}/{self.name}")
+        # In a kopf handler's context wherever it is started from (a takeover starts workers from the election
+        # task), so that its events can be posted.
+        self._task = asyncio.create_task(
+            self._run(), name=f"pod {self.namespace}/{self.name}", context=self.runtime.handler_context
+        )
 
     def wake(self) -> None:
         """Look again now."""

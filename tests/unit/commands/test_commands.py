@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,12 @@ class FakeClient:
         self._check("apply")
         self.applied = {**body, "metadata": {**body["metadata"], "generation": 1}}
         return self.applied
+
+    async def create_suspension(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(("create", dict(body)))
+        self._check("create")
+        name = body["metadata"].get("name") or body["metadata"]["generateName"] + "x7k2p"
+        return {**body, "metadata": {**body["metadata"], "name": name, "generation": 1}}
 
     async def get_suspension(self, namespace: str, name: str) -> dict[str, Any]:
         self.calls.append(("get", (namespace, name)))
@@ -247,6 +254,90 @@ def test_suspend_wait_times_out(client: FakeClient, fake_time: FakeTime, capsys:
     assert err.startswith("error: timed out after 10s: Suspending: 1/3 pods suspended\n")
     assert "database-1   Suspending" in err
     assert fake_time.now == 10.0
+
+
+def previewed(generation: int = 1, **preview: Any) -> dict[str, Any]:
+    """A preview's object once the operator looked into its pods."""
+    condition = {"type": "Previewed", "status": "True", "reason": "Previewed", "observedGeneration": generation}
+    return {
+        "metadata": {"name": "database-preview-x7k2p", "namespace": "kubecf", "generation": generation},
+        "spec": {"instanceGroup": "database", "suspend": True, "preview": True},
+        "status": {
+            "observedGeneration": generation,
+            "conditions": [{**condition, "message": "2 pods: would stop 1 process"}],
+            "preview": {"observedGeneration": generation, "targets": 2, "looked": 2, **preview},
+        },
+    }
+
+
+PREVIEWED_PODS = [
+    {
+        "name": "database-0",
+        "container": "pxc-mysql-mysql",
+        "stop": ["pxc-mysql/mysql"],
+        "probeConflicts": ["pxc-mysql-mysql: livenessProbe exec true"],
+        "message": "would stop 1",
+    },
+    {"name": "database-1", "container": "pxc-mysql-mysql", "reason": "NoSockets", "message": "no containerrun sockets"},
+]
+
+
+def test_preview_creates_a_preview_of_its_own_prints_what_it_found_and_deletes_it(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waiting = {"metadata": {"name": "database-preview-x7k2p"}, "status": {}}
+    client.answers = [waiting, previewed(cannot=1, cannotByReason={"NoSockets": 1}, pods=PREVIEWED_PODS)]
+    code = main(["suspend", "database", "-n", "kubecf", "--preview"])
+    assert code == 1, "a pod stands in the way"
+    [created] = [body for call, body in client.calls if call == "create"]
+    # Never an apply: an existing suspension of the name must not be turned into a preview (it would let go).
+    assert not [call for call, _ in client.calls if call == "apply"]
+    assert created["metadata"] == {"generateName": "database-preview-", "namespace": "kubecf"}
+    assert created["spec"]["preview"] is True and created["spec"]["requestedBy"] == {"username": "alice"}
+    assert client.calls[-1] == ("delete", ("kubecf", "database-preview-x7k2p"))
+    out = capsys.readouterr().out
+    assert "database-preview-x7k2p: previewed in 1.0s: 2 pods: would stop 1 process" in out
+    header, first, second = out.split("previewed in")[1].splitlines()[1:4]
+    assert header.split() == ["POD", "CONTAINER", "WOULD", "STOP", "WOULD", "SKIP", "PROBLEM", "DETAIL"]
+    assert first.split()[:5] == ["database-0", "pxc-mysql-mysql", "pxc-mysql/mysql", "-", "-"]
+    assert second.split()[:5] == ["database-1", "pxc-mysql-mysql", "-", "-", "NoSockets"]
+    assert "  database-0: pxc-mysql-mysql: livenessProbe exec true" in out
+    assert out.rstrip().endswith('"database-preview-x7k2p" deleted')
+
+
+def test_a_preview_with_nothing_in_the_way_exits_0_and_is_deleted_on_a_timeout_too(
+    client: FakeClient, fake_time: FakeTime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.answers = [previewed(pods=PREVIEWED_PODS[:1])]
+    assert main(["suspend", "database", "-n", "kubecf", "--preview"]) == 0
+    client.calls.clear()
+    client.answers = [{"metadata": {"name": "database-preview-x7k2p"}, "status": {"observedGeneration": 1}}]
+    assert main(["suspend", "database", "-n", "kubecf", "--preview", "--timeout", "5s"]) == 1
+    assert "error: timed out after 5s" in capsys.readouterr().err
+    assert client.calls[-1] == ("delete", ("kubecf", "database-preview-x7k2p"))
+    assert main(["suspend", "database", "-n", "kubecf", "--preview", "--dry-run"]) == 2
+
+
+def test_an_interrupted_preview_is_deleted(
+    client: FakeClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "_sleep", interrupt)
+    client.answers = [{"metadata": {"name": "database-preview-x7k2p"}, "status": {}}]
+    assert main(["suspend", "database", "-n", "kubecf", "--preview"]) == 130
+    assert client.calls[-1] == ("delete", ("kubecf", "database-preview-x7k2p"))
+    assert capsys.readouterr().err == "error: interrupted; the preview was deleted\n"
+
+
+def test_describe_shows_a_preview_and_what_it_found(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    client.answers = [previewed(pods=PREVIEWED_PODS)]
+    assert main(["describe", "database-preview-x7k2p", "-n", "kubecf"]) == 0
+    out = capsys.readouterr().out
+    assert "Preview:       true: only looks, holds nothing (set preview: false to suspend)" in out
+    assert "Preview: 2 pods: would stop 1 process" in out
+    assert re.search(r"^  database-1\s+pxc-mysql-mysql\s+-\s+-\s+NoSockets\s+no containerrun sockets$", out, re.M), out
 
 
 def test_invalid_spec_sends_nothing(client: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:

@@ -244,6 +244,24 @@ def test_a_re_suspend_counts_its_duration_from_its_own_first_hold_not_the_run_be
     assert status.expires_at == format_time(NOW + timedelta(seconds=13))
 
 
+def test_a_re_suspend_never_counts_from_a_hold_its_pod_kept_from_the_run_before() -> None:
+    """Seed 4102: `suspend: false` while a pod's worker could not give its hold back (its exec in doubt), then
+    `true` again: that pod's outcome shows the first run's hold, in force, for the new generation."""
+    targets = [pod("database-0")]
+    kept = record("database-0", PodState.SUSPENDED, generation=3)
+    kept.held_since = NOW - timedelta(seconds=30)
+    intent = Intent(Mode.SUSPEND, Reason("SuspendRequested"))
+    began = NOW - timedelta(seconds=1)
+    status = build_status(
+        spec(duration="40s"), 3, intent, targets, {"database-0": kept}, ProcessSuspensionStatus(), NOW, run_began=began
+    )
+    assert status.suspended_at == format_time(began)
+    unclamped = build_status(
+        spec(duration="40s"), 3, intent, targets, {"database-0": kept}, ProcessSuspensionStatus(), NOW
+    )
+    assert unclamped.suspended_at == format_time(kept.held_since), "without a run seen to end, the hold's time"
+
+
 def test_outcomes_of_an_older_generation_never_make_the_new_request_ready() -> None:
     """Issue 11, why 5: `suspend: false` arrives mid-round; the old round's results answer generation 1 only."""
     targets = [pod("database-0"), pod("database-1")]
