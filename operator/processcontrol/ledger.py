@@ -11,6 +11,10 @@ the size of a suspension's status. A person reads it with `kubectl get pod -o ya
                                     "since": "2026-12-01T10:00:00Z", "verifiedRestarts": 0}},
      "processes": {"pxc-mysql/mysql": {"holders": ["<suspension uid>"], "wasRunning": true}}}
 
+A staged suspension's hold lists the stages it has taken so far (`stages`, each a jobs/processes filter; the hold
+covers a process one of them selects), and a stage being given back marks its processes `releasing` for that
+holder (`processes.<key>.releasing`) while the hold keeps the earlier stages: `release_stages`.
+
 It evolves within one `v`: fields an older reader does not know are kept when it writes and ignored when it reads,
 so only additions whose absence reads as the old meaning are made that way. A change an older operator would
 misread bumps `v`; an operator that meets a newer `v` acts on nothing there (`LedgerTooNew`).
@@ -30,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic.alias_generators import to_camel
 
 from processcontrol.api import GROUP
-from processcontrol.api.models import BOSH_NAME_MAX, BOSH_NAME_PATTERN, BoshName, DnsLabel, Timestamp
+from processcontrol.api.models import BOSH_NAME_MAX, BOSH_NAME_PATTERN, MAX_STAGES, BoshName, DnsLabel, Timestamp
 from processcontrol.bounded import bounded
 from processcontrol.exceptions import LedgerError, LedgerTooNew
 
@@ -57,6 +61,17 @@ class _LedgerModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True)
 
 
+class HoldStage(_LedgerModel):
+    """One stage a staged hold has taken: its filter, as the suspension's spec has it."""
+
+    jobs: tuple[BoshName, ...] = Field(default=(), max_length=64)
+    processes: tuple[BoshName, ...] = Field(default=(), max_length=64)
+
+    def covers(self, job: str, process: str) -> bool:
+        """Whether the stage's filter selects this socket."""
+        return (not self.jobs or job in self.jobs) and (not self.processes or process in self.processes)
+
+
 class Hold(_LedgerModel):
     """One suspension's hold on a pod: its name (for people and events) and the filter it was taken with."""
 
@@ -76,6 +91,9 @@ class Hold(_LedgerModel):
     since: Timestamp | None = None
     # Being given back: its START is due or on its way. A releasing hold never counts as in force.
     releasing: bool = False
+    # Of a staged suspension: the stages taken here so far, in order (its jobs/processes are empty). An older
+    # operator ignores them, and takes the hold for one on every process: it stops no more than the ledger names.
+    stages: tuple[HoldStage, ...] = Field(default=(), max_length=MAX_STAGES)
 
     @model_validator(mode="after")
     def _skipped_are_keys(self) -> Hold:
@@ -85,7 +103,10 @@ class Hold(_LedgerModel):
         return self
 
     def covers(self, job: str, process: str) -> bool:
-        """Whether the hold's filter selects this socket (empty filter = everything)."""
+        """Whether the hold's filter selects this socket (empty filter = everything; a staged hold: a stage it
+        has taken selects it)."""
+        if self.stages and not any(stage.covers(job, process) for stage in self.stages):
+            return False
         return (not self.jobs or job in self.jobs) and (not self.processes or process in self.processes)
 
 
@@ -94,6 +115,13 @@ class HeldProcess(_LedgerModel):
 
     holders: tuple[Uid, ...] = Field(max_length=MAX_HOLDS)
     was_running: bool
+    # Holders giving back this process alone (its stage), not their whole hold: for them it waits for its START
+    # as under a releasing hold. An older operator ignores it and keeps the process stopped until the hold goes.
+    releasing: tuple[Uid, ...] = Field(default=(), max_length=MAX_HOLDS)
+
+    def gives_back(self, uid: str, ledger: Ledger) -> bool:
+        """Whether this holder is giving the process back: its whole hold, or this process's stage."""
+        return uid in self.releasing or ledger.holds[uid].releasing
 
 
 class Ledger(_LedgerModel):
@@ -120,6 +148,8 @@ class Ledger(_LedgerModel):
             unknown = [uid for uid in entry.holders if uid not in self.holds]
             if unknown or not entry.holders:
                 raise ValueError(f"process {key} is held by {unknown[:3] or 'nobody'}, which holds nothing here")
+            if not set(entry.releasing) <= set(entry.holders):
+                raise ValueError(f"process {key} is given back by a suspension that does not hold it")
         return self
 
     def in_force(self, uid: str) -> bool:
@@ -128,8 +158,12 @@ class Ledger(_LedgerModel):
         return hold is not None and not hold.releasing
 
     def held_by(self, uid: str) -> list[tuple[str, str]]:
-        """The (job, process) pairs this suspension holds here."""
-        return [split_key(key) for key, entry in self.processes.items() if uid in entry.holders]
+        """The (job, process) pairs this suspension holds here (not those of a stage it is giving back)."""
+        return [
+            split_key(key)
+            for key, entry in self.processes.items()
+            if uid in entry.holders and uid not in entry.releasing
+        ]
 
 
 def process_key(job: str, process: str) -> str:
@@ -190,7 +224,13 @@ def dump_ledger(ledger: Ledger) -> str | None:
     """The annotation value; None removes the annotation."""
     if ledger.empty:
         return None
-    return json.dumps(ledger.model_dump(by_alias=True, mode="json"), separators=(",", ":"), sort_keys=True)
+    data = ledger.model_dump(by_alias=True, mode="json")
+    # What only staged suspensions use is written only when set: every other ledger stays as it was.
+    for fields, key in ((data["holds"].values(), "stages"), (data["processes"].values(), "releasing")):
+        for entry in fields:
+            if entry.get(key) == []:
+                del entry[key]
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -230,6 +270,9 @@ def take_hold(
                 "since": since if previous.releasing else (previous.since or since),
                 "releasing": False,
                 "verified_restarts": None if previous.releasing else previous.verified_restarts,
+                # A staged hold grows stage by stage; one taken with fewer stages (a gate that dropped meanwhile)
+                # takes nothing back.
+                "stages": hold.stages if len(hold.stages) > len(previous.stages) else previous.stages,
             }
         )
     processes = dict(ledger.processes)
@@ -242,6 +285,9 @@ def take_hold(
             processes[key] = HeldProcess(holders=(uid,), was_running=socket.running or assume_running)
         elif uid not in entry.holders:
             processes[key] = entry.model_copy(update={"holders": tuple(sorted((*entry.holders, uid)))})
+        elif uid in entry.releasing:
+            # Its stage was being given back: held again, its state before the first hold unchanged.
+            processes[key] = entry.model_copy(update={"releasing": tuple(u for u in entry.releasing if u != uid)})
     return _settled(ledger.model_copy(update={"holds": {**ledger.holds, uid: taken}, "processes": processes}))
 
 
@@ -274,13 +320,29 @@ def begin_release(ledger: Ledger, uids: Iterable[str]) -> Ledger:
     return _settled(ledger.model_copy(update={"holds": holds}))
 
 
+def release_stages(ledger: Ledger, uid: str, keep: int) -> Ledger:
+    """The write-ahead of giving back the later stages of a staged hold: it keeps its first `keep` stages (at
+    least one: the last goes with `begin_release`, the whole hold), and the processes only the stages given back
+    cover are releasing for it. From there on they go as under `begin_release`: one another hold covers leaves
+    it at once, one stopped before its first hold is left stopped, the others wait for their START."""
+    hold = ledger.holds.get(uid)
+    if hold is None or hold.releasing or not 1 <= keep < len(hold.stages):
+        return ledger
+    kept = hold.model_copy(update={"stages": hold.stages[:keep], "verified_restarts": None})
+    processes = {
+        key: (
+            entry.model_copy(update={"releasing": tuple(sorted({*entry.releasing, uid}))})
+            if uid in entry.holders and not kept.covers(*split_key(key))
+            else entry
+        )
+        for key, entry in ledger.processes.items()
+    }
+    return _settled(ledger.model_copy(update={"holds": {**ledger.holds, uid: kept}, "processes": processes}))
+
+
 def to_start(ledger: Ledger) -> tuple[tuple[str, str], ...]:
-    """The processes whose every holder is releasing: each ran before its first hold and waits for its START."""
-    return tuple(
-        split_key(key)
-        for key, entry in sorted(ledger.processes.items())
-        if all(ledger.holds[uid].releasing for uid in entry.holders)
-    )
+    """The processes whose every holder gives them back: each ran before its first hold and waits for its START."""
+    return tuple(split_key(key) for key, entry in sorted(ledger.processes.items()) if _releasing(ledger, entry))
 
 
 def finish_release(ledger: Ledger, given_back: Iterable[tuple[str, str]]) -> Ledger:
@@ -294,7 +356,7 @@ def finish_release(ledger: Ledger, given_back: Iterable[tuple[str, str]]) -> Led
 
 
 def _releasing(ledger: Ledger, entry: HeldProcess) -> bool:
-    return all(ledger.holds[uid].releasing for uid in entry.holders)
+    return all(entry.gives_back(uid, ledger) for uid in entry.holders)
 
 
 def _settled(ledger: Ledger) -> Ledger:
@@ -303,9 +365,11 @@ def _settled(ledger: Ledger) -> Ledger:
     that holds nothing goes."""
     processes: dict[str, HeldProcess] = {}
     for key, entry in sorted(ledger.processes.items()):
-        keeping = tuple(uid for uid in entry.holders if not ledger.holds[uid].releasing)
+        keeping = tuple(uid for uid in entry.holders if not entry.gives_back(uid, ledger))
         if keeping:
-            processes[key] = entry if keeping == entry.holders else entry.model_copy(update={"holders": keeping})
+            processes[key] = (
+                entry if keeping == entry.holders else entry.model_copy(update={"holders": keeping, "releasing": ()})
+            )
         elif entry.was_running:
             processes[key] = entry
     named = {uid for entry in processes.values() for uid in entry.holders}

@@ -541,7 +541,7 @@ def test_8_unknown_ledger_fields_are_kept_and_the_deletion_completes(cluster: Cl
     uid = uid_of(cluster, "psus", "restore")
     edited = cluster.ledger(pods[0])
     edited["writer"] = {"build": 3}
-    edited["holds"][uid]["stages"] = ["agents", "db"]
+    edited["holds"][uid]["phases"] = ["agents", "db"]
     edited["processes"][MYSQL]["note"] = "kept"
     annotate_ledger(cluster, pods[0], edited)
 
@@ -552,7 +552,7 @@ def test_8_unknown_ledger_fields_are_kept_and_the_deletion_completes(cluster: Cl
     rewritten = cluster.ledger(pods[0])
     assert backup in rewritten["holds"], rewritten
     assert rewritten.get("writer") == {"build": 3}, f"an unknown top-level field was dropped: {rewritten}"
-    assert rewritten["holds"][uid].get("stages") == ["agents", "db"], f"an unknown hold field was dropped: {rewritten}"
+    assert rewritten["holds"][uid].get("phases") == ["agents", "db"], f"an unknown hold field was dropped: {rewritten}"
     assert rewritten["processes"][MYSQL].get("note") == "kept", f"an unknown process field was dropped: {rewritten}"
 
     cluster.kubectl("delete", "psus", "restore", "--timeout=90s")

@@ -175,6 +175,19 @@ BAD_SPECS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("container with capitals", {"instanceGroup": "db", "container": "PXC"}, ["container"]),
     ("suspend not a boolean", {"instanceGroup": "db", "suspend": "maybe"}, ["suspend"]),
     ("misspelt field", {"instanceGroup": "db", "suspended": True}, ["suspended"]),
+    ("one stage", {"instanceGroup": "db", "stages": [{"jobs": ["a"]}]}, ["stages", "two"]),
+    (
+        "stages and jobs",
+        {"instanceGroup": "db", "jobs": ["a"], "stages": [{"jobs": ["a"]}, {"jobs": ["b"]}]},
+        ["stages", "jobs"],
+    ),
+    ("an empty stage", {"instanceGroup": "db", "stages": [{"jobs": ["a"]}, {}]}, ["stage", "jobs or processes"]),
+    ("too many stages", {"instanceGroup": "db", "stages": [{"jobs": [f"j{i}"]} for i in range(9)]}, ["stages"]),
+    (
+        "option-like process in a stage",
+        {"instanceGroup": "db", "stages": [{"jobs": ["a"]}, {"processes": ["-x"]}]},
+        ["stages"],
+    ),
 ]
 
 

@@ -153,6 +153,7 @@ def test_printer_columns() -> None:
         "Reason",
         "Age",
         "Expires",
+        "Stage",
         "Via",
         "Message",
     ]
@@ -165,7 +166,8 @@ def test_printer_columns() -> None:
     assert columns["Message"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].message'
     assert columns["Requester"]["jsonPath"] == ".spec.requestedBy.username"
     assert columns["Via"]["jsonPath"] == ".spec.requestedBy.via"
-    assert {c["name"] for c in PRINTER_COLUMNS if c.get("priority") == 1} == {"Expires", "Via", "Message"}
+    assert columns["Stage"]["jsonPath"] == ".status.stage.summary"
+    assert {c["name"] for c in PRINTER_COLUMNS if c.get("priority") == 1} == {"Stage", "Expires", "Via", "Message"}
     assert columns["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     assert columns["Expires"]["jsonPath"] == ".status.expiresAt"
     assert columns["Expires"]["priority"] == 1  # -o wide only
@@ -188,7 +190,7 @@ def test_every_target_field_is_immutable() -> None:
         if "oldSelf" in rule["rule"] and "probes" not in rule["rule"] and "requestedBy" not in rule["rule"]
     ]
     fields = {re.search(r"oldSelf\.(\w+)", rule["rule"]).group(1) for rule in transition}  # type: ignore[union-attr]
-    assert fields == {"instanceGroup", "selector", "jobs", "processes", "container"}
+    assert fields == {"instanceGroup", "selector", "jobs", "processes", "stages", "container"}
     for rule in transition:
         assert rule["message"].endswith("is immutable: delete and recreate to change the target")
 

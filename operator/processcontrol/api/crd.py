@@ -58,6 +58,16 @@ REQUESTER_MESSAGE = (
     "or preview from true to false)"
 )
 
+STAGES_MESSAGE = "stages needs at least two stages: one is jobs/processes"
+STAGES_EXCLUSIVE_MESSAGE = "stages and jobs/processes are exclusive: put the filters into the stages"
+# The twin of Stage's pydantic validator.
+STAGE_RULES: list[dict[str, str]] = [
+    {
+        "rule": "(has(self.jobs) && size(self.jobs) > 0) || (has(self.processes) && size(self.processes) > 0)",
+        "message": "a stage needs jobs or processes: an empty one would select every process",
+    },
+]
+
 # The CEL rules on `spec`. Each says in its message what a person must do. Rules on optional fields sit
 # on `spec` and compare has() on both sides, because a rule on the field itself is not evaluated when the
 # field is added or removed. Every operand is bounded (maxLength, maxItems), which keeps the estimated cost
@@ -92,6 +102,21 @@ SPEC_RULES: list[dict[str, str]] = [
     {
         "rule": "(has(self.processes) ? self.processes : []) == (has(oldSelf.processes) ? oldSelf.processes : [])",
         "message": IMMUTABLE_MESSAGE.format(field="processes"),
+    },
+    {
+        "rule": "(has(self.stages) ? self.stages : []) == (has(oldSelf.stages) ? oldSelf.stages : [])",
+        "message": IMMUTABLE_MESSAGE.format(field="stages"),
+    },
+    {
+        "rule": "!has(self.stages) || size(self.stages) != 1",
+        "message": STAGES_MESSAGE,
+    },
+    {
+        "rule": (
+            "!has(self.stages) || size(self.stages) == 0"
+            " || ((!has(self.jobs) || size(self.jobs) == 0) && (!has(self.processes) || size(self.processes) == 0))"
+        ),
+        "message": STAGES_EXCLUSIVE_MESSAGE,
     },
     {
         "rule": (
@@ -208,6 +233,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "priority": 1,
         "jsonPath": ".status.expiresAt",
         "description": "When the suspension ends by itself.",
+    },
+    {
+        "name": "Stage",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.stage.summary",
+        "description": "Of a suspension with stages: the current stage, e.g. 2/3 Stopping.",
     },
     {
         "name": "Via",
@@ -333,6 +365,8 @@ def build_schema() -> Schema:
     (key_rule,) = selector["properties"]["matchLabels"]["x-kubernetes-validations"]
     key_rule["message"] = LABEL_KEY_MESSAGE
     selector["properties"]["matchExpressions"]["items"]["x-kubernetes-validations"] = copy.deepcopy(REQUIREMENT_RULES)
+
+    spec["properties"]["stages"]["items"]["x-kubernetes-validations"] = copy.deepcopy(STAGE_RULES)
 
     status = _model_schema(ProcessSuspensionStatus)
     conditions = status["properties"]["conditions"]

@@ -36,6 +36,9 @@ DnsLabel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}, max_length=64)]
 
 MAX_NAMES = 64
+# A staged suspension has at least two stages (one is a plain jobs/processes filter) and at most this many: each
+# stage is a round of execs into every target pod, one after another.
+MAX_STAGES = 8
 # The status lists at most this many pods, those that need attention first; the counts cover every pod and
 # each pod's hold ledger (annotation processcontrol.dev/holds) has its own detail. So the object stays small
 # at any group size (etcd refuses requests over 1.5 MiB).
@@ -105,6 +108,31 @@ class LabelSelector(_Model):
         return self
 
 
+class Stage(_Model):
+    """One stage of a staged suspension: the processes it stops, by job and process name (both filters apply)."""
+
+    jobs: list[BoshName] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="The processes of these BOSH jobs. Empty means every job (processes must then be set).",
+    )
+    processes: list[BoshName] = Field(
+        default_factory=list,
+        max_length=MAX_NAMES,
+        description="These BOSH processes. Empty means every process (jobs must then be set).",
+    )
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> Stage:
+        if not self.jobs and not self.processes:
+            raise ValueError("a stage needs jobs or processes: an empty one would select every process")
+        return self
+
+    def selects(self, job: str, process: str) -> bool:
+        """Whether the stage's filters cover this socket."""
+        return (not self.jobs or job in self.jobs) and (not self.processes or process in self.processes)
+
+
 # A Kubernetes username as the API server authenticated it (`system:serviceaccount:NS:NAME`, an OIDC subject, a
 # certificate's CN): Kubernetes bounds none of these, so the bound is ours, generous for any real identity.
 Username = Annotated[str, StringConstraints(min_length=1, max_length=512)]
@@ -153,6 +181,16 @@ class ProcessSuspensionSpec(_Model):
         default_factory=list,
         max_length=MAX_NAMES,
         description="Only these BOSH processes. Empty means every process.",
+    )
+    stages: list[Stage] = Field(
+        default_factory=list,
+        max_length=MAX_STAGES,
+        description=(
+            "Stop in this order, at least two stages: stage k is stopped in any pod only once stage k-1 is "
+            "verified stopped in every target pod; resuming starts them in reverse, each verified running before "
+            "the next (a pod that failed does not hold the others up). A process belongs to the first stage that "
+            "selects it; processes no stage selects are left alone. Not with jobs or processes."
+        ),
     )
     suspend: bool = Field(
         default=True,
@@ -210,6 +248,26 @@ class ProcessSuspensionSpec(_Model):
         if (self.instance_group is None) == (self.selector is None):
             raise ValueError("exactly one of instanceGroup and selector must be set")
         return self
+
+    @model_validator(mode="after")
+    def _stages_alone(self) -> ProcessSuspensionSpec:
+        if self.stages and (self.jobs or self.processes):
+            raise ValueError("stages and jobs/processes are exclusive: put the filters into the stages")
+        if len(self.stages) == 1:
+            raise ValueError("stages needs at least two stages: one is jobs/processes")
+        return self
+
+    @property
+    def stage_count(self) -> int:
+        """How many stages it stops in order: 1 when it has none (its jobs/processes are the one stage)."""
+        return max(1, len(self.stages))
+
+    def stage_of(self, job: str, process: str) -> int | None:
+        """The index of the stage a socket belongs to (the first that selects it); None: not targeted. Without
+        stages every socket is in stage 0: the in-pod script has applied jobs/processes already."""
+        if not self.stages:
+            return 0
+        return next((index for index, stage in enumerate(self.stages) if stage.selects(job, process)), None)
 
     @field_validator("duration")
     @classmethod
@@ -402,6 +460,32 @@ class PodCounts(_StatusModel):
     )
 
 
+class StagePhase(StrEnum):
+    """Where a staged suspension's current stage stands."""
+
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    STARTING = "Starting"
+    STARTED = "Started"
+
+
+class StageStatus(_StatusModel):
+    """The stage a staged suspension is at, over every target pod."""
+
+    index: int = Field(ge=1, le=MAX_STAGES, description="The current stage, from 1.")
+    of: int = Field(ge=2, le=MAX_STAGES, description="How many stages there are.")
+    phase: StagePhase = Field(
+        description=(
+            "Stopping: the current stage is being stopped (the earlier ones are verified stopped in every target "
+            "pod); Stopped: every stage is. Starting: the current stage is being started (the later ones are "
+            "verified running in every pod that did not fail); Started: every stage is."
+        )
+    )
+    summary: Annotated[str, StringConstraints(max_length=32)] = Field(
+        default="", description="The same in a few words, for kubectl get: 2/3 Stopping."
+    )
+
+
 class ProcessSuspensionStatus(_StatusModel):
     """The observed state of a ProcessSuspension, written by the operator."""
 
@@ -426,6 +510,7 @@ class ProcessSuspensionStatus(_StatusModel):
     expires_at: Timestamp | None = Field(
         default=None, description="When the suspension ends by itself (suspendedAt + duration)."
     )
+    stage: StageStatus | None = Field(default=None, description="Of a suspension with stages: the current stage.")
     preview: PreviewStatus | None = Field(
         default=None, description="Only while spec.preview is true: what the suspension would do, pod by pod."
     )

@@ -105,6 +105,15 @@ def requester(spec: Mapping[str, Any]) -> str:
     return f"{recorded['username']}{via}"
 
 
+def stages_text(stages: Sequence[Mapping[str, Any]]) -> str:
+    """`1: processes galera-agent; 2: jobs pxc-mysql processes mysql`."""
+    parts = []
+    for index, stage in enumerate(stages, 1):
+        words = [f"{key} {','.join(stage[key])}" for key in ("jobs", "processes") if stage.get(key)]
+        parts.append(f"{index}: {' '.join(words) or NONE}")
+    return "; ".join(parts)
+
+
 def _get_row(obj: Mapping[str, Any], now: datetime, wide: bool, all_namespaces: bool) -> list[str]:
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     ready = condition(obj, "Ready")
@@ -246,6 +255,12 @@ def describe(obj: Mapping[str, Any], now: datetime, operator: str | None = None)
         ("Requested By", requester(spec)),
         ("Duration", spec.get("duration") or NONE),
     ]
+    if spec.get("stages"):
+        # Stages replace the jobs and processes filters (the CRD allows only one of them).
+        fields = [field for field in fields if field[0] not in ("Jobs", "Processes")]
+        fields.insert(3, ("Stages", stages_text(spec["stages"])))
+        stage = status.get("stage") or {}
+        fields.insert(4, ("Stage", stage.get("summary") or NONE))
     if spec.get("container"):
         fields.append(("Container", spec["container"]))
     fields.append(("Probes", spec.get("probes") or "Warn"))

@@ -21,6 +21,9 @@ class Dispatch:
     # What of each suspension the pods act on, as last seen: a change wakes its pods, a status write does not.
     seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.runtime.board.stage_moved = self.stage_moved
+
     def ensure_worker(self, namespace: str, pod: str, wake: bool = True) -> None:
         """Start the pod's worker if it has none; make it look again (a new worker always does). A standby starts
         none: it acts on nothing until it leads, and then looks at every pod (`take_over`)."""
@@ -51,6 +54,12 @@ class Dispatch:
             # A pod whose ledger cannot be read is woken too: its worker says so to every suspension it concerns.
             if suspension.targets(pod) or not pod.ledger.readable or suspension.uid in pod.holders:
                 self.ensure_worker(namespace, pod.name)
+
+    def stage_moved(self, namespace: str, name: str) -> None:
+        """A pod's level for a staged suspension changed: its other pods may take or give back a stage now."""
+        for suspension in self.runtime.suspensions_of(namespace):
+            if suspension.name == name:
+                self.wake_pods_of(suspension, namespace)
 
     def take_over(self) -> None:
         """This replica leads now: every pod that holds something or that a suspension targets gets its worker

@@ -1,7 +1,8 @@
 """Giving back a pod's holds that nobody wants any more (a suspension resumed, expired, deleted or gone, a pod no
 longer matching): mark them releasing in the ledger (a wanted suspension joins the holders of what they keep
 stopped first), START what ran before its first hold and no other hold covers in one exec whose go-ahead follows
-a ledger write, watch it until it runs; and, for a suspension that holds nothing here, report what runs.
+a ledger write, watch it until it runs; and, for a suspension that holds nothing here, report what runs. A
+staged hold is given back one stage at a time, the last first, each once its gate opens (stages.py).
 
 Failures are retried with backoff, as long as it takes: a hold stays in the ledger, releasing, until its START
 was delivered."""
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from processcontrol.api import PodState, ProcessState
+from processcontrol.api import PodState, ProcessState, ProcessStatus
 from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time
 from processcontrol.exceptions import ApiError, PodFailure
@@ -24,6 +25,7 @@ from processcontrol.ledger import (
     finish_release,
     next_seq,
     process_key,
+    release_stages,
     split_key,
     to_start,
 )
@@ -44,6 +46,7 @@ from processcontrol.reconcile.pods import (
 )
 from processcontrol.reconcile.reporting import Reporter
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
+from processcontrol.reconcile.stages import may_give_back
 from processcontrol.targets import PodInfo, exec_container
 
 
@@ -111,13 +114,22 @@ class GivingBack:
             return []
         since = format_time(now)
         joining = {uid: s.hold_on(pod) for uid, s in wanted.items() if s.may_join(pod)}
+        # A staged hold of a live suspension gives back its last stage alone, while it has more than one.
+        partial = {
+            uid: len(ledger.holds[uid].stages) - 1
+            for uid in leaving
+            if uid in by_uid and len(ledger.holds[uid].stages) > 1
+        }
+        whole = [uid for uid in leaving if uid not in partial]
 
         def hand_over(current: Ledger) -> Ledger:
             for uid, hold in joining.items():
                 if hold.container is not None:
                     skipped = wanted[uid].left_running(pod, [split_key(key) for key in current.processes])
                     current = adopt(current, uid, hold.model_copy(update={"skipped": skipped}), since=since)
-            return begin_release(current, leaving)
+            for uid, keep in partial.items():
+                current = release_stages(current, uid, keep)
+            return begin_release(current, whole)
 
         if not await self.ledger.write(pod, hand_over):
             failure = PodFailure(FailureReason.LEDGER_WRITE_FAILED, "could not write the hold ledger")
@@ -160,13 +172,12 @@ class GivingBack:
         for uid in holders:
             # A retry keeps showing why it failed until it succeeds (no Stalled flapping on every retry).
             if uid in by_uid and not self.release_failures:
-                self.reporter.report(
+                self._report(
                     by_uid[uid],
                     pod,
                     PodState.RESUMING,
-                    Mode.RESUME,
                     f"waiting for {names(pending)} to run",
-                    processes=statuses(pending, ProcessState.STOPPED),
+                    statuses(pending, ProcessState.STOPPED),
                 )
         nothing_to_send: set[tuple[str, str]] = set()
 
@@ -245,7 +256,16 @@ class GivingBack:
         others as Resuming until what was started runs. Returns them."""
         after = self.ledger.or_empty()
         gone = {uid: hold.name for uid, hold in before.holds.items() if uid not in after.holds}
-        for uid, name in gone.items():
+        # A staged hold that gave back a stage stays in force: what was started for it is watched too.
+        staged = {
+            uid: before.holds[uid].name
+            for uid in after.holds
+            if uid in before.holds
+            and before.holds[uid].stages
+            and after.in_force(uid)
+            and any(uid in before.processes[process_key(*pair)].holders for pair in started)
+        }
+        for uid, name in {**gone, **staged}.items():
             if uid not in by_uid:
                 self.reporter.event_on_pod(
                     pod,
@@ -255,18 +275,22 @@ class GivingBack:
                     + (f"; started {names(started)}" if started else ""),
                 )
             elif started:
-                self.reporter.report(
+                self._report(
                     by_uid[uid],
                     pod,
                     PodState.RESUMING,
-                    Mode.RESUME,
                     f"started {names(started)}, waiting for them to run",
-                    processes=statuses(started, ProcessState.STOPPED),
+                    statuses(started, ProcessState.STOPPED),
+                    level=self._level(uid) + 1,  # what it started runs only once seen running
                 )
-        if started and gone:
+        if started and (gone or staged):
             monotonic = time.monotonic()
             starting = Starting(
-                pairs=started, container=container, suspensions=gone, started=monotonic, checked=monotonic
+                pairs=started,
+                container=container,
+                suspensions={**gone, **staged},
+                started=monotonic,
+                checked=monotonic,
             )
             # The START exec waited in the pod: usually they run already, and that report is the verification.
             self.starting.append(starting)
@@ -336,14 +360,24 @@ class GivingBack:
                     f"not running {self.settings.verify_timeout_s:g}s after START: {names(waiting)}",
                 )
                 self.reporter.resume_failed(suspension, pod, late)
+            elif suspension.staged and self.ledger.hold(uid) is not None:
+                level = self._level(uid)
+                last = suspension.spec.stage_count if suspension.spec is not None else level + 1
+                started = f"stage {last}" if last == level + 1 else f"stages {level + 1}-{last}"
+                self._report(
+                    suspension,
+                    pod,
+                    PodState.RESUMING,
+                    f"{started} running; stage {level} waits until every pod has stage {level + 1} running",
+                    process_statuses(Mode.RESUME, chosen, settled=True),
+                )
             elif suspension.targets(pod):
-                self.reporter.report(
+                self._report(
                     suspension,
                     pod,
                     PodState.RESUMED,
-                    Mode.RESUME,
                     f"{count(len(chosen))} running",
-                    processes=process_statuses(Mode.RESUME, chosen, settled=True),
+                    process_statuses(Mode.RESUME, chosen, settled=True),
                 )
             else:
                 self.reporter.unpublish(uid)
@@ -376,6 +410,11 @@ class GivingBack:
             self.reporter.resume_failed(suspension, pod, failure)
             return
         self.resume_checks.pop(suspension.uid, None)
+        if suspension.staged:
+            # Its look has no filter (one jobs/processes filter cannot say its stages): only what they select.
+            report = report.model_copy(
+                update={"sockets": [s for s in report.sockets if suspension.stage_of(s.job, s.process) is not None]}
+            )
         live = [s for s in report.sockets if not is_stale(s)]
         stopped = [(s.job, s.process) for s in live if not s.running]
         message = f"{count(len(live) - len(stopped))} running" + (
@@ -383,8 +422,69 @@ class GivingBack:
         )
         if report.rejected:
             message += f"; left alone {report.rejected} sockets whose names are no BOSH names"
-        processes = process_statuses(Mode.RESUME, report.sockets, settled=True)
-        self.reporter.report(suspension, pod, PodState.RESUMED, Mode.RESUME, message, processes=processes)
+        self._report(
+            suspension, pod, PodState.RESUMED, message, process_statuses(Mode.RESUME, report.sockets, settled=True)
+        )
+
+    # Ordered stages (the gates are in stages.py) ---------------------------------------------------------------
+
+    def stage_ready(self, pod: PodInfo, uid: str, ledger: Ledger, by_uid: dict[str, SuspensionInfo]) -> bool:
+        """Whether a hold nobody wants may be given back now (its last stage, of a staged hold): an unstaged or
+        orphan hold at once; a staged one once what it gave back last runs here and no other pod that has not
+        failed holds more stages. A staged hold that waits says so, with its level."""
+        hold = ledger.holds[uid]
+        suspension = by_uid.get(uid)
+        if not hold.stages or suspension is None:
+            return True
+        level = self._level(uid)
+        others = self.runtime.board.resuming_levels(self.ledger.namespace, suspension.name, self.ledger.name)
+        if level == len(hold.stages) and may_give_back(level, others):
+            return True
+        previous = self.reporter.last(suspension)
+        if previous is None or previous.mode is not Mode.RESUME or previous.stage != level:
+            of = suspension.spec.stage_count if suspension.spec is not None else level
+            self._report(
+                suspension,
+                pod,
+                PodState.RESUMING,
+                f"{'stage 1' if level == 1 else f'stages 1-{level}'} of {of} held; stage {level} waits until every "
+                f"pod has stage {level + 1} running",
+                [],
+            )
+        return False
+
+    def _level(self, uid: str) -> int:
+        """The pod's level for a staged suspension while resuming: the stages it holds here, and one more while
+        what it gave back last is not seen running yet."""
+        ledger = self.ledger.or_empty()
+        hold = ledger.holds.get(uid)
+        stages = len(hold.stages) if hold is not None else 0
+        if hold is not None and hold.releasing:
+            return stages
+        giving_back = any(uid in entry.releasing for entry in ledger.processes.values())
+        return stages + (1 if giving_back or self.starting_for(uid) else 0)
+
+    def _report(
+        self,
+        suspension: SuspensionInfo,
+        pod: PodInfo,
+        state: PodState,
+        message: str,
+        processes: list[ProcessStatus],
+        level: int | None = None,
+    ) -> None:
+        """An outcome of resuming; of a staged suspension, with the pod's level."""
+        if suspension.staged and level is None:
+            level = self._level(suspension.uid)
+        self.reporter.report(
+            suspension,
+            pod,
+            state,
+            Mode.RESUME,
+            message,
+            processes=processes,
+            stage=level if suspension.staged else None,
+        )
 
     def starting_for(self, uid: str) -> bool:
         """Whether processes started for the suspension are being watched until they run."""

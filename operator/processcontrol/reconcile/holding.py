@@ -2,7 +2,8 @@
 (and each process's state before it), then the exec's go-ahead STOPs exactly the processes recorded; until they
 are stopped it polls with looks (no go-ahead), and now and then it re-checks a settled hold. The probes policy is
 applied at the first hold (Refuse, Warn with its announcement before the first STOP, Skip), and a STOP that may
-have landed in a pod re-created under the same name is recorded in the new one."""
+have landed in a pod re-created under the same name is recorded in the new one. A staged suspension's hold grows
+stage by stage, one STOP exec per stage, as its gate (stages.py) lets it."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from processcontrol.reconcile.pods import (
 from processcontrol.reconcile.reporting import FAILURES_SHOWN, Reporter, failure_shown
 from processcontrol.reconcile.restarts import RestartWatch
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
+from processcontrol.reconcile.stages import hold_gate
 from processcontrol.targets import PodInfo
 
 
@@ -61,6 +63,16 @@ class HoldProgress:
     generation: int | None = None  # of the suspension it answers: a new spec is acted on at once
     drift: bool = False  # stopping again what was already verified stopped (a restart, a START by hand)
     transition_time: datetime = field(default_factory=_now)
+    # Of a staged suspension (stages.py): the leading stages verified stopped here (the pod's level), the stages
+    # this run has sent STOP to, and whether it waits, all sent verified, for the other pods' levels.
+    level: int = 0
+    sent: int = 0
+    gated: bool = False
+
+    @property
+    def at_rest(self) -> bool:
+        """Everything it asked for is verified: only a re-check (or an opened gate) is due."""
+        return self.state is PodState.SUSPENDED or self.gated
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,9 @@ class Holding:
             checked=monotonic,
             processes=statuses(held, ProcessState.STOPPED),
             message=f"{count(len(held))} stopped",
+            # Verified is written only once every stage is: so every stage it has is verified.
+            level=len(hold.stages),
+            sent=len(hold.stages),
         )
 
     def due(self, suspension: SuspensionInfo, pod: PodInfo, ledger: Ledger, monotonic: float) -> float:
@@ -134,7 +149,9 @@ class Holding:
             return progress.checked + retry_delay(self.settings, progress.failures) - monotonic
         if not ledger.in_force(suspension.uid):
             return 0.0
-        if progress.state is PodState.SUSPENDED:
+        if self._stage_opened(suspension, progress):
+            return 0.0
+        if progress.at_rest:
             interval = self.settings.reverify_interval_s * reverify_spread(pod.uid)
             return progress.checked + interval - monotonic
         return progress.checked + poll_delay(self.settings, progress.started, progress.checked) - monotonic
@@ -152,6 +169,7 @@ class Holding:
                     and not previous.resend
                     and not previous.failures
                     and ledger.in_force(suspension.uid)
+                    and not self._stage_opened(suspension, previous)
                 )
                 if settled:
                     assert previous is not None
@@ -175,8 +193,7 @@ class Holding:
         assert suspension.spec is not None
         spec = suspension.spec
         uid = suspension.uid
-        hold = suspension.hold_on(pod)
-        container = hold.container
+        container = suspension.hold_on(pod).container
         if container is None:
             raise PodFailure(FailureReason.NO_CONTAINER, f"pod has no container {spec.container!r}")
         refused = self.refused.get(uid)
@@ -185,6 +202,12 @@ class Holding:
         monotonic = time.monotonic()
         fresh = previous is None or previous.pod_uid != pod.uid or previous.restarts != pod.restarts
         drift = previous is not None and (previous.drift or previous.state is PodState.SUSPENDED)
+        # Of a staged suspension: the stage this exec stops (the first not verified here: stage 0 after a restart,
+        # whatever the sentinels say, since they lag) and how many stages the gate lets the pod hold. The gate
+        # counts this pod's level too, so it names one stage at most (stages.py).
+        level = 0 if fresh or previous is None else previous.level
+        allowed = self._gate(suspension, level)
+        hold = suspension.hold_on(pod, allowed if suspension.staged else None)
         if fresh or previous is None or previous.state is not PodState.FAILED:
             # The STOP exec waits in the pod for up to in_pod_wait_s: say meanwhile what it waits for. A retry of
             # a failed pod keeps showing the failure until it succeeds (no Stalled flapping on every retry).
@@ -198,12 +221,15 @@ class Holding:
                 f"waiting for {names(held) or 'the processes'} to stop",
                 failures=previous.failures if previous is not None and not fresh else 0,
                 drift=drift,
+                level=level,
+                sent=allowed,
             )
         since = format_time(_now())
 
         async def decide(seen: ScriptReport) -> GoAhead | None:
             if not self.ledger.same_pod(pod) or not self._still_wanted(uid):
                 return None  # let go, or another pod now: nothing written, nothing sent
+            seen = _targeted(suspension, seen)
             if not seen.sockets:
                 raise PodFailure(
                     FailureReason.NO_SOCKETS, f"no containerrun sockets{_filters(spec.jobs, spec.processes)}"
@@ -233,7 +259,11 @@ class Holding:
             # Every held process with a containerrun, whatever its sentinel says: it lags (a containerrun just
             # restarted may not have written it yet), and containerrun ignores a STOP to what is stopped.
             live = {(s.job, s.process) for s in seen.sockets if not is_stale(s)}
-            send = tuple(pair for pair in self.ledger.held_by(uid) if pair in live)
+            send = tuple(
+                pair
+                for pair in self.ledger.held_by(uid)
+                if pair in live and (not suspension.staged or level <= (suspension.stage_of(*pair) or 0) < allowed)
+            )
             return GoAhead(Action.STOP, self.ledger.seq, send) if send else None
 
         try:
@@ -263,8 +293,8 @@ class Holding:
             return  # let go while it looked, or the ledger could not be written: nothing was sent
         acted = {(s.job, s.process): s for s in (result.acted.sockets if result.acted is not None else [])}
         sockets = [acted.get((s.job, s.process), s) for s in result.look.sockets]
-        self._settle_stop(suspension, pod, sockets, monotonic, drift)
-        await self._verified_if_stopped(suspension, pod, sockets, monotonic, drift)
+        self._settle_stop(suspension, pod, sockets, monotonic, drift, allowed)
+        await self._verified_if_stopped(suspension, pod, sockets, monotonic, drift, allowed)
         progress = self.progress.get(uid)
         rejected = rejected_failure(result.look, progress.message if progress is not None else "")
         if rejected is not None:
@@ -318,31 +348,45 @@ class Holding:
         if rejected is not None:
             raise rejected
         monotonic = time.monotonic()
-        running = [s for s in report.sockets if s.running and not is_stale(s) and (s.job, s.process) in held]
+        # Of a staged hold, only the stages this run has stopped (or found stopped) count: the later ones wait for
+        # their gate.
+        reach = max(previous.sent, previous.level)
+        sockets = [s for s in _targeted(suspension, report).sockets if _in_reach(suspension, s, reach)]
+        running = [s for s in sockets if s.running and not is_stale(s) and (s.job, s.process) in held]
         skipped = self.ledger.skipped(suspension.uid)
         appeared = [
             s
-            for s in report.sockets
+            for s in sockets
             if not is_stale(s) and (s.job, s.process) not in held and process_key(s.job, s.process) not in skipped
         ]
-        if previous.state is PodState.SUSPENDED:
+        if previous.at_rest:
             if running or appeared:
-                # Started again (by hand, or a restart no event showed), or new sockets: stop them at once.
+                # Started again (by hand, or a restart no event showed), or new sockets: stop them at once (of a
+                # staged hold, from the first stage that runs again).
                 previous.resend = True
                 previous.checked = monotonic
+                previous.level = min(previous.level, self._level(suspension, report.sockets))
                 return
             previous.checked = monotonic
             return
         if running:
-            self._settle_stop(suspension, pod, report.sockets, previous.started, previous.drift)
+            self._settle_stop(suspension, pod, report.sockets, previous.started, previous.drift, previous.sent)
             return
-        await self._verified_if_stopped(suspension, pod, report.sockets, previous.started, previous.drift)
+        await self._verified_if_stopped(
+            suspension, pod, report.sockets, previous.started, previous.drift, previous.sent
+        )
 
     def _settle_stop(
-        self, suspension: SuspensionInfo, pod: PodInfo, sockets: Sequence[SocketReport], started: float, drift: bool
+        self,
+        suspension: SuspensionInfo,
+        pod: PodInfo,
+        sockets: Sequence[SocketReport],
+        started: float,
+        drift: bool,
+        sent: int,
     ) -> None:
         """Processes still running after a STOP: wait for them, up to the verification deadline."""
-        held = set(self.ledger.held_by(suspension.uid))
+        held = self._asked(suspension, sent)
         running = [(s.job, s.process) for s in sockets if s.running and not is_stale(s) and (s.job, s.process) in held]
         if not running:
             return
@@ -360,13 +404,44 @@ class Holding:
             process_statuses(Mode.SUSPEND, shown, settled=False),
             f"waiting for {names(running)}",
             drift=drift,
+            level=self._level(suspension, sockets),
+            sent=sent,
         )
 
     async def _verified_if_stopped(
-        self, suspension: SuspensionInfo, pod: PodInfo, sockets: Sequence[SocketReport], started: float, drift: bool
+        self,
+        suspension: SuspensionInfo,
+        pod: PodInfo,
+        sockets: Sequence[SocketReport],
+        started: float,
+        drift: bool,
+        sent: int,
     ) -> None:
-        """Every held process is stopped: the hold is verified at this restart count, in the ledger and the status."""
+        """Every held process is stopped: the hold is verified at this restart count, in the ledger and the status.
+        Of a staged hold, every stage: until then it waits, what it sent verified, for its gate (stages.py)."""
         uid = suspension.uid
+        asked = self._asked(suspension, sent)
+        if any(s.running and not is_stale(s) for s in sockets if (s.job, s.process) in asked):
+            return
+        level = self._level(suspension, sockets)
+        stages = suspension.spec.stage_count if suspension.spec is not None else 1
+        if suspension.staged and level < stages:
+            self._advance(
+                suspension,
+                pod,
+                PodState.SUSPENDING,
+                started,
+                process_statuses(Mode.SUSPEND, [s for s in sockets if (s.job, s.process) in asked], True),
+                f"{_stages(1, level)} of {stages} stopped; stage {level + 1} waits until every target pod has "
+                f"stage {level} stopped"
+                if level
+                else f"stage 1 of {stages} waits",
+                drift=drift,
+                level=level,
+                sent=sent,
+                gated=True,
+            )
+            return
         held = set(self.ledger.held_by(uid))
         shown = [s for s in sockets if (s.job, s.process) in held]
         if any(s.running and not is_stale(s) for s in shown):
@@ -377,7 +452,7 @@ class Holding:
         if not held and skipped:
             left = names([split_key(key) for key in skipped])
             message = f"nothing stopped: every targeted process runs in a probed container, left running: {left}"
-            self._advance(suspension, pod, PodState.SUSPENDED, started, [], message)
+            self._advance(suspension, pod, PodState.SUSPENDED, started, [], message, level=level, sent=sent)
             return
         stale = [(s.job, s.process) for s in shown if is_stale(s)]
         message = f"{count(len(shown))} stopped"
@@ -386,7 +461,14 @@ class Holding:
         if skipped:
             message += f"; left running (probes: Skip): {names([split_key(k) for k in skipped])}"
         self._advance(
-            suspension, pod, PodState.SUSPENDED, started, process_statuses(Mode.SUSPEND, shown, True), message
+            suspension,
+            pod,
+            PodState.SUSPENDED,
+            started,
+            process_statuses(Mode.SUSPEND, shown, True),
+            message,
+            level=level,
+            sent=sent,
         )
         if drift:
             self.reporter.event(
@@ -404,6 +486,9 @@ class Holding:
         *,
         failures: int = 0,
         drift: bool = False,
+        level: int = 0,
+        sent: int = 0,
+        gated: bool = False,
     ) -> None:
         """Record where the hold stands after an exec (or before a long one) and publish it."""
         progress = HoldProgress(
@@ -417,6 +502,9 @@ class Holding:
             message=message,
             failures=failures,
             drift=drift,
+            level=level,
+            sent=sent,
+            gated=gated,
         )
         self._set_progress(suspension, pod, progress)
 
@@ -426,6 +514,46 @@ class Holding:
             progress.transition_time = previous.transition_time
         self.progress[suspension.uid] = progress
         self.publish(suspension)
+
+    # Ordered stages (the gates are in stages.py) ---------------------------------------------------------------
+
+    def _gate(self, suspension: SuspensionInfo, level: int) -> int:
+        """How many stages the pod may hold now, at this level of its own (1 for an unstaged suspension)."""
+        if suspension.spec is None or not suspension.staged:
+            return 1
+        others = [p.name for p in self.runtime.pods_of(self.namespace) if p.name != self.name and suspension.targets(p)]
+        levels = self.runtime.board.suspending_levels(self.namespace, suspension.name, others)
+        return hold_gate(level, levels, suspension.spec.stage_count)
+
+    def _stage_opened(self, suspension: SuspensionInfo, progress: HoldProgress) -> bool:
+        """A staged hold whose stages sent are verified here, and whose gate lets it stop the next one now."""
+        if not suspension.staged or progress.failures or progress.level < progress.sent:
+            return False
+        return self._gate(suspension, progress.level) > progress.level
+
+    def _level(self, suspension: SuspensionInfo, sockets: Sequence[SocketReport]) -> int:
+        """The pod's level by this report: how many leading stages the hold has taken whose every live socket
+        (but those probes: Skip leaves running) is held and not running."""
+        uid = suspension.uid
+        hold = self.ledger.hold(uid)
+        taken = len(hold.stages) if hold is not None else 0
+        held = set(self.ledger.held_by(uid))
+        skipped = self.ledger.skipped(uid)
+        open_stages = {
+            suspension.stage_of(s.job, s.process)
+            for s in sockets
+            if not is_stale(s)
+            and process_key(s.job, s.process) not in skipped
+            and (s.running or (s.job, s.process) not in held)
+        }
+        return next((stage for stage in range(taken) if stage in open_stages), taken)
+
+    def _asked(self, suspension: SuspensionInfo, sent: int) -> set[tuple[str, str]]:
+        """The held processes this run has stopped: of a staged hold, those of the stages it sent STOP to."""
+        held = self.ledger.held_by(suspension.uid)
+        if not suspension.staged:
+            return set(held)
+        return {pair for pair in held if (suspension.stage_of(*pair) or 0) < sent}
 
     # A pod replaced under the same name ---------------------------------------------------------------------
 
@@ -515,6 +643,7 @@ class Holding:
                 restart_loop=self.restarts.loop_message(suspension.uid),
                 # A hold still being given back is the run before's: this run has not taken effect here yet.
                 held_since=parse_time(hold.since) if hold is not None and hold.since and not hold.releasing else None,
+                stage=progress.level if suspension.staged else None,
             ),
         )
 
@@ -539,7 +668,8 @@ class Holding:
         """Record a failed step; it is retried after a backoff, and shown Failed once it lasts."""
         previous = self.progress.get(suspension.uid)
         monotonic = time.monotonic()
-        failures = (previous.failures if previous is not None and previous.pod_uid == pod.uid else 0) + 1
+        same = previous is not None and previous.pod_uid == pod.uid
+        failures = (previous.failures if previous is not None and same else 0) + 1
         if lasting:
             failures = max(failures, FAILURES_SHOWN)
         progress = HoldProgress(
@@ -552,6 +682,8 @@ class Holding:
             message=failure.message,
             reason=failure.reason,
             failures=failures,
+            level=previous.level if previous is not None and same else 0,
+            sent=previous.sent if previous is not None and same else 0,
         )
         was_shown = (
             previous is not None
@@ -580,3 +712,22 @@ def _filters(jobs: list[str], processes: list[str]) -> str:
     parts = [f"jobs={','.join(jobs)}" if jobs else "", f"processes={','.join(processes)}" if processes else ""]
     shown = " ".join(p for p in parts if p)
     return f" matching {shown}" if shown else ""
+
+
+def _targeted(suspension: SuspensionInfo, report: ScriptReport) -> ScriptReport:
+    """The report without the sockets a staged suspension's stages do not select (its look has no filter: the
+    in-pod script takes one jobs/processes filter, not a list of them)."""
+    if not suspension.staged:
+        return report
+    kept = [s for s in report.sockets if suspension.stage_of(s.job, s.process) is not None]
+    return report if len(kept) == len(report.sockets) else report.model_copy(update={"sockets": kept})
+
+
+def _in_reach(suspension: SuspensionInfo, socket: SocketReport, reach: int) -> bool:
+    """Whether a socket is of the stages a staged hold has come to (every socket of an unstaged one)."""
+    return not suspension.staged or (suspension.stage_of(socket.job, socket.process) or 0) < reach
+
+
+def _stages(first: int, last: int) -> str:
+    """`stage 2`, `stages 1-2` (numbered from 1)."""
+    return f"stage {first}" if first == last else f"stages {first}-{last}"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from processcontrol.reconcile.plan import PodRecord
+from processcontrol.reconcile.stages import resuming_levels, suspending_levels
 
 SuspensionKey = tuple[str, str]  # (namespace, suspension name)
 
@@ -29,6 +30,9 @@ class OutcomeBoard:
     # counts a duration from is over, even if no status write showed it (`false` and `true` again within one
     # status interval, while the workers did give back).
     runs_ended: set[SuspensionKey] = field(default_factory=set)
+    # Told (namespace, suspension name) when a pod's level for a staged suspension changes, or whether it failed:
+    # a stage's gate may have opened (stages.py). The dispatch wakes the suspension's pod workers.
+    stage_moved: Callable[[str, str], None] | None = None
 
     def record(self, namespace: str, suspension: str, pod: str) -> PodRecord | None:
         """The pod's latest outcome for the suspension."""
@@ -41,12 +45,23 @@ class OutcomeBoard:
     def report(self, namespace: str, suspension: str, pod: str, record: PodRecord | None) -> None:
         """A pod worker's outcome for one suspension (None: the pod is no longer its business)."""
         records = self.outcomes.setdefault((namespace, suspension), {})
+        previous = records.get(pod)
         if record is None:
             if records.pop(pod, None) is None:
                 return
         else:
             records[pod] = record
         self.wake(namespace, suspension)
+        if self.stage_moved is not None and _gating(previous) != _gating(record):
+            self.stage_moved(namespace, suspension)
+
+    def suspending_levels(self, namespace: str, suspension: str, pods: Iterable[str]) -> list[int]:
+        """The levels of these target pods of a staged suspension that is suspending (stages.py)."""
+        return suspending_levels(self.outcomes.get((namespace, suspension), {}), pods)
+
+    def resuming_levels(self, namespace: str, suspension: str, but: str) -> list[int]:
+        """The levels of the other pods of a staged suspension that is resuming, but those that failed."""
+        return resuming_levels(self.outcomes.get((namespace, suspension), {}), but)
 
     def retag(self, namespace: str, suspension: str, pod: str, generation: int | None) -> None:
         """The pod's outcome answers this generation of the suspension too."""
@@ -114,3 +129,10 @@ class OutcomeBoard:
         self.outcomes.pop(key, None)
         self.shown.pop(key, None)
         self.status_written.pop(key, None)
+
+
+def _gating(record: PodRecord | None) -> tuple[int, bool, bool] | None:
+    """What of an outcome the stage gates read."""
+    if record is None or record.stage is None:
+        return None
+    return record.stage, record.suspending, record.failed

@@ -34,6 +34,7 @@ from processcontrol.api.reasons import FailureReason, Reason
 from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.podexec.script import SocketResult
 from processcontrol.reconcile import conditions as cond
+from processcontrol.reconcile.stages import resuming_levels, stage_status, suspending_levels
 from processcontrol.targets import PodInfo
 
 # Well under the 4,096 characters the status schema allows a pod's message.
@@ -72,6 +73,17 @@ class PodRecord:
     restarts: int = 0  # of the targeted containers since the hold was taken
     restart_loop: str = ""  # set while they loop: which container, how often, the kubelet's reason
     held_since: datetime | None = None  # when the suspension's hold here was first written (its ledger says)
+    stage: int | None = None  # of a staged suspension: the pod's level (stages.py)
+
+    @property
+    def suspending(self) -> bool:
+        """An outcome of suspending."""
+        return self.mode is Mode.SUSPEND
+
+    @property
+    def failed(self) -> bool:
+        """The pod failed."""
+        return self.state is PodState.FAILED
 
 
 def expiry_of(spec: ProcessSuspensionSpec, suspended_at: str | None) -> datetime | None:
@@ -235,6 +247,13 @@ def build_status(
         more = f" (and {len(looping) - 1} more pods)" if len(looping) > 1 else ""
         stall = Reason.RESTART_LOOP, f"pod {name}: {record.restart_loop}{more}"
     progress = f"{done}/{len(targets)} pods {goal.value.lower()}"
+    stage = None
+    if spec.stages and not previewing:
+        suspending = intent.mode is Mode.SUSPEND
+        levels = suspending_levels(records, [p.name for p in targets]) if suspending else resuming_levels(records)
+        stage = stage_status(spec.stage_count, suspending, levels)
+        if not all_done:
+            progress += f", stage {stage.summary}"
     verb = Reason.SUSPENDING if intent.mode is Mode.SUSPEND else Reason.RESUMING
     extra: list[Condition] = []
     if previewing:
@@ -288,6 +307,7 @@ def build_status(
         summary=f"{done}/{len(targets)}",
         suspended_at=suspended_at,
         expires_at=expires_at,
+        stage=stage,
         preview=preview if previewing else None,
     )
 

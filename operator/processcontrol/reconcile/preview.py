@@ -142,6 +142,10 @@ async def look_at(executor: PodExecutor, spec: ProcessSuspensionSpec, pod: PodIn
         report = await look(executor, pod, container, spec.jobs, spec.processes)
     except PodFailure as failure:
         return failed(pod, container, failure)
+    if spec.stages:
+        # The look of a staged suspension has no filter (the script takes one, not a list): only what they select.
+        selected = [s for s in report.sockets if spec.stage_of(s.job, s.process) is not None]
+        report = report.model_copy(update={"sockets": selected})
     return found(spec, pod, container, report)
 
 

@@ -49,8 +49,9 @@ class Reporter:
         message: str,
         reason: str = "",
         processes: list[ProcessStatus] | None = None,
+        stage: int | None = None,
     ) -> None:
-        """Publish where the pod stands for the suspension, as of now."""
+        """Publish where the pod stands for the suspension, as of now (`stage`: its level, stages.py)."""
         self.publish(
             suspension,
             PodRecord(
@@ -63,6 +64,7 @@ class Reporter:
                 reason=reason,
                 transition_time=datetime.now(UTC),
                 targeted=suspension.targets(pod),
+                stage=stage,
             ),
         )
 

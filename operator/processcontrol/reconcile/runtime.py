@@ -21,7 +21,7 @@ from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import parse_time
 from processcontrol.exceptions import ApiError
 from processcontrol.k8s import KubeClient, load_configuration
-from processcontrol.ledger import Hold, process_key
+from processcontrol.ledger import Hold, HoldStage, process_key
 from processcontrol.podexec.script import SEND_GRACE_S
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
 from processcontrol.reconcile.leader import Leadership, leader_identity, lease_namespace
@@ -53,14 +53,28 @@ class SuspensionInfo:
         """Whether the pod is one of its targets (running and matching)."""
         return self.spec is not None and pod.running and spec_matches_pod(self.spec, pod.labels)
 
-    def hold_on(self, pod: PodInfo) -> Hold:
-        """The hold it takes on the pod, as the pod's ledger records it."""
+    @property
+    def staged(self) -> bool:
+        """Whether it stops its processes in ordered stages (stages.py)."""
+        return self.spec is not None and bool(self.spec.stages)
+
+    def stage_of(self, job: str, process: str) -> int | None:
+        """The stage a socket the in-pod script reported belongs to; None: the suspension does not target it."""
+        return self.spec.stage_of(job, process) if self.spec is not None else None
+
+    def hold_on(self, pod: PodInfo, stages: int | None = None) -> Hold:
+        """The hold it takes on the pod, as the pod's ledger records it; of a staged suspension, with its first
+        `stages` stages (all by default: a hand-over takes over everything its stages cover, stopping nothing)."""
         assert self.spec is not None
         return Hold(
             name=self.name,
             jobs=tuple(self.spec.jobs),
             processes=tuple(self.spec.processes),
             container=exec_container(pod, self.spec.container),
+            stages=tuple(
+                HoldStage(jobs=tuple(stage.jobs), processes=tuple(stage.processes))
+                for stage in self.spec.stages[:stages]
+            ),
         )
 
     def left_running(self, pod: PodInfo, pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:

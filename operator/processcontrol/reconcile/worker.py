@@ -186,12 +186,17 @@ class PodWorker:
         monotonic = time.monotonic()
         # A hold's filters (jobs, processes, container) never change: the CRD makes them immutable.
         leaving = [uid for uid, hold in ledger.holds.items() if uid not in wanted and not hold.releasing]
+        # A staged hold goes one stage at a time, each when its gate opens (stages.py); meanwhile it waits for a
+        # wake-up from the board.
+        leaving = [uid for uid in leaving if self.giving_back.stage_ready(pod, uid, ledger, by_uid)]
         pending = to_start(ledger)
         if leaving or pending:
             due = self.giving_back.release_wait(monotonic)
             if due <= 0:
                 if leaving:
                     released = await self.giving_back.let_go(pod, ledger, leaving, wanted, by_uid, now)
+                    # A staged hold that gave back a stage is not where its progress says any more.
+                    self.holding.forget_holds([uid for uid in leaving if ledger.holds[uid].stages])
                 else:
                     released = await self.giving_back.give_back(pod, ledger, pending, by_uid)
                 self.holding.forget_holds(released)

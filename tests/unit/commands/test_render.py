@@ -164,6 +164,18 @@ def test_describe_shows_who_asked() -> None:
     assert f"Requested By:  alice (via {flux})\n" in render.describe(obj, NOW)
 
 
+def test_describe_shows_the_stages_and_the_current_one() -> None:
+    obj = scenario("suspended")
+    obj["spec"].pop("jobs", None)
+    obj["spec"].pop("processes", None)
+    obj["spec"]["stages"] = [{"processes": ["galera-agent"]}, {"jobs": ["pxc-mysql"], "processes": ["mysql"]}]
+    obj["status"]["stage"] = {"index": 2, "of": 2, "phase": "Stopping", "summary": "2/2 Stopping"}
+    text = render.describe(obj, NOW)
+    assert "Stages:        1: processes galera-agent; 2: jobs pxc-mysql processes mysql\n" in text
+    assert "Stage:         2/2 Stopping\n" in text
+    assert "Jobs:" not in text and "Processes:" not in text
+
+
 def test_describe_without_status() -> None:
     text = render.describe(scenario("new"), NOW)
     assert "<none> (the operator has not written a status yet)" in text

@@ -238,7 +238,7 @@ async def test_8_a_ledger_with_fields_from_a_newer_operator_is_still_given_back(
     await suspended(api, runtime)
     raw = json.loads(api.annotation("db-0") or "{}")
     raw["writer"] = {"build": 3}
-    raw["holds"]["uid-restore"]["stages"] = ["agents", "db"]
+    raw["holds"]["uid-restore"]["phases"] = ["agents", "db"]
     api.edit_annotations("db-0", {HOLDS_ANNOTATION: json.dumps(raw)})
     await released(api, runtime)
     await eventually(lambda: everything_runs(pods), "every process running again")

@@ -11,6 +11,7 @@ from processcontrol.ledger import (
     HOLDS_ANNOTATION,
     MAX_LEDGER_CHARS,
     Hold,
+    HoldStage,
     Ledger,
     LedgerSummary,
     Observed,
@@ -23,6 +24,7 @@ from processcontrol.ledger import (
     mark_verified,
     next_seq,
     parse_ledger,
+    release_stages,
     take_hold,
     to_start,
 )
@@ -148,14 +150,14 @@ def test_fields_a_newer_operator_added_survive_a_write() -> None:
         {
             "v": 1,
             "writer": {"build": 7},
-            "holds": {"u1": {"name": "all", "stages": [1, 2]}},
+            "holds": {"u1": {"name": "all", "phases": [1, 2]}},
             "processes": {"pxc-mysql/mysql": {"holders": ["u1"], "wasRunning": True, "note": "x"}},
         }
     )
     ledger = parse_ledger({HOLDS_ANNOTATION: raw})
     written = json.loads(dump_ledger(mark_verified(ledger, "u1", 0)) or "{}")
     assert written["writer"] == {"build": 7}
-    assert written["holds"]["u1"]["stages"] == [1, 2] and written["holds"]["u1"]["verifiedRestarts"] == 0
+    assert written["holds"]["u1"]["phases"] == [1, 2] and written["holds"]["u1"]["verifiedRestarts"] == 0
     assert written["processes"]["pxc-mysql/mysql"]["note"] == "x"
 
 
@@ -243,3 +245,102 @@ def test_the_holders_of_an_unreadable_ledger_are_parsed_never_matched(raw: str, 
     """Issue 27: an unreadable ledger that merely contained a suspension's uid blocked its deletion for ever."""
     summary = holders_in({HOLDS_ANNOTATION: raw})
     assert (summary.present, summary.readable, summary.holders) == (True, False, holders)
+
+
+# Staged holds: galera-agent is stage 1, mysql stage 2 (the example's order).
+STAGE_AGENT = HoldStage(processes=("galera-agent",))
+STAGE_MYSQL = HoldStage(processes=("mysql",))
+STAGED_1 = Hold(name="staged", stages=(STAGE_AGENT,))
+STAGED_2 = Hold(name="staged", stages=(STAGE_AGENT, STAGE_MYSQL))
+
+
+def staged() -> Ledger:
+    """u1's staged hold, grown stage by stage as a pod worker takes it."""
+    first = hold(Ledger(), "u1", STAGED_1, [AGENT, MYSQL])
+    return hold(first, "u1", STAGED_2, [AGENT, MYSQL])
+
+
+def test_a_staged_hold_grows_stage_by_stage_and_keeps_when_it_began() -> None:
+    first = take_hold(Ledger(), "u1", STAGED_1, [AGENT, MYSQL], since=T0)
+    assert first.held_by("u1") == [("pxc-mysql", "galera-agent")], "only the stages taken are held"
+    second = take_hold(first, "u1", STAGED_2, [AGENT, Observed("pxc-mysql", "mysql", True)], since=T1)
+    assert sorted(second.held_by("u1")) == [("pxc-mysql", "galera-agent"), ("pxc-mysql", "mysql")]
+    assert second.holds["u1"].since == T0
+    assert second.holds["u1"].stages == (STAGE_AGENT, STAGE_MYSQL)
+    # Taken again with fewer stages (the gate dropped for a new pod): nothing already held is let go.
+    again = take_hold(second, "u1", STAGED_1, [AGENT], since=T1)
+    assert again.holds["u1"].stages == (STAGE_AGENT, STAGE_MYSQL)
+    assert again.processes == second.processes
+
+
+def test_giving_back_the_last_stage_starts_it_and_keeps_the_rest_held() -> None:
+    ledger = staged()
+    partial = release_stages(ledger, "u1", 1)
+    assert to_start(partial) == (("pxc-mysql", "mysql"),)
+    assert partial.in_force("u1"), "the hold keeps its first stage"
+    assert partial.held_by("u1") == [("pxc-mysql", "galera-agent")]
+    done = finish_release(partial, to_start(partial))
+    assert set(done.processes) == {"pxc-mysql/galera-agent"}
+    assert done.holds["u1"].stages == (STAGE_AGENT,)
+    # The last stage goes with the whole hold, as any hold.
+    due, last = release(done, ["u1"])
+    assert due == (("pxc-mysql", "galera-agent"),)
+    assert last.empty
+
+
+def test_a_stage_given_back_does_not_start_what_another_suspension_holds() -> None:
+    ledger = hold(staged(), "u2", Hold(name="other", processes=("mysql",)), [MYSQL])
+    partial = release_stages(ledger, "u1", 1)
+    assert to_start(partial) == (), "u2 still holds mysql"
+    assert partial.processes["pxc-mysql/mysql"].holders == ("u2",)
+    assert partial.processes["pxc-mysql/mysql"].releasing == ()
+    # When u2 goes, mysql is started: it ran before its first hold.
+    due, after = release(partial, ["u2"])
+    assert due == (("pxc-mysql", "mysql"),)
+    assert set(after.holds) == {"u1"}
+
+
+def test_a_stage_stopped_before_the_first_hold_is_left_stopped() -> None:
+    ledger = hold(Ledger(), "u1", STAGED_1, [AGENT])
+    ledger = hold(ledger, "u1", STAGED_2, [AGENT, Observed("pxc-mysql", "mysql", False)])
+    partial = release_stages(ledger, "u1", 1)
+    assert to_start(partial) == ()
+    assert set(partial.processes) == {"pxc-mysql/galera-agent"}, "nothing to start: mysql leaves the ledger"
+
+
+def test_a_stage_given_back_stays_until_its_start_is_delivered() -> None:
+    partial = release_stages(staged(), "u1", 1)
+    undelivered = finish_release(partial, [])
+    assert to_start(undelivered) == (("pxc-mysql", "mysql"),)
+    assert parse_ledger({HOLDS_ANNOTATION: dump_ledger(undelivered) or ""}) == undelivered, "it survives a restart"
+
+
+def test_a_stage_taken_back_while_it_was_given_back_is_held_again() -> None:
+    partial = release_stages(staged(), "u1", 1)
+    again = hold(partial, "u1", STAGED_2, [AGENT, Observed("pxc-mysql", "mysql", False)])
+    assert to_start(again) == ()
+    assert again.processes["pxc-mysql/mysql"].releasing == ()
+    assert again.processes["pxc-mysql/mysql"].was_running, "its state before the first hold is kept"
+
+
+def test_release_stages_never_gives_back_the_first_stage_or_a_releasing_hold() -> None:
+    ledger = staged()
+    assert release_stages(ledger, "u1", 0) == ledger
+    assert release_stages(ledger, "u1", 2) == ledger
+    releasing = begin_release(ledger, ["u1"])
+    assert release_stages(releasing, "u1", 1) == releasing
+
+
+def test_a_ledger_giving_back_a_process_for_a_non_holder_is_refused() -> None:
+    ledger = staged()
+    raw = json.loads(dump_ledger(ledger) or "")
+    raw["processes"]["pxc-mysql/mysql"]["releasing"] = ["u9"]
+    with pytest.raises(LedgerError, match="does not hold it"):
+        parse_ledger({HOLDS_ANNOTATION: json.dumps(raw)})
+
+
+def test_a_hand_over_adopts_only_the_stages_taken() -> None:
+    ledger = hold(Ledger(), "u1", ALL, [MYSQL, AGENT])
+    adopted = begin_release(adopt(ledger, "u2", STAGED_1, since=T0), ["u1"])
+    assert to_start(adopted) == (("pxc-mysql", "mysql"),)
+    assert adopted.held_by("u2") == [("pxc-mysql", "galera-agent")]
