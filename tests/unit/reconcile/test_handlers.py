@@ -425,6 +425,10 @@ async def test_a_container_restart_stops_that_pod_again(operator: Operator) -> N
 async def test_delete_resumes_then_releases_the_finalizer(operator: Operator) -> None:
     api, executor = operator.api, operator.executor
     await create_and_wait_suspended(operator)
+    # On loaded cores the pods can be stopped and Ready written before kopf's finalizer lands (the workers act on
+    # the object's first event); deleted then, the object goes at once and the orphan path gives the holds back
+    # later. That gap is known (not closed yet); this test is about the release through the finalizer.
+    await until(lambda: FINALIZER in (api.suspension().last["metadata"].get("finalizers") or []), "the finalizer")
     executor.calls.clear()
 
     await api.delete(f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{NAME}")
