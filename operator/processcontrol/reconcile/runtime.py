@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from processcontrol.api import ProcessSuspensionSpec
 from processcontrol.api.models import ProbePolicy
 from processcontrol.api.reasons import Reason
-from processcontrol.api.timestamps import parse_time
+from processcontrol.api.timestamps import format_time, parse_time
 from processcontrol.exceptions import ApiError
 from processcontrol.k8s import KubeClient, load_configuration
 from processcontrol.ledger import Hold, HoldStage, process_key
@@ -26,6 +26,7 @@ from processcontrol.podexec.script import SEND_GRACE_S
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
 from processcontrol.reconcile.leader import Leadership, leader_identity, lease_namespace
 from processcontrol.reconcile.outcomes import OutcomeBoard
+from processcontrol.reconcile.plan import expiry_of
 from processcontrol.settings import ProcessControlSettings
 from processcontrol.targets import PodInfo, exec_container, spec_matches_pod
 
@@ -103,9 +104,22 @@ def suspension_info(
         uid=uid,
         generation=generation,
         spec=parsed,
-        expires_at=status.get("expiresAt"),
+        expires_at=_expiry(parsed, status.get("suspendedAt")),
         deleting=deleting,
     )
+
+
+def _expiry(spec: ProcessSuspensionSpec | None, suspended_at: Any) -> str | None:
+    """When the spec's duration runs out, from the status's `suspendedAt`: not the status's `expiresAt`, which is
+    that of the generation it answered (a duration just removed would still expire the suspension, and its pods
+    would start and stop again once the status caught up: seed 5305)."""
+    if spec is None or not isinstance(suspended_at, str):
+        return None
+    try:
+        expiry = expiry_of(spec, suspended_at)
+    except ValueError:
+        return None  # not a time we wrote
+    return format_time(expiry) if expiry is not None else None
 
 
 # Live views of kopf's indexes: the pods of a namespace, one pod by (namespace, name), a namespace's suspensions.

@@ -7,6 +7,7 @@ changes; parsing the ledger JSON there made that O(pods x ledger size) per chang
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -14,6 +15,7 @@ import pytest
 
 from processcontrol import targets
 from processcontrol.api import INSTANCE_GROUP_LABEL
+from processcontrol.api.timestamps import format_time
 from processcontrol.ledger import (
     HOLDS_ANNOTATION,
     Hold,
@@ -174,3 +176,17 @@ def test_a_copy_with_another_ledger_parses_its_own() -> None:
     held = entry("database-0", holds=ledger_of("uid-a"))
     assert replace(held, ledger=holders_in({HOLDS_ANNOTATION: ledger_of("uid-b")})).holders == ("uid-b",)
     assert replace(held, ledger=holders_in(None)).holders == ()
+
+
+def test_the_workers_expiry_comes_from_the_spec_and_suspended_at_not_the_last_expires_at() -> None:
+    """Seed 5305: a suspension's duration removed while its status still had the old expiresAt; the pod workers
+    took it for expired, started its processes and stopped them again once the status caught up."""
+    now = datetime.now(UTC)
+    began = format_time(now - timedelta(seconds=30))
+    stale = {"suspendedAt": began, "expiresAt": format_time(now - timedelta(seconds=15))}
+    spec: dict[str, Any] = {"instanceGroup": "database", "suspend": True}
+    assert suspension_info("s", "u", 2, spec, stale, False).holding(now), "no duration: it holds"
+    info = suspension_info("s", "u", 3, {**spec, "duration": "1h"}, stale, False)
+    assert info.holding(now) and info.expires_at == format_time(now - timedelta(seconds=30) + timedelta(hours=1))
+    assert not suspension_info("s", "u", 4, {**spec, "duration": "10s"}, stale, False).holding(now)
+    assert suspension_info("s", "u", 5, {**spec, "duration": "10s"}, {"suspendedAt": "garbage"}, False).holding(now)
