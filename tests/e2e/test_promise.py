@@ -111,6 +111,40 @@ FOUND: dict[str, list[dict[str, Any]]] = {
         {"action": "patch-suspension", "args": {"name": "s2", "patch": {"suspend": True}}, "settle": False},
         {"action": "patch-suspension", "args": {"name": "s2", "patch": {"duration": "15s"}}},
     ],
+    # A duration of 6s set to 40s at once: the status still answered the 6s generation when the checker judged its
+    # expiresAt against the request + 40s (seed 5101, shrunk; a false alarm of the checker, which now waits for the
+    # status of the object's generation).
+    "duration-lengthened-at-once": [
+        {"action": "relabel-pod", "args": {"pod": "api-0", "key": "tier", "value": "a"}},
+        {
+            "action": "create-suspension",
+            "args": {
+                "name": "s3",
+                "spec": {
+                    "duration": "6s",
+                    "probes": "Refuse",
+                    "processes": ["forwarder"],
+                    "selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+                },
+            },
+            "settle": False,
+        },
+        {"action": "patch-suspension", "args": {"name": "s3", "patch": {"duration": "40s"}}},
+    ],
+    # A duration removed while the operator is down, past the old expiresAt: back, its pod workers took the stale
+    # expiresAt of the status for the expiry, started the process, and stopped it again once the status caught up
+    # (`held-started`, seed 5305 in 11 steps; written by hand).
+    "duration-removed-while-the-operator-is-down": [
+        {
+            "action": "create-suspension",
+            "args": {"name": "s1", "spec": {"instanceGroup": "db", "processes": ["forwarder"], "duration": "15s"}},
+        },
+        {
+            "action": "patch-suspension",
+            "args": {"name": "s1", "patch": {"duration": None}},
+            "fault": {"kind": "kill-operator", "down": 20.0, "lead": 1.0},
+        },
+    ],
     # A STOP slowed past the exec timeout lands after the release's START: stopped, nothing holds it (written by
     # hand after issue 22's case 3).
     "late-stop-after-the-release": [
