@@ -183,20 +183,29 @@ async def wait_ready(
         if outcome.observed and not view and outcome.reason != last_reason:
             print(f"[{elapsed:5.1f}s] {outcome.reason}: {outcome.message}", flush=True)
         last_reason = outcome.reason
-        if not outcome.observed and elapsed >= no_status_s:
-            if (obj.get("status") or {}).get("observedGeneration") is None:
-                _error(f"no status after {no_status_s:g}s: is the operator running?")
-            else:
-                _error(
-                    f"the status has not caught up with generation {generation} after {no_status_s:g}s: "
-                    "is the operator running?"
-                )
+        if _no_operator(obj, outcome, generation, elapsed, no_status_s):
             return EXIT_FAILED
         if elapsed >= timeout_s:
             _error(f"timed out after {render.human_duration(timeout_s)}: {outcome.reason}: {outcome.message}")
             print(render.pods_table(obj), file=sys.stderr, flush=True)
             return EXIT_FAILED
         await _sleep(poll_s)
+
+
+def _no_operator(
+    obj: dict[str, Any], outcome: render.Assessment, generation: int, elapsed: float, no_status_s: float
+) -> bool:
+    """Whether the status has not answered our generation for too long: said on stderr."""
+    if outcome.observed or elapsed < no_status_s:
+        return False
+    if (obj.get("status") or {}).get("observedGeneration") is None:
+        _error(f"no status after {no_status_s:g}s: is the operator running?")
+    else:
+        _error(
+            f"the status has not caught up with generation {generation} after {no_status_s:g}s: "
+            "is the operator running?"
+        )
+    return True
 
 
 async def wait_deleted(
@@ -379,8 +388,7 @@ async def wait_previewed(
         if outcome.done and outcome.reason == Reason.INVALID_SPEC:
             print(render.summary_line(obj, outcome, elapsed), flush=True)
             return EXIT_FAILED
-        if not outcome.observed and elapsed >= no_status_s:
-            _error(f"no status after {no_status_s:g}s: is the operator running?")
+        if _no_operator(obj, outcome, generation, elapsed, no_status_s):
             return EXIT_FAILED
         if elapsed >= timeout_s:
             shown = previewed.get("message") or outcome.message
