@@ -46,8 +46,10 @@ PROCESSES = (
 
 
 # Liveness probes that fail once the process is stopped, as kubecf jobs have them: one on the main program's HTTP
-# port, one testing containerrun's sentinel. Checked every second, so a stopped process is noticed at once.
-_QUICK = {"initialDelaySeconds": 2, "periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 1}
+# port, one testing containerrun's sentinel. Checked every second, so a stopped process is noticed at once (its
+# probe fails at once: the port refuses, the file is gone). The timeout is generous: a running process whose probe is
+# merely slow on a loaded node (an exec through runc, a busy http.server) must not be killed for it.
+_QUICK = {"initialDelaySeconds": 2, "periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 1}
 LIVENESS: dict[str, dict[str, object]] = {
     "web-http": {"httpGet": {"port": 8080, "path": "/"}, **_QUICK},
     "web-worker": {"exec": {"command": ["test", "-f", "/var/vcap/data/web/worker_containerrun.running"]}, **_QUICK},
