@@ -266,8 +266,8 @@ def test_suspend_wait_get_describe_and_resume_wait(cluster: Cluster) -> None:
     assert [ns, "database", "true", "True", "2/2"] in [row.split()[:5] for row in everywhere[1:]]
     wide = ok(cli("get", "-n", ns, "-o", "wide")).splitlines()
     assert wide[0].split() == [
-        "NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE", "TARGET", "EXPIRES", "VIA",
-        "MESSAGE",
+        "NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE", "TARGET", "EXPIRES", "STAGE",
+        "VIA", "MESSAGE",
     ]  # fmt: skip
     assert "instance group database" in wide[1]
     assert wide[1].endswith("2/2 pods suspended, verified")

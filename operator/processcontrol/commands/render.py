@@ -132,7 +132,8 @@ def _get_row(obj: Mapping[str, Any], now: datetime, wide: bool, all_namespaces: 
     ]
     if wide:
         message = ready.get("message", "") if ready else "waiting for the operator"
-        row += [target(spec), status.get("expiresAt") or "-", recorded.get("via") or "-", message]
+        stage = (status.get("stage") or {}).get("summary") or "-"
+        row += [target(spec), status.get("expiresAt") or "-", stage, recorded.get("via") or "-", message]
     return row
 
 
@@ -144,7 +145,7 @@ def get_table(
     headers = ["NAMESPACE"] if all_namespaces else []
     headers += ["NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE"]
     if wide:
-        headers += ["TARGET", "EXPIRES", "VIA", "MESSAGE"]
+        headers += ["TARGET", "EXPIRES", "STAGE", "VIA", "MESSAGE"]
     rows = [_get_row(o, now, wide, all_namespaces) for o in objects]
     return table(headers, rows)
 

@@ -63,11 +63,24 @@ def test_wide_and_all_namespaces_add_columns() -> None:
     lines = render.get_table([obj], NOW, wide=True, all_namespaces=True).splitlines()
     assert lines[0].split() == [
         "NAMESPACE", "NAME", "SUSPEND", "READY", "PODS", "STATUS", "REQUESTER", "REASON", "AGE", "TARGET", "EXPIRES",
-        "VIA", "MESSAGE",
+        "STAGE", "VIA", "MESSAGE",
     ]  # fmt: skip
     assert lines[1].startswith("kubecf ")
     assert "instance group databse" in lines[1]
     assert lines[1].endswith("no running pod matches the target")
+
+
+def wide_cell(obj: dict[str, Any], column: str) -> str:
+    header, row = render.get_table([obj], NOW, wide=True).splitlines()
+    at = header.index(column)
+    return row[at:].split("   ")[0]
+
+
+def test_wide_shows_a_staged_suspensions_stage_as_kubectl_does() -> None:
+    staged = scenario("suspending")
+    staged["status"]["stage"] = {"index": 2, "of": 3, "phase": "Stopping", "summary": "2/3 Stopping"}
+    assert wide_cell(staged, "STAGE") == "2/3 Stopping"
+    assert wide_cell(scenario("suspended"), "STAGE") == "-"
 
 
 def test_get_says_why_a_suspension_is_not_ready() -> None:
