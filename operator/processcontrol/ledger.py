@@ -385,6 +385,13 @@ class LedgerSummary:
     readable: bool = True
     # The uids of its holds; of an unreadable ledger, the uids its `holds` names (a deletion waits for those).
     holders: tuple[str, ...] = ()
+    # How many stages each staged hold has taken here, by uid: what an operator that has just started knows of the
+    # pod's level before its worker reports one (giving_back.stage_ready).
+    stages: tuple[tuple[str, int], ...] = ()
+
+    def stages_of(self, uid: str) -> int:
+        """The stages the suspension's hold has taken here (0: none, or not a staged hold)."""
+        return next((taken for holder, taken in self.stages if holder == uid), 0)
 
 
 def holders_in(annotations: Mapping[str, str] | None) -> LedgerSummary:
@@ -398,7 +405,8 @@ def holders_in(annotations: Mapping[str, str] | None) -> LedgerSummary:
         ledger = parse_ledger(annotations)
     except LedgerError:
         return LedgerSummary(present=True, readable=False, holders=_claimed(raw))
-    return LedgerSummary(present=True, holders=tuple(sorted(ledger.holds)))
+    stages = tuple((uid, len(hold.stages)) for uid, hold in sorted(ledger.holds.items()) if hold.stages)
+    return LedgerSummary(present=True, holders=tuple(sorted(ledger.holds)), stages=stages)
 
 
 def _claimed(raw: str) -> tuple[str, ...]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
+from pathlib import Path
 
 from e2e.test_fenced import frozen
 from harness import fakepods
 from harness.base import wait_until
-from harness.cluster import Cluster
+from harness.cluster import Cluster, slow_shell
 
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"
@@ -109,3 +110,37 @@ def test_deleting_a_staged_suspension_resumes_in_reverse_before_it_goes(cluster:
         f"mysql started at {mysql_starts}, galera-agent at {agent_starts}"
     )
     assert all(cluster.ledger(pod) == {} for pod in pods)
+
+
+def test_an_operator_restarted_during_a_resume_starts_no_stage_before_a_silent_pod_has_the_later_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The operator restarts while mysql runs again in two pods and one pod still holds it. That pod's execs hang
+    (its exec outlasts its timeout), so the new operator hears nothing from it for a while: the two others still
+    start no galera-agent, since its ledger says it holds both stages. Only once it fails (its exec timed out)
+    do they go on; it follows in its own order when its execs work again."""
+    pods = cluster.group("database", pods=3)
+    cluster.apply(cluster.suspension("restore", instanceGroup="database", stages=STAGES))
+    cluster.wait("restore")
+    slow, *others = pods
+    cluster.restrict_exec_path(slow, slow_shell(tmp_path / "slow", 60))
+    cluster.kubectl("patch", "psus", "restore", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_until(lambda: all(cluster.running(pod, MYSQL) for pod in others), 60, "mysql running in the others")
+    assert not any(cluster.running(pod, AGENT) for pod in pods), "a galera-agent started before every mysql"
+    cluster.operator.stop()
+    cluster.operator.start()
+    cluster.operator.wait_leading()
+    time.sleep(5)  # the restarted operator's workers have looked at their pods; the slow pod's exec still hangs
+    assert not any(cluster.running(pod, AGENT) for pod in pods), "a galera-agent started while a pod held mysql"
+    assert not cluster.running(slow, MYSQL)
+
+    cluster.restrict_exec_path(slow, None)
+    cluster.wait("restore", timeout=120)
+    assert cluster.condition("restore", "Ready")["reason"] == "Resumed"
+    assert all(cluster.all_states(pods, BOTH).values())
+    (slow_mysql, *_), (slow_agent, *_) = (
+        received(cluster, slow, MYSQL, "START"),
+        received(cluster, slow, AGENT, "START"),
+    )
+    assert slow_mysql < slow_agent, f"in the slow pod: mysql START at {slow_mysql}, galera-agent at {slow_agent}"
+    wait_until(lambda: all(cluster.ledger(pod) == {} for pod in pods), 30, "every ledger empty")

@@ -437,7 +437,11 @@ class GivingBack:
         if not hold.stages or suspension is None:
             return True
         level = self._level(uid)
-        others = self.runtime.board.resuming_levels(self.ledger.namespace, suspension.name, self.ledger.name)
+        namespace = self.ledger.namespace
+        held = {
+            p.name: taken for p in self.runtime.pods_of(namespace) if p.running and (taken := p.ledger.stages_of(uid))
+        }
+        others = self.runtime.board.resuming_levels(namespace, suspension.name, self.ledger.name, held)
         if level == len(hold.stages) and may_give_back(level, others):
             return True
         previous = self.reporter.last(suspension)

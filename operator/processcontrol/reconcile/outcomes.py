@@ -59,9 +59,12 @@ class OutcomeBoard:
         """The levels of these target pods of a staged suspension that is suspending (stages.py)."""
         return suspending_levels(self.outcomes.get((namespace, suspension), {}), pods)
 
-    def resuming_levels(self, namespace: str, suspension: str, but: str) -> list[int]:
-        """The levels of the other pods of a staged suspension that is resuming, but those that failed."""
-        return resuming_levels(self.outcomes.get((namespace, suspension), {}), but)
+    def resuming_levels(
+        self, namespace: str, suspension: str, but: str, held: Mapping[str, int] | None = None
+    ) -> list[int]:
+        """The levels of the other pods of a staged suspension that is resuming, but those that failed; `held`:
+        the stages each pod's ledger holds, for those with no outcome yet (stages.resuming_levels)."""
+        return resuming_levels(self.outcomes.get((namespace, suspension), {}), but, held)
 
     def retag(self, namespace: str, suspension: str, pod: str, generation: int | None) -> None:
         """The pod's outcome answers this generation of the suspension too."""

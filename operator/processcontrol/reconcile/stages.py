@@ -22,8 +22,9 @@ From the levels of the other pods and its own, a pod's worker decides:
   every pod. The last stage goes with the whole hold, as an unstaged hold goes (giving_back.py). A pod whose
   outcome is Failed (it cannot be reached, its START is not delivered, its processes do not come back) does not
   hold the other pods up: a resume never leaves the healthy pods stopped because one pod is broken. That pod
-  goes on in its own order, stage by stage, whenever it can. An orphan hold (its suspension gone) is given back
-  whole at once: nothing is left to order it by.
+  goes on in its own order, stage by stage, whenever it can. A pod that has not reported yet (the operator has
+  just started or taken over) counts the stages its ledger holds, as the pod index has it, until it does. An
+  orphan hold (its suspension gone) is given back whole at once: nothing is left to order it by.
 
 When a pod's level (or whether it failed) changes, the board wakes the suspension's pod workers
 (`OutcomeBoard.stage_moved`, set by the dispatch), so a gate that opens is acted on at once.
@@ -65,10 +66,15 @@ def suspending_levels(outcomes: Mapping[str, Outcome], pods: Iterable[str]) -> l
     return levels
 
 
-def resuming_levels(outcomes: Mapping[str, Outcome], but: str | None = None) -> list[int]:
+def resuming_levels(
+    outcomes: Mapping[str, Outcome], but: str | None = None, held: Mapping[str, int] | None = None
+) -> list[int]:
     """The levels of every pod with an outcome while resuming, those that failed left out (and `but`, the pod
-    asking). A pod not resuming yet counts what it holds."""
-    return [o.stage or 0 for pod, o in outcomes.items() if pod != but and not o.failed]
+    asking). A pod not resuming yet counts what it holds. A pod with no outcome yet counts the stages its ledger
+    holds (`held`, from the pod index): right after the operator starts, or takes over, no pod gives back a stage
+    while another still holds a later one only because that pod's worker has not reported yet."""
+    levels = [o.stage or 0 for pod, o in outcomes.items() if pod != but and not o.failed]
+    return levels + [taken for pod, taken in (held or {}).items() if pod != but and pod not in outcomes]
 
 
 def hold_gate(level: int, others: Iterable[int], count: int) -> int:

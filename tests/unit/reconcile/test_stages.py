@@ -3,6 +3,7 @@ socket."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from processcontrol.api import INSTANCE_GROUP_LABEL, PodState, ProcessSuspensionSpec, ProcessSuspensionStatus
 from processcontrol.api.reasons import Reason
+from processcontrol.ledger import HOLDS_ANNOTATION, holders_in
 from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.reconcile.plan import Intent, Mode, PodRecord, build_status
 from processcontrol.reconcile.stages import hold_gate, may_give_back, stage_status
@@ -91,6 +93,36 @@ def test_the_board_counts_levels_and_leaves_failed_pods_out_of_resuming() -> Non
     assert board.suspending_levels("ns", "s", ["p0", "p1", "p2"]) == [2, 0, 0], "resuming and silent pods: 0"
     board.report("ns", "s", "p2", record(3, state=PodState.FAILED, mode=Mode.RESUME))
     assert board.resuming_levels("ns", "s", but="p1") == [2]
+
+
+def test_a_pod_with_no_outcome_yet_counts_the_stages_its_ledger_holds() -> None:
+    # Just after a restart: p0 has reported (it holds stage 1 only), p1 has not; its ledger holds both stages.
+    board = OutcomeBoard()
+    board.report("ns", "s", "p0", record(1, mode=Mode.RESUME, state=PodState.RESUMING))
+    assert board.resuming_levels("ns", "s", but="p0", held={"p0": 1, "p1": 2}) == [2]
+    assert not may_give_back(1, board.resuming_levels("ns", "s", but="p0", held={"p1": 2}))
+    # Once p1 reports, its outcome counts, not its ledger (which lags what its worker is giving back).
+    board.report("ns", "s", "p1", record(1, mode=Mode.RESUME, state=PodState.RESUMING))
+    assert board.resuming_levels("ns", "s", but="p0", held={"p1": 2}) == [1]
+    board.report("ns", "s", "p1", record(2, mode=Mode.RESUME, state=PodState.FAILED))
+    assert board.resuming_levels("ns", "s", but="p0", held={"p1": 2}) == [], "a failed pod holds nobody up"
+
+
+def test_the_pod_index_keeps_how_many_stages_each_staged_hold_took() -> None:
+    ledger = {
+        "v": 1,
+        "holds": {
+            "uid-staged": {"name": "restore", "stages": [{"processes": ["galera-agent"]}, {"processes": ["mysql"]}]},
+            "uid-plain": {"name": "other"},
+        },
+        "processes": {
+            "pxc-mysql/galera-agent": {"holders": ["uid-staged", "uid-plain"], "wasRunning": True},
+            "pxc-mysql/mysql": {"holders": ["uid-staged"], "wasRunning": True},
+        },
+    }
+    summary = holders_in({HOLDS_ANNOTATION: json.dumps(ledger)})
+    assert summary.holders == ("uid-plain", "uid-staged")
+    assert (summary.stages_of("uid-staged"), summary.stages_of("uid-plain"), summary.stages_of("gone")) == (2, 0, 0)
 
 
 def test_the_board_wakes_the_workers_when_a_level_moves() -> None:
