@@ -20,7 +20,8 @@ For each N, in one instance group that grows from the previous N:
    the operator's are most; the bench's own polls are a handful), watch events sent (apiserver_watch_events_total);
 4. sizes: the suspension's status (JSON bytes) at Ready, the hold ledger annotation of every 100th pod.
 
-Watch event lag is not measured (see bench/README.md).
+5. watch lag: from the API server's answer to each ledger write to that pod version's event reaching the
+   operator's handlers (its processcontrol_watch_lag_seconds): the mean, and the bucket its 99th percentile is in.
 
 `--check N`: N pods backed by real containerrun processes and N simulated pods, the same suspend/resume
 alternately (3 repeats each): the end state of both (status summary and counts, sentinels, pid files, the hold
@@ -130,8 +131,26 @@ def phase_costs(
         "execs": op1.get("processcontrol_exec_seconds_count", 0) - op0.get("processcontrol_exec_seconds_count", 0),
         "exec_seconds": op1.get("processcontrol_exec_seconds_sum", 0) - op0.get("processcontrol_exec_seconds_sum", 0),
         "execs_in_flight_max": op1.get("processcontrol_execs_in_flight_max", 0),
+        "watch_lag": watch_lag(op0, op1),
         "api": diff(api1, api0),
     }
+
+
+def watch_lag(op0: dict[str, float], op1: dict[str, float]) -> dict[str, float]:
+    """The operator's watch lag over a phase: events observed, their mean, and the upper bound of the histogram
+    bucket the 99th percentile falls in (inf: above the largest bucket)."""
+    count = op1.get(f"{WATCH_LAG}_count", 0) - op0.get(f"{WATCH_LAG}_count", 0)
+    total = op1.get(f"{WATCH_LAG}_sum", 0) - op0.get(f"{WATCH_LAG}_sum", 0)
+    bounds = sorted(
+        (float(key.split('le="', 1)[1].rstrip('"}')), op1[key] - op0.get(key, 0))
+        for key in op1
+        if key.startswith(f"{WATCH_LAG}_bucket")
+    )
+    p99 = next((bound for bound, below in bounds if below >= 0.99 * count), float("inf")) if count else 0.0
+    return {"events": count, "mean_s": total / count if count else 0.0, "p99_le_s": p99}
+
+
+WATCH_LAG = "processcontrol_watch_lag_seconds"
 
 
 def operator_metrics(operator: harness.OperatorProcess) -> dict[str, float]:
@@ -151,7 +170,7 @@ def operator_metrics(operator: harness.OperatorProcess) -> dict[str, float]:
             "processcontrol_execs_waiting",
         ):
             values[key] = values.get(key, 0.0) + float(value)
-        elif key == "processcontrol_exec_failures_total":
+        elif key == "processcontrol_exec_failures_total" or key.startswith(WATCH_LAG):
             values[name] = float(value)
     return values
 
@@ -414,12 +433,20 @@ def per_pod(row: dict[str, Any], phase: str) -> dict[str, float]:
     }
 
 
+def lag_text(phase: dict[str, Any]) -> str:
+    lag = phase.get("watch_lag") or {}
+    if not lag.get("events"):
+        return "-"
+    return f"{1000 * lag['mean_s']:.0f} ms / <= {lag['p99_le_s']:g} s"
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| pods | suspend: all verified | per pod | resume: all verified | per pod | operator CPU s (susp / res) "
         "| CPU ms per pod | RSS idle / peak MB | execs per pod | exec in flight max (waiting) "
-        "| API requests per pod (susp / res) | status bytes | ledger bytes per pod |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| API requests per pod (susp / res) | status bytes | ledger bytes per pod "
+        "| watch lag mean / p99 (susp; res) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         s, r = row["suspend"], row["resume"]
@@ -433,7 +460,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {ps['execs_per_pod']:.2f}, {pr['execs_per_pod']:.2f} "
             f"| {s['execs_in_flight_max']:.0f} ({waiting:.0f}) "
             f"| {ps['requests_per_pod']:.1f} / {pr['requests_per_pod']:.1f} "
-            f"| {s['status_bytes']:,} | {row['ledger']['mean_bytes']:.0f} |"
+            f"| {s['status_bytes']:,} | {row['ledger']['mean_bytes']:.0f} "
+            f"| {lag_text(s)}; {lag_text(r)} |"
         )
     lines.append("")
     lines.append("API requests by verb (suspend / resume):")

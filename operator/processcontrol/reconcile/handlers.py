@@ -99,12 +99,14 @@ async def pod_changed(
     pods: PodsIndex,
     pod: PodIndex,
     suspensions: SuspensionsIndex,
+    type: str | None = None,
     **_: Any,
 ) -> None:
     """A pod appeared, changed, restarted a container or went: its worker looks again, if it concerns us."""
     dispatch = _dispatch(memo, pods, pod, suspensions)
     namespace = namespace or ""
     changed = pod_info_from_body(body)
+    dispatch.runtime.watch_lag.seen(namespace, name, changed.resource_version, gone=type == "DELETED")
     concerned = (namespace, name) in dispatch.workers or changed.ledger.present
     concerned = concerned or any(s.targets(changed) for s in dispatch.runtime.suspensions_of(namespace))
     if concerned:

@@ -219,6 +219,7 @@ class LedgerWriter:
                 return False
             self.known = self.written = new
             self.resource_version = str((written.get("metadata") or {}).get("resourceVersion") or "")
+            self.runtime.watch_lag.wrote(self.namespace, self.name, self.resource_version)
             return True
         self._trouble(pod, Conflict("the pod kept changing"))
         return False

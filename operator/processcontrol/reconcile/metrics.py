@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 SUSPENDED_PODS = Gauge(
@@ -36,3 +38,31 @@ LEADER = Gauge(
     "1 while this replica leads (holds the Lease and acts), 0 while it is a standby or has let go.",
 )
 LEADER_EPOCH = Gauge("processcontrol_leader_epoch", "The epoch of this replica's term as leader (0: it never led).")
+
+WATCH_LAG_SECONDS = Histogram(
+    "processcontrol_watch_lag_seconds",
+    "From the API server's answer to a ledger write to that pod version's watch event reaching the handlers: how far "
+    "the operator's view of its pods trails its own writes.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+
+
+class WatchLag:
+    """Times each pod's latest ledger write until its watch event arrives. One entry per pod at most (a later
+    write replaces it; a version the watch skips is never observed), so it is bounded by the pods written."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def wrote(self, namespace: str, pod: str, resource_version: str) -> None:
+        if resource_version:
+            self.pending[(namespace, pod)] = (resource_version, time.monotonic())
+
+    def seen(self, namespace: str, pod: str, resource_version: str, gone: bool = False) -> None:
+        key = (namespace, pod)
+        pending = self.pending.get(key)
+        if pending is not None and pending[0] == resource_version:
+            WATCH_LAG_SECONDS.observe(time.monotonic() - pending[1])
+            del self.pending[key]
+        elif gone:
+            self.pending.pop(key, None)

@@ -25,6 +25,7 @@ from processcontrol.ledger import Hold, HoldStage, process_key
 from processcontrol.podexec.script import SEND_GRACE_S
 from processcontrol.podexec.transport import KubernetesPodExecutor, PodExecutor
 from processcontrol.reconcile.leader import Leadership, leader_identity, lease_namespace
+from processcontrol.reconcile.metrics import WatchLag
 from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.reconcile.plan import expiry_of
 from processcontrol.settings import ProcessControlSettings
@@ -158,6 +159,7 @@ class Runtime:
     # The context of the latest kopf handler: kopf.event() works only where kopf set its event queue, which it
     # does for each object's handlers, not for the election task that starts the workers on a takeover.
     handler_context: contextvars.Context | None = None
+    watch_lag: WatchLag = field(default_factory=WatchLag)
 
 
 async def start_runtime(kopf_settings: kopf.OperatorSettings, logger: Logger) -> Runtime:
