@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 def format_time(moment: datetime) -> str:
     """`2026-11-30T03:15:08Z`: the moment in UTC, to the second."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_time_up(moment: datetime) -> str:
+    """The moment to the second, rounded up: for when a hold began, that a duration counts from. Rounded down, a
+    duration could end up to a second before its time; rounded up, it ends at most a second after."""
+    whole = moment.replace(microsecond=0)
+    return format_time(whole if whole == moment else whole + timedelta(seconds=1))
 
 
 def parse_time(text: str) -> datetime:

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from processcontrol.api import PodState, ProcessState, ProcessStatus
 from processcontrol.api.reasons import FailureReason, Reason
-from processcontrol.api.timestamps import format_time
+from processcontrol.api.timestamps import format_time_up
 from processcontrol.exceptions import ApiError, PodFailure
 from processcontrol.ledger import (
     Ledger,
@@ -112,7 +112,7 @@ class GivingBack:
             self.release_failures += 1
             self.release_checked = time.monotonic()
             return []
-        since = format_time(now)
+        since = format_time_up(now)
         joining = {uid: s.hold_on(pod) for uid, s in wanted.items() if s.may_join(pod)}
         # A staged hold of a live suspension gives back its last stage alone, while it has more than one.
         partial = {

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from processcontrol.api import SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
 from processcontrol.api.models import ProbePolicy
 from processcontrol.api.reasons import FailureReason, Reason
-from processcontrol.api.timestamps import format_time, parse_time
+from processcontrol.api.timestamps import format_time_up, parse_time
 from processcontrol.exceptions import PodFailure
 from processcontrol.ledger import Hold, Ledger, Observed, mark_verified, next_seq, process_key, split_key, take_hold
 from processcontrol.podexec.script import Action, ScriptReport, SocketReport
@@ -224,7 +224,7 @@ class Holding:
                 level=level,
                 sent=allowed,
             )
-        since = format_time(_now())
+        since = format_time_up(_now())
 
         async def decide(seen: ScriptReport) -> GoAhead | None:
             if not self.ledger.same_pod(pod) or not self._still_wanted(uid):
@@ -567,7 +567,7 @@ class Holding:
         """Record in the new pod the holds whose STOP may have landed there: as running before, so that they are
         started again when the hold goes (which it does at once if the new pod is no target)."""
         replaced, self.replaced = self.replaced, []
-        since = format_time(_now())
+        since = format_time_up(_now())
 
         def record(current: Ledger) -> Ledger:
             for entry in replaced:

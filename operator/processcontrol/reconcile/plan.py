@@ -31,7 +31,7 @@ from processcontrol.api.models import (
     ProbePolicy,
 )
 from processcontrol.api.reasons import FailureReason, Reason
-from processcontrol.api.timestamps import format_time, parse_time
+from processcontrol.api.timestamps import format_time, format_time_up, parse_time
 from processcontrol.podexec.script import SocketResult
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.stages import resuming_levels, stage_status, suspending_levels
@@ -233,9 +233,9 @@ def build_status(
         if first is not None and run_began is not None:
             first = max(first, run_began)  # a pod that never gave the run before back still shows its hold
         if first is not None:
-            suspended_at = format_time(first)
+            suspended_at = format_time_up(first)
         elif done:
-            suspended_at = format_time(now)
+            suspended_at = format_time_up(now)
     if intent.reason in (Reason.RESUME_REQUESTED, Reason.PREVIEW_REQUESTED):
         suspended_at = None
     expiry = expiry_of(spec, suspended_at)

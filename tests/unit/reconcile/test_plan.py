@@ -18,7 +18,7 @@ from processcontrol.api import (
     ProcessSuspensionStatus,
 )
 from processcontrol.api.reasons import Reason
-from processcontrol.api.timestamps import format_time
+from processcontrol.api.timestamps import format_time, format_time_up, parse_time
 from processcontrol.podexec.script import SocketResult
 from processcontrol.reconcile import conditions as cond
 from processcontrol.reconcile.plan import (
@@ -373,3 +373,23 @@ def test_a_long_failure_message_never_breaks_the_status() -> None:
     )
     assert len(status.pods[0].message) <= 1000
     ProcessSuspensionStatus.model_validate(status.model_dump(by_alias=True, mode="json"))
+
+
+def test_a_duration_never_ends_before_its_time_from_a_first_effect_within_a_second() -> None:
+    """Seed 7305: a 6 s suspension's hold was taken at 13:33:02.95 and recorded to the second, rounded down, as
+    13:33:02, so it expired at 13:33:08, 5.05 s after its first effect. Rounded up, it ends at most a second late."""
+    moment = NOW + timedelta(seconds=2, milliseconds=950)
+    assert format_time_up(moment) == format_time(NOW + timedelta(seconds=3))
+    assert format_time_up(NOW) == format_time(NOW), "a whole second stays as it is"
+    targets = [pod("database-0")]
+    held = record("database-0", PodState.SUSPENDED, generation=1)
+    held.held_since = moment
+    intent = Intent(Mode.SUSPEND, Reason("SuspendRequested"))
+    status = build_status(spec(duration="6s"), 1, intent, targets, {"database-0": held}, ProcessSuspensionStatus(), NOW)
+    assert status.expires_at is not None
+    assert moment + timedelta(seconds=6) <= parse_time(status.expires_at) < moment + timedelta(seconds=7)
+    began = NOW + timedelta(seconds=3, milliseconds=400)  # a run seen to begin later than the pod's hold shows
+    clamped = build_status(
+        spec(duration="6s"), 1, intent, targets, {"database-0": held}, ProcessSuspensionStatus(), NOW, run_began=began
+    )
+    assert clamped.expires_at is not None and parse_time(clamped.expires_at) >= began + timedelta(seconds=6)
