@@ -377,6 +377,18 @@ def _settled(ledger: Ledger) -> Ledger:
     return ledger.model_copy(update={"holds": holds, "processes": processes})
 
 
+def resume_level(ledger: Ledger, uid: str, starting: bool = False) -> int:
+    """A staged hold's level while resuming (reconcile/stages.py): the stages it holds, and one more while the last
+    one given back is on its way (its processes releasing for it here, or `starting`: its START sent and not yet
+    seen running). A hold that is itself releasing counts what it holds."""
+    hold = ledger.holds.get(uid)
+    stages = len(hold.stages) if hold is not None else 0
+    if hold is not None and hold.releasing:
+        return stages
+    giving_back = starting or any(uid in entry.releasing for entry in ledger.processes.values())
+    return stages + (1 if giving_back else 0)
+
+
 @dataclass(frozen=True)
 class LedgerSummary:
     """What the pod index keeps of a pod's ledger: who holds something there, and whether it can be read."""
@@ -385,13 +397,13 @@ class LedgerSummary:
     readable: bool = True
     # The uids of its holds; of an unreadable ledger, the uids its `holds` names (a deletion waits for those).
     holders: tuple[str, ...] = ()
-    # How many stages each staged hold has taken here, by uid: what an operator that has just started knows of the
-    # pod's level before its worker reports one (giving_back.stage_ready).
+    # Each staged hold's level here while resuming (resume_level), by uid: what an operator that has just started
+    # knows of the pod before its worker reports (giving_back.stage_ready).
     stages: tuple[tuple[str, int], ...] = ()
 
     def stages_of(self, uid: str) -> int:
-        """The stages the suspension's hold has taken here (0: none, or not a staged hold)."""
-        return next((taken for holder, taken in self.stages if holder == uid), 0)
+        """The suspension's level here as the ledger shows it (0: no staged hold of it)."""
+        return next((level for holder, level in self.stages if holder == uid), 0)
 
 
 def holders_in(annotations: Mapping[str, str] | None) -> LedgerSummary:
@@ -405,7 +417,7 @@ def holders_in(annotations: Mapping[str, str] | None) -> LedgerSummary:
         ledger = parse_ledger(annotations)
     except LedgerError:
         return LedgerSummary(present=True, readable=False, holders=_claimed(raw))
-    stages = tuple((uid, len(hold.stages)) for uid, hold in sorted(ledger.holds.items()) if hold.stages)
+    stages = tuple((uid, resume_level(ledger, uid)) for uid, hold in sorted(ledger.holds.items()) if hold.stages)
     return LedgerSummary(present=True, holders=tuple(sorted(ledger.holds)), stages=stages)
 
 

@@ -26,6 +26,7 @@ from processcontrol.ledger import (
     next_seq,
     process_key,
     release_stages,
+    resume_level,
     split_key,
     to_start,
 )
@@ -460,13 +461,7 @@ class GivingBack:
     def _level(self, uid: str) -> int:
         """The pod's level for a staged suspension while resuming: the stages it holds here, and one more while
         what it gave back last is not seen running yet."""
-        ledger = self.ledger.or_empty()
-        hold = ledger.holds.get(uid)
-        stages = len(hold.stages) if hold is not None else 0
-        if hold is not None and hold.releasing:
-            return stages
-        giving_back = any(uid in entry.releasing for entry in ledger.processes.values())
-        return stages + (1 if giving_back or self.starting_for(uid) else 0)
+        return resume_level(self.ledger.or_empty(), uid, starting=self.starting_for(uid))
 
     def _report(
         self,
