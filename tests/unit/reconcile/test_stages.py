@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -109,7 +110,7 @@ def test_a_pod_with_no_outcome_yet_counts_the_stages_its_ledger_holds() -> None:
 
 
 def test_the_pod_index_keeps_how_many_stages_each_staged_hold_took() -> None:
-    ledger = {
+    ledger: dict[str, Any] = {
         "v": 1,
         "holds": {
             "uid-staged": {"name": "restore", "stages": [{"processes": ["galera-agent"]}, {"processes": ["mysql"]}]},
