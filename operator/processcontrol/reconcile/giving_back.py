@@ -438,12 +438,7 @@ class GivingBack:
         if not hold.stages or suspension is None:
             return True
         level = self._level(uid)
-        namespace = self.ledger.namespace
-        held = {
-            p.name: taken for p in self.runtime.pods_of(namespace) if p.running and (taken := p.ledger.stages_of(uid))
-        }
-        others = self.runtime.board.resuming_levels(namespace, suspension.name, self.ledger.name, held)
-        if level == len(hold.stages) and may_give_back(level, others):
+        if level == len(hold.stages) and may_give_back(level, self._other_levels(uid, suspension.name)):
             return True
         previous = self.reporter.last(suspension)
         if previous is None or previous.mode is not Mode.RESUME or previous.stage != level:
@@ -457,6 +452,14 @@ class GivingBack:
                 [],
             )
         return False
+
+    def _other_levels(self, uid: str, suspension: str) -> list[int]:
+        """The other pods' levels: their outcomes, and for a running pod with none yet, what its ledger holds."""
+        namespace = self.ledger.namespace
+        held = {
+            p.name: taken for p in self.runtime.pods_of(namespace) if p.running and (taken := p.ledger.stages_of(uid))
+        }
+        return self.runtime.board.resuming_levels(namespace, suspension, self.ledger.name, held)
 
     def _level(self, uid: str) -> int:
         """The pod's level for a staged suspension while resuming: the stages it holds here, and one more while
