@@ -29,8 +29,8 @@ ENDPOINTS.jsonl: one `{"base": DIR, "job": JOB, "process": PROCESS}` a line. It 
 every socket is bound.
 
 From Python: `create_pods` makes kwok pods (and their Exec objects) in bulk, in harness.fakepods' layout but with
-no host process; `start_server` serves their endpoints (its pid file under `<state>/sim/`, so the control plane's
-`down` stops it with the fake pods' processes).
+no host process; `start_server` serves their endpoints, in as many processes as the hard file limit needs (their pid
+files under `<state>/sim/`, so the control plane's `down` stops them with the fake pods' processes).
 """
 
 from __future__ import annotations
@@ -160,6 +160,10 @@ def read_endpoints(lines: Iterable[str]) -> list[Endpoint]:
     return found
 
 
+# Descriptors a server keeps besides its sockets (stdio, the event loop, logging, the file being touched).
+SPARE_FILES = 256
+
+
 def raise_file_limit(needed: int) -> None:
     """One descriptor per socket: lift the soft limit (and, as root, the hard one) to what is needed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -175,7 +179,7 @@ def raise_file_limit(needed: int) -> None:
 async def serve(endpoints: list[Endpoint], stop_ms: float, start_ms: float, ready: asyncio.Event | None = None) -> int:
     """Serve every endpoint until SIGTERM/SIGINT; returns the exit status."""
     loop = asyncio.get_running_loop()
-    raise_file_limit(len(endpoints) + 256)
+    raise_file_limit(len(endpoints) + SPARE_FILES)
     pids = itertools.count(FIRST_PID)
     processes = [SimProcess(e, pids, loop, stop_ms / 1000, start_ms / 1000) for e in endpoints]
     done = asyncio.Event()
@@ -300,6 +304,19 @@ def server_pid_file(name: str, state: Path | None = None) -> Path:
     return (state or state_dir()) / fakepods.SIM_DIR / f"{name}.pid"
 
 
+def shard_names(name: str, state: Path | None = None) -> list[str]:
+    """The servers start_server runs under `name`: `name` itself and its shards `name.1`, `name.2`, ..."""
+    directory = server_pid_file(name, state).parent
+    return [name, *sorted(p.stem for p in directory.glob(f"{name}.*.pid") if p.stem.rsplit(".", 1)[1].isdigit())]
+
+
+def endpoints_per_server() -> int:
+    """As many endpoints as one process may hold sockets for: its hard file limit, which only a process with
+    CAP_SYS_RESOURCE can raise (a container often has none)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1, (hard if hard != resource.RLIM_INFINITY else 1 << 20) - SPARE_FILES)
+
+
 def start_server(
     name: str,
     endpoints: list[Endpoint],
@@ -307,9 +324,26 @@ def start_server(
     stop_ms: float = DEFAULT_STOP_MS,
     start_ms: float = DEFAULT_START_MS,
     timeout: float = 300.0,
-) -> ProcessRecord:
-    """`serve` as a detached process (replacing one of the same name); returns once every socket is bound."""
+) -> list[ProcessRecord]:
+    """`serve` as detached processes (replacing those of the same name), as many as the file limit needs; returns
+    once every socket is bound."""
     stop_server(name, state)
+    size = endpoints_per_server()
+    shards = [endpoints[at : at + size] for at in range(0, len(endpoints), size)] or [[]]
+    records: list[ProcessRecord] = []
+    try:
+        for index, shard in enumerate(shards):
+            server = name if index == 0 else f"{name}.{index}"
+            records.append(_start_one(server, shard, state, stop_ms, start_ms, timeout))
+    except BaseException:
+        stop_server(name, state)
+        raise
+    return records
+
+
+def _start_one(
+    name: str, endpoints: list[Endpoint], state: Path | None, stop_ms: float, start_ms: float, timeout: float
+) -> ProcessRecord:
     directory = server_pid_file(name, state).parent
     directory.mkdir(parents=True, exist_ok=True)
     spec = directory / f"{name}.jsonl"
@@ -334,12 +368,13 @@ def start_server(
 
 
 def stop_server(name: str, state: Path | None = None) -> None:
-    """Stop a server started by start_server (its endpoints' files go with it); a no-op when none runs."""
-    pid_file = server_pid_file(name, state)
-    record = ProcessRecord.read(pid_file)
-    if record is not None:
-        stop_group(record, timeout=60)
-    pid_file.unlink(missing_ok=True)
+    """Stop the servers start_server started (their endpoints' files go with them); a no-op when none runs."""
+    for server in shard_names(name, state):
+        pid_file = server_pid_file(server, state)
+        record = ProcessRecord.read(pid_file)
+        if record is not None:
+            stop_group(record, timeout=60)
+        pid_file.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
