@@ -165,15 +165,10 @@ SPARE_FILES = 256
 
 
 def raise_file_limit(needed: int) -> None:
-    """One descriptor per socket: lift the soft limit (and, as root, the hard one) to what is needed."""
+    """One descriptor per socket: lift the soft limit to what is needed (start_server keeps it under the hard one)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
-    if hard < needed:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
-            return
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
 async def serve(endpoints: list[Endpoint], stop_ms: float, start_ms: float, ready: asyncio.Event | None = None) -> int:
