@@ -19,7 +19,7 @@ import pytest
 from harness.base import kubectl, wait_until
 from harness.cluster import Cluster
 from harness.operator import E2E_OPERATOR_ENV, OPERATOR_NAMESPACE, OperatorProcess
-from harness.reliability import assert_converged, restart_component
+from harness.reliability import assert_converged, log_offset, restart_component
 
 MYSQL = "pxc-mysql/mysql"
 AGENT = "pxc-mysql/galera-agent"
@@ -55,8 +55,9 @@ def standby(cluster: Cluster) -> Iterator[OperatorProcess]:
     main.wait_leading(timeout=60)
 
 
-def operator_log(process: OperatorProcess) -> str:
-    return process.log_path.read_text(errors="replace") if process.log_path.exists() else ""
+def operator_log(process: OperatorProcess, since: int = 0) -> str:
+    """Its log from `since` (log_offset): the session's operator logs every test's shutdowns into one file."""
+    return process.log_path.read_bytes()[since:].decode(errors="replace") if process.log_path.exists() else ""
 
 
 @pytest.mark.timeout(600)
@@ -99,6 +100,7 @@ def test_leader_sigtermed_while_suspending_hands_over_as_soon_as_its_execs_repor
     pods = cluster.group("database", pods=20, jobs=MYSQL, ready_timeout=240)
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     wait_until(lambda: 0 < sum(not s for s in cluster.all_states(pods, [MYSQL]).values()) < 20, 60, "midway", 0.02)
+    offset = log_offset(main.log_path)
     terminated = time.monotonic()
     main.stop()  # SIGTERM, and waits for the process to end
     stopped_s = time.monotonic() - terminated
@@ -106,7 +108,7 @@ def test_leader_sigtermed_while_suspending_hands_over_as_soon_as_its_execs_repor
     took_over_s = time.monotonic() - terminated
     assert_converged(cluster, pods, [MYSQL], "restore", stopped=True)
     print(json.dumps({"stopped_s": stopped_s, "took_over_s": took_over_s}))
-    assert "gave the Lease back" in operator_log(main)
+    assert "gave the Lease back" in operator_log(main, since=offset), operator_log(main, since=offset)[-3000:]
     assert took_over_s < 10, f"the standby led {took_over_s:.1f}s after the SIGTERM"
     # Started by hand: the new leader's worker (started by the takeover, not by a kopf handler) stops it again and
     # says so in an event; kopf.event() outside a handler's context raised LookupError and failed the pod.
@@ -166,6 +168,7 @@ def test_leader_sigstopped_past_its_lease_changes_nothing_when_it_wakes_and_exit
     cluster.apply(cluster.suspension("restore", instanceGroup="database"))
     assert_converged(cluster, pods, BOTH, "restore", stopped=True)
     assert main.pid is not None
+    offset = log_offset(main.log_path)
     main.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
     try:
         standby.wait_leading(timeout=60)
@@ -183,7 +186,7 @@ def test_leader_sigstopped_past_its_lease_changes_nothing_when_it_wakes_and_exit
     assert sampler.samples > 100
     assert sampler.changes == [], "a process changed state because of the old leader"
     assert all(cluster.all_states(pods, BOTH).values())
-    log = operator_log(main)
+    log = operator_log(main, since=offset)
     assert "leadership lost" in log, log[-2000:]
     print(json.dumps({"exited_s": exited_s, "samples": sampler.samples}))
     assert lease()["holderIdentity"] == standby.identity

@@ -168,11 +168,16 @@ def _lookup(what: str, before: Sequence[str]) -> list[str]:
     except Exception:
         return []
     try:
-        return asyncio.run(asyncio.wait_for(_ask(client, what, before), LOOKUP_TIMEOUT_S))
+        return asyncio.run(_ask_in_time(client, what, before))
     except Exception:
         return []
     finally:
         client.close()
+
+
+async def _ask_in_time(client: KubeClient, what: str, before: Sequence[str]) -> list[str]:
+    async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+        return await _ask(client, what, before)
 
 
 async def _ask(client: KubeClient, what: str, before: Sequence[str]) -> list[str]:

@@ -547,7 +547,10 @@ class KubernetesPodExecutor:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         ok = False
         try:
-            result = await asyncio.wait_for(asyncio.shield(future), timeout=call.timeout_s + self.grace_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result when a cancellation comes
+            # as the attempt ends, and a pod worker cancelled at shutdown then ran on (the operator never exited).
+            async with asyncio.timeout(call.timeout_s + self.grace_s):
+                result = await asyncio.shield(future)
             ok = True
             return result
         except TimeoutError:

@@ -76,7 +76,4 @@ class Dispatch:
 
     async def stop_workers(self) -> None:
         """Cancel every pod worker (operator shutdown)."""
-        workers = list(self.workers.values())
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*(w.wait_closed() for w in workers), return_exceptions=True)
+        await asyncio.gather(*(worker.stop() for worker in list(self.workers.values())))

@@ -395,7 +395,8 @@ class Leadership:
         """Renew every retry period, or at once when a go-ahead waits for a renewal."""
         while self.state in (State.HELD, State.LEADING):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=self.retry_period_s)
+                async with asyncio.timeout(self.retry_period_s):
+                    await self._kick.wait()
             self._kick.clear()
             await self._renew()
 
@@ -411,7 +412,8 @@ class Leadership:
                 sent = self.clock()
                 body = self._body(self._record, epoch=self.epoch, acquired=False)
                 try:
-                    written = await asyncio.wait_for(self.api.replace_lease(self.namespace, body), timeout=left)
+                    async with asyncio.timeout(left):
+                        written = await self.api.replace_lease(self.namespace, body)
                 except TimeoutError:
                     continue  # the deadline check above ends it
                 except NotFound:
@@ -436,7 +438,8 @@ class Leadership:
         """Someone else wrote the Lease: still ours if it names us and our epoch (a label added by hand, say)."""
         assert self.api is not None
         try:
-            body = await asyncio.wait_for(self.api.get_lease(self.namespace, self.name), timeout=left)
+            async with asyncio.timeout(left):
+                body = await self.api.get_lease(self.namespace, self.name)
         except NotFound:
             self._lose(f"lease {self.namespace}/{self.name} was deleted")
             return False
@@ -473,7 +476,8 @@ class Leadership:
         """Until no go-ahead already written can act any more: most execs report within a second or two."""
         while (left := self._quiet_left()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reported.wait(), timeout=left)
+                async with asyncio.timeout(left):
+                    await self._reported.wait()
 
     async def release(self) -> None:
         """On shutdown, once stepped down and the pod workers are stopped: let the go-aheads still in doubt run out,

@@ -111,7 +111,8 @@ class OutcomeBoard:
             if remaining <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(written.wait(), timeout=remaining)
+                async with asyncio.timeout(remaining):
+                    await written.wait()
         return True
 
     def run_ended(self, namespace: str, suspension: str) -> None:

@@ -317,7 +317,8 @@ async def _leading_or_gone(dispatch: Dispatch, namespace: str, name: str, uid: s
     leader = dispatch.runtime.leader
     while not leader.is_leading:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(leader.wait_leading(), timeout=dispatch.runtime.settings.retry_period_s)
+            async with asyncio.timeout(dispatch.runtime.settings.retry_period_s):
+                await leader.wait_leading()
         if leader.is_leading:
             break
         try:

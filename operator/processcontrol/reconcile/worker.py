@@ -46,6 +46,8 @@ from processcontrol.targets import PodInfo
 
 logger = logging.getLogger(__name__)
 
+STOP_RETRY_S = 1.0  # how often a worker that runs on after its cancellation is cancelled again
+
 
 class PodWorker:
     """Brings one pod in line with the suspensions that want it, in one asyncio task."""
@@ -69,6 +71,7 @@ class PodWorker:
         self.giving_back = GivingBack(runtime, self.ledger, self.reporter)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._ended = ended  # told in the loop's last moment: an event after it starts a new worker
 
     # Life ---------------------------------------------------------------------------------------------------
@@ -85,20 +88,24 @@ class PodWorker:
         """Look again now."""
         self._wake.set()
 
-    def cancel(self) -> None:
-        """Stop the loop (operator shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-
-    async def wait_closed(self) -> None:
-        """Wait for the loop to end."""
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def stop(self) -> None:
+        """End the loop (operator shutdown) and wait for it. Cancelled again each second it runs on: a cancellation
+        can be lost in code that is not ours (Python 3.11's wait_for drops one that comes as what it waits for
+        ends), and the flag ends the loop at its next turn even then."""
+        self._stopping = True
+        self._wake.set()
+        task = self._task
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=STOP_RETRY_S)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
     async def _run(self) -> None:
         try:
-            while True:
+            while not self._stopping:
                 self._wake.clear()
                 try:
                     delay = await self.step()

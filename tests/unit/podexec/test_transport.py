@@ -179,6 +179,32 @@ async def test_cancellation_closes_the_stream() -> None:
     assert closed.wait(2)
 
 
+@pytest.mark.parametrize("loop_turns", range(5))
+async def test_a_cancellation_that_comes_as_the_attempt_ends_is_not_lost(loop_turns: int) -> None:
+    """Python 3.11's wait_for returned the attempt's result to a task cancelled in the loop turns between the
+    attempt's end and the task's wake-up: a pod worker stopped at shutdown ran on. Each parameter cancels one
+    turn later; a task that finished before its cancellation came is fine."""
+    go, ended = threading.Event(), threading.Event()
+
+    def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
+        go.wait(10)
+        ended.set()
+        return ok(call, handle)
+
+    task = asyncio.create_task(executor(once).run("ns", "p", "c", ["true"]))
+    await asyncio.sleep(0.01)
+    go.set()
+    assert ended.wait(10)
+    time.sleep(0.02)  # noqa: ASYNC251 (blocking on purpose: the loop must not turn while the thread hands over)
+    for _ in range(loop_turns):
+        await asyncio.sleep(0)
+    if task.done():
+        return
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def until_set(event: threading.Event, what: str) -> None:
     """Wait, without blocking the loop, for an event an attempt in the pool sets."""
     assert await asyncio.to_thread(event.wait, 10), f"{what} never happened"

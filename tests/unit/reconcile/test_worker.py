@@ -13,6 +13,7 @@ import pytest
 
 from processcontrol.exceptions import ExecForbidden
 from processcontrol.ledger import HOLDS_ANNOTATION
+from processcontrol.podexec.transport import Dialogue, ExecResult
 from processcontrol.reconcile.outcomes import OutcomeBoard
 from processcontrol.reconcile.plan import Mode
 from processcontrol.reconcile.runtime import Runtime
@@ -364,3 +365,37 @@ async def test_an_unreadable_ledger_is_reported_and_left_alone(
     assert "processcontrol.dev/holds" in record.message
     assert running(pods_only(pods, "db-0")), "nothing is done to a pod whose ledger cannot be read"
     assert executor.actions("db-0") == []
+
+
+async def test_stop_workers_ends_a_worker_that_lost_its_cancellation(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """Python 3.11's wait_for returns the result when a cancellation comes as what it waits for ends. The exec
+    transport awaited through it: a worker cancelled at shutdown ran on, re-checking its pod, the operator never
+    exited after its SIGTERM, and its standby waited out the Lease. A worker whose exec loses the cancellation
+    this way still ends."""
+    api, executor, runtime = world
+    runtime.settings = runtime.settings.model_copy(update={"reverify_interval_s": 0.1})
+    api.suspend("restore")
+    for name in pods:
+        await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "suspended")  # type: ignore[misc]
+    gate = executor.hold["db-0"] = asyncio.Event()
+    run = executor.run
+    lost: list[str] = []
+
+    async def run_losing_a_cancellation(
+        namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+    ) -> ExecResult:
+        try:
+            return await run(namespace, pod, container, command, dialogue)
+        except asyncio.CancelledError:
+            lost.append(pod)  # as wait_for did: the exec ended as the cancellation came, its result is returned
+            gate.set()
+            return await run(namespace, pod, container, command, dialogue)
+
+    executor.run = run_losing_a_cancellation  # type: ignore[method-assign]
+    await eventually(lambda: "db-0" in executor.waiting, "db-0's re-check waits in its exec")
+    async with asyncio.timeout(10):
+        await api.dispatch.stop_workers()
+    assert lost == ["db-0"], "the cancellation came while the exec ran"
+    assert api.dispatch.workers == {}
