@@ -131,6 +131,7 @@ def phase_costs(
         "execs": op1.get("processcontrol_exec_seconds_count", 0) - op0.get("processcontrol_exec_seconds_count", 0),
         "exec_seconds": op1.get("processcontrol_exec_seconds_sum", 0) - op0.get("processcontrol_exec_seconds_sum", 0),
         "execs_in_flight_max": op1.get("processcontrol_execs_in_flight_max", 0),
+        "go_aheads_late": op1.get(GO_AHEADS_LATE, 0) - op0.get(GO_AHEADS_LATE, 0),
         "watch_lag": watch_lag(op0, op1),
         "api": diff(api1, api0),
     }
@@ -151,6 +152,7 @@ def watch_lag(op0: dict[str, float], op1: dict[str, float]) -> dict[str, float]:
 
 
 WATCH_LAG = "processcontrol_watch_lag_seconds"
+GO_AHEADS_LATE = "processcontrol_go_aheads_late_total"
 
 
 def operator_metrics(operator: harness.OperatorProcess) -> dict[str, float]:
@@ -168,6 +170,7 @@ def operator_metrics(operator: harness.OperatorProcess) -> dict[str, float]:
             "processcontrol_execs_in_flight",
             "processcontrol_execs_in_flight_max",
             "processcontrol_execs_waiting",
+            GO_AHEADS_LATE,
         ):
             values[key] = values.get(key, 0.0) + float(value)
         elif key == "processcontrol_exec_failures_total" or key.startswith(WATCH_LAG):
@@ -440,10 +443,15 @@ def lag_text(phase: dict[str, Any]) -> str:
     return f"{1000 * lag['mean_s']:.0f} ms / <= {lag['p99_le_s']:g} s"
 
 
+def late(phase: dict[str, Any]) -> str:
+    """Late go-aheads of a phase ('?' in records made before the operator counted them)."""
+    return f"{phase['go_aheads_late']:.0f}" if "go_aheads_late" in phase else "?"
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| pods | suspend: all verified | per pod | resume: all verified | per pod | operator CPU s (susp / res) "
-        "| CPU ms per pod | RSS idle / peak MB | execs per pod | exec in flight max (waiting) "
+        "| CPU ms per pod | RSS idle / peak MB | execs per pod (late go-aheads) | exec in flight max (waiting) "
         "| API requests per pod (susp / res) | status bytes | ledger bytes per pod "
         "| watch lag mean / p99 (susp; res) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -457,7 +465,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {r['all_verified_s']:.1f} s | {pr['ms_per_pod']:.1f} ms "
             f"| {s['cpu_s']:.1f} / {r['cpu_s']:.1f} | {ps['cpu_ms_per_pod']:.1f} / {pr['cpu_ms_per_pod']:.1f} "
             f"| {row['idle_rss_mb']:.0f} / {max(s['rss_max_mb'], r['rss_max_mb']):.0f} "
-            f"| {ps['execs_per_pod']:.2f}, {pr['execs_per_pod']:.2f} "
+            f"| {ps['execs_per_pod']:.2f}, {pr['execs_per_pod']:.2f} ({late(s)}, {late(r)}) "
             f"| {s['execs_in_flight_max']:.0f} ({waiting:.0f}) "
             f"| {ps['requests_per_pod']:.1f} / {pr['requests_per_pod']:.1f} "
             f"| {s['status_bytes']:,} | {row['ledger']['mean_bytes']:.0f} "

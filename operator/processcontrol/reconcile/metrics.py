@@ -24,6 +24,13 @@ EXEC_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 EXEC_FAILURES = Counter("processcontrol_exec_failures_total", "Execs that failed, by reason.", ["reason"])
+# Not an exec failure (the exec itself went well), so counted apart: each is an exec spent for nothing, and many mean
+# the operator or the API server answers slower than the window allows.
+GO_AHEADS_LATE = Counter(
+    "processcontrol_go_aheads_late_total",
+    "Transitions whose go-ahead reached the in-pod script after its window: nothing was sent, and the transition "
+    "is tried again.",
+)
 
 
 def observe_exec(duration_s: float, ok: bool, reason: str = "") -> None:

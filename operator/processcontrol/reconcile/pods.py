@@ -29,7 +29,7 @@ from processcontrol.podexec.script import (
     parse_output,
 )
 from processcontrol.podexec.transport import Dialogue, PodExecutor
-from processcontrol.reconcile.metrics import observe_exec
+from processcontrol.reconcile.metrics import GO_AHEADS_LATE, observe_exec
 from processcontrol.reconcile.plan import Mode, process_state
 from processcontrol.targets import PodInfo
 
@@ -199,6 +199,7 @@ async def transition(
     go = sent[0] if sent else None
     if go is not None and outcome.action is None:
         # Told, but it sent nothing: the go-ahead came after its window (a slow ledger write).
+        GO_AHEADS_LATE.inc()
         raise TransitionFailed(
             PodFailure(FailureReason.EXEC_TIMEOUT, f"the go-ahead came too late ({outcome.idle}): nothing was sent"),
             None,

@@ -245,6 +245,8 @@ class World:
     urgent_writes: list[tuple[str, bool]] = field(default_factory=list)  # (pod, urgent) of every metadata patch
     on_write: Callable[[str], None] | None = None  # called with the pod's name after each patch is applied
     before_write: Callable[[str], None] | None = None  # called before; it may raise (the write fails)
+    # pod -> seconds its next urgent write (a go-ahead's) takes: an overloaded API server, once.
+    slow_urgent_writes: dict[str, float] = field(default_factory=dict)
     # Suspensions the API server has that the index does not show (yet): kopf's watch lags behind it.
     unindexed: dict[str, SuspensionInfo] = field(default_factory=dict)
 
@@ -286,6 +288,8 @@ class World:
             raise NotFound(f"pod {name}")
         if self.before_write is not None:
             self.before_write(name)
+        if urgent and name in self.slow_urgent_writes:
+            await asyncio.sleep(self.slow_urgent_writes.pop(name))
         if name in self.refuse_writes:
             raise ApiError(f"pod {name}: the API server is unavailable")
         meta = self.pods[name]["metadata"]

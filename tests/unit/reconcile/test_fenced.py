@@ -14,6 +14,8 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from processcontrol.api import ProcessSuspensionStatus
 from processcontrol.api.reasons import Reason
 from processcontrol.api.timestamps import format_time, parse_time
@@ -121,6 +123,24 @@ async def test_2_a_start_delivered_but_not_recorded_is_not_believed_when_suspend
     assert not pods["db-0"].running(*MYSQL) and not pods["db-0"].running(*AGENT), "Suspended means stopped"
     actions = executor.actions("db-0")
     assert "STOP" in actions[actions.index("START") :], f"a new STOP, not belief: {actions}"
+
+
+async def test_a_go_ahead_past_its_window_sends_nothing_is_counted_and_sent_again(
+    world: World3, pods: dict[str, FakePod], events: Events
+) -> None:
+    """An overloaded API server: the ledger write a START's go-ahead waits for takes longer than the script's
+    window. That script sends nothing, the metric counts it, and the START goes out in a new exec."""
+    api, executor, runtime = world
+    runtime.settings = runtime.settings.model_copy(update={"go_ahead_window_s": 0.5})
+    await suspended(api, runtime)
+    late_before = REGISTRY.get_sample_value("processcontrol_go_aheads_late_total") or 0.0
+    api.slow_urgent_writes["db-0"] = 1.5
+    await released(api, runtime)
+    await eventually(lambda: everything_runs(pods), "every process running again")
+    assert REGISTRY.get_sample_value("processcontrol_go_aheads_late_total") == late_before + 1
+    assert executor.actions("db-0").count("START") == 2, executor.actions("db-0")
+    assert executor.actions("db-1").count("START") == 1, executor.actions("db-1")
+    assert api.annotation("db-0") is None
 
 
 async def test_3_an_exec_that_timed_out_never_acts_late(
