@@ -56,12 +56,21 @@ helm: ## Build the real helm (v3.22.0) from the Go module proxy into the cache, 
 go-container-run: ## Build (cached) the Go original container-run from ../shared/third_party, to test ours against
 	hack/build-container-run.sh --optional >/dev/null
 
+.PHONY: controlplane
+controlplane: ## Build (cached) the local control plane from the Go module proxy: etcd, kube-apiserver, kube-controller-manager, kubectl, kwok (~8 min cold)
+	@hack/build-controlplane.sh
+
+.PHONY: node-images
+node-images: deps-node $(STAMP) controlplane ## Build (cached) the real node's kubelet, kube-proxy and pause, and its images (base, operator, workload; ~10 min cold)
+	@hack/build-node.sh
+	$(PY) -m harness.images build >/dev/null
+
 .PHONY: unit
 unit: deps-local $(STAMP) helm go-container-run ## Unit tests: no cluster, real processes and sockets
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: demo
-demo: $(STAMP) ## See it work: local control plane, operator, 3 fake kubecf pods, a verified suspension
+demo: $(STAMP) controlplane ## See it work: local control plane, operator, 3 fake kubecf pods, a verified suspension
 	$(PY) hack/demo.py up
 
 .PHONY: demo-down
@@ -69,11 +78,11 @@ demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control pl
 	$(PY) hack/demo.py down
 
 .PHONY: e2e
-e2e: deps-local $(STAMP) helm go-container-run ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
+e2e: deps-local $(STAMP) helm go-container-run controlplane ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
 	$(PY) -m pytest tests/e2e -v
 
 .PHONY: e2e-node
-e2e-node: deps-node $(STAMP) ## End-to-end tests on a real node (kubelet, containerd, runc), the operator as a pod (root)
+e2e-node: deps-node $(STAMP) node-images ## End-to-end tests on a real node (kubelet, containerd, runc), the operator as a pod (root)
 	$(PY) -m pytest tests/node -v
 
 .PHONY: test
