@@ -6,8 +6,9 @@ synchronous, so every exec runs in a worker thread of its own pool and the event
 - Safe in parallel: `stream()` swaps a method of the `ApiClient` it is given while it runs, so threads sharing
   one client break each other (kubernetes-client/python#928). Each worker thread has its own `ApiClient`,
   all built from the one `Configuration` passed in.
-- Bounded and fair: an `asyncio.Semaphore` caps concurrent execs, and optionally another those of each namespace
-  under it (`max_per_namespace`); every attempt has a deadline, enforced in the thread
+- Bounded and fair: exec slots (podexec/slots.py) cap concurrent execs, and optionally others those of each
+  namespace under it (`max_per_namespace`), served in arrival order with background work (re-checks) after the
+  rest; every attempt has a deadline, enforced in the thread
   (`run_forever(timeout=...)`, then the websocket is closed) and again on the event loop, so a hanging pod
   costs its own caller one timeout and never holds up the others.
 - Bounded in memory: stdout and stderr together are read up to `max_output_bytes` (1 MiB by default), frame by
@@ -48,6 +49,7 @@ from kubernetes.stream import stream
 from prometheus_client import Gauge
 
 from processcontrol.exceptions import ExecError, ExecFailed, ExecForbidden, ExecTimeout, PodGone
+from processcontrol.podexec.slots import Slots
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +86,14 @@ class PodExecutor(Protocol):
     """Runs a command in a container of a pod; raises `ExecError` subclasses when it cannot."""
 
     async def run(
-        self, namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        command: list[str],
+        dialogue: Dialogue | None = None,
+        *,
+        background: bool = False,
     ) -> ExecResult: ...
 
 
@@ -118,6 +127,7 @@ class ExecCall:
     command: tuple[str, ...]
     timeout_s: float
     dialogue: Dialogue | None = None
+    background: bool = False  # waits for a slot behind every exec that is not
 
     @property
     def what(self) -> str:
@@ -450,7 +460,7 @@ class KubernetesPodExecutor:
         # Execs of one namespace at once, under the global cap (0: only the global cap): one tenant's large
         # suspension or hanging pods then leave slots to the others.
         self.max_per_namespace = max_per_namespace
-        self._namespaces: dict[str, asyncio.Semaphore] = {}
+        self._namespaces: dict[str, Slots] = {}
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
         self.backoff_s = max(0.0, backoff_s)
@@ -464,24 +474,23 @@ class KubernetesPodExecutor:
             exec_once = self._kubernetes_exec
             _bound_websocket_handshake(timeout_s)
         self._exec_once: ExecOnce = exec_once
-        self._semaphore: asyncio.Semaphore | None = None
+        self._slots: Slots | None = None
         self._in_flight = 0
         self._in_flight_max = 0
         # Twice the limit: a timed-out attempt may still hold its thread for a moment while its socket closes.
         self._pool = ThreadPoolExecutor(max_workers=2 * max_concurrency, thread_name_prefix="podexec")
 
-    def _limit(self) -> asyncio.Semaphore:
-        # Created on first use, inside the running loop.
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
-        return self._semaphore
+    def _limit(self) -> Slots:
+        if self._slots is None:
+            self._slots = Slots(self.max_concurrency)
+        return self._slots
 
-    def _namespace_limit(self, namespace: str) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+    def _namespace_limit(self, namespace: str) -> Slots | None:
         if not self.max_per_namespace:
-            return contextlib.nullcontext()
+            return None
         limit = self._namespaces.get(namespace)
         if limit is None:
-            limit = self._namespaces[namespace] = asyncio.Semaphore(self.max_per_namespace)
+            limit = self._namespaces[namespace] = Slots(self.max_per_namespace)
         return limit
 
     def backoff(self, attempt: int) -> float:
@@ -495,10 +504,18 @@ class KubernetesPodExecutor:
         return self.retry_timeouts and isinstance(error, ExecTimeout)
 
     async def run(
-        self, namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        command: list[str],
+        dialogue: Dialogue | None = None,
+        *,
+        background: bool = False,
     ) -> ExecResult:
-        """Run `command` in the container; raise ExecForbidden, PodGone, ExecTimeout or ExecFailed."""
-        call = ExecCall(namespace, pod, container, tuple(command), self.timeout_s, dialogue)
+        """Run `command` in the container; raise ExecForbidden, PodGone, ExecTimeout or ExecFailed. A `background`
+        exec waits for a slot behind every other."""
+        call = ExecCall(namespace, pod, container, tuple(command), self.timeout_s, dialogue, background)
         attempt = 0
         while True:
             handle = StreamHandle(asyncio.get_running_loop(), contextvars.copy_context())
@@ -521,23 +538,32 @@ class KubernetesPodExecutor:
 
     async def _attempt(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
         # The namespace's slot first: its execs queue there without holding global slots others could use.
-        async with self._namespace_limit(call.namespace):
-            EXECS_WAITING.inc()
-            try:
-                await self._limit().acquire()
-            finally:
-                EXECS_WAITING.dec()
-            self._in_flight += 1
-            EXECS_IN_FLIGHT.inc()
-            if self._in_flight > self._in_flight_max:
-                self._in_flight_max = self._in_flight
-                EXECS_IN_FLIGHT_MAX.set(self._in_flight_max)
-            try:
-                return await self._attempt_within_limit(call, handle)
-            finally:
-                self._in_flight -= 1
-                EXECS_IN_FLIGHT.dec()
-                self._limit().release()
+        namespace = self._namespace_limit(call.namespace)
+        if namespace is not None:
+            await namespace.acquire(background=call.background)
+        try:
+            return await self._attempt_in_namespace(call, handle)
+        finally:
+            if namespace is not None:
+                namespace.release()
+
+    async def _attempt_in_namespace(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
+        EXECS_WAITING.inc()
+        try:
+            await self._limit().acquire(background=call.background)
+        finally:
+            EXECS_WAITING.dec()
+        self._in_flight += 1
+        EXECS_IN_FLIGHT.inc()
+        if self._in_flight > self._in_flight_max:
+            self._in_flight_max = self._in_flight
+            EXECS_IN_FLIGHT_MAX.set(self._in_flight_max)
+        try:
+            return await self._attempt_within_limit(call, handle)
+        finally:
+            self._in_flight -= 1
+            EXECS_IN_FLIGHT.dec()
+            self._limit().release()
 
     async def _attempt_within_limit(self, call: ExecCall, handle: StreamHandle) -> ExecResult:
         loop = asyncio.get_running_loop()

@@ -7,10 +7,12 @@ stage by stage, one STOP exec per stage, as its gate (stages.py) lets it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from processcontrol.api import SUSPENDED_LABEL, PodState, ProcessState, ProcessStatus
 from processcontrol.api.models import ProbePolicy
@@ -40,6 +42,8 @@ from processcontrol.reconcile.restarts import RestartWatch
 from processcontrol.reconcile.runtime import Runtime, SuspensionInfo
 from processcontrol.reconcile.stages import hold_gate
 from processcontrol.targets import PodInfo
+
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -98,8 +102,10 @@ class Holding:
         ledger: LedgerWriter,
         reporter: Reporter,
         restarts: RestartWatch,
+        woken: asyncio.Event,
     ) -> None:
         self.runtime = runtime
+        self.woken = woken  # the worker's: set when something concerning the pod happened since its step began
         self.settings = runtime.settings
         self.namespace = namespace
         self.name = name
@@ -343,7 +349,23 @@ class Holding:
         held = self.ledger.held_by(suspension.uid)
         # By the filters, not the held pairs: a socket that appeared since (a process containerrun started) is
         # found too, and recorded and stopped by the next step.
-        report = await look(self.runtime.executor, pod, container, suspension.spec.jobs, suspension.spec.processes)
+        checking = look(
+            self.runtime.executor,
+            pod,
+            container,
+            suspension.spec.jobs,
+            suspension.spec.processes,
+            background=previous.at_rest,
+        )
+        if previous.at_rest:
+            # A re-check is background work: it waits for an exec slot behind every other exec, and gives way to
+            # whatever woke the worker meanwhile (a deletion, a restart): it sends nothing, so dropping it is
+            # always safe, and that pod's release or new STOP never waits behind its own re-check.
+            report = await _unless(self.woken, checking)
+            if report is None:
+                return  # still due: the next step does it, after what woke the worker
+        else:
+            report = await checking
         rejected = rejected_failure(report, f"{count(len(held))} held")
         if rejected is not None:
             raise rejected
@@ -706,6 +728,20 @@ class Holding:
         self.refused.clear()
         self.announced.clear()
         self.conflicts_due.clear()
+
+
+async def _unless(woken: asyncio.Event, work: Coroutine[Any, Any, T]) -> T | None:
+    """What `work` returns (or raises), unless `woken` is set first: then None, and the work is cancelled."""
+    task = asyncio.ensure_future(work)
+    waking = asyncio.ensure_future(woken.wait())
+    try:
+        done, _ = await asyncio.wait({task, waking}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waking.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return task.result() if task in done else None
 
 
 def _filters(jobs: list[str], processes: list[str]) -> str:

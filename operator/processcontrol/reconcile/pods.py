@@ -125,10 +125,12 @@ async def look(
     processes: Sequence[str],
     *,
     only: Sequence[tuple[str, str]] | None = None,
+    background: bool = False,
 ) -> ScriptReport:
-    """One exec that only looks (no go-ahead: it sends nothing); raises `PodFailure` with a reason."""
+    """One exec that only looks (no go-ahead: it sends nothing); raises `PodFailure` with a reason. A `background`
+    look waits for an exec slot behind every other exec."""
     command = build_command(jobs, processes, only=only)
-    outcome = await _exec(executor, pod, container, command, None)
+    outcome = await _exec(executor, pod, container, command, None, background=background)
     return outcome.look
 
 
@@ -214,10 +216,16 @@ async def transition(
 
 
 async def _exec(
-    executor: PodExecutor, pod: PodInfo, container: str, command: list[str], dialogue: Dialogue | None
+    executor: PodExecutor,
+    pod: PodInfo,
+    container: str,
+    command: list[str],
+    dialogue: Dialogue | None,
+    *,
+    background: bool = False,
 ) -> Outcome:
     try:
-        result = await executor.run(pod.namespace, pod.name, container, command, dialogue)
+        result = await executor.run(pod.namespace, pod.name, container, command, dialogue, background=background)
     except ExecError as error:
         observe_exec(0.0, ok=False, reason=_error_reason(error))
         raise PodFailure(_error_reason(error), str(error)) from error

@@ -67,9 +67,9 @@ class PodWorker:
             runtime.kube,
             self.reporter,
         )
-        self.holding = Holding(runtime, namespace, name, self.ledger, self.reporter, self.restarts)
-        self.giving_back = GivingBack(runtime, self.ledger, self.reporter)
         self._wake = asyncio.Event()
+        self.holding = Holding(runtime, namespace, name, self.ledger, self.reporter, self.restarts, self._wake)
+        self.giving_back = GivingBack(runtime, self.ledger, self.reporter)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._ended = ended  # told in the loop's last moment: an event after it starts a new worker

@@ -82,6 +82,28 @@ async def test_concurrency_is_bounded() -> None:
     assert peak == 3
 
 
+async def test_a_background_exec_waits_behind_one_asked_for_after_it() -> None:
+    release = threading.Event()
+    order: list[str] = []
+
+    def once(call: ExecCall, handle: StreamHandle) -> ExecResult:
+        if call.pod == "busy":
+            release.wait(5)
+        order.append(call.pod)
+        return ok(call, handle)
+
+    ex = executor(once, max_concurrency=1)
+    busy = asyncio.create_task(ex.run("ns", "busy", "c", ["true"]))
+    await asyncio.sleep(0.05)
+    recheck = asyncio.create_task(ex.run("ns", "recheck", "c", ["true"], background=True))
+    await asyncio.sleep(0.05)
+    stop = asyncio.create_task(ex.run("ns", "stop", "c", ["true"]))
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(busy, recheck, stop)
+    assert order == ["busy", "stop", "recheck"]
+
+
 async def test_the_metrics_show_execs_in_flight_and_waiting() -> None:
     from processcontrol.podexec import transport
 

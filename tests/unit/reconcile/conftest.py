@@ -122,13 +122,22 @@ class LocalExecutor:
         self.timeline: list[tuple[str, str, int]] = []  # (pod, "go STOP"/"go START", seq); the World adds writes
 
     async def run(
-        self, namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        command: list[str],
+        dialogue: Dialogue | None = None,
+        *,
+        background: bool = False,
     ) -> ExecResult:
         gate = self.hold.get(pod)
         if gate is not None:
             self.waiting.add(pod)
-            await gate.wait()
-            self.waiting.discard(pod)
+            try:
+                await gate.wait()
+            finally:
+                self.waiting.discard(pod)
         if pod in self.fail:
             self.calls.append((pod, "FAILED"))
             raise self.fail[pod]

@@ -184,7 +184,14 @@ class ScriptedExecutor:
     calls: list[tuple[str, str, str]] = field(default_factory=list)
 
     async def run(
-        self, namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        command: list[str],
+        dialogue: Dialogue | None = None,
+        *,
+        background: bool = False,
     ) -> ExecResult:
         assert namespace == NAMESPACE
         jobs, processes, only = command[4], command[5], command[8]

@@ -247,7 +247,16 @@ class Printing:
     def __init__(self, stdout: str, stderr: str = "") -> None:
         self.stdout, self.stderr = stdout, stderr
 
-    async def run(self, namespace: str, pod: str, container: str, command: list[str], dialogue: Any = None) -> Any:
+    async def run(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        command: list[str],
+        dialogue: Any = None,
+        *,
+        background: bool = False,
+    ) -> Any:
         return ExecResult(self.stdout, self.stderr, 1, 0.01)
 
 

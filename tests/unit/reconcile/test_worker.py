@@ -367,6 +367,30 @@ async def test_an_unreadable_ledger_is_reported_and_left_alone(
     assert executor.actions("db-0") == []
 
 
+async def test_a_re_check_waiting_for_an_exec_slot_gives_way_to_the_release(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """At 10,000 pods the re-checks of settled holds filled the exec queue, and each pod's worker sat in its own
+    queued re-check when the suspension was deleted: its release began only once that look had run, so the STARTs
+    waited behind 7,000 looks that sent nothing. A re-check gives way to what wakes its worker."""
+    api, executor, runtime = world
+    runtime.settings = runtime.settings.model_copy(update={"reverify_interval_s": 0.1})
+    api.suspend("restore")
+    for name in pods:
+        await eventually(lambda n=name: state(runtime, "restore", n) == "Suspend:Suspended", "suspended")  # type: ignore[misc]
+    gate = executor.hold["db-0"] = asyncio.Event()  # db-0's execs wait for a slot until the gate opens
+    await eventually(lambda: "db-0" in executor.waiting, "db-0's re-check waits for an exec slot")
+    api.suspend("restore", deleting=True)
+    await eventually(
+        lambda: api.ledger("db-0").holds["uid-restore"].releasing, "db-0's release begun while its slot is taken"
+    )
+    assert stopped(pods_only(pods, "db-0")), "nothing was sent to db-0 yet"
+    gate.set()
+    await eventually(lambda: not pods_holding(api.dispatch, NAMESPACE, "uid-restore"), "every hold given back")
+    assert running(pods)
+    assert executor.actions("db-0").count("START") == 1, executor.actions("db-0")
+
+
 async def test_stop_workers_ends_a_worker_that_lost_its_cancellation(
     world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
 ) -> None:
@@ -384,14 +408,20 @@ async def test_stop_workers_ends_a_worker_that_lost_its_cancellation(
     lost: list[str] = []
 
     async def run_losing_a_cancellation(
-        namespace: str, pod: str, container: str, command: list[str], dialogue: Dialogue | None = None
+        namespace: str,
+        pod: str,
+        container: str,
+        command: list[str],
+        dialogue: Dialogue | None = None,
+        *,
+        background: bool = False,
     ) -> ExecResult:
         try:
-            return await run(namespace, pod, container, command, dialogue)
+            return await run(namespace, pod, container, command, dialogue, background=background)
         except asyncio.CancelledError:
             lost.append(pod)  # as wait_for did: the exec ended as the cancellation came, its result is returned
             gate.set()
-            return await run(namespace, pod, container, command, dialogue)
+            return await run(namespace, pod, container, command, dialogue, background=background)
 
     executor.run = run_losing_a_cancellation  # type: ignore[method-assign]
     await eventually(lambda: "db-0" in executor.waiting, "db-0's re-check waits in its exec")
