@@ -151,6 +151,11 @@ bench-node: deps-node $(STAMP) ## Benchmark on the real node (root, ~10 min): ex
 bench-failover: deps-node $(STAMP) ## Failover on the real node (root, ~20 min): leader pod deleted -> held process stopped again, p50/p95, 2 replicas vs 1 Recreate (TRIALS=5)
 	$(PY) bench/failover_bench.py $(if $(TRIALS),--trials $(TRIALS))
 
+.PHONY: bench-ab
+bench-ab: deps-local $(STAMP) controlplane ## The operator against an earlier build, N=50 pods, in turns on one control plane (BASELINE=commit; ~15 min)
+	@test -n "$(BASELINE)" || { echo "make bench-ab BASELINE=<commit>, e.g. BASELINE=7d3e18a"; exit 2; }
+	$(PY) bench/ab_bench.py --baseline $(BASELINE) $(if $(PODS),--pods $(PODS))
+
 .PHONY: bench-full
 bench-full: deps-local $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 3 repeats, 20 restarts at N=200, footprint (1,000 pods)
 	$(PY) bench/suspend_bench.py --full $(LATEST)

@@ -97,8 +97,10 @@ class OperatorProcess:
         args: tuple[str, ...] = ("--all-namespaces",),
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        executable: Path = PROCESSCONTROL,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.executable = executable  # another build's `processcontrol` (bench/ab_bench.py's baseline)
         self.args = args
         self.env = env or {}
         self.log_path = log_path or state_dir() / "logs" / "operator.log"
@@ -129,7 +131,7 @@ class OperatorProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
-                    str(PROCESSCONTROL),
+                    str(self.executable),
                     "operator",
                     *self.args,
                     f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz",
