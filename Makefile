@@ -56,12 +56,12 @@ helm: ## Build the real helm (v3.22.0) from the Go module proxy into the cache, 
 go-container-run: ## Build (cached) the Go original container-run from ../shared/third_party, to test ours against
 	hack/build-container-run.sh --optional >/dev/null
 
-.PHONY: controlplane
-controlplane: ## Build (cached) the local control plane from the Go module proxy: etcd, kube-apiserver, kube-controller-manager, kubectl, kwok (~8 min cold)
+.PHONY: controlplane-binaries
+controlplane-binaries: ## Build (cached) the local control plane from the Go module proxy: etcd, kube-apiserver, kube-controller-manager, kubectl, kwok (~8 min cold)
 	@hack/build-controlplane.sh
 
 .PHONY: node-images
-node-images: deps-node $(STAMP) controlplane ## Build (cached) the real node's kubelet, kube-proxy and pause, and its images (base, operator, workload; ~10 min cold)
+node-images: deps-node $(STAMP) controlplane-binaries ## Build (cached) the real node's kubelet, kube-proxy and pause, and its images (base, operator, workload; ~10 min cold)
 	@hack/build-node.sh
 	$(PY) -m harness.images build >/dev/null
 
@@ -70,7 +70,7 @@ unit: deps-local $(STAMP) helm go-container-run ## Unit tests: no cluster, real 
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: demo
-demo: $(STAMP) controlplane ## See it work: local control plane, operator, 3 fake kubecf pods, a verified suspension
+demo: $(STAMP) controlplane-binaries ## See it work: local control plane, operator, 3 fake kubecf pods, a verified suspension
 	$(PY) hack/demo.py up
 
 .PHONY: demo-down
@@ -78,7 +78,7 @@ demo-down: $(STAMP) ## Stop the demo: operator, fake pods' processes, control pl
 	$(PY) hack/demo.py down
 
 .PHONY: e2e
-e2e: deps-local $(STAMP) helm go-container-run controlplane ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
+e2e: deps-local $(STAMP) helm go-container-run controlplane-binaries ## End-to-end tests on the real local control plane (builds it on first use, ~8 min cold)
 	$(PY) -m pytest tests/e2e -v
 
 .PHONY: e2e-node
@@ -152,7 +152,7 @@ bench-failover: deps-node $(STAMP) ## Failover on the real node (root, ~20 min):
 	$(PY) bench/failover_bench.py $(if $(TRIALS),--trials $(TRIALS))
 
 .PHONY: bench-ab
-bench-ab: deps-local $(STAMP) controlplane ## The operator against an earlier build, N=50 pods, in turns on one control plane (BASELINE=commit; ~15 min)
+bench-ab: deps-local $(STAMP) controlplane-binaries ## The operator against an earlier build, N=50 pods, in turns on one control plane (BASELINE=commit; ~15 min)
 	@test -n "$(BASELINE)" || { echo "make bench-ab BASELINE=<commit>, e.g. BASELINE=7d3e18a"; exit 2; }
 	$(PY) bench/ab_bench.py --baseline $(BASELINE) $(if $(PODS),--pods $(PODS))
 
