@@ -5,10 +5,11 @@
 
 "No slower than before" needs both in the same run: these machines are noisy. The baseline is built once into a
 git worktree with its own venv (`.bench-baseline/<commit>`, ignored by git); the control plane, the pods and the
-install (deploy/, CRD and RBAC) are this tree's. Each round runs both operators one after the other, in alternating
-order, one at a time (the other stopped): bench/suspend_bench.py's `ours_once` (apply -> Ready and every sentinel
-gone; delete -> every sentinel back) with default settings. The table gives the medians and the ratio
-current / baseline; the record goes to a new bench/results/<date>-ab.json.
+install (deploy/: RBAC, admission) are this tree's, and each operator's turn applies its own CRD first (a newer
+CRD defaults fields an older operator refuses). Each round runs both operators one after the other, in
+alternating order, one at a time (the other stopped): bench/suspend_bench.py's `ours_once` (apply -> Ready and
+every sentinel gone; delete -> every sentinel back) with default settings. The table gives the medians and the
+ratio current / baseline; the record goes to a new bench/results/<date>-ab.json.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import recording  # noqa: E402 - bench/ is this script's directory, on sys.path 
 import suspend_bench as sb  # noqa: E402
 from harness import controlplane, fakepods  # noqa: E402
 from harness import operator as harness  # noqa: E402
+from harness.base import kubectl as admin_kubectl  # noqa: E402
 from harness.base import state_dir  # noqa: E402
 
 CURRENT, BASELINE = "current", "baseline"
@@ -40,10 +42,14 @@ def git(*args: str, cwd: Path = ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def baseline_tree(commit: str) -> Path:
+    return ROOT / ".bench-baseline" / git("rev-parse", "--verify", f"{commit}^{{commit}}")[:12]
+
+
 def baseline_build(commit: str) -> Path:
     """The baseline's `processcontrol`, built once into `.bench-baseline/<commit>`."""
     full = git("rev-parse", "--verify", f"{commit}^{{commit}}")
-    tree = ROOT / ".bench-baseline" / full[:12]
+    tree = baseline_tree(commit)
     executable = tree / ".venv" / "bin" / "processcontrol"
     if executable.exists():
         return executable
@@ -55,7 +61,10 @@ def baseline_build(commit: str) -> Path:
     return executable
 
 
-def one_turn(which: str, executable: Path, pods: list[str], name: str) -> dict[str, Any]:
+def one_turn(which: str, executable: Path, crd: Path, pods: list[str], name: str) -> dict[str, Any]:
+    """One suspend and resume by this operator, under its own CRD."""
+    admin_kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    admin_kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/processsuspensions.processcontrol.dev")
     operator = harness.OperatorProcess(
         harness.service_account_kubeconfig(),
         executable=executable,
@@ -102,6 +111,8 @@ def main() -> int:
     args = parser.parse_args()
     started = datetime.now(UTC)
     executables = {CURRENT: harness.PROCESSCONTROL, BASELINE: baseline_build(args.baseline)}
+    trees = {CURRENT: ROOT, BASELINE: baseline_tree(args.baseline)}
+    crds = {which: tree / "crds" / "processsuspensions.yaml" for which, tree in trees.items()}
     record: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
         "machine": sb.machine(),
@@ -121,7 +132,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             order = (BASELINE, CURRENT) if round_ % 2 == 0 else (CURRENT, BASELINE)
             for which in order:
-                turn = one_turn(which, executables[which], pods, f"ab-{which}-{round_}")
+                turn = one_turn(which, executables[which], crds[which], pods, f"ab-{which}-{round_}")
                 record["turns"].append(turn)
                 sb.say(f"round {round_ + 1}/{args.rounds} {which}: {sb.progress(turn)}")
         record["medians"] = {which: medians(record["turns"], which) for which in (CURRENT, BASELINE)}
