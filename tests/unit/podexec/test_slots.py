@@ -53,7 +53,7 @@ async def test_a_waiter_cancelled_in_the_queue_loses_no_slot() -> None:
     gone.cancel()
     await asyncio.gather(gone, return_exceptions=True)
     slots.release()
-    await _settle()
+    await stays
     assert order == ["stays"]
     slots.release()
     async with asyncio.timeout(1):
