@@ -12,6 +12,7 @@ import contextlib
 import copy
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,15 @@ class FakePod:
             kill_marked(self.container(job, process))
 
 
+async def end_exec(process: asyncio.subprocess.Process) -> None:
+    """Kill an exec's whole process group, not only its shell: the script's watchdog is a subshell with a `sleep`
+    of the window's length, which would outlive a killed shell and the test (its leak check allows 5 s)."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.shield(process.wait())
+
+
 class LocalExecutor:
     """Runs the exec command here, with the pod's base dir as CONTAINERRUN_BASE_DIR (what kwok's Exec does), stdin
     open when the exec has a dialogue, as the websocket exec has it.
@@ -159,6 +169,7 @@ class LocalExecutor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
+            start_new_session=True,
         )
         try:
             assert process.stdout is not None and process.stderr is not None
@@ -182,9 +193,7 @@ class LocalExecutor:
                         process.stdin.close()
             rest, errors = await process.communicate()
         finally:
-            if process.returncode is None:  # cancelled (the worker stopped): the exec goes with it
-                process.kill()
-                await asyncio.shield(process.wait())
+            await end_exec(process)  # cancelled (the worker stopped): the exec goes with it
         if call < len(self.calls) and self.calls[call] == (pod, "EXEC"):
             self.calls[call] = (pod, did)
         return ExecResult((stdout + rest).decode(), errors.decode(), process.returncode, time.monotonic() - started)
@@ -203,13 +212,12 @@ class LocalExecutor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
             env=env,
+            start_new_session=True,
         )
         try:
             await process.wait()
         finally:
-            if process.returncode is None:
-                process.kill()
-                await asyncio.shield(process.wait())
+            await end_exec(process)
 
 
 def pod_body(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
