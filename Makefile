@@ -140,15 +140,15 @@ controlplane-down: $(STAMP) ## Stop the local control plane and the fake pods' h
 LATEST = $(if $(UPDATE),--update-latest)
 
 .PHONY: bench
-bench: deps-local $(STAMP) ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun
+bench: deps-local $(STAMP) controlplane-binaries ## Benchmarks, quick (minutes): N=10,50 pods; ours vs the seed's nc loop and xargs+ncat; drift; containerrun
 	$(PY) bench/suspend_bench.py --quick $(LATEST)
 
 .PHONY: bench-node
-bench-node: deps-node $(STAMP) ## Benchmark on the real node (root, ~10 min): exec p50/p99 through the kubelet; N=10,50 vs seed loop, xargs+ncat
+bench-node: deps-node $(STAMP) node-images ## Benchmark on the real node (root, ~10 min): exec p50/p99 through the kubelet; N=10,50 vs seed loop, xargs+ncat
 	$(PY) bench/node_bench.py --sizes 10,50
 
 .PHONY: bench-failover
-bench-failover: deps-node $(STAMP) ## Failover on the real node (root, ~20 min): leader pod deleted -> held process stopped again, p50/p95, 2 replicas vs 1 Recreate (TRIALS=5)
+bench-failover: deps-node $(STAMP) node-images ## Failover on the real node (root, ~20 min): leader pod deleted -> held process stopped again, p50/p95, 2 replicas vs 1 Recreate (TRIALS=5)
 	$(PY) bench/failover_bench.py $(if $(TRIALS),--trials $(TRIALS))
 
 .PHONY: bench-ab
@@ -157,24 +157,24 @@ bench-ab: deps-local $(STAMP) controlplane-binaries ## The operator against an e
 	$(PY) bench/ab_bench.py --baseline $(BASELINE) $(if $(PODS),--pods $(PODS))
 
 .PHONY: bench-full
-bench-full: deps-local $(STAMP) ## Benchmarks, full (~40 min): N=10,50,200 pods, 3 repeats, 20 restarts at N=200, footprint (1,000 pods)
+bench-full: deps-local $(STAMP) controlplane-binaries ## Benchmarks, full (~40 min): N=10,50,200 pods, 3 repeats, 20 restarts at N=200, footprint (1,000 pods)
 	$(PY) bench/suspend_bench.py --full $(LATEST)
 
 .PHONY: bench-footprint
-bench-footprint: $(STAMP) ## Operator RSS and CPU, ~10 min: 1,000 pods watched (100 with real processes), 100 suspensions
+bench-footprint: $(STAMP) controlplane-binaries ## Operator RSS and CPU, ~10 min: 1,000 pods watched (100 with real processes), 100 suspensions
 	$(PY) bench/footprint_bench.py
 
 .PHONY: bench-scale
-bench-scale: deps-local $(STAMP) ## Scale (not in CI; ~1 h at 10,000): one suspension of N simulated pods, N=1,000..10,000 (PODS=1000,2000 for fewer)
+bench-scale: deps-local $(STAMP) controlplane-binaries ## Scale (not in CI; ~1 h at 10,000): one suspension of N simulated pods, N=1,000..10,000 (PODS=1000,2000 for fewer)
 	$(PY) bench/scale_bench.py $(if $(PODS),--pods $(PODS))
 
 SEED ?= 1
 STEPS ?= 1000
 
 .PHONY: soak
-soak: $(STAMP) ## Promise soak (not in CI; SEED=, STEPS=, ~10 s a step): random steps and faults, the invariant after each
+soak: $(STAMP) controlplane-binaries ## Promise soak (not in CI; SEED=, STEPS=, ~10 s a step): random steps and faults, the invariant after each
 	$(PY) bench/soak_promise.py --seed $(SEED) --steps $(STEPS)
 
 .PHONY: soak-faults
-soak-faults: $(STAMP) ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
+soak-faults: $(STAMP) controlplane-binaries ## Fault soak (~40 min, not in CI): 20 operator SIGKILL trials on 30 pods, 5 apiserver and 5 etcd restarts
 	$(PY) bench/soak_faults.py $(LATEST)
