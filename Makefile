@@ -165,8 +165,8 @@ bench-footprint: $(STAMP) controlplane-binaries ## Operator RSS and CPU, ~10 min
 	$(PY) bench/footprint_bench.py
 
 .PHONY: bench-scale
-bench-scale: deps-local $(STAMP) controlplane-binaries ## Scale (not in CI; ~1 h at 10,000): one suspension of N simulated pods, N=1,000..10,000 (PODS=1000,2000 for fewer)
-	$(PY) bench/scale_bench.py $(if $(PODS),--pods $(PODS))
+bench-scale: deps-local $(STAMP) controlplane-binaries ## Scale (not in CI; ~1 h at 10,000): one suspension of N simulated pods, N=1,000..10,000 (PODS=1000,2000 for fewer; BASELINE=commit to run an earlier build too)
+	$(PY) bench/scale_bench.py $(if $(PODS),--pods $(PODS)) $(if $(BASELINE),--baseline $(BASELINE))
 
 SEED ?= 1
 STEPS ?= 1000

@@ -3,13 +3,15 @@
     .venv/bin/python bench/scale_bench.py                      # make bench-scale: N = 1,000, 2,000, 5,000, 10,000
     .venv/bin/python bench/scale_bench.py --pods 1000,2000     # a shorter curve
     .venv/bin/python bench/scale_bench.py --check 20           # the simulator against real containerrun, N = 20
+    .venv/bin/python bench/scale_bench.py --pods 5000 --baseline f2ac92b   # and an earlier build, in the same run
 
 The local control plane (its own state directory, /tmp/processcontrol-scale unless PROCESSCONTROL_STATE says
 otherwise), kwok pods of harness.fakepods' kubecf layout (2 processes each), the real operator (default settings,
 its own ServiceAccount) and the real in-pod script, run by kwok on this host for every exec. Only the process
 supervisors are simulated: one harness.simpods process serves every pod's containerrun sockets and files.
 
-For each N, in one instance group that grows from the previous N:
+For each N, in one instance group that grows from the previous N, a fresh operator (with `--baseline`, the
+baseline's first, then this tree's; both under this tree's CRD):
 
 1. suspend: `kubectl apply` of one ProcessSuspension selecting the group -> its Ready condition True with summary
    N/N, and every `.running` sentinel on the host gone ("all verified");
@@ -50,7 +52,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 os.environ.setdefault("PROCESSCONTROL_STATE", "/tmp/processcontrol-scale")
 
-import recording  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
+import ab_bench  # noqa: E402 - bench/ is this script's directory, on sys.path as for any script
+import recording  # noqa: E402
 import suspend_bench as sb  # noqa: E402
 from harness import controlplane, fakepods, simpods  # noqa: E402
 from harness import operator as harness  # noqa: E402
@@ -450,18 +453,19 @@ def late(phase: dict[str, Any]) -> str:
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
-        "| pods | suspend: all verified | per pod | resume: all verified | per pod | operator CPU s (susp / res) "
-        "| CPU ms per pod | RSS idle / peak MB | execs per pod (late go-aheads) | exec in flight max (waiting) "
+        "| build | pods | suspend: all verified | per pod | resume: all verified | per pod "
+        "| operator CPU s (susp / res) | CPU ms per pod | RSS idle / peak MB | execs per pod (late go-aheads) "
+        "| exec in flight max (waiting) "
         "| API requests per pod (susp / res) | status bytes | ledger bytes per pod "
         "| watch lag mean / p99 (susp; res) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         s, r = row["suspend"], row["resume"]
         ps, pr = per_pod(row, "suspend"), per_pod(row, "resume")
         waiting = max(s["execs_waiting_max_sampled"], r["execs_waiting_max_sampled"])
         lines.append(
-            f"| {row['pods']:,} | {s['all_verified_s']:.1f} s | {ps['ms_per_pod']:.1f} ms "
+            f"| {row['build']} | {row['pods']:,} | {s['all_verified_s']:.1f} s | {ps['ms_per_pod']:.1f} ms "
             f"| {r['all_verified_s']:.1f} s | {pr['ms_per_pod']:.1f} ms "
             f"| {s['cpu_s']:.1f} / {r['cpu_s']:.1f} | {ps['cpu_ms_per_pod']:.1f} / {pr['cpu_ms_per_pod']:.1f} "
             f"| {row['idle_rss_mb']:.0f} / {max(s['rss_max_mb'], r['rss_max_mb']):.0f} "
@@ -479,53 +483,83 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             f"{v} {row['suspend']['api']['verb'].get(v, 0):.0f} / {row['resume']['api']['verb'].get(v, 0):.0f}"
             for v in verbs
         ]
-        lines.append(f"- N = {row['pods']:,}: " + ", ".join(parts))
+        lines.append(f"- N = {row['pods']:,} ({row['build']}): " + ", ".join(parts))
     return "\n".join(lines)
 
 
 # --- runs ----------------------------------------------------------------------------------------------------------
 
 
-def start_operator(record: dict[str, Any]) -> harness.OperatorProcess:
+def prepare(record: dict[str, Any]) -> None:
+    """The control plane up, this tree's install (CRD, RBAC, admission) applied."""
     harness.ensure_control_plane()
     harness.install()
     record["versions"] = sb.versions()
-    operator = harness.OperatorProcess(harness.service_account_kubeconfig())
+
+
+def start_operator(executable: Path = harness.PROCESSCONTROL, build: str = "current") -> harness.OperatorProcess:
+    operator = harness.OperatorProcess(
+        harness.service_account_kubeconfig(),
+        executable=executable,
+        log_path=state_dir() / "logs" / f"operator-{build}.log",
+    )
     operator.start(timeout=120)
     assert operator.process is not None
-    say(f"operator pid {operator.process.pid}, log {operator.log_path}")
+    say(f"operator ({build}) pid {operator.process.pid}, log {operator.log_path}")
     return operator
 
 
-def run_scale(sizes: Sequence[int], record: dict[str, Any], dated: Path) -> None:
-    operator = start_operator(record)
-    assert operator.process is not None
+def baseline_of(commit: str) -> tuple[str, Path]:
+    """The baseline's name and `processcontrol` (built as bench-ab builds it). Both operators run under this tree's
+    CRD here, so a baseline whose CRD differs is refused: bench-ab compares those, each under its own."""
+    tree = ab_bench.baseline_tree(commit)
+    executable = ab_bench.baseline_build(commit)
+    crd = Path("crds") / "processsuspensions.yaml"
+    if (tree / crd).read_text() != (ab_bench.ROOT / crd).read_text():
+        raise SystemExit(f"the CRD of {commit} differs from this tree's: compare with make bench-ab BASELINE={commit}")
+    return ab_bench.git("rev-parse", "--short", commit), executable
+
+
+def run_scale(sizes: Sequence[int], record: dict[str, Any], dated: Path, baseline: str | None) -> None:
+    """Each N: the group grows to N, then each build in turn (the baseline first, when there is one) starts a fresh
+    operator, suspends and resumes the whole group, and stops."""
+    builds = [(ab_bench.git("describe", "--always", "--dirty"), harness.PROCESSCONTROL)]
+    if baseline is not None:
+        builds.insert(0, baseline_of(baseline))
+        record["baseline"] = builds[0][0]
+    prepare(record)
     have = 0
-    try:
-        for n in sizes:
-            pods = grow(n, have)
-            have = max(have, n)
-            time.sleep(10)  # the operator's pod watch catches up with the creations
-            idle = sb.sample(operator.process.pid, 10)
-            say(f"N={n}: operator idle RSS {idle['rss_mb']:.0f} MB; load {os.getloadavg()[0]:.1f}; suspending")
-            row = suspend_resume(operator, NAMESPACE, GROUP, pods, f"scale-n{n}")
+    for n in sizes:
+        pods = grow(n, have)
+        have = max(have, n)
+        for build, executable in builds:
+            operator = start_operator(executable, build)
+            assert operator.process is not None
+            try:
+                time.sleep(10)  # its pod watch lists the N pods
+                idle = sb.sample(operator.process.pid, 10)
+                say(f"N={n} ({build}): operator idle RSS {idle['rss_mb']:.0f} MB; load {os.getloadavg()[0]:.1f}")
+                row = suspend_resume(operator, NAMESPACE, GROUP, pods, f"scale-n{n}")
+            finally:
+                operator.stop()
+            row["build"] = build
             row["idle_rss_mb"] = idle["rss_mb"]
             row["idle_cpu_percent"] = idle["cpu_percent_of_one_core"]
             row["load_average"] = [round(x, 2) for x in os.getloadavg()]
             record["rows"].append(row)
             s, r = row["suspend"], row["resume"]
             say(
-                f"N={n}: suspend {s['all_verified_s']:.1f}s (CPU {s['cpu_s']:.1f}s, {s['execs']:.0f} execs, in flight "
-                f"max {s['execs_in_flight_max']:.0f}), resume {r['all_verified_s']:.1f}s (CPU {r['cpu_s']:.1f}s)"
+                f"N={n} ({build}): suspend {s['all_verified_s']:.1f}s (CPU {s['cpu_s']:.1f}s, {s['execs']:.0f} "
+                f"execs, in flight max {s['execs_in_flight_max']:.0f}), resume {r['all_verified_s']:.1f}s "
+                f"(CPU {r['cpu_s']:.1f}s)"
             )
             sb.checkpoint(record, dated)
-    finally:
-        operator.stop()
 
 
 def run_check(count: int, repeats: int, record: dict[str, Any]) -> None:
     """The same suspend/resume against real containerrun pods and simulated ones, alternately."""
-    operator = start_operator(record)
+    prepare(record)
+    operator = start_operator()
     real_ns, sim_ns = "scale-real", "scale-sim"
     try:
         say(f"check: {count} pods with real containerrun in {real_ns}, {count} simulated in {sim_ns}")
@@ -589,6 +623,7 @@ def main() -> int:
     parser.add_argument(
         "--pods", type=lambda s: [int(x) for x in s.split(",")], default=DEFAULT_SIZES, help="N list, e.g. 1000,2000"
     )
+    parser.add_argument("--baseline", metavar="COMMIT", help="also run this build at each N, before the current one")
     parser.add_argument("--check", type=int, metavar="N", help="the simulator against real containerrun at N pods")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of --check")
     parser.add_argument("--keep", action="store_true", help="leave the control plane and the pods up")
@@ -609,7 +644,7 @@ def main() -> int:
         if args.check:
             run_check(args.check, args.repeats, record)
         else:
-            run_scale(args.pods, record, dated)
+            run_scale(args.pods, record, dated, args.baseline)
     finally:
         record["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         record["machine"]["uptime_end"] = sb.uptime()
