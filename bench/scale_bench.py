@@ -13,6 +13,8 @@ supervisors are simulated: one harness.simpods process serves every pod's contai
 For each N, in one instance group that grows from the previous N, a fresh operator (with `--baseline`, the
 baseline's first, then this tree's; both under this tree's CRD):
 
+0. start: a ProcessSuspension that targets nothing -> its status written (`operator_started_s`; kopf handles
+   nothing before it has indexed every object it listed, which grows faster than N);
 1. suspend: `kubectl apply` of one ProcessSuspension selecting the group -> its Ready condition True with summary
    N/N, and every `.running` sentinel on the host gone ("all verified");
 2. resume: `kubectl delete` -> the object gone and every sentinel back;
