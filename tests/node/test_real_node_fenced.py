@@ -87,7 +87,8 @@ def test_an_operator_killed_before_its_go_ahead_stops_nothing(
     time.sleep(max(0.0, SLOW_LOOK_S + 10 - (time.monotonic() - started)))
     assert main_pid(namespace, POD, HTTP) == http_pid, "the http process was never stopped (same pid, running)"
     assert main_pid(namespace, POD, WORKER) is None, "the worker stopped by hand stays stopped"
-    # The script's own processes: its shell (the script text is on its command line), the watchdog, the prober.
+    # The script's own processes: its shell (the script text is on its command line), the watchdog, the prober. The
+    # new leader has nothing to exec for here (the suspension is going and holds nothing), so any is the old one's.
     left = {
         pid: args[:80]
         for pid, args in ps(namespace, POD, HTTP.container).items()

@@ -227,8 +227,11 @@ class PodWorker:
 
         for suspension in targeting:
             uid = suspension.uid
+            # A suspension being deleted that holds nothing here is owed no look: its status goes with it, and a
+            # look after a restart or a takeover would be an exec for nobody (one per pod at a large deletion).
             if (
                 uid in wanted
+                or suspension.deleting
                 or uid in ledger.holds
                 or self.giving_back.starting_for(uid)
                 or self.giving_back.retag_resumed(suspension)

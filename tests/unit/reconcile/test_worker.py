@@ -144,6 +144,22 @@ async def test_failed_rechecks_keep_the_evidence_and_deletion_waits(
     assert running(pods)
 
 
+async def test_a_suspension_deleted_before_it_held_anything_is_owed_no_exec(
+    world: World3, pods: dict[str, FakePod], events: list[tuple[str, str, str]]
+) -> None:
+    """An operator that takes over a suspension already being deleted, which holds nothing in its pods (its first
+    exec lost its operator before the go-ahead), execs into none of them: a look there would be for a status that
+    goes with the object, and on the real node it outlived the deletion (a slow look, still running after it)."""
+    api, executor, runtime = world
+    api.suspend("restore", deleting=True)
+    assert api.dispatch.workers, "the pods' workers started"
+
+    await eventually(lambda: not api.dispatch.workers, "every pod worker done, nothing to do")
+    assert executor.calls == [], executor.calls
+    assert running(pods)
+    assert state(runtime, "restore", "db-0") is None and state(runtime, "restore", "db-1") is None
+
+
 def pods_only(pods: dict[str, FakePod], name: str) -> dict[str, FakePod]:
     return {name: pods[name]}
 
