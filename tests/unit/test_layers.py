@@ -32,7 +32,7 @@ RECONCILE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("outcomes", "leader"),
     ("pods", "backoff"),
     ("plan",),
-    ("stages", "conditions", "metrics"),
+    ("stages", "conditions", "metrics", "readiness"),
 )
 # Outside the operator: what the command line, the bench, the harness and the build scripts are made of.
 OUTSIDE = (PACKAGE, ROOT / "bench", ROOT / "hack", ROOT / "tests" / "harness")
