@@ -4,7 +4,7 @@ kopf handles no object before every object it listed at its start is indexed. Ea
 in one `ToggleSet(all)` before it indexes the object, drops it after, and then waits for the set to be on. kopf's
 ToggleSet (1.45) wakes every waiter of the set at each make and each drop (`Condition.notify_all`), and each of them
 takes the lock in turn to look again. With N objects listed that is about N^2 wake-ups before the first handler runs:
-6 s at 1,000 pods, 30 s at 2,000 and 25 minutes at 10,000 (bench-scale, `operator_started_s`), the operator acting
+3 s at 1,000 pods, 16 s at 2,000 and 25 minutes at 10,000 (bench-scale, `operator_started_s`), the operator acting
 on nothing meanwhile (a restarted container's process left running, a deleted suspension not resumed).
 
 `CountingToggleSet` keeps how many of its toggles are on, so its state costs nothing to read, and it wakes its

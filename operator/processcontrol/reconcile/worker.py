@@ -227,8 +227,8 @@ class PodWorker:
 
         for suspension in targeting:
             uid = suspension.uid
-            # A suspension being deleted that holds nothing here is owed no look: its status goes with it, and a
-            # look after a restart or a takeover would be an exec for nobody (one per pod at a large deletion).
+            # A suspension being deleted that holds nothing here is owed no look: kopf has stopped its status
+            # daemon, so a look after a restart or a takeover would be an exec for nobody (one per pod).
             if (
                 uid in wanted
                 or suspension.deleting
