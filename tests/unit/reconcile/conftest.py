@@ -67,9 +67,19 @@ class FakePod:
             env={**os.environ, name: value},
         )
         deadline = time.monotonic() + 20
-        while not (sock.is_socket() and self.running(job, process)):
+        while not (sock.is_socket() and self.running(job, process) and self._serves(job, process)):
             assert time.monotonic() < deadline, f"containerrun {job}/{process} did not come up"
             time.sleep(0.02)
+
+    def _serves(self, job: str, process: str) -> bool:
+        """Whether the pid file names a child of this containerrun: after a restart, the socket, sentinel and pid
+        file the killed one left are still there until the new one replaces them."""
+        pidfile = self.base / "sys" / "run" / "bpm" / job / f"{process}.pid"
+        try:
+            stat = Path(f"/proc/{int(pidfile.read_text())}/stat").read_text()
+        except (OSError, ValueError):
+            return False
+        return int(stat.rsplit(")", 1)[1].split()[1]) == self.runners[(job, process)].pid
 
     def restart(self, job: str, process: str) -> None:
         """A container restart: everything in the container killed (containerrun and its main process, which runs

@@ -194,7 +194,7 @@ async def test_skip_leaves_the_probed_process_running_and_gives_back_the_rest(
 
     api.suspend("restore", deleting=True, probes="Skip")
     await eventually(lambda: all(p.running(*AGENT) for p in pods.values()), "given back")
-    assert all(p.running(*MYSQL) for p in pods.values())
+    assert all(p.running(*MYSQL) for p in pods.values()), ({n: p.all_running() for n, p in pods.items()}, events)
 
 
 async def test_a_hand_over_to_a_skip_suspension_still_leaves_the_probed_process_running(
