@@ -82,16 +82,27 @@ def free_port() -> int:
 # --- processes ---------------------------------------------------------------------------------------------------
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat), None if it is gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3, the state, first), None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat), None if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] == "Z":
         return None
     return fields[19]
+
+
+def parent_pid(pid: int) -> int | None:
+    """The process's parent (field 4 of /proc/PID/stat), None if it is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
 
 
 def pid_alive(pid: int) -> bool:

@@ -25,9 +25,10 @@ from typing import Any
 import kopf
 import pytest
 
-from harness.base import kill_marked
+from harness.base import kill_marked, parent_pid
 from harness.fakepods import CONTAINER_ENV
 from processcontrol.api import INSTANCE_GROUP_LABEL, SUSPENDED_LABEL
+from processcontrol.containerrun.protocol import Endpoint
 from processcontrol.exceptions import ApiError, Conflict, ExecError, ExecTimeout, NotFound
 from processcontrol.ledger import HOLDS_ANNOTATION, Ledger, parse_ledger
 from processcontrol.podexec.transport import Dialogue, ExecResult, prompted
@@ -74,12 +75,8 @@ class FakePod:
     def _serves(self, job: str, process: str) -> bool:
         """Whether the pid file names a child of this containerrun: after a restart, the socket, sentinel and pid
         file the killed one left are still there until the new one replaces them."""
-        pidfile = self.base / "sys" / "run" / "bpm" / job / f"{process}.pid"
-        try:
-            stat = Path(f"/proc/{int(pidfile.read_text())}/stat").read_text()
-        except (OSError, ValueError):
-            return False
-        return int(stat.rsplit(")", 1)[1].split()[1]) == self.runners[(job, process)].pid
+        pid = Endpoint(self.base, job, process).read_pid()
+        return pid is not None and parent_pid(pid) == self.runners[(job, process)].pid
 
     def restart(self, job: str, process: str) -> None:
         """A container restart: everything in the container killed (containerrun and its main process, which runs
